@@ -1,0 +1,49 @@
+"""The ``diffparts`` command line.
+
+Each command group lives in its own module of this package and exposes
+``register(subparsers)``; registration must stay cheap (no torch or Prefect import) so that
+``--help`` is instant. Heavy imports happen inside the command's handler.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+# Command modules, in the order their commands appear in --help. A module listed here that
+# does not exist yet is skipped, so stages can land one at a time.
+COMMAND_MODULES = ("corpus", "train", "extract", "segment", "parts")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="diffparts",
+        description="Unsupervised part discovery and correspondence from diffusion attention.",
+    )
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
+    subparsers.required = True
+    for name in COMMAND_MODULES:
+        try:
+            module = importlib.import_module(f"diffparts.cli.{name}")
+        except ModuleNotFoundError as err:
+            if err.name == f"diffparts.cli.{name}":
+                continue
+            raise
+        module.register(subparsers)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        result = args.handler(args)
+    except (ValueError, FileNotFoundError) as err:
+        print(f"diffparts {args.command}: error: {err}", file=sys.stderr)
+        return 2
+    return int(result or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""Prefect layer: see DESIGN.md section 3."""
