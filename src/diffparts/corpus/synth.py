@@ -1,0 +1,551 @@
+"""Synthetic birds written in the CUB-200-2011 layout (DESIGN section 4).
+
+Every bird is drawn from a species prior (colours per part, patterns, shape) and then varied per
+image: colour swaps between neighbouring parts, colour jitter, patterns (stripes, spots,
+gradients, caps), shading, size, position, pose (body tilt, head angle, wing raised or folded,
+tail angle), horizontal flip, partial crops at the border, and a textured background that
+sometimes reuses the bird's colours. Rendering is vectorised numpy on a supersampled grid; the
+part mask is the per-pixel majority of the supersamples.
+
+Determinism: image ``i`` is drawn from ``numpy.random.default_rng((seed, i))``, so the same seed
+gives byte-identical files, and the first ``n`` images do not depend on ``n``.
+
+Output under ``out_dir`` (CUB names, plus the extras of DESIGN section 4)::
+
+    images.txt  image_class_labels.txt  classes.txt  train_test_split.txt  bounding_boxes.txt
+    parts/parts.txt  parts/part_locs.txt                 # CUB's 15 keypoints, with visibility
+    images/<class>/<name>.png                             # RGB
+    segmentations/<class>/<name>.png                      # foreground mask, 0 or 255
+    part_segmentations/<class>/<name>.png                 # value = part index, 0 = background
+    part_segmentations/parts.txt                          # legend: <index> <name>
+    captions.txt                                          # <image_id> <caption>
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+# Part-mask values 1..9 (0 = background); the legend written to part_segmentations/parts.txt.
+PART_NAMES: tuple[str, ...] = (
+    "head", "beak", "eye", "breast", "belly", "back", "wing", "tail", "legs",
+)
+PART_INDEX = {name: i + 1 for i, name in enumerate(PART_NAMES)}
+
+# CUB-200-2011's 15 keypoints, in CUB's parts/parts.txt order (ids 1..15).
+CUB_KEYPOINTS: tuple[str, ...] = (
+    "back", "beak", "belly", "breast", "crown", "forehead", "left eye", "left leg",
+    "left wing", "nape", "right eye", "right leg", "right wing", "tail", "throat",
+)
+
+# Named colours (caption words) and their RGB prototypes.
+COLOURS: dict[str, tuple[int, int, int]] = {
+    "red": (196, 32, 38),
+    "orange": (232, 122, 32),
+    "yellow": (236, 204, 44),
+    "green": (58, 146, 62),
+    "blue": (44, 92, 196),
+    "purple": (120, 56, 150),
+    "pink": (228, 130, 160),
+    "brown": (122, 78, 44),
+    "black": (30, 30, 34),
+    "white": (236, 236, 230),
+    "grey": (134, 136, 138),
+}
+# Background-only colours (never named in captions): foliage, bark, sky, sand.
+_BG_COLOURS = np.array(
+    [(70, 110, 50), (110, 140, 70), (40, 80, 40), (150, 120, 80), (90, 70, 50),
+     (150, 190, 220), (200, 215, 230), (190, 180, 150), (160, 160, 150), (60, 90, 90)],
+    dtype=np.float32,
+)
+
+PATTERNS = ("stripes", "spots", "gradient", "cap")
+_PATTERN_WORDS = {"stripes": "striped", "spots": "spotted", "gradient": "shaded", "cap": "capped"}
+_PLURAL_WORDS = {"wing": "wings", "leg": "legs", "legs": "legs", "eye": "eyes"}
+
+# Species priors: name, then the colour of head back wing tail breast belly beak legs eye(ring),
+# then patterns as "part=pattern/colour". Colours of neighbouring parts are often shared on
+# purpose (real birds), so colour alone does not separate parts.
+_SPECIES: tuple[tuple[str, str, str], ...] = (
+    ("Crimson_finch", "red red brown brown red white grey pink black", "wing=stripes/white"),
+    ("Azure_warbler", "blue blue blue black white white black grey black", "wing=stripes/black"),
+    ("Golden_tanager", "yellow yellow black black yellow yellow grey grey black",
+     "belly=gradient/orange"),
+    ("Spotted_thrush", "brown brown brown brown white white yellow pink black",
+     "breast=spots/brown belly=spots/brown"),
+    ("Scarlet_robin", "black black black black red white black black black", "wing=stripes/white"),
+    ("Ivory_gull", "white grey grey white white white yellow black black", "wing=gradient/black"),
+    ("Slate_jay", "blue grey blue blue grey white black black black",
+     "wing=stripes/black tail=stripes/black"),
+    ("Amber_oriole", "black orange black black orange orange grey grey black", "wing=stripes/white"),
+    ("Rosy_bunting", "pink pink brown brown pink white grey pink black", "belly=gradient/pink"),
+    ("Sooty_crow", "black black black black black black grey black white", ""),
+    ("Jade_parakeet", "green green green blue green yellow orange grey black",
+     "tail=gradient/blue"),
+    ("Copper_wren", "brown brown brown brown orange white grey pink black",
+     "back=stripes/black wing=stripes/black tail=stripes/black"),
+    ("Violet_sunbird", "purple purple green purple purple yellow black black black",
+     "head=cap/green"),
+    ("Ashy_sparrow", "grey brown brown brown grey white orange pink black",
+     "head=cap/brown back=stripes/black wing=stripes/white"),
+    ("Saffron_canary", "yellow yellow yellow yellow yellow yellow pink pink black", ""),
+    ("Cobalt_kingfisher", "blue blue blue blue orange orange black red black",
+     "wing=spots/white head=cap/black"),
+)
+_SPECIES_PARTS = ("head", "back", "wing", "tail", "breast", "belly", "beak", "legs", "eye")
+# Neighbours a part's colour may be copied from (per-image variation).
+_NEIGHBOURS = {
+    "head": ("back", "breast"), "back": ("head", "wing"), "wing": ("back", "tail"),
+    "tail": ("wing", "back"), "breast": ("belly", "head"), "belly": ("breast", "back"),
+    "beak": ("legs", "head"), "legs": ("beak", "belly"), "eye": ("head",),
+}
+
+CAPTION_WORDS: tuple[str, ...] = tuple(sorted(
+    {"a", "photo", "of", "bird", "with", "and"}
+    | set(COLOURS)
+    | set(_PATTERN_WORDS.values())
+    | {"head", "beak", "eyes", "breast", "belly", "back", "wings", "tail", "legs"}
+))
+
+
+@dataclass(frozen=True)
+class SynthConfig:
+    image_size: int = 128                      # pixel side of every image (64 also supported)
+    n_classes: int = 16                        # species used, at most len(_SPECIES) = 16
+    supersample: int = 2                       # render at this factor, average down (anti-aliasing)
+    scale_range: tuple[float, float] = (0.15, 0.21)  # body half-length / image side
+    tilt_range_deg: float = 25.0               # body tilt, uniform in +-range
+    head_range_deg: float = 30.0               # head turn relative to the body, uniform in +-range
+    raised_wing_prob: float = 0.3              # wing raised (flying pose) instead of folded
+    flip_prob: float = 0.5                     # bird faces left (shows its left side)
+    crop_prob: float = 0.2                     # centre placed so the bird leaves the frame partly
+    colour_swap_prob: float = 0.15             # a part takes a neighbour's or a random colour
+    colour_jitter: float = 28.0                # per-part RGB jitter (std, 0-255 units)
+    extra_pattern_prob: float = 0.25           # a plain part gets a random pattern
+    shading: tuple[float, float] = (0.25, 0.55)  # strength of the per-part sphere shading
+    shared_bg_colour_prob: float = 0.35        # the background reuses one of the bird's colours
+    branch_prob: float = 0.5                   # a brown branch under the feet (background)
+    pixel_noise: float = 4.0                   # std of per-pixel noise (0-255 units)
+    train_fraction: float = 0.5                # share of each class in the train split
+
+
+# ----------------------------------------------------------------------------------------------
+# Geometry helpers: all work on flat float32 arrays of coordinates.
+
+
+def _to_frame(u, v, cu, cv, ang):
+    """Coordinates of (u, v) in a frame centred at (cu, cv) and rotated by ang (radians)."""
+    du, dv = u - cu, v - cv
+    c, s = math.cos(ang), math.sin(ang)
+    return du * c + dv * s, -du * s + dv * c
+
+
+def _segment_dist(x, y, x0, y0, x1, y1):
+    """Distance of points (x, y) to the segment (x0, y0)-(x1, y1)."""
+    dx, dy = x1 - x0, y1 - y0
+    t = np.clip(((x - x0) * dx + (y - y0) * dy) / max(dx * dx + dy * dy, 1e-9), 0.0, 1.0)
+    return np.hypot(x - x0 - t * dx, y - y0 - t * dy)
+
+
+def _jitter_colour(rng, name, sigma):
+    base = np.array(COLOURS[name], dtype=np.float32)
+    bright = rng.uniform(0.85, 1.15)
+    return np.clip(base * bright + rng.normal(0.0, sigma, 3), 0, 255).astype(np.float32)
+
+
+# ----------------------------------------------------------------------------------------------
+# One bird.
+
+
+def _species_prior(class_index):
+    name, colours, patterns = _SPECIES[class_index]
+    colour = dict(zip(_SPECIES_PARTS, colours.split()))
+    pattern = {}
+    for item in patterns.split():
+        part, spec = item.split("=")
+        kind, second = spec.split("/")
+        pattern[part] = (kind, second)
+    return name, colour, pattern
+
+
+def _draw_appearance(rng, class_index, cfg):
+    """Per-image colour names, RGB values and patterns for each part."""
+    _, colour, pattern = _species_prior(class_index)
+    names = dict(colour)
+    # 1. Swap a few colours with a neighbour's (or a random one), as between related species.
+    for part in _SPECIES_PARTS:
+        if part != "eye" and rng.random() < cfg.colour_swap_prob:
+            if rng.random() < 0.6:
+                names[part] = colour[_NEIGHBOURS[part][rng.integers(len(_NEIGHBOURS[part]))]]
+            else:
+                names[part] = list(COLOURS)[rng.integers(len(COLOURS))]
+    # 2. Patterns: the species' own, plus sometimes a random one on a plain part.
+    patt = dict(pattern)
+    for part in ("back", "wing", "tail", "breast", "belly", "head"):
+        if part not in patt and rng.random() < cfg.extra_pattern_prob:
+            kinds = ("stripes", "spots", "gradient") + (("cap",) if part == "head" else ())
+            kind = kinds[rng.integers(len(kinds))]
+            second = list(COLOURS)[rng.integers(len(COLOURS))]
+            patt[part] = (kind, second)
+    # 3. RGB with jitter; shared names get related but not identical values.
+    rgb = {part: _jitter_colour(rng, names[part], cfg.colour_jitter) for part in _SPECIES_PARTS}
+    second = {part: _jitter_colour(rng, s, cfg.colour_jitter) for part, (_, s) in patt.items()}
+    return names, rgb, patt, second
+
+
+def _paint_pattern(rng, base, second, kind, pu, pv):
+    """Colours (pixel, 3) of one part with a pattern, in the part's own frame (pu, pv ~ [-1, 1])."""
+    n = pu.shape[0]
+    if kind is None or n == 0:
+        return np.broadcast_to(base, (n, 3)).copy()
+    if kind == "stripes":
+        ang = rng.uniform(0, math.pi)
+        freq = rng.uniform(2.0, 4.5)
+        t = pu * math.cos(ang) + pv * math.sin(ang)
+        alpha = (np.sin(2 * math.pi * freq * t + rng.uniform(0, 2 * math.pi)) > rng.uniform(-0.2, 0.5))
+        alpha = alpha.astype(np.float32)
+    elif kind == "spots":
+        k = int(rng.integers(6, 14))
+        centres = rng.uniform(-0.9, 0.9, (k, 2)).astype(np.float32)
+        radius = rng.uniform(0.12, 0.22, k).astype(np.float32)
+        d2 = (pu[None] - centres[:, 0:1]) ** 2 + (pv[None] - centres[:, 1:2]) ** 2  # spot pixel
+        alpha = (d2 < radius[:, None] ** 2).any(0).astype(np.float32)
+    elif kind == "gradient":
+        ang = rng.uniform(0, 2 * math.pi)
+        t = pu * math.cos(ang) + pv * math.sin(ang)
+        alpha = np.clip(0.5 + 0.6 * t, 0, 1)
+    elif kind == "cap":
+        alpha = (pv > rng.uniform(0.05, 0.35)).astype(np.float32)
+    else:
+        raise ValueError(f"unknown pattern {kind!r}")
+    return base[None] * (1 - alpha[:, None]) + second[None] * alpha[:, None]
+
+
+def _render_bird(rng, class_index, cfg):
+    """Render one image: (rgb (y, x, 3) uint8, part mask (y, x) uint8, keypoints (15, 3), caption)."""
+    size, ss = cfg.image_size, cfg.supersample
+    big = size * ss
+    # 1. Pose and shape (units: s = body half-length in pixels of the final image).
+    s = rng.uniform(*cfg.scale_range) * size
+    tilt = math.radians(rng.uniform(-cfg.tilt_range_deg, cfg.tilt_range_deg))
+    head_ang = math.radians(rng.uniform(-cfg.head_range_deg, cfg.head_range_deg))
+    raised = rng.random() < cfg.raised_wing_prob
+    wing_ang = math.radians(rng.uniform(-75, -35) if raised else rng.uniform(-8, 12))
+    tail_ang = math.radians(rng.uniform(-25, 20))
+    flip = rng.random() < cfg.flip_prob
+    body_b = rng.uniform(0.55, 0.7)
+    head_r = rng.uniform(0.45, 0.55)
+    beak_len = rng.uniform(0.45, 0.8)
+    beak_w = rng.uniform(0.16, 0.24)
+    tail_len = rng.uniform(0.7, 1.1)
+    fork = rng.random() < 0.3
+    eye_r = rng.uniform(0.2, 0.25)
+    leg_len = rng.uniform(0.55, 0.8)
+
+    # 2. Position: inside the frame, or (crop_prob) partly outside it.
+    if rng.random() < cfg.crop_prob:
+        cx, cy = rng.uniform(0.0, 1.0, 2) * size
+        cx = cx + np.sign(cx - size / 2) * 0.15 * size
+    else:
+        cx = rng.uniform(0.38, 0.62) * size
+        cy = rng.uniform(0.4, 0.55) * size
+
+    # 3. Pixel grid in bird coordinates (u forward, v up, unit = s).
+    coords = (np.arange(big, dtype=np.float32) + 0.5) / ss            # pixel centres (x or y)
+    gx = np.broadcast_to(coords[None, :], (big, big)).ravel()          # (y x) flattened
+    gy = np.broadcast_to(coords[:, None], (big, big)).ravel()
+    fx = -1.0 if flip else 1.0
+    dx = (gx - cx) / s * fx
+    dy = -(gy - cy) / s
+    ct, st = math.cos(tilt), math.sin(tilt)
+    u = dx * ct + dy * st
+    v = -dx * st + dy * ct
+
+    def to_image(pu_, pv_):
+        """Bird coordinates -> image pixel coordinates (x, y)."""
+        ddx = pu_ * ct - pv_ * st
+        ddy = pu_ * st + pv_ * ct
+        return cx + fx * ddx * s, cy - ddy * s
+
+    names, rgb, patt, second = _draw_appearance(rng, class_index, cfg)
+    shade_k = rng.uniform(*cfg.shading)
+    light = rng.uniform(-0.25, 0.25, 2)
+
+    img = np.zeros((big * big, 3), dtype=np.float32)   # (y x) rgb, background filled later
+    lab = np.zeros(big * big, dtype=np.uint8)          # (y x) part index
+
+    def paint(mask, part, pu, pv, r2=None, colour_part=None):
+        """Draw one part where mask holds (painter's order), with pattern and shading."""
+        idx = np.flatnonzero(mask)
+        if idx.size == 0:
+            return
+        cpart = colour_part or part
+        kind, sec = patt.get(cpart, (None, None))
+        cols = _paint_pattern(rng, rgb[cpart], second.get(cpart), kind, pu[idx], pv[idx])
+        if r2 is None:
+            r2 = pu * pu + pv * pv
+        shade = 1.0 - shade_k * np.clip(r2[idx], 0, 1) + (light[0] * pu[idx] + light[1] * pv[idx]) * 0.4
+        img[idx] = cols * np.clip(shade, 0.3, 1.4)[:, None]
+        lab[idx] = PART_INDEX[part]
+
+    # 4. Legs (behind the body): two thick segments going down in the image, plus toes.
+    leg_w = 0.09
+    hips = [(0.15, -0.35), (-0.12, -0.35)]
+    feet = []
+    for k, (hu, hv) in enumerate(hips):
+        hx, hy = to_image(hu, hv)
+        lean = rng.uniform(-0.25, 0.25)
+        footx, footy = hx + fx * lean * s * leg_len, hy + leg_len * s + body_b * 0.3 * s
+        toex = footx + fx * 0.35 * s
+        d = np.minimum(_segment_dist(gx, gy, hx, hy, footx, footy),
+                       _segment_dist(gx, gy, footx, footy, toex, footy))
+        mask = d < leg_w * s
+        pu_l = np.zeros_like(u)
+        paint(mask, "legs", pu_l, pu_l, r2=np.clip(d / (leg_w * s), 0, 1) ** 2)
+        feet.append((footx, footy - 0.2 * leg_len * s))
+
+    # 5. Tail: a fan (optionally forked) behind the body.
+    tb_u, tb_v = -0.75, 0.1
+    tu, tv = _to_frame(u, v, tb_u, tb_v, math.pi + tail_ang)
+    half = 0.18 + 0.22 * np.clip(tu / tail_len, 0, 1)
+    tail = (tu > 0) & (tu < tail_len) & (np.abs(tv) < half)
+    if fork:
+        tail &= ~((tu > tail_len * 0.75) & (np.abs(tv) < (tu - tail_len * 0.75) * 1.2))
+    paint(tail, "tail", tu / tail_len * 2 - 1, tv / 0.4)
+
+    # 6. Body: one ellipse split into back (upper), breast (lower front), belly (lower rear).
+    bu, bv = u, v / body_b
+    body = bu * bu + bv * bv < 1.0
+    upper = v > 0.08 + 0.12 * u
+    paint(body & upper, "back", bu, bv)
+    paint(body & ~upper & (u > -0.05), "breast", bu, bv)
+    paint(body & ~upper & (u <= -0.05), "belly", bu, bv)
+
+    # 7. Wing: an ellipse hinged at the shoulder, folded over the back or raised.
+    pivot = (0.35, 0.12)
+    wc_u = pivot[0] - 0.75 * math.cos(wing_ang)
+    wc_v = pivot[1] - 0.75 * math.sin(wing_ang)
+    wu, wv = _to_frame(u, v, wc_u, wc_v, wing_ang)
+    wu, wv = wu / 0.85, wv / 0.32
+    wing = wu * wu + wv * wv < 1.0
+    paint(wing, "wing", wu, wv)
+
+    # 8. Head, beak, eye (rotated together by the head angle).
+    hc = (0.92, 0.45 + 0.1 * body_b)
+    hu, hv = _to_frame(u, v, hc[0], hc[1], head_ang)
+    head = hu * hu + hv * hv < head_r * head_r
+    paint(head, "head", hu / head_r, hv / head_r)
+    base_u = head_r * 0.75
+    tip = (head_r + beak_len, -0.08)
+    # beak: triangle (base_u, +w) (base_u, -w) tip, tested with the edge half-planes
+    t = (hu - base_u) / (tip[0] - base_u)
+    beak = (t > 0) & (t < 1) & (np.abs(hv - tip[1] * t) < beak_w * (1 - t))
+    paint(beak, "beak", t * 2 - 1, hv / beak_w)
+    ec = (head_r * 0.35, head_r * 0.2)
+    eu, ev = (hu - ec[0]) / eye_r, (hv - ec[1]) / eye_r
+    er2 = eu * eu + ev * ev
+    eye = er2 < 1.0
+    paint(eye, "eye", eu, ev, r2=np.zeros_like(er2))
+    pupil = eye & (er2 < 0.4)
+    img[pupil] = np.array(COLOURS["black"], np.float32) * 0.6
+    glint = eye & ((eu - 0.25) ** 2 + (ev - 0.25) ** 2 < 0.05)
+    img[glint] = 240.0
+
+    # 9. Keypoints in bird coordinates (CUB order); then visibility from frame and side.
+    def head_point(a, b):
+        c, s_ = math.cos(head_ang), math.sin(head_ang)
+        return hc[0] + a * c - b * s_, hc[1] + a * s_ + b * c
+
+    wing_mid = (wc_u, wc_v)
+    kp_local = {
+        "back": (-0.3, 0.5 * body_b + 0.05), "beak": head_point(head_r + beak_len * 0.6, -0.05),
+        "belly": (-0.4, -0.55 * body_b), "breast": (0.6, -0.25 * body_b),
+        "crown": head_point(0.0, head_r * 0.75), "forehead": head_point(head_r * 0.65, head_r * 0.5),
+        "eye": head_point(*ec), "wing": wing_mid,
+        "nape": head_point(-head_r * 0.7, head_r * 0.35), "tail": None,
+        "throat": head_point(head_r * 0.45, -head_r * 0.7),
+    }
+    c_t, s_t = math.cos(math.pi + tail_ang), math.sin(math.pi + tail_ang)
+    kp_local["tail"] = (tb_u + 0.7 * tail_len * c_t, tb_v + 0.7 * tail_len * s_t)
+    near = "left" if flip else "right"       # facing right shows the bird's right side
+    keypoints = np.zeros((len(CUB_KEYPOINTS), 3), dtype=np.float32)
+    for k, kname in enumerate(CUB_KEYPOINTS):
+        side, _, base_name = kname.rpartition(" ")
+        if base_name == "leg":
+            px, py = feet[0] if side == near else feet[1]
+        else:
+            px, py = to_image(*kp_local[base_name])
+        visible = 0 <= px < size and 0 <= py < size
+        if side and base_name in ("eye", "wing") and side != near:
+            visible = False
+        if visible:
+            keypoints[k] = (px, py, 1.0)
+
+    # 10. Background behind everything, then supersample down, noise, quantise.
+    bg = _render_background(rng, big, ss, [rgb[p] for p in ("back", "wing", "breast", "head")],
+                            cfg, feet, s)
+    fg = lab > 0
+    img[~fg] = bg[~fg]
+    img = img.reshape(size, ss, size, ss, 3).mean(axis=(1, 3))          # y x rgb
+    img += rng.normal(0.0, cfg.pixel_noise, img.shape).astype(np.float32)
+    img = np.clip(np.rint(img), 0, 255).astype(np.uint8)
+    blocks = lab.reshape(size, ss, size, ss).transpose(0, 2, 1, 3).reshape(size, size, ss * ss)
+    counts = (blocks[..., None] == np.arange(len(PART_NAMES) + 1, dtype=np.uint8)).sum(2)
+    part_mask = counts.argmax(-1).astype(np.uint8)                      # y x
+
+    caption = _caption(rng, names, patt)
+    return img, part_mask, keypoints, caption
+
+
+def _render_background(rng, big, ss, bird_rgb, cfg, feet, s):
+    """A textured background (y x, 3) float32 on the supersampled grid."""
+    n_col = 3
+    cols = _BG_COLOURS[rng.choice(len(_BG_COLOURS), n_col, replace=False)].copy()
+    if rng.random() < cfg.shared_bg_colour_prob:
+        cols[rng.integers(n_col)] = bird_rgb[rng.integers(len(bird_rgb))]
+    cols += rng.normal(0, 12, cols.shape).astype(np.float32)
+    yy, xx = np.mgrid[0:big, 0:big].astype(np.float32) / big            # y x in [0, 1)
+    kind = rng.integers(4)
+    if kind == 0:      # smooth noise: a few random plane waves mixing the colours
+        w = np.zeros((n_col, big, big), np.float32)
+        for c in range(n_col):
+            for _ in range(3):
+                ang, freq = rng.uniform(0, 2 * math.pi), rng.uniform(1, 5)
+                w[c] += np.sin(2 * math.pi * freq * (xx * math.cos(ang) + yy * math.sin(ang))
+                               + rng.uniform(0, 2 * math.pi))
+        w = np.exp(1.5 * w)
+        w /= w.sum(0, keepdims=True)
+        bg = np.einsum("cyx,cr->yxr", w, cols)
+    elif kind == 1:    # stripes (reeds, fences)
+        ang, freq = rng.uniform(0, math.pi), rng.uniform(3, 12)
+        t = np.sin(2 * math.pi * freq * (xx * math.cos(ang) + yy * math.sin(ang)))
+        t2 = np.sin(2 * math.pi * rng.uniform(1, 3) * (xx * math.sin(ang) - yy * math.cos(ang)))
+        bg = np.where((t > 0)[..., None], cols[0], cols[1]) * (0.85 + 0.15 * t2[..., None])
+    elif kind == 2:    # foliage: overlapping leaf blobs
+        bg = np.broadcast_to(cols[2], (big, big, 3)).copy()
+        k = int(rng.integers(25, 45))
+        cx, cy = rng.uniform(-0.1, 1.1, (2, k))
+        a, b = rng.uniform(0.04, 0.14, (2, k))
+        ang = rng.uniform(0, math.pi, k)
+        for i in range(k):
+            du, dv = xx - cx[i], yy - cy[i]
+            c, s_ = math.cos(ang[i]), math.sin(ang[i])
+            r2 = ((du * c + dv * s_) / a[i]) ** 2 + ((-du * s_ + dv * c) / b[i]) ** 2
+            m = r2 < 1
+            col = cols[i % 2] * rng.uniform(0.75, 1.2)
+            bg[m] = col * (1.1 - 0.25 * r2[m])[:, None]
+    else:              # sky-like vertical gradient with soft clouds
+        t = yy[..., None]
+        bg = cols[0] * (1 - t) + cols[1] * t
+        for _ in range(int(rng.integers(2, 6))):
+            cx, cy = rng.uniform(0, 1, 2)
+            r = rng.uniform(0.08, 0.25)
+            m = np.exp(-((xx - cx) ** 2 + ((yy - cy) * 2) ** 2) / (r * r))[..., None]
+            bg = bg * (1 - 0.6 * m) + cols[2] * 0.6 * m
+    if rng.random() < cfg.branch_prob:     # a branch the bird stands on (background)
+        fy = max(f[1] for f in feet) * ss + 0.2 * s * ss
+        slope = rng.uniform(-0.3, 0.3)
+        width = rng.uniform(0.12, 0.25) * s * ss
+        yline = fy + slope * (xx * big - big / 2)
+        m = np.abs(yy * big - yline) < width
+        bark = np.array(COLOURS["brown"], np.float32) * rng.uniform(0.6, 1.1)
+        grain = 0.85 + 0.15 * np.sin(xx * big * 0.7 + yy * 3)
+        bg[m] = bark * grain[m][:, None]
+    return bg.reshape(big * big, 3).astype(np.float32)
+
+
+def _caption(rng, names, patt):
+    """e.g. 'a photo of a red bird with striped brown wings and a grey beak'."""
+    main = names["back"]
+    options = ["wing", "beak", "head", "tail", "breast", "legs", "belly"]
+    chosen = [options[i] for i in sorted(rng.choice(len(options), 2 + rng.integers(2), replace=False))]
+    phrases = []
+    for part in chosen:
+        kind = patt.get(part, (None,))[0]
+        words = ([_PATTERN_WORDS[kind]] if kind else []) + [names[part]]
+        noun = _PLURAL_WORDS.get(part, part)
+        phrase = " ".join(words + [noun])
+        phrases.append(phrase if noun.endswith("s") else "a " + phrase)
+    return f"a photo of a {main} bird with " + " and ".join(phrases)
+
+
+# ----------------------------------------------------------------------------------------------
+# The dataset writer.
+
+
+def class_names(n_classes: int) -> list[str]:
+    """CUB-style class folder names, e.g. '001.Crimson_finch'."""
+    if not 1 <= n_classes <= len(_SPECIES):
+        raise ValueError(f"n_classes={n_classes} must be in 1..{len(_SPECIES)}")
+    return [f"{i + 1:03d}.{_SPECIES[i][0]}" for i in range(n_classes)]
+
+
+def generate_birds(out_dir, n: int, seed: int, config: SynthConfig = SynthConfig()) -> Path:
+    """Render ``n`` synthetic birds into ``out_dir`` in the CUB-200-2011 layout; returns the path.
+
+    Image ``i`` (0-based draw order) belongs to class ``i % n_classes`` and is in the train split
+    when ``(i // n_classes) % 2 == 0`` (for train_fraction 0.5). Image ids are 1..n in class order.
+    """
+    if n < 1:
+        raise ValueError(f"n={n} must be >= 1")
+    if config.image_size < 32:
+        raise ValueError(f"image_size={config.image_size} must be >= 32")
+    out = Path(out_dir)
+    names = class_names(config.n_classes)
+    # 1. Plan: class and split per draw index, ids in class order (like CUB's images.txt).
+    plan = []
+    per_class = [0] * config.n_classes
+    for i in range(n):
+        c = i % config.n_classes
+        k = per_class[c]
+        per_class[c] += 1
+        f = config.train_fraction
+        is_train = math.ceil((k + 1) * f - 1e-9) > math.ceil(k * f - 1e-9)   # first one is train
+        plan.append((c, k, i, is_train))
+    plan.sort()
+    # 2. Render and write each image, its masks and its metadata rows.
+    for sub in ("images", "segmentations", "part_segmentations", "parts"):
+        (out / sub).mkdir(parents=True, exist_ok=True)
+    rows = {key: [] for key in ("images", "labels", "split", "bbox", "locs", "captions")}
+    for image_id, (c, k, i, is_train) in enumerate(plan, start=1):
+        rng = np.random.default_rng((seed, i))
+        img, part_mask, keypoints, caption = _render_bird(rng, c, config)
+        species = _SPECIES[c][0]
+        rel = f"{names[c]}/{species}_{k + 1:04d}.png"
+        for sub, arr in (("images", img), ("segmentations", (part_mask > 0).astype(np.uint8) * 255),
+                         ("part_segmentations", part_mask)):
+            path = out / sub / rel
+            path.parent.mkdir(parents=True, exist_ok=True)
+            Image.fromarray(arr).save(path, format="PNG", optimize=False, compress_level=6)
+        ys, xs = np.nonzero(part_mask)
+        if xs.size:
+            bbox = (float(xs.min()), float(ys.min()), float(xs.max() - xs.min() + 1),
+                    float(ys.max() - ys.min() + 1))
+        else:
+            bbox = (0.0, 0.0, 0.0, 0.0)
+        rows["images"].append(f"{image_id} {rel}")
+        rows["labels"].append(f"{image_id} {c + 1}")
+        rows["split"].append(f"{image_id} {int(is_train)}")
+        rows["bbox"].append(f"{image_id} " + " ".join(f"{b:.1f}" for b in bbox))
+        for p, (x, y, vis) in enumerate(keypoints, start=1):
+            rows["locs"].append(f"{image_id} {p} {x:.1f} {y:.1f} {int(vis)}")
+        rows["captions"].append(f"{image_id} {caption}")
+    # 3. Metadata files.
+    def write(name, lines):
+        (out / name).write_text("\n".join(lines) + "\n")
+
+    write("images.txt", rows["images"])
+    write("image_class_labels.txt", rows["labels"])
+    write("train_test_split.txt", rows["split"])
+    write("bounding_boxes.txt", rows["bbox"])
+    write("classes.txt", [f"{i + 1} {name}" for i, name in enumerate(names)])
+    write("parts/parts.txt", [f"{i + 1} {name}" for i, name in enumerate(CUB_KEYPOINTS)])
+    write("parts/part_locs.txt", rows["locs"])
+    write("part_segmentations/parts.txt",
+          ["0 background"] + [f"{i + 1} {name}" for i, name in enumerate(PART_NAMES)])
+    write("captions.txt", rows["captions"])
+    return out
