@@ -1,0 +1,162 @@
+"""The ``attention/`` group: schema, storage precision, per-image writes and reads.
+
+DESIGN.md sections 5.1 and 6::
+
+    attention/self        (image, qy, qx, ky, kx) float16, or uint8 with
+    attention/self_scale  (image, qy, qx) float32      value = uint8 * scale, then renormalised
+    attention/cross       (image, token, qy, qx) float16
+    attention/done        (image,) bool                 written after the three above
+    attrs: resolution R, tokens, image_size, precision
+
+Each key map ``attn[qy, qx]`` is a distribution over (ky, kx). Float16 keeps it to about three
+significant digits and barely compresses (about 1.1x); uint8 stores each key map divided by its
+own maximum times 255 (so the maximum is exactly 255) and the scale ``max / 255`` beside it,
+about 14x smaller. Reads dequantise and renormalise every key map to sum 1.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Sequence
+
+import numpy as np
+import zarr
+
+from diffparts.store.layout import clear_failure, create_stage_array, ensure_stage, image_count
+
+STAGE = "attention"
+#: Storage precisions of ``attention/self``.
+PRECISIONS = ("float16", "uint8")
+
+
+@dataclass(frozen=True)
+class StoreConfig:
+    """How attention is stored (part of the config hash: a change starts a new version)."""
+
+    precision: str = "float16"  # float16 (~lossless, ~1.1x compression) or uint8 (~14x, per key map)
+
+    def __post_init__(self) -> None:
+        if self.precision not in PRECISIONS:
+            raise ValueError(f"precision must be one of {PRECISIONS}, got {self.precision!r}")
+
+
+def create_attention_arrays(
+    root: zarr.Group,
+    resolution: int,
+    tokens: Sequence[str],
+    image_size: int,
+    precision: str = "float16",
+) -> zarr.Group:
+    """Create (or check and grow) the attention arrays for every stored image. Set-up only.
+
+    ``resolution`` is R (the largest attention resolution), ``tokens`` the prompt's tokens
+    (the cross-attention's token axis), ``image_size`` the pixel side fed to the VAE.
+    """
+    StoreConfig(precision)  # validates
+    if resolution < 1:
+        raise ValueError(f"resolution must be >= 1, got {resolution}")
+    n, r, t = image_count(root), int(resolution), len(tokens)
+    group = ensure_stage(root, STAGE)
+    old = dict(group.attrs)
+    if "resolution" in old and (old["resolution"], old["precision"], old["tokens"]) != (
+        r,
+        precision,
+        list(tokens),
+    ):
+        raise ValueError(
+            f"attention arrays exist with R={old['resolution']}, precision "
+            f"{old['precision']!r}, tokens {old['tokens']}; asked for R={r}, {precision!r}, "
+            f"{list(tokens)}"
+        )
+    create_stage_array(group, "self", (n, r, r, r, r), precision, ("image", "qy", "qx", "ky", "kx"))
+    if precision == "uint8":
+        create_stage_array(group, "self_scale", (n, r, r), "float32", ("image", "qy", "qx"))
+    create_stage_array(group, "cross", (n, t, r, r), "float16", ("image", "token", "qy", "qx"))
+    group.attrs.update(
+        {"resolution": r, "tokens": list(tokens), "image_size": int(image_size), "precision": precision}
+    )
+    return group
+
+
+def has_attention_arrays(root: zarr.Group) -> bool:
+    """Whether ``create_attention_arrays`` ran on this store version."""
+    return f"{STAGE}/self" in root
+
+
+def quantise_key_maps(attn: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """uint8 key maps and their scales: ``attn ~ q * scale`` with each map's max at 255.
+
+    attn: (..., ky, kx) float, non-negative. Returns q (..., ky, kx) uint8 and scale (...)
+    float32 = max / 255 (0 for an all-zero map).
+    """
+    attn = np.asarray(attn, dtype=np.float32)
+    if attn.ndim < 2:
+        raise ValueError(f"attn needs (..., ky, kx) axes, got shape {attn.shape}")
+    peak = attn.max(axis=(-2, -1))  # (...)
+    if np.any(peak < 0) or not np.all(np.isfinite(peak)):
+        raise ValueError("attention maps must be finite and non-negative")
+    scale = (peak / 255.0).astype(np.float32)
+    safe = np.where(scale > 0, scale, 1.0)[..., None, None]
+    q = np.clip(np.rint(attn / safe), 0, 255).astype(np.uint8)
+    return q, scale
+
+
+def dequantise_key_maps(q: np.ndarray, scale: np.ndarray | None) -> np.ndarray:
+    """float32 key maps from stored values, each renormalised to sum 1 over (ky, kx).
+
+    q: (..., ky, kx) uint8 with scale (...), or float16 with scale None. All-zero maps stay 0.
+    """
+    attn = np.asarray(q, dtype=np.float32)
+    if scale is not None:
+        attn = attn * np.asarray(scale, dtype=np.float32)[..., None, None]
+    total = attn.sum(axis=(-2, -1), keepdims=True)
+    return np.divide(attn, total, out=np.zeros_like(attn), where=total > 0)
+
+
+def write_attention(
+    root: zarr.Group, index: int, self_attn: np.ndarray, cross_attn: np.ndarray
+) -> int:
+    """Write one image's attention into its own chunks; returns the bytes it handed to Zarr.
+
+    self_attn: (qy, qx, ky, kx) float, each key map summing to 1; cross_attn: (token, qy, qx).
+    Does NOT set the done marker: the caller calls ``mark_done`` after this returns.
+    """
+    group = root[STAGE]
+    self_arr, cross_arr = group["self"], group["cross"]
+    if tuple(self_attn.shape) != tuple(self_arr.shape[1:]):
+        raise ValueError(f"self_attn shape {self_attn.shape} != stored {self_arr.shape[1:]}")
+    if tuple(cross_attn.shape) != tuple(cross_arr.shape[1:]):
+        raise ValueError(f"cross_attn shape {cross_attn.shape} != stored {cross_arr.shape[1:]}")
+    index = int(index)
+    if self_arr.dtype == np.uint8:
+        q, scale = quantise_key_maps(self_attn)
+        group["self_scale"][index] = scale
+        self_arr[index] = q
+        nbytes = q.nbytes + scale.nbytes
+    else:
+        values = np.asarray(self_attn, dtype=np.float16)
+        self_arr[index] = values
+        nbytes = values.nbytes
+    cross = np.asarray(cross_attn, dtype=np.float16)
+    cross_arr[index] = cross
+    clear_failure(root, STAGE, index)
+    return nbytes + cross.nbytes
+
+
+def read_self_attention(root: zarr.Group, index: int) -> np.ndarray:
+    """float32 (qy, qx, ky, kx) self-attention of image ``index``, dequantised, maps sum to 1."""
+    group = root[STAGE]
+    index = int(index)
+    stored = group["self"][index]
+    scale = group["self_scale"][index] if stored.dtype == np.uint8 else None
+    return dequantise_key_maps(stored, scale)
+
+
+def read_cross_attention(root: zarr.Group, index: int) -> np.ndarray:
+    """float32 (token, qy, qx) cross-attention of image ``index``."""
+    return np.asarray(root[STAGE]["cross"][int(index)], dtype=np.float32)
+
+
+def attention_tokens(root: zarr.Group) -> list[str]:
+    """The prompt tokens along ``attention/cross``'s token axis."""
+    return list(root[STAGE].attrs.get("tokens", []))

@@ -1,0 +1,297 @@
+"""The store's manifest and its single-writer set-up (DESIGN.md section 6).
+
+The manifest lives in the attributes of each version's root group::
+
+    manifest = {
+        "code_version": "0.1.0+g<commit>",     # code that created the version
+        "last_code_version": "...",            # code of the latest set-up
+        "model": "data/models/...",            # the id or path the user gave
+        "model_hash": "sha256:...",            # content of the weights and configs
+        "config_hash": "sha256:...",           # hash of "config" below
+        "config": {...},                       # capture settings + storage precision
+        "precision": "float16",
+        "images": [{"image_id", "name", "sha256"}, ...],
+    }
+
+A store written with one model or config never takes writes from another: ``prepare_store``
+raises ``StoreMismatchError`` unless told to start a new version, which becomes the group
+``versions/<n>`` of the same store (the root's ``current_version`` attribute points at it, so
+``open_store(path)`` and every later stage use it; ``open_store(path, version=1)`` reads the old).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import subprocess
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import zarr
+
+from diffparts.store.layout import (
+    CURRENT_VERSION_ATTR,
+    FAILURES_GROUP,
+    VERSIONS_GROUP,
+    _as_store,
+    create_stage_array,
+    ensure_stage,
+    grow_image_axis,
+    image_table,
+    version_group,
+    version_number,
+)
+
+#: Files of a model folder that do not change what the model computes.
+_UNHASHED_SUFFIXES = (".md", ".lock")
+
+
+class StoreMismatchError(ValueError):
+    """The store was written with another model or config (start a new version to go on)."""
+
+
+def file_sha256(path: str | Path, block: int = 1 << 20) -> str:
+    """Hex sha256 of a file's bytes."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(block):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def config_hash(config: dict) -> str:
+    """``sha256:<hex>`` of a config dict's canonical JSON (sorted keys)."""
+    text = json.dumps(config, sort_keys=True, default=str, separators=(",", ":"))
+    return "sha256:" + hashlib.sha256(text.encode()).hexdigest()
+
+
+def model_hash(model: str | Path) -> str:
+    """A hash of what a model computes: its weight and config files, not its path.
+
+    A local folder (or file) hashes the content of every file except docs (``*.md``), with
+    their relative paths; a hub id resolves to its cached snapshot's commit (offline) or asks
+    the hub for the current commit. Raises ``ValueError`` naming the model if neither works.
+    """
+    path = Path(model).expanduser()
+    if path.is_file():
+        return "sha256:" + file_sha256(path)
+    if path.is_dir():
+        h = hashlib.sha256()
+        files = sorted(
+            p
+            for p in path.rglob("*")
+            if p.is_file()
+            and not p.name.endswith(_UNHASHED_SUFFIXES)
+            and not any(part.startswith(".") for part in p.relative_to(path).parts)
+        )
+        if not files:
+            raise ValueError(f"model folder {path} is empty")
+        for p in files:
+            h.update(p.relative_to(path).as_posix().encode() + b"\0")
+            h.update(file_sha256(p).encode())
+        return "sha256:" + h.hexdigest()
+    return _hub_revision(str(model))
+
+
+def _hub_revision(model_id: str) -> str:
+    try:
+        from huggingface_hub import snapshot_download
+
+        snapshot = Path(snapshot_download(model_id, local_files_only=True))
+        return f"hf:{model_id}@{snapshot.name}"
+    except Exception:  # not cached: ask the hub unless offline
+        pass
+    if os.environ.get("HF_HUB_OFFLINE", "0") not in ("0", "", "false"):
+        raise ValueError(
+            f"model {model_id!r} is not a local path and not in the Hugging Face cache, and "
+            "HF_HUB_OFFLINE is set: give a local diffusers folder or download it first"
+        )
+    try:
+        from huggingface_hub import HfApi
+
+        return f"hf:{model_id}@{HfApi().model_info(model_id).sha}"
+    except Exception as err:
+        raise ValueError(
+            f"model {model_id!r} is not a local path and the hub could not resolve it ({err})"
+        ) from err
+
+
+def code_version() -> str:
+    """``<package version>+g<short commit>`` (commit omitted outside a git checkout)."""
+    from diffparts import REPO_ROOT, __version__
+
+    try:
+        sha = subprocess.run(
+            ["git", "-C", str(REPO_ROOT), "rev-parse", "--short", "HEAD"],
+            capture_output=True,
+            text=True,
+            timeout=5,
+            check=True,
+        ).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return __version__
+    return f"{__version__}+g{sha}" if sha else __version__
+
+
+def build_manifest(model: str, model_hash: str, config: dict) -> dict:
+    """The identity part of a manifest (images are added by ``prepare_store``)."""
+    version = code_version()
+    return {
+        "code_version": version,
+        "last_code_version": version,
+        "model": str(model),
+        "model_hash": model_hash,
+        "config_hash": config_hash(config),
+        "config": config,
+        "precision": config.get("precision"),
+        "images": [],
+    }
+
+
+@dataclass
+class PreparedStore:
+    """What ``prepare_store`` did: where to write and which store index each image has."""
+
+    path: str  # the store as given (local path or URL)
+    version: int  # 1 = store root, n = versions/<n>
+    indices: list[int]  # store image index of each given image, in the given order
+    added: list[int] = field(default_factory=list)  # indices appended by this set-up
+    changed: list[int] = field(default_factory=list)  # indices whose content hash changed
+
+
+def manifest(root: zarr.Group) -> dict:
+    """The manifest of a version group ({} if none)."""
+    return dict(root.attrs.get("manifest", {}))
+
+
+def prepare_store(
+    path: str | Path,
+    images: Sequence[dict],
+    identity: dict,
+    stages: Sequence[str] = ("attention",),
+    new_version: bool = False,
+) -> PreparedStore:
+    """Create or extend a store before the fan-out (the single writer; DESIGN 6).
+
+    1. Create the store with ``identity`` (``build_manifest``) or check that the current
+       version's model and config hashes equal it; on a mismatch raise
+       ``StoreMismatchError``, or with ``new_version`` start ``versions/<n>``.
+    2. Match ``images`` (``{"image_id", "name", "sha256"}``) to stored images by name; append
+       new ones (growing every image axis), update changed ids, and for images whose content
+       changed clear the done markers and failures of every stage so they are redone.
+    3. Create each stage's ``done`` and ``failures`` arrays; write the manifest.
+    """
+    # 1. Open or create, check the identity (DESIGN 6: never a silent overwrite).
+    store = _as_store(path)
+    try:
+        top = zarr.open_group(store, mode="r+")
+    except FileNotFoundError:
+        top = zarr.open_group(store, mode="w-")
+        top.attrs["manifest"] = {**identity, "images": []}
+        top.attrs[CURRENT_VERSION_ATTR] = ""
+    root = version_group(top)
+    old = manifest(root)
+    if old and (old.get("model_hash"), old.get("config_hash")) != (
+        identity["model_hash"],
+        identity["config_hash"],
+    ):
+        if not new_version:
+            raise StoreMismatchError(_mismatch_message(path, version_number(root), old, identity))
+        number = _next_version(top)
+        root = top.require_group(f"{VERSIONS_GROUP}/{number}")
+        root.attrs["manifest"] = {**identity, "images": []}
+        top.attrs[CURRENT_VERSION_ATTR] = root.path
+    elif not old:
+        root.attrs["manifest"] = {**identity, "images": []}
+
+    # 2. Images: match by name (folder-reader ids can shift when files are added).
+    for key, dtype in (("image_id", "int64"), ("name", str), ("sha256", str)):
+        create_stage_array(root.require_group("images"), key, (0,), dtype, ("image",))
+    table = {row["name"]: row["index"] for row in image_table(root)}
+    stored_sha = root["images/sha256"][:] if table else np.array([], dtype=str)
+    n_old = len(table)
+    indices, added, changed = [], [], []
+    new_rows: list[dict] = []
+    for img in images:
+        name = str(img["name"])
+        if name in table:
+            k = table[name]
+            indices.append(k)
+            if str(stored_sha[k]) != str(img["sha256"]):
+                changed.append(k)
+            if int(root["images/image_id"][k]) != int(img["image_id"]):
+                root["images/image_id"][k] = int(img["image_id"])
+        else:
+            k = n_old + len(new_rows)
+            table[name] = k
+            indices.append(k)
+            added.append(k)
+            new_rows.append(img)
+    if new_rows:
+        grow_image_axis(root, n_old + len(new_rows))
+        sl = slice(n_old, n_old + len(new_rows))
+        root["images/image_id"][sl] = np.array([int(r["image_id"]) for r in new_rows], "int64")
+        root["images/name"][sl] = np.array([str(r["name"]) for r in new_rows], dtype=str)
+        root["images/sha256"][sl] = np.array([str(r["sha256"]) for r in new_rows], dtype=str)
+
+    # 3. Stage markers (existing stages too, so a changed image is redone everywhere).
+    for stage in stages:
+        ensure_stage(root, stage)
+    for k in changed:
+        _reset_image(root, k, [img for img in images if table[str(img["name"])] == k][0])
+    rows = image_table(root)
+    sha = root["images/sha256"][:]
+    root.attrs["manifest"] = {
+        **manifest(root),
+        "last_code_version": identity.get("last_code_version", identity.get("code_version")),
+        "images": [
+            {"image_id": r["image_id"], "name": r["name"], "sha256": str(sha[r["index"]])}
+            for r in rows
+        ],
+    }
+    return PreparedStore(str(path), version_number(root), indices, added, changed)
+
+
+def _reset_image(root: zarr.Group, index: int, img: dict) -> None:
+    """An image's content changed: new hash, and every stage's marker and failure cleared."""
+    root["images/sha256"][index] = str(img["sha256"])
+    for name, group in root.groups():
+        if name == VERSIONS_GROUP:
+            continue
+        if "done" in group:
+            group["done"][index] = False
+    if FAILURES_GROUP in root:
+        for _, arr in root[FAILURES_GROUP].arrays():
+            arr[index] = ""
+
+
+def _next_version(top: zarr.Group) -> int:
+    if VERSIONS_GROUP not in top:
+        return 2
+    numbers = [int(k) for k in top[VERSIONS_GROUP].group_keys() if k.isdigit()]
+    return max(numbers, default=1) + 1
+
+
+def _mismatch_message(path, version: int, old: dict, new: dict) -> str:
+    what = []
+    if old.get("model_hash") != new["model_hash"]:
+        what.append(
+            f"model {old.get('model')!r} ({old.get('model_hash')}) -> "
+            f"{new['model']!r} ({new['model_hash']})"
+        )
+    if old.get("config_hash") != new["config_hash"]:
+        changed = sorted(
+            k
+            for k in set(old.get("config", {})) | set(new["config"])
+            if old.get("config", {}).get(k) != new["config"].get(k)
+        )
+        what.append(f"config changed in {changed}")
+    return (
+        f"store {path} (version {version}) was written with another model or config: "
+        + "; ".join(what)
+        + ". Refusing to mix them. Pass new_version=True (CLI: --new-version) to start a new "
+        "version group in the same store, or choose another store path."
+    )

@@ -1,0 +1,87 @@
+"""Manifest: hashes, refusal on a model or config change, new versions, changed images."""
+
+from __future__ import annotations
+
+import pytest
+
+from diffparts.store import (
+    StoreMismatchError,
+    build_manifest,
+    config_hash,
+    done_mask,
+    failures,
+    mark_done,
+    model_hash,
+    open_store,
+    prepare_store,
+    record_failure,
+)
+
+IMAGES = [{"image_id": i + 1, "name": f"{i}.png", "sha256": f"h{i}"} for i in range(3)]
+
+
+def test_model_hash_follows_content_not_docs(tmp_path):
+    folder = tmp_path / "model"
+    (folder / "unet").mkdir(parents=True)
+    (folder / "unet" / "w.safetensors").write_bytes(b"abc")
+    first = model_hash(folder)
+    (folder / "README.md").write_text("card")
+    assert model_hash(folder) == first
+    (folder / "unet" / "w.safetensors").write_bytes(b"abd")
+    assert model_hash(folder) != first and first.startswith("sha256:")
+
+
+def test_model_hash_unknown_hub_id_offline(monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(ValueError, match="no-such/model"):
+        model_hash("no-such/model")
+
+
+def test_config_hash_is_order_free():
+    assert config_hash({"a": 1, "b": [2]}) == config_hash({"b": [2], "a": 1})
+    assert config_hash({"a": 1}) != config_hash({"a": 2})
+
+
+def test_manifest_contents(tmp_path):
+    prepare_store(tmp_path / "s.zarr", IMAGES, build_manifest("model-x", "sha256:1", {"t": 300}))
+    m = open_store(tmp_path / "s.zarr").attrs["manifest"]
+    assert m["model"] == "model-x" and m["model_hash"] == "sha256:1"
+    assert m["config"] == {"t": 300} and m["config_hash"] == config_hash({"t": 300})
+    assert m["images"][1] == {"image_id": 2, "name": "1.png", "sha256": "h1"}
+    assert m["code_version"].startswith("0.")
+
+
+def test_refuses_other_model_or_config_then_new_version(tmp_path):
+    path = tmp_path / "s.zarr"
+    prepare_store(path, IMAGES, build_manifest("m1", "sha256:1", {"t": 300}))
+    mark_done(open_store(path, "r+"), "attention", 0)
+    with pytest.raises(StoreMismatchError, match="m1.*m2.*--new-version"):
+        prepare_store(path, IMAGES, build_manifest("m2", "sha256:2", {"t": 300}))
+    with pytest.raises(StoreMismatchError, match=r"config changed in \['t'\]"):
+        prepare_store(path, IMAGES, build_manifest("m1", "sha256:1", {"t": 100}))
+    report = prepare_store(path, IMAGES, build_manifest("m2", "sha256:2", {"t": 300}), new_version=True)
+    assert report.version == 2
+    new = open_store(path)
+    assert new.path == "versions/2" and new.attrs["manifest"]["model"] == "m2"
+    assert not done_mask(new, "attention").any()
+    old = open_store(path, version=1)
+    assert old.attrs["manifest"]["model"] == "m1" and done_mask(old, "attention")[0]
+    # the new version is now the current one: the old identity is refused in turn
+    with pytest.raises(StoreMismatchError):
+        prepare_store(path, IMAGES, build_manifest("m1", "sha256:1", {"t": 300}))
+
+
+def test_changed_image_content_is_redone(tmp_path):
+    path = tmp_path / "s.zarr"
+    identity = build_manifest("m", "sha256:1", {})
+    prepare_store(path, IMAGES, identity)
+    root = open_store(path, "r+")
+    mark_done(root, "attention", 0)
+    mark_done(root, "attention", 1)
+    record_failure(root, "attention", 3, "2.png", "unreadable")
+    changed = [dict(IMAGES[0]), dict(IMAGES[1], sha256="new"), dict(IMAGES[2], sha256="fixed")]
+    report = prepare_store(path, changed, identity)
+    assert report.changed == [1, 2] and report.added == []
+    assert done_mask(open_store(path), "attention").tolist() == [True, False, False]
+    assert failures(open_store(path)) == []
+    assert open_store(path).attrs["manifest"]["images"][1]["sha256"] == "new"
