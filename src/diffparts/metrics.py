@@ -170,7 +170,7 @@ def _matched_counts(
     return tp, fp, fn
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)  # eq=False: the fields hold arrays
 class SegmentationResult:
     """Dataset-level segmentation scores after Hungarian matching."""
 
