@@ -1,0 +1,282 @@
+"""The parts stage over a whole store (DESIGN 5.5 and 6): descriptors, clustering, label maps.
+
+Layout of the ``parts/`` group (``segment`` = one row per described segment, ragged over
+images; rows of one image are contiguous, images in store order)::
+
+    parts/descriptors/features    (segment, feature) float32  chunks (block, feature)
+        attrs: feature_names, feature_weights, config (DescriptorConfig), level, complete
+    parts/descriptors/image       (segment,) int64   store image index of the row
+    parts/descriptors/segment     (segment,) int32   segment id in segments/labels[image, level]
+    parts/descriptors/foreground  (segment,) bool    False = background (category 0)
+    parts/descriptors/pixels      (segment,) int64   segment area in segment-map pixels
+    parts/descriptors/category    (segment,) int32   part category: 0 background, 1..K
+    parts/descriptors/start       (image,) int64     first row of the image (-1 = not described)
+    parts/descriptors/count       (image,) int32     number of rows of the image
+    parts/box                     (image, 4) float32 object box x, y, w, h in segment-map pixels
+    parts/box_estimated           (image,) bool      True = foreground estimate (no corpus box)
+    parts/centers                 (part, feature) float32  cluster centres (standardised, weighted)
+    parts/mean, parts/scale       (feature,) float32 standardisation of the features
+    parts/labels                  (image, y, x) int16 part category per pixel (-1 = not done)
+    parts/prevalence              (part,) float32    fraction of labelled images holding category
+    parts/done                    (image,) bool      labels of the image written
+    attrs: n_categories (K + 1, background included), k_selection {criterion, scores, chosen},
+           cluster_config
+
+Descriptors are written by one sequential pass (the rows are ragged, so no per-image shard
+exists for them); labels are written one image chunk at a time after clustering.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import zarr
+
+from diffparts.parts.cluster import ClusterConfig, StreamingPartClusterer
+from diffparts.parts.descriptors import DescriptorConfig, describe_image, feature_layout, scale_box
+from diffparts.store import (create_stage_array, done_mask, ensure_stage, image_count, image_table,
+                             mark_done, read_cross_attention, read_self_attention)
+
+STAGE = "parts"
+SEGMENTS = "segments"
+
+
+@dataclass(frozen=True)
+class ImageInfo:
+    """What the parts stage needs to know about one stored image (from the corpus)."""
+
+    index: int                                       # store image index
+    image_id: int
+    name: str
+    size: tuple[int, int]                            # original (width, height) in pixels
+    bbox: tuple[float, float, float, float] | None = None   # x, y, w, h (CUB), image pixels
+    keypoints: np.ndarray | None = None              # (part, 3) x, y, visible
+    class_id: int | None = None
+    path: Path | None = None
+
+
+def image_infos(root: zarr.Group, records: Sequence | None) -> list[ImageInfo]:
+    """Match the store's images to corpus records by name; sizes from the image headers.
+
+    With no records, each image is given the attention input size and no box.
+    """
+    from PIL import Image
+
+    table = image_table(root)
+    by_name = {str(r.name): r for r in (records or [])}
+    size = int(root["attention"].attrs.get("image_size", 0)) if "attention" in root else 0
+    out = []
+    for row in table:
+        rec = by_name.get(row["name"])
+        if rec is None:
+            out.append(ImageInfo(row["index"], row["image_id"], row["name"], (size, size)))
+            continue
+        with Image.open(rec.path) as im:
+            wh = im.size
+        out.append(ImageInfo(row["index"], row["image_id"], row["name"], (int(wh[0]), int(wh[1])),
+                             None if rec.bbox is None else tuple(float(v) for v in rec.bbox),
+                             None if rec.keypoints is None else np.asarray(rec.keypoints, np.float32),
+                             rec.class_id, Path(rec.path)))
+    return out
+
+
+def require_segments(root: zarr.Group, indices: Sequence[int] | None = None) -> list[int]:
+    """The image indices to use; raises ValueError naming images whose segments are not done."""
+    n = image_count(root)
+    if f"{SEGMENTS}/labels" not in root:
+        raise ValueError("the store has no segments/labels: run the segment stage first")
+    indices = list(range(n)) if indices is None else [int(i) for i in indices]
+    done = done_mask(root, SEGMENTS)
+    missing = [i for i in indices if not done[i]]
+    if missing:
+        names = [image_table(root)[i]["name"] for i in missing[:5]]
+        raise ValueError(f"segmentation has not finished for {len(missing)} of {len(indices)} images "
+                         f"(e.g. indices {missing[:5]}: {names}); run the segment stage first")
+    if not indices:
+        raise ValueError("no images to use")
+    return indices
+
+
+def segment_map(root: zarr.Group, index: int, level: int) -> np.ndarray:
+    """(y, x) segment labels of one image at one level (level 0 = finest)."""
+    arr = root[f"{SEGMENTS}/labels"]
+    if not 0 <= level < arr.shape[1]:
+        raise ValueError(f"level {level} outside the stored 0..{arr.shape[1] - 1}")
+    lab = np.asarray(arr[int(index), int(level)])
+    if lab.min() < 0:
+        raise ValueError(f"image {index} has no segments at level {level} (label {lab.min()})")
+    return lab
+
+
+def build_descriptors(root: zarr.Group, infos: Sequence[ImageInfo],
+                      config: DescriptorConfig = DescriptorConfig(), block: int = 8192) -> dict:
+    """Describe every segment of the given images and write ``parts/descriptors`` (one pass).
+
+    Existing descriptors are replaced. Returns a small summary.
+    """
+    if block < 1:
+        raise ValueError(f"block must be >= 1, got {block}")
+    n = image_count(root)
+    has_cross = "attention/cross" in root and config.cross_tokens > 0
+    n_tokens = int(root["attention/cross"].shape[1]) if has_cross else 0
+    names, weights = feature_layout(config, n_tokens)
+    n_feat = len(names)
+
+    # 1. Schema: fresh ragged arrays, per-image start/count, boxes.
+    group = ensure_stage(root, STAGE)
+    if "descriptors" in group:
+        del group["descriptors"]
+    desc = group.require_group("descriptors")
+    feats = desc.create_array("features", shape=(0, n_feat), dtype="float32", chunks=(block, n_feat),
+                              dimension_names=("segment", "feature"),
+                              attributes={"feature_names": names, "feature_weights": weights.tolist(),
+                                          "config": dataclasses.asdict(config), "level": config.level,
+                                          "complete": False})
+    columns = {name: desc.create_array(name, shape=(0,), dtype=dt, chunks=(block,), dimension_names=("segment",))
+               for name, dt in (("image", "int64"), ("segment", "int32"), ("foreground", "bool"),
+                                ("pixels", "int64"))}
+    start = create_stage_array(desc, "start", (n,), "int64", ("image",), fill_value=-1)
+    count = create_stage_array(desc, "count", (n,), "int32", ("image",), fill_value=0)
+    boxes = create_stage_array(group, "box", (n, 4), "float32", ("image", "box"))
+    box_est = create_stage_array(group, "box_estimated", (n,), "bool", ("image",), fill_value=False)
+    start[:] = -1
+    count[:] = 0
+
+    # 2. One image at a time; rows buffered and appended in whole blocks.
+    buf: dict[str, list[np.ndarray]] = {k: [] for k in ("features", *columns)}
+    buffered = 0
+    written = 0
+    starts = np.full(n, -1, np.int64)
+    counts = np.zeros(n, np.int32)
+
+    def flush(final: bool = False) -> None:
+        nonlocal buffered
+        if not buffered:
+            return
+        rows = {k: np.concatenate(v) for k, v in buf.items()}
+        take = buffered if final else (buffered // block) * block
+        if take == 0:
+            return
+        feats.append(rows["features"][:take])
+        for k, arr in columns.items():
+            arr.append(rows[k][:take])
+        for k in buf:
+            buf[k] = [rows[k][take:]]
+        buffered -= take
+
+    for info in infos:
+        labels = segment_map(root, info.index, config.level)
+        h, w = labels.shape
+        box = None if info.bbox is None else scale_box(info.bbox, info.size, (w, h))
+        attn = read_self_attention(root, info.index)
+        cross = read_cross_attention(root, info.index) if has_cross else None
+        d = describe_image(labels, attn, cross, box=box, config=config)
+        m = len(d.segment_ids)
+        buf["features"].append(d.features)
+        buf["image"].append(np.full(m, info.index, np.int64))
+        buf["segment"].append(d.segment_ids)
+        buf["foreground"].append(d.foreground)
+        buf["pixels"].append(d.pixels)
+        starts[info.index] = written
+        counts[info.index] = m
+        written += m
+        buffered += m
+        boxes[info.index] = d.box
+        box_est[info.index] = d.box_estimated
+        if buffered >= block:
+            flush()
+    flush(final=True)
+    start[:] = starts
+    count[:] = counts
+    feats.attrs["complete"] = True
+    fg = int(np.asarray(columns["foreground"][:]).sum()) if written else 0
+    return {"images": len(infos), "segments": written, "foreground_segments": fg, "features": n_feat}
+
+
+def cluster_parts(root: zarr.Group, config: ClusterConfig = ClusterConfig()) -> dict:
+    """Cluster the foreground descriptors into K categories; write categories and centres."""
+    desc = root[f"{STAGE}/descriptors"]
+    feats = desc["features"]
+    if not feats.attrs.get("complete", False):
+        raise ValueError("parts/descriptors is incomplete: run build_descriptors first")
+    group = root[STAGE]
+    est = StreamingPartClusterer.from_config(config, feature_weights=np.asarray(feats.attrs["feature_weights"]))
+    if "category" in desc:
+        del desc["category"]
+    cat = desc.create_array("category", shape=(feats.shape[0],), dtype="int32",
+                            chunks=(feats.chunks[0],), dimension_names=("segment",), fill_value=0)
+    est.fit(feats, include=desc["foreground"])
+    # Categories: 0 background, 1..K foreground clusters (by decreasing size).
+    bs = feats.chunks[0]
+    for s in range(0, feats.shape[0], bs):
+        lab = np.asarray(est.labels_[s:s + bs])
+        cat[s:s + bs] = np.where(lab >= 0, lab + 1, 0).astype(np.int32)
+    k = est.n_clusters_
+    for name, value, dims in (("centers", est.cluster_centers_, ("part", "feature")),
+                              ("mean", est.mean_, ("feature",)), ("scale", est.scale_, ("feature",))):
+        if name in group:
+            del group[name]
+        group.create_array(name, data=np.asarray(value, np.float32), dimension_names=dims)
+    sel = est.k_selection_
+    group.attrs.update({
+        "n_categories": k + 1,
+        "k_selection": {"criterion": sel.criterion, "scores": {str(a): b for a, b in sel.scores.items()},
+                        "chosen": sel.chosen},
+        "cluster_config": dataclasses.asdict(config),
+    })
+    return {"k": k, "n_categories": k + 1, "segments": int(est.n_seen_),
+            "k_scores": {int(a): b for a, b in sel.scores.items()}, "counts": est.counts_.tolist()}
+
+
+def paint_part_labels(root: zarr.Group, indices: Sequence[int] | None = None) -> dict:
+    """Write ``parts/labels`` (image, y, x) from the segment categories, then ``parts/done``;
+    finally ``parts/prevalence`` over all labelled images."""
+    desc = root[f"{STAGE}/descriptors"]
+    level = int(desc["features"].attrs["level"])
+    seg_arr = root[f"{SEGMENTS}/labels"]
+    n, h, w = image_count(root), seg_arr.shape[2], seg_arr.shape[3]
+    group = root[STAGE]
+    labels = create_stage_array(group, "labels", (n, h, w), "int16", ("image", "y", "x"), fill_value=-1)
+    starts, counts = desc["start"][:], desc["count"][:]
+    indices = [i for i in range(n) if starts[i] >= 0] if indices is None else list(indices)
+    for i in indices:
+        if starts[i] < 0:
+            raise ValueError(f"image {i} has no descriptors")
+        rows = slice(int(starts[i]), int(starts[i] + counts[i]))
+        seg_ids = np.asarray(desc["segment"][rows])
+        cats = np.asarray(desc["category"][rows])
+        seg = segment_map(root, i, level)
+        lut = np.zeros(int(max(seg.max(), seg_ids.max())) + 1, np.int16)
+        lut[seg_ids] = cats
+        labels[i] = lut[seg]
+        mark_done(root, STAGE, i)
+    return write_prevalence(root)
+
+
+def write_prevalence(root: zarr.Group) -> dict:
+    """Fraction of labelled images in which each category appears (from the segment table)."""
+    group = root[STAGE]
+    desc = group["descriptors"]
+    k1 = int(group.attrs["n_categories"])
+    done = done_mask(root, STAGE)
+    present = np.zeros((k1,), np.int64)
+    img, cat = np.asarray(desc["image"][:]), np.asarray(desc["category"][:])
+    keep = done[img]
+    pairs = np.unique(img[keep].astype(np.int64) * k1 + cat[keep])
+    present += np.bincount(pairs % k1, minlength=k1)
+    prevalence = present / max(int(done.sum()), 1)
+    if "prevalence" in group:
+        del group["prevalence"]
+    group.create_array("prevalence", data=prevalence.astype(np.float32), dimension_names=("part",))
+    return {"images": int(done.sum()), "prevalence": prevalence.round(4).tolist()}
+
+
+def read_part_labels(root: zarr.Group, index: int) -> np.ndarray:
+    """(y, x) int16 part categories of one image (0 background); ValueError if not done."""
+    if not done_mask(root, STAGE)[int(index)]:
+        raise ValueError(f"image {index} has no part labels (parts stage not done)")
+    return np.asarray(root[f"{STAGE}/labels"][int(index)])

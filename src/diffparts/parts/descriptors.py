@@ -1,0 +1,223 @@
+"""A descriptor for every segment of one image (DESIGN 5.5), and foreground/background.
+
+A segment is described by what it attends to, where it sits in the object and how big it is,
+all relative to the object's box so that descriptors compare across images:
+
+- ``attn``: the segment's mean self-attention key map (the average of the key maps of its
+  queries, a distribution over keys), binned on a G x G grid laid over the object box, plus one
+  bin for the mass outside the box (G*G + 1 values). Parts of the same kind attend to the same
+  region of the object, wherever the object is.
+- ``cross``: the segment's mean cross-attention over the first T prompt tokens (optional;
+  T = 0 turns it off, and it is off when the store has no cross-attention).
+- ``position``: centroid (x, y), spread (std x, std y) and extent (width, height) of the
+  segment's pixels, in box units (0..1 inside the box).
+- ``size``: log of the segment's area as a fraction of the box area.
+
+Each group is weighted by ``weight_<group> / sqrt(group size)`` after standardisation (the
+clusterer multiplies by ``feature_weights``), so a group counts the same however many values it has.
+
+Foreground/background (the background is its own category, id 0 in ``parts/labels``):
+a segment is background when less than ``inside_box_min`` of its pixels lie inside the object
+box, or when it holds more than ``border_share_max`` of the image's border pixels (the border
+prior: the object rarely covers a large share of the frame's edge). With no box (folder corpora)
+the box is *estimated*: the border prior alone marks background segments and the box is the
+bounding box of the remaining segments (the whole frame if none remain).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class DescriptorConfig:
+    level: int = 0                   # hierarchy level described (0 = finest = part-sized segments)
+    box_grid: int = 4                # key maps binned on a G x G grid over the object box (+1 outside)
+    cross_tokens: int = 8            # first T tokens of pooled cross-attention kept; 0 = not used
+    weight_attn: float = 1.0         # group weight of the binned key map (what the segment attends to)
+    weight_cross: float = 0.5        # group weight of pooled cross-attention (weak with an empty prompt)
+    weight_position: float = 1.0     # group weight of centroid/spread/extent in box units
+    weight_size: float = 0.5         # group weight of log area fraction
+    inside_box_min: float = 0.5      # fewer of the segment's pixels inside the box -> background
+    border_share_max: float = 0.15   # more of the image border's pixels than this -> background
+
+
+@dataclass(frozen=True)
+class ImageDescriptors:
+    """Descriptors of the segments of one image."""
+
+    features: np.ndarray     # (segment, feature) float32
+    segment_ids: np.ndarray  # (segment,) int32, label value in the segment map
+    foreground: np.ndarray   # (segment,) bool
+    pixels: np.ndarray       # (segment,) int64, pixel count in the segment map
+    box: np.ndarray          # (4,) float32 x, y, width, height in segment-map pixels
+    box_estimated: bool      # True when the box came from the foreground estimate
+
+
+def feature_layout(config: DescriptorConfig, n_tokens: int) -> tuple[list[str], np.ndarray]:
+    """Feature names and per-feature weights for a store whose cross-attention has n_tokens."""
+    g = config.box_grid
+    t = min(config.cross_tokens, n_tokens)
+    groups = [
+        ("attn", [f"attn_{i}_{j}" for i in range(g) for j in range(g)] + ["attn_outside"], config.weight_attn),
+        ("cross", [f"cross_{i}" for i in range(t)], config.weight_cross),
+        ("position", ["cx", "cy", "sx", "sy", "extent_w", "extent_h"], config.weight_position),
+        ("size", ["log_area"], config.weight_size),
+    ]
+    names: list[str] = []
+    weights: list[float] = []
+    for _, group_names, w in groups:
+        if not group_names:
+            continue
+        names += group_names
+        weights += [w / np.sqrt(len(group_names))] * len(group_names)
+    return names, np.asarray(weights, np.float32)
+
+
+def _validate_config(config: DescriptorConfig) -> None:
+    if config.box_grid < 1:
+        raise ValueError(f"box_grid must be >= 1, got {config.box_grid}")
+    if config.cross_tokens < 0:
+        raise ValueError(f"cross_tokens must be >= 0, got {config.cross_tokens}")
+    if not 0.0 <= config.inside_box_min <= 1.0:
+        raise ValueError(f"inside_box_min must be in [0, 1], got {config.inside_box_min}")
+
+
+def area_weights(labels: np.ndarray, segment_ids: np.ndarray, res: int) -> np.ndarray:
+    """Fraction of each res x res attention cell covered by each segment: (segment, q)."""
+    h, w = labels.shape
+    cy = np.minimum((np.arange(h) * res) // h, res - 1)        # y -> qy
+    cx = np.minimum((np.arange(w) * res) // w, res - 1)        # x -> qx
+    cell = (cy[:, None] * res + cx[None, :]).ravel()            # (y x) -> q
+    lut = np.full(int(labels.max()) + 1, -1, np.int64)
+    lut[segment_ids] = np.arange(len(segment_ids))
+    seg = lut[labels.ravel()]
+    out = np.zeros((len(segment_ids), res * res), np.float64)
+    np.add.at(out, (seg, cell), 1.0)
+    return out / np.maximum(out.sum(1, keepdims=True), 1e-12)
+
+
+def border_share(labels: np.ndarray, segment_ids: np.ndarray) -> np.ndarray:
+    """Share of the image's border pixels that each segment holds: (segment,)."""
+    edge = np.concatenate([labels[0], labels[-1], labels[1:-1, 0], labels[1:-1, -1]])
+    counts = np.bincount(edge, minlength=int(labels.max()) + 1)
+    return counts[segment_ids] / max(len(edge), 1)
+
+
+def estimate_foreground_box(labels: np.ndarray, border_share_max: float = 0.15) -> np.ndarray:
+    """Unsupervised object box (x, y, w, h) from the border prior: segments not on the frame."""
+    ids = np.unique(labels)
+    fg_ids = ids[border_share(labels, ids) <= border_share_max]
+    mask = np.isin(labels, fg_ids)
+    if not mask.any():
+        h, w = labels.shape
+        return np.array([0.0, 0.0, w, h], np.float32)
+    ys, xs = np.nonzero(mask)
+    return np.array([xs.min(), ys.min(), xs.max() - xs.min() + 1, ys.max() - ys.min() + 1], np.float32)
+
+
+def describe_image(labels: np.ndarray, self_attn: np.ndarray, cross_attn: np.ndarray | None = None,
+                   box=None, config: DescriptorConfig = DescriptorConfig()) -> ImageDescriptors:
+    """Describe every segment of one image.
+
+    labels: (y, x) int segment map. self_attn: (qy, qx, ky, kx) aggregated self-attention, each
+    key map a distribution. cross_attn: (token, qy, qx) or None. box: (x, y, width, height) of the
+    object in segment-map pixels, or None to estimate it.
+    """
+    _validate_config(config)
+    labels = np.asarray(labels)
+    if labels.ndim != 2:
+        raise ValueError(f"labels must be (y, x), got shape {labels.shape}")
+    if labels.min() < 0:
+        raise ValueError(f"labels must be >= 0, got minimum {labels.min()}")
+    if self_attn.ndim != 4 or self_attn.shape[0] != self_attn.shape[1] or self_attn.shape[:2] != self_attn.shape[2:]:
+        raise ValueError(f"self_attn must be (qy, qx, ky, kx) with equal sides, got {self_attn.shape}")
+    res = self_attn.shape[0]
+    h, w = labels.shape
+    labels = labels.astype(np.int64)
+
+    # 1. Segments, their pixel counts and the box (given, or estimated from the border prior).
+    segment_ids = np.unique(labels)
+    pixels = np.bincount(labels.ravel())[segment_ids]
+    if box is None:
+        box_arr = estimate_foreground_box(labels, config.border_share_max)
+        estimated = True
+    else:
+        box_arr = np.asarray(box, np.float32)
+        if box_arr.shape != (4,) or box_arr[2] <= 0 or box_arr[3] <= 0:
+            raise ValueError(f"box must be (x, y, width > 0, height > 0), got {box}")
+        estimated = False
+    bx, by, bw, bh = (float(v) for v in box_arr)
+
+    # 2. Foreground: mostly inside the box and not holding much of the frame's edge.
+    ys, xs = np.mgrid[0:h, 0:w]
+    inside = ((xs + 0.5 >= bx) & (xs + 0.5 <= bx + bw) & (ys + 0.5 >= by) & (ys + 0.5 <= by + bh))
+    inside_frac = np.bincount(labels.ravel(), weights=inside.ravel().astype(np.float64))[segment_ids] / pixels
+    foreground = (inside_frac >= config.inside_box_min) & (border_share(labels, segment_ids) <= config.border_share_max)
+
+    # 3. Mean key map per segment, binned on a G x G grid over the box (+ an outside bin).
+    wq = area_weights(labels, segment_ids, res)                            # segment q
+    attn = self_attn.reshape(res * res, res * res).astype(np.float32)     # q k
+    key_map = (wq.astype(np.float32) @ attn)                               # segment k
+    key_map /= np.maximum(key_map.sum(1, keepdims=True), 1e-12)
+    g = config.box_grid
+    kc = (np.arange(res) + 0.5) / res                                      # key centre, frame units
+    kx_rel = (kc * w - bx) / bw                                            # kx -> box units
+    ky_rel = (kc * h - by) / bh                                            # ky -> box units
+    gx = np.floor(kx_rel * g).astype(np.int64)
+    gy = np.floor(ky_rel * g).astype(np.int64)
+    in_x, in_y = (gx >= 0) & (gx < g), (gy >= 0) & (gy < g)
+    bins = np.where(in_y[:, None] & in_x[None, :], gy[:, None] * g + gx[None, :], g * g).ravel()  # k -> bin
+    onehot = np.zeros((res * res, g * g + 1), np.float32)
+    onehot[np.arange(res * res), bins] = 1.0
+    attn_feat = key_map @ onehot                                           # segment (bin)
+
+    # 4. Pooled cross-attention over the first T tokens.
+    parts = [attn_feat]
+    if cross_attn is not None and config.cross_tokens > 0:
+        t = min(config.cross_tokens, cross_attn.shape[0])
+        if cross_attn.shape[1:] != (res, res):
+            raise ValueError(f"cross_attn must be (token, {res}, {res}), got {cross_attn.shape}")
+        ct = cross_attn[:t].reshape(t, res * res).astype(np.float32)      # token q
+        parts.append(wq.astype(np.float32) @ ct.T)                         # segment token
+
+    # 5. Position and size in box units.
+    lab = labels.ravel()
+    n_seg = len(segment_ids)
+    lut = np.full(int(labels.max()) + 1, -1, np.int64)
+    lut[segment_ids] = np.arange(n_seg)
+    seg = lut[lab]
+    px = (xs.ravel() + 0.5 - bx) / bw
+    py = (ys.ravel() + 0.5 - by) / bh
+    cnt = pixels.astype(np.float64)
+    cx = np.bincount(seg, px, n_seg) / cnt
+    cy = np.bincount(seg, py, n_seg) / cnt
+    sx = np.sqrt(np.maximum(np.bincount(seg, px * px, n_seg) / cnt - cx**2, 0))
+    sy = np.sqrt(np.maximum(np.bincount(seg, py * py, n_seg) / cnt - cy**2, 0))
+    x_min = np.full(n_seg, np.inf); x_max = np.full(n_seg, -np.inf)
+    y_min = np.full(n_seg, np.inf); y_max = np.full(n_seg, -np.inf)
+    np.minimum.at(x_min, seg, px); np.maximum.at(x_max, seg, px)
+    np.minimum.at(y_min, seg, py); np.maximum.at(y_max, seg, py)
+    ext_w = x_max - x_min + 1.0 / bw
+    ext_h = y_max - y_min + 1.0 / bh
+    position = np.stack([cx, cy, sx, sy, ext_w, ext_h], 1)
+    size = np.log(cnt / (bw * bh))[:, None]
+    parts += [position, size]
+
+    features = np.concatenate([p.astype(np.float32) for p in parts], axis=1)  # segment feature
+    return ImageDescriptors(features=features, segment_ids=segment_ids.astype(np.int32),
+                            foreground=foreground, pixels=pixels.astype(np.int64),
+                            box=np.array([bx, by, bw, bh], np.float32), box_estimated=estimated)
+
+
+def scale_box(box, image_size: tuple[int, int], map_size: tuple[int, int]) -> np.ndarray:
+    """A box (x, y, w, h) in original image pixels -> segment-map pixels.
+
+    image_size and map_size are (width, height); the extract stage resizes whole images.
+    """
+    sx = map_size[0] / image_size[0]
+    sy = map_size[1] / image_size[1]
+    x, y, w, h = (float(v) for v in box)
+    return np.array([x * sx, y * sy, w * sx, h * sy], np.float32)

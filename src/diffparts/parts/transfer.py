@@ -1,0 +1,153 @@
+"""Keypoint transfer between two images through the part categories (DESIGN 5.5), and its
+evaluation (DESIGN 8: PCK@0.05/0.1 over same-class pairs, NMI/ARI at visible keypoints).
+
+Transfer of a source point p (steps in ``transfer_points``):
+
+1. Read the part category c under p in the source's part map ``(y, x)``.
+2. If c is a foreground category (> 0) that is present in the target, map p by its relative
+   position inside c's box in the source (the bounding box of all of c's pixels) to the same
+   relative position inside c's box in the target, then snap it to the nearest target pixel of
+   category c (parts are not boxes).
+3. Otherwise (background, or a category the target lacks) map p by its relative position
+   inside the object box of each image.
+
+Part maps may have any size; points are in original image pixels and are scaled to the map.
+When an image is mirrored relative to the other (``flip``), relative x positions are mirrored.
+"""
+
+from __future__ import annotations
+
+from typing import Callable, Sequence
+
+import numpy as np
+
+from diffparts.metrics import KeypointPartScores, PCKScores, same_class_pairs
+
+
+def part_boxes(part_map: np.ndarray) -> dict[int, np.ndarray]:
+    """Box (x0, y0, x1, y1) in map pixels (x1, y1 exclusive) of every category in a map."""
+    part_map = np.asarray(part_map)
+    out: dict[int, np.ndarray] = {}
+    for c in np.unique(part_map):
+        ys, xs = np.nonzero(part_map == c)
+        out[int(c)] = np.array([xs.min(), ys.min(), xs.max() + 1, ys.max() + 1], np.float64)
+    return out
+
+
+def _snap(part_map: np.ndarray, category: int, x: float, y: float) -> tuple[float, float]:
+    """The centre of the nearest pixel of ``category`` to map point (x, y) (itself if inside)."""
+    ys, xs = np.nonzero(part_map == category)
+    d = (xs + 0.5 - x) ** 2 + (ys + 0.5 - y) ** 2
+    i = int(np.argmin(d))
+    h, w = part_map.shape
+    xi, yi = min(int(x), w - 1), min(int(y), h - 1)
+    if 0 <= xi and 0 <= yi and part_map[yi, xi] == category:
+        return x, y
+    return float(xs[i] + 0.5), float(ys[i] + 0.5)
+
+
+def transfer_points(source_map: np.ndarray, target_map: np.ndarray, points: np.ndarray,
+                    source_box, target_box, source_size: tuple[int, int],
+                    target_size: tuple[int, int], flip: bool = False,
+                    snap: bool = True) -> tuple[np.ndarray, np.ndarray]:
+    """Transfer points (point, 2) x, y from the source image to the target image.
+
+    source_map/target_map: (y, x) part-category maps (0 = background). source_box/target_box:
+    object boxes (x, y, width, height) in image pixels. source_size/target_size: image
+    (width, height). Returns (point, 2) x, y in target image pixels and (point,) the category
+    used (0 where the object box was used instead).
+    """
+    source_map, target_map = np.asarray(source_map), np.asarray(target_map)
+    pts = np.asarray(points, np.float64).reshape(-1, 2)
+    if source_map.ndim != 2 or target_map.ndim != 2:
+        raise ValueError(f"part maps must be (y, x), got {source_map.shape} and {target_map.shape}")
+    sh, sw = source_map.shape
+    th, tw = target_map.shape
+    s_scale = np.array([sw / source_size[0], sh / source_size[1]])   # image px -> source map px
+    t_scale = np.array([tw / target_size[0], th / target_size[1]])   # image px -> target map px
+    sb = np.asarray(source_box, np.float64)
+    tb = np.asarray(target_box, np.float64)
+    s_obj = np.array([sb[0], sb[1], sb[0] + sb[2], sb[1] + sb[3]]) * np.tile(s_scale, 2)
+    t_obj = np.array([tb[0], tb[1], tb[0] + tb[2], tb[1] + tb[3]]) * np.tile(t_scale, 2)
+    s_parts, t_parts = part_boxes(source_map), part_boxes(target_map)
+
+    out = np.full((len(pts), 2), np.nan)
+    used = np.zeros(len(pts), np.int64)
+    for i, (x, y) in enumerate(pts):
+        if not np.isfinite([x, y]).all():
+            continue
+        # 1. Category under the point.
+        mx, my = x * s_scale[0], y * s_scale[1]
+        c = int(source_map[min(max(int(my), 0), sh - 1), min(max(int(mx), 0), sw - 1)])
+        # 2./3. Relative position in the part's box, else in the object's box.
+        if c > 0 and c in t_parts:
+            src, dst = s_parts[c], t_parts[c]
+            used[i] = c
+        else:
+            src, dst = s_obj, t_obj
+        u = (mx - src[0]) / max(src[2] - src[0], 1e-9)
+        v = (my - src[1]) / max(src[3] - src[1], 1e-9)
+        if flip:
+            u = 1.0 - u
+        tx = dst[0] + u * (dst[2] - dst[0])
+        ty = dst[1] + v * (dst[3] - dst[1])
+        if used[i] and snap:
+            tx, ty = _snap(target_map, c, tx, ty)
+        out[i] = (tx / t_scale[0], ty / t_scale[1])
+    return out, used
+
+
+def evaluate_parts(get_map: Callable[[int], np.ndarray], keypoints: Sequence[np.ndarray],
+                   boxes: Sequence, sizes: Sequence[tuple[int, int]], class_ids: Sequence[int],
+                   max_pairs: int | None = 2000, random_state: int = 0,
+                   flips: Sequence[bool] | None = None) -> dict:
+    """NMI/ARI at visible keypoints and PCK@0.05/0.1 over same-class pairs.
+
+    get_map(i) -> (y, x) part-category map of image i (0 = background); keypoints[i]
+    (part, 3) x, y, visible; boxes[i] (x, y, w, h); sizes[i] (width, height) in image pixels;
+    class_ids[i] the class (pairs are drawn among images of the same class, at most max_pairs,
+    seeded). flips[i]: whether image i was judged mirrored (transfer mirrors between the two).
+    """
+    n = len(keypoints)
+    if not (len(boxes) == len(sizes) == len(class_ids) == n):
+        raise ValueError(f"got {n} keypoint arrays, {len(boxes)} boxes, {len(sizes)} sizes, "
+                         f"{len(class_ids)} class ids")
+    # 1. NMI/ARI at visible keypoints, pooled over the images (metrics module).
+    kp_scores = KeypointPartScores()
+    cache: dict[int, np.ndarray] = {}
+
+    def cached(i: int) -> np.ndarray:
+        if i not in cache:
+            if len(cache) > 256:
+                cache.pop(next(iter(cache)))
+            cache[i] = np.asarray(get_map(i))
+        return cache[i]
+
+    for i in range(n):
+        w, h = sizes[i]
+        kp_scores.update(cached(i), keypoints[i], image_shape=(h, w))
+    agreement = kp_scores.result()
+
+    # 2. PCK over same-class pairs (metrics module draws and scores the pairs).
+    pairs = same_class_pairs(np.asarray(class_ids), max_pairs=max_pairs, random_state=random_state)
+    pck = PCKScores()
+    via_part = 0
+    n_points = 0
+    for s, t in pairs:
+        kp_s = np.asarray(keypoints[s], np.float64)
+        flip = bool(flips[s]) != bool(flips[t]) if flips is not None else False
+        pred, used = transfer_points(cached(int(s)), cached(int(t)), kp_s[:, :2], boxes[s], boxes[t],
+                                     sizes[s], sizes[t], flip=flip)
+        pred[kp_s[:, 2] <= 0.5] = np.nan
+        vis = kp_s[:, 2] > 0.5
+        via_part += int((used[vis] > 0).sum())
+        n_points += int(vis.sum())
+        pck.update(pred, kp_s, keypoints[t], boxes[t])
+    res = pck.result()
+    return {
+        "nmi": agreement.nmi, "ari": agreement.ari, "n_keypoints": agreement.n_keypoints,
+        "n_images": agreement.n_images,
+        "pck@0.05": res.pck.get(0.05, float("nan")), "pck@0.1": res.pck.get(0.1, float("nan")),
+        "n_pairs": res.n_pairs, "n_pair_keypoints": res.n_keypoints,
+        "share_via_part": via_part / max(n_points, 1),
+    }

@@ -1,0 +1,72 @@
+"""The parts stage over a tiny synthetic store (diffparts.parts.dataset)."""
+
+import numpy as np
+import pytest
+from sklearn.metrics import adjusted_rand_score
+
+from diffparts.parts.cluster import ClusterConfig
+from diffparts.parts.dataset import (build_descriptors, cluster_parts, paint_part_labels, read_part_labels,
+                                     require_segments)
+from diffparts.parts.synthetic import make_part_store
+from diffparts.parts.transfer import evaluate_parts
+from diffparts.store import mark_done, open_store
+
+
+@pytest.fixture(scope="module")
+def parts_store(tmp_path_factory):
+    path = tmp_path_factory.mktemp("parts") / "store.zarr"
+    truth = make_part_store(path, n_images=8, seed=0)
+    root = open_store(path, "r+")
+    summary = build_descriptors(root, truth.infos, block=16)
+    clusters = cluster_parts(root, ClusterConfig(n_clusters=3, block_size=16))
+    paint_part_labels(root)
+    return path, truth, summary, clusters
+
+
+def test_descriptor_layout(parts_store):
+    path, truth, summary, _ = parts_store
+    root = open_store(path)
+    desc = root["parts/descriptors"]
+    assert summary == {"images": 8, "segments": 40, "foreground_segments": 24, "features": summary["features"]}
+    assert desc["features"].shape == (40, summary["features"])
+    assert desc["features"].metadata.dimension_names == ("segment", "feature")
+    np.testing.assert_array_equal(desc["start"][:], np.arange(8) * 5)
+    np.testing.assert_array_equal(desc["count"][:], 5)
+    np.testing.assert_array_equal(desc["image"][:], np.repeat(np.arange(8), 5))
+    # background segments (0, 1) are category 0; parts are 1..3
+    cat = desc["category"][:].reshape(8, 5)
+    assert (cat[:, :2] == 0).all() and (cat[:, 2:] > 0).all()
+
+
+def test_labels_consistent_across_images(parts_store):
+    path, truth, _, clusters = parts_store
+    root = open_store(path)
+    assert clusters["k"] == 3
+    pred = np.stack([read_part_labels(root, i) for i in range(8)])
+    # one mapping from true part to category for ALL images: pooled ARI over every pixel is 1
+    assert adjusted_rand_score(truth.part_maps.ravel(), pred.ravel()) == 1.0
+    assert (pred[truth.part_maps == 0] == 0).all()
+    np.testing.assert_allclose(root["parts/prevalence"][:], 1.0)
+    assert root["parts/labels"].metadata.dimension_names == ("image", "y", "x")
+    assert root["parts"].attrs["n_categories"] == 4
+
+
+def test_scores_on_the_synthetic_store(parts_store):
+    path, truth, _, _ = parts_store
+    root = open_store(path)
+    infos = truth.infos
+    out = evaluate_parts(lambda i: read_part_labels(root, i), [x.keypoints for x in infos],
+                         [x.bbox for x in infos], [x.size for x in infos], [x.class_id for x in infos])
+    assert out["nmi"] == pytest.approx(1.0) and out["ari"] == pytest.approx(1.0)
+    assert out["pck@0.05"] == 1.0 and out["pck@0.1"] == 1.0
+    assert out["n_pairs"] == 24 and out["share_via_part"] == 1.0
+
+
+def test_refuses_unfinished_segmentation(tmp_path):
+    path = tmp_path / "s.zarr"
+    make_part_store(path, n_images=3)
+    root = open_store(path, "r+")
+    mark_done(root, "segments", 1, False)
+    with pytest.raises(ValueError, match="segmentation has not finished for 1 of 3 images"):
+        require_segments(root)
+    assert require_segments(root, [0, 2]) == [0, 2]
