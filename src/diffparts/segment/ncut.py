@@ -477,6 +477,8 @@ def ncut_partition(affinity: np.ndarray, tau: float = 0.1, tau_mode: str = "cons
         node["ncut"] = float(value) if np.isfinite(value) else float("nan")
         if mask is None or not value < tau:
             continue
+        if not mask[0]:
+            mask = ~mask  # first child holds the node's first position (eigenvector sign free)
         kids = []
         for side in (idx[mask], idx[~mask]):
             kid = dict(id=len(tree), parent=node["id"], children=(), members=np.sort(side),
