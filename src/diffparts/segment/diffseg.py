@@ -47,6 +47,7 @@ __all__ = [
     "diffseg_segment",
     "merge_proposals",
     "proposals_to_labels",
+    "resize_bilinear",
     "symmetric_kl",
 ]
 
@@ -198,6 +199,15 @@ def _bilinear_matrix(n_out: int, n_in: int) -> np.ndarray:
     return weights
 
 
+def resize_bilinear(maps: np.ndarray, out_size: int | tuple[int, int]) -> np.ndarray:
+    """Bilinear resizing (half-pixel centres, align_corners=False) of maps (n, h, w) -> (n, y, x) float32."""
+    maps = np.asarray(maps, dtype=np.float32)
+    _, h, w = maps.shape
+    out_h, out_w = _out_shape(out_size, (h, w))
+    up_y, up_x = _bilinear_matrix(out_h, h), _bilinear_matrix(out_w, w)  # y h, x w
+    return np.einsum("yi,nij,xj->nyx", up_y, maps, up_x, optimize=True)
+
+
 def _out_shape(out_size, key_shape: tuple[int, int]) -> tuple[int, int]:
     if out_size is None:
         return key_shape
@@ -218,9 +228,7 @@ def proposals_to_labels(
     h, w = _out_shape(out_size, (ky, kx))
     if (h, w) == (ky, kx):
         return proposals.argmax(0).astype(np.int32)
-    up_y, up_x = _bilinear_matrix(h, ky), _bilinear_matrix(w, kx)  # y ky, x kx
-    upsampled = np.einsum("yi,sij,xj->syx", up_y, proposals.astype(np.float32), up_x, optimize=True)
-    return upsampled.argmax(0).astype(np.int32)  # y x
+    return resize_bilinear(proposals, (h, w)).argmax(0).astype(np.int32)  # y x
 
 
 class DiffSeg:
