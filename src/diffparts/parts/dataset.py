@@ -280,3 +280,84 @@ def read_part_labels(root: zarr.Group, index: int) -> np.ndarray:
     if not done_mask(root, STAGE)[int(index)]:
         raise ValueError(f"image {index} has no part labels (parts stage not done)")
     return np.asarray(root[f"{STAGE}/labels"][int(index)])
+
+
+def load_infos(root: zarr.Group, corpus: str | Path | None = None) -> list[ImageInfo]:
+    """Image infos for a store from its corpus (``corpus`` or the manifest's ``corpus`` entry).
+
+    With no corpus at all the images get no box (the foreground estimate is used) and no
+    keypoints (no evaluation).
+    """
+    corpus = corpus or root.attrs.get("manifest", {}).get("corpus")
+    records = None
+    if corpus:
+        from diffparts.corpus import open_corpus
+
+        records = list(open_corpus(corpus))
+    return image_infos(root, records)
+
+
+def labelled_images(root: zarr.Group, infos: Sequence[ImageInfo]) -> list[ImageInfo]:
+    """The infos of images whose part labels are written."""
+    done = done_mask(root, STAGE)
+    return [i for i in infos if i.index < len(done) and done[i.index]]
+
+
+def evaluate_store(root: zarr.Group, infos: Sequence[ImageInfo], max_pairs: int | None = 2000,
+                   random_state: int = 0) -> dict:
+    """NMI/ARI at visible keypoints and PCK over same-class pairs for the labelled images that
+    have keypoints, a box and a class (DESIGN 8)."""
+    from diffparts.parts.transfer import evaluate_parts
+
+    usable = [i for i in labelled_images(root, infos)
+              if i.keypoints is not None and i.bbox is not None and i.class_id is not None]
+    if not usable:
+        raise ValueError("no labelled image has keypoints, a box and a class: nothing to evaluate")
+    out = evaluate_parts(lambda j: read_part_labels(root, usable[j].index), [i.keypoints for i in usable],
+                         [i.bbox for i in usable], [i.size for i in usable], [i.class_id for i in usable],
+                         max_pairs=max_pairs, random_state=random_state)
+    return out
+
+
+def object_box(root: zarr.Group, info: ImageInfo) -> tuple[float, float, float, float]:
+    """The object box in image pixels: the corpus box, else the stored foreground estimate."""
+    if info.bbox is not None:
+        return info.bbox
+    box = np.asarray(root[f"{STAGE}/box"][info.index], np.float64)     # segment-map pixels
+    h, w = root[f"{STAGE}/labels"].shape[1:]
+    sx, sy = info.size[0] / w, info.size[1] / h
+    return (box[0] * sx, box[1] * sy, box[2] * sx, box[3] * sy)
+
+
+def transfer_between(root: zarr.Group, infos: Sequence[ImageInfo], source_id: int, target_id: int) -> dict:
+    """Transfer the source image's visible keypoints to the target (by corpus image id).
+
+    Returns the predicted (x, y) per keypoint (None where not visible in the source), the part
+    category each went through (0 = object box), and, when the target has keypoints, each
+    transferred point's distance to the truth over max(w, h) of the target box.
+    """
+    from diffparts.parts.transfer import transfer_points
+
+    by_id = {i.image_id: i for i in infos}
+    for name, value in (("source", source_id), ("target", target_id)):
+        if value not in by_id:
+            raise ValueError(f"{name} image id {value} is not in the store")
+    src, tgt = by_id[source_id], by_id[target_id]
+    if src.keypoints is None:
+        raise ValueError(f"source image {source_id} has no keypoints to transfer")
+    kp = np.asarray(src.keypoints, np.float64)
+    pred, used = transfer_points(read_part_labels(root, src.index), read_part_labels(root, tgt.index),
+                                 kp[:, :2], object_box(root, src), object_box(root, tgt), src.size, tgt.size)
+    visible = kp[:, 2] > 0.5
+    out = {"source": source_id, "target": target_id,
+           "predicted": [[round(float(x), 2), round(float(y), 2)] if v else None
+                         for (x, y), v in zip(pred, visible)],
+           "category": [int(c) if v else None for c, v in zip(used, visible)]}
+    if tgt.keypoints is not None:
+        t = np.asarray(tgt.keypoints, np.float64)
+        size = max(object_box(root, tgt)[2:])
+        both = visible & (t[:, 2] > 0.5)
+        dist = np.hypot(*(pred - t[:, :2]).T) / size
+        out["distance"] = [round(float(d), 4) if b else None for d, b in zip(dist, both)]
+        out["pck@0.1"] = float((dist[both] <= 0.1).mean()) if both.any() else None
+    return out

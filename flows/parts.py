@@ -1,0 +1,91 @@
+"""Flow: part categories across the whole dataset (DESIGN 5.5).
+
+Depends on the segment stage: it refuses to start unless every image's ``segments/done`` marker
+is set. Then, in order (each a thin task over ``diffparts.parts``):
+
+1. Check that segmentation finished for the images it uses.
+2. Describe every segment (``parts/descriptors``; one sequential pass, ragged rows).
+3. Cluster all foreground segments into K part categories with the streaming clusterer
+   (K chosen by silhouette on a fixed sample when not given).
+4. Paint per-pixel part maps ``parts/labels`` (same id = same part in every image), done
+   markers, per-category prevalence.
+5. Pictures: an overlay grid and a crop gallery per category (PNG), published as a markdown
+   artifact, with a table artifact of per-category prevalence.
+6. Where the corpus has keypoints: NMI/ARI at keypoints and PCK@0.05/0.1 on same-class pairs
+   (table artifact).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from prefect import flow, get_run_logger
+from prefect.artifacts import create_markdown_artifact, create_table_artifact
+
+from tasks.parts import (build_descriptors, cluster_parts, evaluate_store, paint_part_labels, require_segments,
+                         save_store_pictures)
+
+
+def _markdown(store: str, pictures: dict, clusters: dict) -> str:
+    lines = [f"# Part categories of `{store}`", "",
+             f"K = {clusters['k']} foreground categories (+ background = 0); "
+             f"K scores (silhouette): {clusters.get('k_scores') or 'K given'}", "",
+             "## Overlays (colour = category, same colour in every image)", ""]
+    lines += [f"![overlays]({Path(p).resolve().as_uri()})  \n`{p}`" for p in pictures["overlays"]]
+    lines += ["", "## Galleries (crops of each category from many images)", ""]
+    lines += [f"- [{Path(p).name}]({Path(p).resolve().as_uri()})" for p in pictures["galleries"]]
+    return "\n".join(lines)
+
+
+@flow(name="discover-parts")
+def discover_parts(store: str, k: int | None = None, corpus: str | None = None, level: int = 0,
+                   out_dir: str | None = None, evaluate: bool = True, max_pairs: int = 2000,
+                   seed: int = 0, descriptor: dict | None = None, cluster: dict | None = None) -> dict:
+    """Discover part categories over every segmented image of ``store``.
+
+    k: number of foreground part categories (None: silhouette on a fixed sample, 3..12).
+    corpus: the corpus folder (boxes, keypoints, classes, pictures); default the manifest's.
+    level: hierarchy level of the segments described (0 = finest). out_dir: where the PNGs go
+    (default ``<store>.parts/``). descriptor/cluster: overrides of DescriptorConfig/ClusterConfig.
+    Returns small summaries of every step.
+    """
+    logger = get_run_logger()
+    store = str(store)
+    out_dir = str(out_dir or f"{store.rstrip('/')}.parts")
+    descriptor = {**(descriptor or {}), "level": int(level)}
+    cluster = {**(cluster or {}), "n_clusters": k, "random_state": int(seed)}
+
+    # 1. Segmentation must be done for every image used.
+    indices = require_segments(store)
+    logger.info("segments done for %d images", len(indices))
+    # 2.-4. Descriptors, clustering, label maps.
+    described = build_descriptors(store, corpus, descriptor, indices)
+    logger.info("described %(segments)d segments (%(foreground_segments)d foreground)", described)
+    clusters = cluster_parts(store, cluster)
+    logger.info("K = %d (scores %s)", clusters["k"], clusters["k_scores"])
+    painted = paint_part_labels(store)
+    # 5. Pictures and artifacts.
+    pictures = save_store_pictures(store, corpus, out_dir)
+    create_markdown_artifact(_markdown(store, pictures, clusters), key="parts-pictures",
+                             description="part overlays and galleries")
+    create_table_artifact([{"category": c, "name": "background" if c == 0 else f"part {c}",
+                            "prevalence": p} for c, p in enumerate(painted["prevalence"])],
+                          key="parts-prevalence", description="fraction of images containing each category")
+    result = {"store": store, "images": len(indices), "descriptors": described, "clusters": clusters,
+              "prevalence": painted["prevalence"], "pictures": pictures}
+    # 6. Scores where the corpus has keypoints.
+    if evaluate:
+        scores = evaluate_store(store, corpus, max_pairs, seed)
+        if scores is not None:
+            create_table_artifact([{"measure": key, "value": value} for key, value in scores.items()],
+                                  key="parts-scores", description="NMI/ARI at keypoints, PCK on same-class pairs")
+            logger.info("NMI %.3f ARI %.3f PCK@0.1 %.3f", scores["nmi"], scores["ari"], scores["pck@0.1"])
+        result["scores"] = scores
+    return result
+
+
+if __name__ == "__main__":
+    import sys
+
+    print(discover_parts(sys.argv[1] if len(sys.argv) > 1 else "data/stores/attention.zarr",
+                         corpus=sys.argv[2] if len(sys.argv) > 2 else None))

@@ -1,0 +1,81 @@
+"""Prefect tasks of the parts stage (DESIGN 5.5). Thin: open the store, call one library
+function, return a small summary (never arrays). Tasks that touch the store retry."""
+
+from __future__ import annotations
+
+from prefect import task
+from prefect.cache_policies import NO_CACHE
+
+
+def _root(store: str, mode: str = "r"):
+    from diffparts.store import open_store
+
+    return open_store(store, mode)
+
+
+def _infos(root, corpus: str | None):
+    from diffparts.parts.dataset import load_infos
+
+    return load_infos(root, corpus)
+
+
+@task(retries=2, retry_delay_seconds=1, cache_policy=NO_CACHE)
+def require_segments(store: str) -> list[int]:
+    """Store indices to use; fails (ValueError) if any image's segmentation is not done."""
+    from diffparts.parts.dataset import require_segments as require
+
+    return require(_root(store))
+
+
+@task(retries=2, retry_delay_seconds=1, cache_policy=NO_CACHE)
+def build_descriptors(store: str, corpus: str | None, config: dict, indices: list[int]) -> dict:
+    """parts/descriptors for the given images (one sequential pass, ragged rows)."""
+    from diffparts.parts.dataset import build_descriptors as build
+    from diffparts.parts.descriptors import DescriptorConfig
+
+    root = _root(store, "r+")
+    wanted = set(indices)
+    infos = [i for i in _infos(root, corpus) if i.index in wanted]
+    return build(root, infos, DescriptorConfig(**config))
+
+
+@task(retries=2, retry_delay_seconds=1, cache_policy=NO_CACHE)
+def cluster_parts(store: str, config: dict) -> dict:
+    """Streaming clustering of the foreground descriptors into K part categories."""
+    from diffparts.parts.cluster import ClusterConfig
+    from diffparts.parts.dataset import cluster_parts as cluster
+
+    cfg = {**config, "k_range": tuple(config.get("k_range", (3, 12)))}
+    return cluster(_root(store, "r+"), ClusterConfig(**cfg))
+
+
+@task(retries=2, retry_delay_seconds=1, cache_policy=NO_CACHE)
+def paint_part_labels(store: str) -> dict:
+    """parts/labels (image, y, x), done markers, and per-category prevalence."""
+    from diffparts.parts.dataset import paint_part_labels as paint
+
+    return paint(_root(store, "r+"))
+
+
+@task(cache_policy=NO_CACHE)
+def save_store_pictures(store: str, corpus: str | None, out_dir: str, max_images: int = 64) -> dict:
+    """Overlay grid and per-category galleries as PNG; returns their paths."""
+    from diffparts.parts.gallery import save_store_pictures as save
+
+    root = _root(store)
+    paths = save(root, _infos(root, corpus), out_dir, max_images=max_images)
+    return {k: [str(p) for p in v] for k, v in paths.items()}
+
+
+@task(cache_policy=NO_CACHE)
+def evaluate_store(store: str, corpus: str | None, max_pairs: int = 2000, seed: int = 0) -> dict | None:
+    """NMI/ARI at keypoints and PCK@0.05/0.1 over same-class pairs; None without keypoints."""
+    from diffparts.parts.dataset import evaluate_store as evaluate
+
+    root = _root(store)
+    try:
+        return evaluate(root, _infos(root, corpus), max_pairs=max_pairs, random_state=seed)
+    except ValueError as err:
+        if "nothing to evaluate" in str(err):
+            return None
+        raise
