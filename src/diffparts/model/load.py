@@ -26,6 +26,13 @@ _WEIGHT_COMPONENTS = ("unet", "vae", "text_encoder")
 _PICKLE_SUFFIXES = (".bin", ".ckpt", ".pt", ".pth")
 
 
+def _dtype_argument() -> str:
+    """``dtype`` for diffusers versions that renamed it, else the older ``torch_dtype``."""
+    from diffusers.utils import deprecation_utils
+
+    return "dtype" if hasattr(deprecation_utils, "_resolve_dtype") else "torch_dtype"
+
+
 def _hub_offline() -> bool:
     return os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on")
 
@@ -111,7 +118,7 @@ def load_pipeline(model: str | Path | None = None, device: str | torch.device = 
         pipe = StableDiffusionPipeline.from_pretrained(
             source,
             use_safetensors=True,
-            torch_dtype=dtype,
+            **{_dtype_argument(): dtype},
             safety_checker=None,
             feature_extractor=None,
             requires_safety_checker=False,
