@@ -50,6 +50,7 @@ the stationary distribution uses a tiny teleport so that it is unique even for r
 
 from __future__ import annotations
 
+import time
 from dataclasses import asdict, dataclass, field
 from typing import NamedTuple
 
@@ -106,6 +107,7 @@ class NCutNode:
     depth: int  # number of cuts from the root
     ncut: float  # best NCut value found at this node (nan when it was not evaluated)
     eigenvalue: float  # second smallest generalised eigenvalue of the node's graph (nan if none)
+    seconds: float = 0.0  # time spent cutting this node (the root's includes the auto-tau spectrum)
 
     @property
     def size(self) -> int:
@@ -329,17 +331,24 @@ def best_threshold_cut(W: np.ndarray, y: np.ndarray, min_size: int = 1, c: float
     """The threshold on ``y`` with the lowest NCut(A, B); returns (ncut, mask of A) or (inf, None).
 
     Candidates are all splits between consecutive distinct sorted values of ``y`` with at least
-    ``min_size`` nodes on each side; each NCut is exact (cumulative sums over the sorted W).
+    ``min_size`` nodes on each side; each NCut is exact (cumulative sums in sorted order).
     """
     n = W.shape[0]
     if n < 2 * max(min_size, 1):
         return float("inf"), None
-    order = np.argsort(y, kind="stable")
-    Ws = W[np.ix_(order, order)]  # q k, sorted by y
-    deg = Ws.sum(1, dtype=np.float64) + c * n  # q
-    lower = np.tril(Ws, -1).sum(1, dtype=np.float64)  # q: weight to the nodes sorted before
+    order = np.argsort(y, kind="stable")  # q sorted by y
+    rank = np.empty(n, dtype=np.int64)
+    rank[order] = np.arange(n)
+    lower = np.empty(n)  # q: weight to the nodes sorted before (no (q, k) reordering needed)
+    for start in range(0, n, 512):
+        rows = slice(start, start + 512)
+        before = rank[None, :] < rank[rows, None]  # q k
+        lower[rows] = np.where(before, W[rows], 0).sum(1, dtype=np.float64)
+    lower = lower[order]
+    deg = (W.sum(1, dtype=np.float64) + c * n)[order]  # q, sorted
+    diag = W.diagonal().astype(np.float64)[order]
     m = np.arange(1, n)  # |A| for A = first m nodes
-    assoc_aa = np.cumsum(2.0 * lower + np.diag(Ws).astype(np.float64))[:-1] + c * m.astype(np.float64) ** 2
+    assoc_aa = np.cumsum(2.0 * lower + diag)[:-1] + c * m.astype(np.float64) ** 2
     vol_a = np.cumsum(deg)[:-1]
     vol_b = deg.sum() - vol_a
     cut = np.maximum(vol_a - assoc_aa, 0.0)
@@ -378,17 +387,22 @@ def _component_cut(W: np.ndarray, min_size: int):
 def auto_tau(W: np.ndarray, n_eigs: int = 16, tau_cap: float = 0.5, c: float = 0.0,
              dense_max: int = 768, random_state=None) -> tuple[float, np.ndarray]:
     """The eigengap rule (module docstring): tau and the root's smallest eigenvalues (m,)."""
+    tau, lam, _ = _auto_tau(W, n_eigs, tau_cap, c, dense_max, np.random.default_rng(random_state))
+    return tau, lam
+
+
+def _auto_tau(W, n_eigs, tau_cap, c, dense_max, rng):
+    """(tau, eigenvalues (m,), Fiedler vector y (q,) of W) for the eigengap rule."""
     n = W.shape[0]
     if n < 3:
-        return 0.0, np.zeros(n)
-    d = W.sum(1, dtype=np.float64) + c * n
-    rng = np.random.default_rng(random_state)
-    vals, _ = _deflated_top(W, d, c, min(n_eigs, n - 1), dense_max, rng)
+        return 0.0, np.zeros(n), None
+    d = W.sum(1, dtype=np.float64) + c * n  # q
+    vals, vecs = _deflated_top(W, d, c, min(n_eigs, n - 1), dense_max, rng)
     lam = np.concatenate([[0.0], np.clip(1.0 - vals, 0.0, 2.0)])  # l_1 = 0, l_2, ..., ascending
-    gaps = np.diff(lam)  # gap after K = 1, 2, ...
+    gaps = np.diff(lam)  # gaps[K - 1] = l_{K+1} - l_K
     K = int(np.argmax(gaps)) + 1
     tau = 0.5 * (lam[K - 1] + lam[K])
-    return float(min(tau, tau_cap)), lam
+    return float(min(tau, tau_cap)), lam, (float(lam[1]), vecs[:, 0] / np.sqrt(d))
 
 
 def tree_levels(tree: list[NCutNode], n: int) -> np.ndarray:
@@ -447,34 +461,41 @@ def ncut_partition(affinity: np.ndarray, tau: float = 0.1, tau_mode: str = "cons
     c = 1e-9 * total / (n * n)
     rng = np.random.default_rng(random_state)
 
-    # 2. tau: constant, or from the root spectrum (eigengap rule)
-    spectrum = None
+    # 2. no structure at all (every row alike, e.g. all-equal attention): every cut has NCut 1
+    start = time.perf_counter()
+    flat = _rows_alike(W)
+
+    # 3. tau: constant, or from the root spectrum (eigengap rule); its Fiedler vector is kept
+    spectrum, root_fiedler = None, None
     if tau_mode == "auto":
-        if _rows_alike(W):
+        if flat:
             tau, spectrum = 0.0, np.zeros(1)
         else:
-            tau, spectrum = auto_tau(W, n_eigs, tau_cap, c, dense_max, rng)
+            tau, spectrum, root_fiedler = _auto_tau(W, n_eigs, tau_cap, c, dense_max, rng)
 
-    # 3. breadth-first recursion (DESIGN 5.3): cut each node while its best NCut < tau
+    # 4. breadth-first recursion (DESIGN 5.3): cut each node while its best NCut < tau
     tree: list[dict] = [dict(id=0, parent=-1, children=(), members=np.arange(n), depth=0,
-                             ncut=float("nan"), eigenvalue=float("nan"))]
+                             ncut=float("nan"), eigenvalue=float("nan"), seconds=0.0)]
     queue = [0]
     while queue:
         node = tree[queue.pop(0)]
         idx = node["members"]
         if node["depth"] >= max_depth or idx.size < 2 * min_size:
             continue
-        sub = W if idx.size == n else W[np.ix_(idx, idx)]  # q k of this segment
+        if node["id"] > 0:
+            start = time.perf_counter()
+        sub = W if idx.size == n else np.take(np.take(W, idx, 0), idx, 1)  # q k of this segment
         found = _component_cut(sub, min_size)
         if found is not None:
-            lam, (value, mask) = 0.0, found
-        elif node["id"] == 0 and _rows_alike(sub):
-            lam, value, mask = 1.0, 1.0, None  # all rows alike: every cut has NCut 1
+            lam, (value, mask) = 0.0, found  # disconnected: cut along components
+        elif flat:
+            lam, value, mask = 1.0, 1.0, None
         else:
-            lam, y = fiedler_vector(sub, c, dense_max, rng)
+            lam, y = root_fiedler if node["id"] == 0 and root_fiedler else fiedler_vector(sub, c, dense_max, rng)
             value, mask = (float("inf"), None) if lam >= tau else best_threshold_cut(sub, y, min_size, c)
         node["eigenvalue"] = float(lam)
         node["ncut"] = float(value) if np.isfinite(value) else float("nan")
+        node["seconds"] = time.perf_counter() - start
         if mask is None or not value < tau:
             continue
         if not mask[0]:
@@ -482,7 +503,8 @@ def ncut_partition(affinity: np.ndarray, tau: float = 0.1, tau_mode: str = "cons
         kids = []
         for side in (idx[mask], idx[~mask]):
             kid = dict(id=len(tree), parent=node["id"], children=(), members=np.sort(side),
-                       depth=node["depth"] + 1, ncut=float("nan"), eigenvalue=float("nan"))
+                       depth=node["depth"] + 1, ncut=float("nan"), eigenvalue=float("nan"),
+                       seconds=0.0)
             tree.append(kid)
             kids.append(kid["id"])
             queue.append(kid["id"])

@@ -1,0 +1,240 @@
+"""Random-walk recursive NCut (DESIGN 5.3, 7): speed, memory and constant-vs-auto tau; JSON out.
+
+Three figures, one JSON object on stdout:
+
+``speed`` (default): one 64 x 64 aggregated attention tensor = 4096 nodes (SD's size at 512 px;
+``diffparts.segment.synthetic.realistic_attention``: smooth, local, peaky, six regions). For
+each configuration, the median over ``--repeats`` of the whole ``RecursiveNCut.fit`` (input
+checks, stationary distribution, affinity, root spectrum, every cut, level maps) and its split:
+``affinity_s`` (transition matrix + pi + W), ``per_level_s`` (time spent cutting the nodes at
+each cut depth, the root's including the auto-tau spectrum), segments per level and the matched
+accuracy against the known regions; ``cpu_s`` is the process CPU time of the same fit (on a
+shared, loaded machine wall time inflates, CPU time much less; run with OPENBLAS_NUM_THREADS=1
+there, since spinning BLAS threads make it worse). Memory: ``peak_traced_mb`` (tracemalloc peak of numpy
+allocations during one fit, input excluded) and ``max_rss_mb``.
+
+``compare``: constant tau vs the automatic (eigengap) tau on synthetic region attention over a
+grid of regimes, diffuse (small model) to peaky (SD), few to many regions, several seeds:
+per-image Hungarian pixel accuracy / mIoU (diffparts.metrics) of the finest level and
+NFCovering of the hierarchy, and the number of segments found vs the true number.
+
+``birds``: the same comparison on the embedded checkpoint's attention of synthetic birds with
+part masks (needs data/models/diffparts-toy-birds); DiffSeg is not run here.
+
+    .venv/bin/python benchmarks/bench_ncut.py speed   [--size 64] [--repeats 3]
+    .venv/bin/python benchmarks/bench_ncut.py compare [--size 32] [--seeds 3]
+    .venv/bin/python benchmarks/bench_ncut.py birds   [--n 16] [--model PATH]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import resource
+import statistics
+import time
+import tracemalloc
+
+import numpy as np
+
+SPEED_CONFIGS = {
+    "random_walk_constant": dict(tau=0.1),
+    "random_walk_auto": dict(tau_mode="auto"),
+    "random_walk_k2_auto": dict(tau_mode="auto", walk_steps=2),
+    "cosine_auto": dict(tau_mode="auto", affinity="cosine"),
+}
+CONSTANT_TAUS = (0.05, 0.1, 0.2, 0.4)
+
+
+def _machine() -> dict:
+    return {
+        "cpu_count": os.cpu_count(),
+        "load_avg_1min": round(os.getloadavg()[0], 2),
+        "openblas_threads": os.environ.get("OPENBLAS_NUM_THREADS", "default"),
+        "python": platform.python_version(),
+        "numpy": np.__version__,
+    }
+
+
+def speed(args) -> dict:
+    from diffparts.metrics import segmentation_scores
+    from diffparts.segment.ncut import RecursiveNCut, attention_affinity
+    from diffparts.segment.synthetic import realistic_attention
+
+    attn, truth = realistic_attention(size=args.size, seed=0)  # qy qx ky kx, y x
+    out = {"figure": "ncut_speed", "nodes": args.size**2, "repeats": args.repeats, "configs": {}}
+    for name, kwargs in SPEED_CONFIGS.items():
+        fits, affinity_times = [], []
+        for _ in range(args.repeats):
+            start = time.perf_counter()
+            attention_affinity(attn, kwargs.get("affinity", "random_walk"), kwargs.get("walk_steps", 1))
+            affinity_times.append(time.perf_counter() - start)
+            start, cpu = time.perf_counter(), time.process_time()
+            model = RecursiveNCut(random_state=0, **kwargs).fit(attn)
+            fits.append((time.perf_counter() - start, time.process_time() - cpu, model))
+        total, cpu_total, model = sorted(fits, key=lambda f: f[0])[len(fits) // 2]
+        depth = max(n.depth for n in model.tree_)
+        per_level = [sum(n.seconds for n in model.tree_ if n.depth == d) for d in range(depth + 1)]
+        tracemalloc.start()
+        RecursiveNCut(random_state=0, **kwargs).fit(attn)
+        _, peak = tracemalloc.get_traced_memory()
+        tracemalloc.stop()
+        score = segmentation_scores([model.labels_], [truth], int(truth.max()) + 1, ignore_index=None)
+        out["configs"][name] = {
+            "params": kwargs,
+            "seconds": round(total, 3),
+            "cpu_s": round(cpu_total, 3),
+            "affinity_s": round(statistics.median(affinity_times), 3),
+            "per_level_s": {f"depth_{d}": round(t, 3) for d, t in enumerate(per_level)},
+            "cuts_s": round(sum(per_level), 3),
+            "tau": round(model.tau_, 4),
+            "segments_per_level": list(model.n_segments_),
+            "true_regions": int(truth.max()) + 1,
+            "pixel_accuracy": round(score.pixel_accuracy, 4),
+            "miou": round(score.miou, 4),
+            "peak_traced_mb": round(peak / 2**20, 1),
+            "target_s": 2.0,
+        }
+    out["max_rss_mb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
+    out["machine"] = _machine()
+    return out
+
+
+def _score_rows(rows: list[dict]) -> dict:
+    """Per-method means of the per-image rows."""
+    summary = {}
+    for method in sorted({r["method"] for r in rows}):
+        mine = [r for r in rows if r["method"] == method]
+        summary[method] = {
+            key: round(float(np.mean([r[key] for r in mine])), 4)
+            for key in ("pixel_accuracy", "miou", "nf_covering", "segments", "abs_count_error", "seconds")
+        }
+        summary[method]["images"] = len(mine)
+    return summary
+
+
+def _evaluate(attn, truth, methods, background_index=None) -> list[dict]:
+    from diffparts.metrics import nf_covering, segmentation_scores
+    from diffparts.segment.ncut import RecursiveNCut
+
+    n_true = int(len(np.unique(truth)))
+    n_classes = int(truth.max()) + 1
+    rows = []
+    for method, kwargs in methods.items():
+        start = time.perf_counter()
+        model = RecursiveNCut(random_state=0, **kwargs).fit(attn)
+        seconds = time.perf_counter() - start
+        labels = model.labels_
+        if labels.shape != truth.shape:  # nearest upsampling to the mask size
+            ys = (np.arange(truth.shape[0]) * labels.shape[0]) // truth.shape[0]
+            xs = (np.arange(truth.shape[1]) * labels.shape[1]) // truth.shape[1]
+            levels = model.level_labels_[:, ys][:, :, xs]
+        else:
+            levels = model.level_labels_
+        score = segmentation_scores([levels[0]], [truth], n_classes, ignore_index=None)
+        rows.append({
+            "method": method,
+            "pixel_accuracy": score.pixel_accuracy,
+            "miou": score.miou,
+            "nf_covering": nf_covering(levels, truth, background_index=background_index),
+            "segments": model.n_segments_[0],
+            "abs_count_error": abs(model.n_segments_[0] - n_true),
+            "tau": model.tau_,
+            "seconds": seconds,
+        })
+    return rows
+
+
+def _methods(walk_steps: int) -> dict:
+    methods = {f"constant_tau_{t}": dict(tau=t, walk_steps=walk_steps) for t in CONSTANT_TAUS}
+    methods["auto_tau"] = dict(tau_mode="auto", walk_steps=walk_steps)
+    return methods
+
+
+def compare(args) -> dict:
+    from diffparts.segment.synthetic import make_region_attention, make_region_labels
+
+    regimes = {  # name: make_region_attention settings (diffuse = small model, peaky = SD)
+        "diffuse": dict(sharpness=4.0, locality=1.0, noise=0.15, boundary_blur=1.5),
+        "medium": dict(sharpness=8.0, locality=3.0, noise=0.2, boundary_blur=1.0),
+        "peaky": dict(sharpness=14.0, locality=4.0, noise=0.2, boundary_blur=1.5),
+    }
+    out = {"figure": "ncut_tau_compare", "size": args.size, "walk_steps": args.walk_steps,
+           "regions": list(args.regions), "seeds": args.seeds, "regimes": {}}
+    all_rows = []
+    for regime, settings in regimes.items():
+        rows = []
+        for n_regions in args.regions:
+            for seed in range(args.seeds):
+                labels = make_region_labels(args.size, n_regions, seed=seed)
+                attn = make_region_attention(labels, seed=seed, **settings)
+                rows += _evaluate(attn, labels, _methods(args.walk_steps))
+        out["regimes"][regime] = _score_rows(rows)
+        all_rows += rows
+    out["overall"] = _score_rows(all_rows)
+    out["machine"] = _machine()
+    return out
+
+
+def birds(args) -> dict:
+    from pathlib import Path
+
+    from diffparts.model.load import DEFAULT_MODEL
+
+    model_path = Path(args.model) if args.model else DEFAULT_MODEL
+    if not (model_path / "model_index.json").exists():
+        return {"figure": "ncut_birds", "skipped": f"no checkpoint at {model_path}"}
+    import tempfile
+
+    from diffparts.corpus import CubDataset, generate_birds, load_mask, load_rgb
+    from diffparts.model.extract import CaptureConfig, extract_attention
+    from diffparts.model.load import load_pipeline
+
+    pipe = load_pipeline(model_path)
+    with tempfile.TemporaryDirectory() as tmp:
+        root = generate_birds(Path(tmp) / "birds", n=args.n, seed=args.seed)
+        records = list(CubDataset(root).records)[: args.n]
+        images = np.stack([load_rgb(r.path) for r in records])  # image y x 3
+        result = extract_attention(pipe, images, CaptureConfig())
+        masks = [load_mask(r.part_mask_path) for r in records]  # each y x, 0 = background
+    rows = []
+    for attn, mask in zip(result.self_attn, masks):
+        rows += _evaluate(attn, mask.astype(np.int64), _methods(args.walk_steps), background_index=0)
+    return {
+        "figure": "ncut_birds",
+        "model": str(model_path),
+        "images": len(masks),
+        "attention_resolution": int(result.resolution),
+        "walk_steps": args.walk_steps,
+        "methods": _score_rows(rows),
+        "machine": _machine(),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    sub = parser.add_subparsers(dest="figure")
+    p = sub.add_parser("speed", help="seconds and peak memory per 4096-node image")
+    p.add_argument("--size", type=int, default=64, help="R: attention side (64 = SD at 512 px)")
+    p.add_argument("--repeats", type=int, default=3, help="timed fits per configuration (median)")
+    p = sub.add_parser("compare", help="constant vs auto tau on synthetic region attention")
+    p.add_argument("--size", type=int, default=32, help="attention side")
+    p.add_argument("--seeds", type=int, default=3, help="images per (regime, region count)")
+    p.add_argument("--regions", type=int, nargs="+", default=[3, 5, 8], help="region counts")
+    p.add_argument("--walk-steps", type=int, default=1, help="k in P^k")
+    p = sub.add_parser("birds", help="constant vs auto tau on the embedded checkpoint's attention")
+    p.add_argument("--n", type=int, default=16, help="synthetic birds to segment")
+    p.add_argument("--seed", type=int, default=0, help="bird generator seed")
+    p.add_argument("--model", default=None, help="checkpoint folder (default: the embedded one)")
+    p.add_argument("--walk-steps", type=int, default=1, help="k in P^k")
+    args = parser.parse_args()
+    if args.figure is None:
+        args = parser.parse_args(["speed"])
+    result = {"speed": speed, "compare": compare, "birds": birds}[args.figure](args)
+    print(json.dumps(result))
+
+
+if __name__ == "__main__":
+    main()
