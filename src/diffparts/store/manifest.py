@@ -136,6 +136,21 @@ def code_version() -> str:
     return f"{__version__}+g{sha}" if sha else __version__
 
 
+def describe_images(records) -> list[dict]:
+    """``[{"image_id", "name", "sha256"}]`` of corpus records (``ImageRecord``-like objects).
+
+    The hash is of the file's bytes ("" when it cannot be read: the load step records why).
+    """
+    rows = []
+    for rec in records:
+        try:
+            digest = file_sha256(rec.path)
+        except OSError:
+            digest = ""
+        rows.append({"image_id": int(rec.image_id), "name": str(rec.name), "sha256": digest})
+    return rows
+
+
 def build_manifest(model: str, model_hash: str, config: dict) -> dict:
     """The identity part of a manifest (images are added by ``prepare_store``)."""
     version = code_version()
@@ -275,6 +290,17 @@ def _next_version(top: zarr.Group) -> int:
     return max(numbers, default=1) + 1
 
 
+def _flatten(config: dict, prefix: str = "") -> dict:
+    """{"a": {"b": 1}} -> {"a.b": 1}."""
+    out = {}
+    for key, value in config.items():
+        if isinstance(value, dict):
+            out.update(_flatten(value, f"{prefix}{key}."))
+        else:
+            out[f"{prefix}{key}"] = value
+    return out
+
+
 def _mismatch_message(path, version: int, old: dict, new: dict) -> str:
     what = []
     if old.get("model_hash") != new["model_hash"]:
@@ -283,12 +309,9 @@ def _mismatch_message(path, version: int, old: dict, new: dict) -> str:
             f"{new['model']!r} ({new['model_hash']})"
         )
     if old.get("config_hash") != new["config_hash"]:
-        changed = sorted(
-            k
-            for k in set(old.get("config", {})) | set(new["config"])
-            if old.get("config", {}).get(k) != new["config"].get(k)
-        )
-        what.append(f"config changed in {changed}")
+        a, b = _flatten(old.get("config", {})), _flatten(new["config"])
+        changed = [f"{k}: {a.get(k)!r} -> {b.get(k)!r}" for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k)]
+        what.append("config changed: " + ", ".join(changed))
     return (
         f"store {path} (version {version}) was written with another model or config: "
         + "; ".join(what)

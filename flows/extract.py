@@ -1,0 +1,199 @@
+"""Flow: diffusion attention of every corpus image into a chunked Zarr store (DESIGN 5.1, 6).
+
+1. Describe the corpus (ids, names, content hashes) and the run (model hash, config hash).
+2. Create or extend the store from the schema (one task, the only writer of metadata) and list
+   the images whose done marker is unset; if none, stop before loading any model.
+3. Create the attention arrays once (their shapes come from one probe through the model).
+4. Fan out one task per fixed batch of ``batch_size`` store indices that has pending images,
+   on a thread pool (default) or a Dask cluster (``dask_address`` / ``dask_workers``), GPU tasks
+   annotated ``resources={"GPU": 1}`` so each GPU worker takes one at a time.
+5. A progress artifact advances as batches finish; a table artifact summarises the run.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from pathlib import Path
+
+from prefect import flow, get_run_logger
+from prefect.artifacts import create_progress_artifact, create_table_artifact, update_progress_artifact
+from prefect.futures import as_completed
+from prefect.task_runners import ThreadPoolTaskRunner
+
+from tasks.extract import (
+    DEFAULT_EXTRACTOR,
+    create_attention_arrays,
+    describe_images,
+    extract_batch,
+    identify_run,
+    prepare_store,
+    record_batch_failure,
+    stored_bytes,
+)
+
+
+def make_task_runner(max_workers: int = 2, dask_address: str | None = None, dask_workers: int | None = None, gpu: bool = False):
+    """Thread pool by default; a Dask cluster (existing or local, one thread per worker) if asked."""
+    if dask_address and dask_workers:
+        raise ValueError(f"give dask_address ({dask_address}) or dask_workers ({dask_workers}), not both")
+    if dask_address:
+        from prefect_dask import DaskTaskRunner
+
+        return DaskTaskRunner(address=dask_address)
+    if dask_workers:
+        if dask_workers < 1:
+            raise ValueError(f"dask_workers must be >= 1, got {dask_workers}")
+        from prefect_dask import DaskTaskRunner
+
+        kwargs = {"n_workers": int(dask_workers), "threads_per_worker": 1, "processes": True}
+        if gpu:
+            kwargs["resources"] = {"GPU": 1}
+        return DaskTaskRunner(cluster_class="distributed.LocalCluster", cluster_kwargs=kwargs)
+    if max_workers < 1:
+        raise ValueError(f"max_workers must be >= 1, got {max_workers}")
+    return ThreadPoolTaskRunner(max_workers=int(max_workers))
+
+
+def fixed_batches(images: list[dict], pending: list[int], batch_size: int) -> list[list[dict]]:
+    """Runs of ``batch_size`` store indices (``index // batch_size``) holding a pending image."""
+    groups: dict[int, list[dict]] = {}
+    for img in sorted(images, key=lambda i: i["index"]):
+        groups.setdefault(img["index"] // batch_size, []).append(img)
+    wanted = {k // batch_size for k in pending}
+    return [groups[g] for g in sorted(wanted)]
+
+
+@flow(name="extract-batches")
+def extract_batches(
+    store: str, version: int, batches: list[list[dict]], model: str, capture: dict, device: str, dtype: str,
+    gpu_annotate: bool = False, extractor: str = DEFAULT_EXTRACTOR,
+) -> dict:
+    """Map ``extract_batch`` over the batches on this flow's task runner; count as they finish."""
+    import dask
+
+    progress = create_progress_artifact(
+        progress=0.0, key="extract-progress", description=f"attention extraction into {store}"
+    )
+    annotate = dask.annotate(resources={"GPU": 1}) if gpu_annotate else contextlib.nullcontext()
+    with annotate:
+        futures = [
+            extract_batch.submit(store, version, batch, model, capture, device, dtype, extractor) for batch in batches
+        ]
+    which = {f.task_run_id: batch for f, batch in zip(futures, batches)}
+    totals = {"written": 0, "skipped": 0, "failed": 0, "bytes": 0, "batches": len(batches)}
+    for finished, future in enumerate(as_completed(futures), start=1):
+        state = future.wait() or future.state
+        if future.state.is_completed():
+            result = future.result()
+            for key in ("written", "skipped", "failed", "bytes"):
+                totals[key] += result[key]
+        else:  # retries used up: record the batch's unfinished images, go on with the others
+            reason = f"extract: {future.state.message or state}"
+            totals["failed"] += record_batch_failure(store, version, which[future.task_run_id], reason)
+        update_progress_artifact(progress, progress=100.0 * finished / max(len(futures), 1))
+    return totals
+
+
+@flow(name="extract-attention")
+def extract_attention(
+    corpus: str,
+    model: str | None = None,
+    store: str = "data/stores/attention.zarr",
+    batch_size: int = 4,
+    timestep: int = 300,
+    prompt: str = "",
+    precision: str = "float16",
+    max_workers: int = 2,
+    dask_address: str | None = None,
+    dask_workers: int | None = None,
+    device: str = "cpu",
+    dtype: str = "float32",
+    new_version: bool = False,
+    extractor: str = DEFAULT_EXTRACTOR,
+) -> dict:
+    """Extract aggregated self- and cross-attention of every image of ``corpus`` into ``store``.
+
+    ``model``: hub id, diffusers folder, or None for the embedded checkpoint. ``precision``:
+    ``float16`` or ``uint8`` storage of self-attention. A store written with another model or
+    config is refused unless ``new_version`` (then ``versions/<n>`` of the same store is used).
+    Returns counts: written, skipped, failed, bytes, seconds, store, version.
+    """
+    from diffparts.model.load import DEFAULT_MODEL
+
+    logger = get_run_logger()
+    start = time.perf_counter()
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    model = str(model or DEFAULT_MODEL)
+    store = str(store)
+    capture = {"timestep": int(timestep), "prompt": prompt}
+    runner = make_task_runner(max_workers, dask_address, dask_workers, gpu=device.startswith("cuda"))
+
+    # 1. Describe the corpus and the run.
+    images = describe_images(str(corpus))
+    identity = identify_run(model, capture, precision)
+
+    # 2. Create or extend the store (single writer); pending = done marker unset.
+    prepared = prepare_store(store, images, identity, new_version)
+    version, pending = prepared["version"], prepared["pending"]
+    logger.info(
+        "store %s version %d: %d images, %d pending (%d new, %d changed)",
+        store, version, len(images), len(pending), len(prepared["added"]), len(prepared["changed"]),
+    )
+    totals = {"written": 0, "skipped": len(images) - len(pending), "failed": 0, "bytes": 0, "batches": 0}
+    before = stored_bytes(store, version) if pending else 0
+
+    if pending:
+        # 3. Attention arrays, created once from the model's shapes.
+        create_attention_arrays(store, version, model, capture, precision, device, dtype, extractor)
+        # 4. Fan out over fixed batches of store indices.
+        batches = fixed_batches(prepared["images"], pending, batch_size)
+        fan_out = extract_batches.with_options(task_runner=runner)
+        counts = fan_out(
+            store, version, batches, model, capture, device, dtype,
+            gpu_annotate=bool(device.startswith("cuda") and (dask_address or dask_workers)), extractor=extractor,
+        )
+        # images of a batch that were done before count as skipped once, at the flow level
+        totals.update({k: counts[k] for k in ("written", "failed", "bytes", "batches")})
+
+    # 5. Summary artifact.
+    written_bytes = stored_bytes(store, version) - before if pending else 0
+    seconds = time.perf_counter() - start
+    summary = {
+        **totals,
+        "stored_bytes": written_bytes,
+        "seconds": round(seconds, 3),
+        "store": store,
+        "version": version,
+        "images": len(images),
+    }
+    create_table_artifact(
+        key="extract-summary",
+        table=[
+            {"images": len(images), "done": totals["written"], "skipped": totals["skipped"],
+             "failed": totals["failed"], "seconds": round(seconds, 2),
+             "bytes_written": written_bytes, "store": store, "version": version}
+        ],
+        description="attention extraction summary (bytes_written: compressed bytes added to the store)",
+    )
+    logger.info("extract: %s", summary)
+    return summary
+
+
+if __name__ == "__main__":
+    # A small sample: synthetic birds and the embedded checkpoint (or a tiny random model).
+    import tempfile
+
+    from diffparts.corpus import SynthConfig, generate_birds
+    from diffparts.model.load import DEFAULT_MODEL
+
+    work = Path(tempfile.mkdtemp(prefix="diffparts-extract-"))
+    corpus_dir = generate_birds(work / "birds", n=8, seed=0, config=SynthConfig(image_size=64))
+    model_dir = DEFAULT_MODEL
+    if not model_dir.exists():
+        from diffparts.model.build import build_components, save_components
+
+        model_dir = work / "tiny-model"
+        save_components(build_components(words=["bird"], seed=0), model_dir)
+    print(extract_attention(str(corpus_dir), str(model_dir), str(work / "attention.zarr"), batch_size=4))

@@ -1,0 +1,183 @@
+"""Prefect tasks of the extract stage (DESIGN.md sections 5.1 and 6).
+
+Thin: each reads its inputs, calls the library, writes through ``diffparts.store`` and returns
+small pointers and counts, never arrays. Tasks that touch the store retry.
+"""
+
+from __future__ import annotations
+
+import importlib
+import threading
+import time
+from dataclasses import asdict
+
+import numpy as np
+from prefect import task
+from prefect.cache_policies import NO_CACHE
+
+#: The library function that turns a batch of images into an AttentionResult.
+DEFAULT_EXTRACTOR = "diffparts.model.extract:extract_attention"
+
+# One pipeline per (model, device, dtype) per worker process, and one forward at a time on it:
+# the capture installs attention processors on the shared UNet (DESIGN 5.1).
+_PIPELINES: dict[tuple, object] = {}
+_PIPELINE_LOCK = threading.Lock()
+_FORWARD_LOCK = threading.Lock()
+
+
+def _pipeline(model: str, device: str, dtype: str):
+    import torch
+
+    from diffparts.model.load import load_pipeline
+
+    key = (str(model), device, dtype)
+    with _PIPELINE_LOCK:
+        if key not in _PIPELINES:
+            pipe = load_pipeline(model, device=device, dtype=getattr(torch, dtype))
+            pipe.set_progress_bar_config(disable=True)
+            _PIPELINES[key] = pipe
+        return _PIPELINES[key]
+
+
+def _extractor(path: str):
+    module, _, name = path.partition(":")
+    return getattr(importlib.import_module(module), name)
+
+
+def _capture_config(capture: dict):
+    from diffparts.model.extract import CaptureConfig
+
+    return CaptureConfig(**capture)
+
+
+@task(retries=2, retry_delay_seconds=1, cache_policy=NO_CACHE)
+def describe_images(corpus: str) -> list[dict]:
+    """Corpus records -> ``[{"image_id", "name", "sha256", "path"}]`` (content hashes)."""
+    from diffparts.corpus import open_corpus
+    from diffparts.store import describe_images as describe
+
+    records = list(open_corpus(corpus))
+    rows = describe(records)
+    return [{**row, "path": str(rec.path)} for row, rec in zip(rows, records)]
+
+
+@task(cache_policy=NO_CACHE)
+def identify_run(model: str, capture: dict, precision: str) -> dict:
+    """The store identity of this run: model id and content hash, config and its hash."""
+    from diffparts.model.extract import CaptureConfig
+    from diffparts.store import StoreConfig, build_manifest, model_hash
+
+    config = {"capture": asdict(CaptureConfig(**capture)), "precision": StoreConfig(precision).precision}
+    return build_manifest(str(model), model_hash(model), config)
+
+
+@task(retries=2, retry_delay_seconds=1, cache_policy=NO_CACHE)
+def prepare_store(store: str, images: list[dict], identity: dict, new_version: bool) -> dict:
+    """Create or extend the store (single writer, before the fan-out); pending images."""
+    from diffparts.store import STAGE, done_mask, open_store
+    from diffparts.store import prepare_store as prepare
+
+    report = prepare(store, images, identity, stages=(STAGE,), new_version=new_version)
+    done = done_mask(open_store(store, "r", version=report.version), STAGE)
+    indexed = [{**img, "index": k} for img, k in zip(images, report.indices)]
+    return {
+        "version": report.version,
+        "images": indexed,
+        "pending": [img["index"] for img in indexed if not done[img["index"]]],
+        "added": report.added,
+        "changed": report.changed,
+    }
+
+
+@task(retries=2, retry_delay_seconds=1, cache_policy=NO_CACHE)
+def create_attention_arrays(
+    store: str, version: int, model: str, capture: dict, precision: str, device: str, dtype: str,
+    extractor: str = DEFAULT_EXTRACTOR,
+) -> dict:
+    """Learn R and the tokens from one blank image through the model, then create the arrays."""
+    from diffparts.model.extract import native_image_size
+    from diffparts.store import create_attention_arrays as create
+    from diffparts.store import has_attention_arrays, open_store
+
+    root = open_store(store, "r+", version=version)
+    if not has_attention_arrays(root):
+        config = _capture_config(capture)
+        pipe = _pipeline(model, device, dtype)
+        size = config.image_size or native_image_size(pipe)
+        with _FORWARD_LOCK:
+            probe = _extractor(extractor)(pipe, np.zeros((1, size, size, 3), np.uint8), config)
+        create(root, probe.resolution, probe.tokens, probe.image_size, precision)
+    attrs = dict(root["attention"].attrs)
+    return {"resolution": attrs["resolution"], "tokens": len(attrs["tokens"])}
+
+
+@task(retries=1, retry_delay_seconds=2, cache_policy=NO_CACHE)
+def extract_batch(
+    store: str, version: int, batch: list[dict], model: str, capture: dict, device: str, dtype: str,
+    extractor: str = DEFAULT_EXTRACTOR,
+) -> dict:
+    """Extract one fixed batch of images and write the ones not yet done.
+
+    ``batch``: ``[{"index", "image_id", "name", "path"}]``, a fixed run of store indices. All
+    readable images of the batch go through the model together even if some are done already,
+    so a resumed run computes every image in the same batch as an uninterrupted run (batched
+    float arithmetic can differ in the last bit with the batch's make-up); only images whose
+    done marker is unset are written, each marked done after its data.
+    """
+    from diffparts.corpus import ImageLoadError, load_rgb
+    from diffparts.model.extract import native_image_size, prepare_images
+    from diffparts.store import STAGE, is_done, mark_done, open_store, record_failure, write_attention
+
+    start = time.perf_counter()
+    root = open_store(store, "r+", version=version)
+    todo = [img for img in batch if not is_done(root, STAGE, img["index"])]
+    counts = {"written": 0, "skipped": len(batch) - len(todo), "failed": 0, "bytes": 0}
+    if not todo:
+        return {**counts, "seconds": time.perf_counter() - start, "store": store}
+
+    # 1. Load: unreadable images become failures; the rest of the batch goes on.
+    config = _capture_config(capture)
+    pipe = _pipeline(model, device, dtype)
+    size = config.image_size or native_image_size(pipe)
+    pending = {img["index"] for img in todo}
+    loaded, pixels = [], []
+    for img in batch:
+        try:
+            pixels.append(prepare_images(load_rgb(img["path"])[None], size)[0])  # y x 3
+            loaded.append(img)
+        except ImageLoadError as err:
+            if img["index"] in pending:
+                record_failure(root, STAGE, img["image_id"], img["name"], f"load: {err.reason}", index=img["index"])
+                counts["failed"] += 1
+    # 2. One forward for the batch (DESIGN 5.1), 3. write each pending image, then its marker.
+    if any(img["index"] in pending for img in loaded):
+        with _FORWARD_LOCK:
+            result = _extractor(extractor)(pipe, np.stack(pixels), config)  # image ...
+        for k, img in enumerate(loaded):
+            if img["index"] in pending:
+                counts["bytes"] += write_attention(root, img["index"], result.self_attn[k], result.cross_attn[k])
+                mark_done(root, STAGE, img["index"])
+                counts["written"] += 1
+    return {**counts, "seconds": time.perf_counter() - start, "store": store}
+
+
+@task(retries=2, retry_delay_seconds=1, cache_policy=NO_CACHE)
+def record_batch_failure(store: str, version: int, batch: list[dict], reason: str) -> int:
+    """A batch task failed for good: record every unfinished image of it as failed."""
+    from diffparts.store import STAGE, is_done, open_store, record_failure
+
+    root = open_store(store, "r+", version=version)
+    failed = 0
+    for img in batch:
+        if not is_done(root, STAGE, img["index"]):
+            record_failure(root, STAGE, img["image_id"], img["name"], reason, index=img["index"])
+            failed += 1
+    return failed
+
+
+@task(cache_policy=NO_CACHE)
+def stored_bytes(store: str, version: int) -> int:
+    """Bytes the attention arrays occupy in the store (after compression)."""
+    from diffparts.store import STAGE, open_store, stage_arrays
+
+    return int(sum(arr.nbytes_stored() for arr in stage_arrays(open_store(store, "r", version=version), STAGE).values()))
