@@ -98,3 +98,10 @@ def test_growing_resizes_every_image_axis(tmp_path, root):
     assert [r["name"] for r in image_table(root)][-2:] == ["c/004.png", "c/005.png"]
     assert len(root.attrs["manifest"]["images"]) == 6
     np.testing.assert_array_equal(root["images/image_id"][:], np.arange(1, 7))
+
+
+def test_fsspec_url_store():
+    url = "memory://diffparts-test/s.zarr"
+    prepare_store(url, images(2), build_manifest("m", "sha256:m", {}))
+    mark_done(open_store(url, "r+"), "attention", 1)
+    assert done_mask(open_store(url), "attention").tolist() == [False, True]

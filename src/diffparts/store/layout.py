@@ -34,9 +34,19 @@ VERSIONS_GROUP = "versions"
 FAILURES_GROUP = "failures"
 
 
+try:  # zarr >= 3.1 raises this (not a FileNotFoundError) for a missing group on fsspec stores
+    from zarr.errors import GroupNotFoundError as _GroupNotFound
+except ImportError:  # pragma: no cover
+    _GroupNotFound = FileNotFoundError
+
+#: What opening a store that does not exist raises.
+MISSING_STORE_ERRORS = (FileNotFoundError, _GroupNotFound)
+
+
 def _as_store(path: str | Path) -> str:
-    """A zarr store argument: a local path (as str) or an fsspec URL, passed through."""
-    return str(path)
+    """A zarr store argument: a local path (``file://`` URLs become one) or an fsspec URL."""
+    path = str(path)
+    return path[len("file://") :] if path.startswith("file://") else path
 
 
 def open_store(path: str | Path, mode: str = "r", version: int | None = None) -> zarr.Group:
@@ -49,7 +59,7 @@ def open_store(path: str | Path, mode: str = "r", version: int | None = None) ->
         raise ValueError(f"mode must be 'r' or 'r+', got {mode!r}")
     try:
         top = zarr.open_group(_as_store(path), mode=mode)
-    except FileNotFoundError as err:
+    except MISSING_STORE_ERRORS as err:
         raise FileNotFoundError(f"no diffparts store at {path}") from err
     return version_group(top, version)
 

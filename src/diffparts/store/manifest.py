@@ -35,6 +35,7 @@ import zarr
 from diffparts.store.layout import (
     CURRENT_VERSION_ATTR,
     FAILURES_GROUP,
+    MISSING_STORE_ERRORS,
     VERSIONS_GROUP,
     _as_store,
     create_stage_array,
@@ -203,7 +204,7 @@ def prepare_store(
     store = _as_store(path)
     try:
         top = zarr.open_group(store, mode="r+")
-    except FileNotFoundError:
+    except MISSING_STORE_ERRORS:
         top = zarr.open_group(store, mode="w-")
         top.attrs["manifest"] = {**identity, "images": []}
         top.attrs[CURRENT_VERSION_ATTR] = ""
