@@ -35,6 +35,7 @@ __all__ = [
     "parents_from_levels",
     "relabel",
     "reproduce_levels",
+    "segment_levels",
     "transition_matrices",
 ]
 
@@ -172,3 +173,38 @@ def diffseg_levels(
 
     level_labels = np.stack(levels)  # level y x
     return level_labels, transition_matrices(level_labels)
+
+
+METHODS = ("diffseg", "ncut")
+
+
+def segment_levels(
+    attn: np.ndarray,
+    method: str = "diffseg",
+    level_thresholds: Sequence[float] = (1.1,),
+    rounds: int = 3,
+    anchors_per_side: int = 16,
+    out_size: int | tuple[int, int] | None = None,
+    eps: float = 1e-10,
+    ncut_params: dict | None = None,
+) -> np.ndarray:
+    """Nested levels (level, y, x) int32 of one image by ``method`` (what the segment flow stores).
+
+    ``"diffseg"``: ``diffseg_levels(attn, level_thresholds, rounds, ...)``; ``"ncut"``:
+    ``RecursiveNCut(**ncut_params, out_size=out_size).fit(attn).level_labels_``. Both nested.
+    """
+    if method == "diffseg":
+        levels, _ = diffseg_levels(attn, level_thresholds, rounds, anchors_per_side, out_size, eps)
+        return levels
+    if method == "ncut":
+        from diffparts.segment.ncut import RecursiveNCut
+
+        params = dict(ncut_params or {})
+        if out_size is not None:
+            if not np.isscalar(out_size):
+                if len(set(out_size)) != 1:
+                    raise ValueError(f"ncut needs a square out_size, got {out_size}")
+                out_size = out_size[0]
+            params["out_size"] = int(out_size)
+        return np.asarray(RecursiveNCut(**params).fit(attn).level_labels_, dtype=np.int32)
+    raise ValueError(f"method must be one of {METHODS}, got {method!r}")

@@ -1,0 +1,235 @@
+"""Flow: nested segments of every image from its stored attention (DESIGN 5.2-5.4, 6).
+
+1. Read the store: images, which have attention, the attention's resolution and image size.
+2. Settings: reuse those stored with earlier segments when the request is the same; otherwise
+   resolve them (DiffSeg thresholds: ``"auto"`` picks them from a sample of images with
+   ``diffparts.segment.thresholds``, a preset name takes the reference values, numbers are used
+   as given) and create the ``segments/`` arrays once (single writer).
+3. Fan out over fixed batches of pending images (attention done, segments not done).
+4. Where the corpus has part masks, score the segments (``diffparts.metrics``).
+5. Table artifacts: per-image segment counts (and measures), and a summary.
+
+The ``segments/`` layout is documented in ``tasks/segment.py``.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import numpy as np
+from prefect import flow, get_run_logger
+from prefect.artifacts import create_table_artifact
+
+from tasks.segment import STAGE, choose_thresholds, create_segment_arrays, score_segments, segment_images
+
+#: Rows of the per-image table artifact (a huge corpus gets a truncated table, said in its description).
+MAX_TABLE_ROWS = 1000
+
+
+@flow(name="segment-batches")
+def segment_batches(store: str, batches: list[list[dict]], settings: dict) -> list[dict]:
+    """Map ``segment_images`` over the batches on this flow's task runner."""
+    futures = [segment_images.submit(store, batch, settings) for batch in batches]
+    rows = []
+    for future, batch in zip(futures, batches):
+        future.wait()
+        if future.state.is_completed():
+            rows.extend(future.result())
+        else:  # retries used up: the batch's images stay pending for the next run
+            rows.extend({**img, "status": "failed", "reason": str(future.state.message)} for img in batch)
+    return rows
+
+
+def _parse_thresholds(thresholds) -> str | tuple[float, ...]:
+    from diffparts.segment.thresholds import PRESETS
+
+    if isinstance(thresholds, str):
+        if thresholds == "auto" or thresholds in PRESETS:
+            return thresholds
+        try:
+            thresholds = [float(t) for t in thresholds.split(",")]
+        except ValueError:
+            raise ValueError(
+                f"thresholds must be 'auto', a preset {sorted(PRESETS)} or numbers, got {thresholds!r}"
+            ) from None
+    values = tuple(float(t) for t in np.atleast_1d(thresholds))
+    if not values or not all(t > 0 for t in values):
+        raise ValueError(f"thresholds must be positive numbers, got {thresholds!r}")
+    return values
+
+
+def resolve_settings(store: str, request: dict, candidates: list[int], resolution: int, image_size: int) -> dict:
+    """Everything a segment task needs, with thresholds chosen from the data when asked."""
+    from diffparts.segment.ncut import NCutConfig
+    from diffparts.segment.thresholds import PRESETS
+
+    out = request["out_size"] or image_size or resolution
+    settings = {
+        "method": request["method"],
+        "request": request,
+        "out_shape": [int(out), int(out)],
+        "rounds": int(request["rounds"]),
+        "anchors_per_side": int(request["anchors_per_side"]),
+        "eps": 1e-10,
+        "level_thresholds": [],
+        "ncut_params": None,
+        "names": bool(request["names"]),
+        "voting": "mean",
+        "thresholds": None,
+    }
+    if request["method"] == "diffseg":
+        spec = _parse_thresholds(request["thresholds"])
+        if spec == "auto":
+            if not candidates:
+                raise ValueError("thresholds='auto' needs images with attention; none is done")
+            rule = {"rule": request["rule"], "quantile": float(request["quantile"]), "rounds": settings["rounds"],
+                    "anchors_per_side": settings["anchors_per_side"]}
+            choice = choose_thresholds(store, candidates[: int(request["sample"])], rule)
+            merge, levels = choice["thresholds"][0], choice["level_thresholds"]
+            settings["thresholds"] = choice
+        else:
+            values = PRESETS[spec] if isinstance(spec, str) else spec
+            merge = values[0]
+            levels = [merge * f for f in (1, 2, 4, 8)]
+            settings["thresholds"] = {"thresholds": [merge] * settings["rounds"],
+                                      "statistics": {"rule": "fixed", "spec": request["thresholds"]}}
+        if request["level_thresholds"]:
+            levels = [float(t) for t in request["level_thresholds"]]
+        # the finest level is the merge itself; coarser levels never go below it (nesting)
+        levels = np.maximum.accumulate([float(merge)] + [float(t) for t in levels])[1:]
+        levels[0] = float(merge)
+        settings["level_thresholds"] = [float(t) for t in levels]
+        settings["n_levels"] = len(levels)
+        side = min(settings["anchors_per_side"], resolution)
+        settings["max_segments"] = side * side
+    elif request["method"] == "ncut":
+        params = {**NCutConfig().__dict__, **(request["ncut"] or {})}
+        params.pop("out_size", None)
+        params = {k: (list(v) if isinstance(v, tuple) else v) for k, v in params.items()}
+        settings["ncut_params"] = params
+        settings["n_levels"] = max(1, int(params["max_depth"]))
+        settings["max_segments"] = 2 ** int(params["max_depth"])
+    else:
+        raise ValueError(f"method must be 'diffseg' or 'ncut', got {request['method']!r}")
+    return settings
+
+
+@flow(name="segment-dataset")
+def segment_dataset(
+    store: str,
+    method: str = "diffseg",
+    thresholds: str | list[float] = "auto",
+    rule: str = "quantile",
+    quantile: float = 0.05,
+    level_thresholds: list[float] | None = None,
+    rounds: int = 3,
+    anchors_per_side: int = 16,
+    sample: int = 16,
+    ncut: dict | None = None,
+    out_size: int | None = None,
+    corpus: str | None = None,
+    names: bool = False,
+    batch_size: int = 8,
+    max_workers: int = 2,
+    dask_address: str | None = None,
+    dask_workers: int | None = None,
+    overwrite: bool = False,
+) -> dict:
+    """Segment every image of ``store`` that has attention into nested levels under ``segments/``.
+
+    method: "diffseg" (threshold sweep, levels nested) or "ncut" (random-walk NCut tree; ``ncut``
+    holds ``NCutConfig`` fields such as tau, tau_mode, walk_steps). thresholds (DiffSeg):
+    "auto" (rule "quantile" or "otsu" over the first ``sample`` images), a preset ("sd",
+    "cityscapes"), or numbers. out_size: side of the stored label maps (default: the attention
+    attrs' image_size). corpus: folder with part masks to score against (CUB layout). names:
+    also name level-0 segments from cross-attention. Finished images are skipped; other settings
+    than the stored ones are refused unless ``overwrite``. Returns counts and measures.
+    """
+    from diffparts.store import done_mask, image_table, manifest, open_store
+    from flows.extract import make_task_runner
+
+    logger = get_run_logger()
+    start = time.perf_counter()
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    store = str(store)
+    request = {
+        "method": method, "thresholds": thresholds if isinstance(thresholds, str) else list(thresholds),
+        "rule": rule, "quantile": quantile, "level_thresholds": list(level_thresholds or []),
+        "rounds": rounds, "anchors_per_side": anchors_per_side, "sample": sample,
+        "ncut": dict(ncut or {}), "out_size": out_size, "names": names,
+    }
+    runner = make_task_runner(max_workers, dask_address, dask_workers)
+
+    # 1. What the store holds
+    root = open_store(store, mode="r")
+    if "attention/self" not in root:
+        raise ValueError(f"{store} has no attention/ arrays: run `diffparts extract` first")
+    attrs = dict(root["attention"].attrs)
+    table = image_table(root)
+    with_attention = done_mask(root, "attention")
+    candidates = [row["index"] for row in table if with_attention[row["index"]]]
+
+    # 2. Settings (stored ones reused for the same request) and arrays
+    old = dict(root[STAGE].attrs).get("settings") if STAGE in root else None
+    if old is not None and old.get("request") == request and not overwrite:
+        settings = old
+    else:
+        settings = resolve_settings(store, request, candidates, int(attrs["resolution"]), int(attrs.get("image_size", 0)))
+    create_segment_arrays(store, settings, overwrite)
+    logger.info("segment %s with %s: level thresholds %s", store, method, settings["level_thresholds"])
+
+    # 3. Fan out over fixed batches of pending images
+    done = done_mask(open_store(store, mode="r"), STAGE)
+    pending = [row for row in table if with_attention[row["index"]] and not done[row["index"]]]
+    batches = [pending[i : i + batch_size] for i in range(0, len(pending), batch_size)]
+    rows = segment_batches.with_options(task_runner=runner)(store, batches, settings) if batches else []
+    counts = {s: sum(r["status"] == s for r in rows) for s in ("done", "failed")}
+    counts["skipped"] = len(table) - len(pending) + sum(r["status"] == "skipped" for r in rows)
+
+    # 4. Measures where ground truth exists
+    corpus = corpus or manifest(root).get("corpus")
+    finished = done_mask(open_store(store, mode="r"), STAGE)
+    scores = {"rows": [], "summary": {}}
+    if corpus and Path(corpus).exists():
+        scores = score_segments(store, str(corpus), [row for row in table if finished[row["index"]]])
+
+    # 5. Artifacts
+    by_name = {r["name"]: r for r in scores["rows"]}
+    n_segments = open_store(store, mode="r")[f"{STAGE}/n_segments"]
+    table_rows = []
+    for row in table[:MAX_TABLE_ROWS]:
+        if not finished[row["index"]]:
+            continue
+        entry = {"image_id": row["image_id"], "name": row["name"],
+                 "segments_per_level": " ".join(str(int(c)) for c in n_segments[row["index"]])}
+        if row["name"] in by_name:
+            entry.update({k: round(by_name[row["name"]][k], 4) for k in ("miou", "pixel_accuracy", "nf_covering")})
+        table_rows.append(entry)
+    if table_rows:
+        create_table_artifact(
+            key="segment-images", table=table_rows,
+            description=f"{method} segments per level (finest first) and measures, first {MAX_TABLE_ROWS} images",
+        )
+    summary = {
+        **counts,
+        "images": len(table),
+        "store": store,
+        "method": method,
+        "level_thresholds": settings["level_thresholds"],
+        "seconds": round(time.perf_counter() - start, 3),
+        **{k: v for k, v in scores["summary"].items()},
+    }
+    create_table_artifact(key="segment-summary", table=[{k: str(v) for k, v in summary.items()}],
+                          description="segment stage summary")
+    logger.info("segment: %s", summary)
+    return summary
+
+
+if __name__ == "__main__":
+    # The embedded sample: a store written by `python flows/extract.py` or `diffparts extract`.
+    import sys
+
+    path = sys.argv[1] if len(sys.argv) > 1 else "data/stores/attention.zarr"
+    print(segment_dataset(path, corpus=sys.argv[2] if len(sys.argv) > 2 else None))

@@ -1,0 +1,218 @@
+"""Prefect tasks of the segment stage (DESIGN 5.2-5.4, 6).
+
+Thin: each reads from the store through ``diffparts.store``, calls the library
+(``diffparts.segment``), writes its own images' chunks and returns small dicts, never arrays.
+
+The ``segments/`` group (one chunk per image along ``image``)::
+
+    segments/labels      (image, level, y, x) int16   level 0 = finest; labels 0..K_l-1; -1 unwritten
+    segments/n_segments  (image, level) int16          K_l (levels past n_levels repeat the coarsest)
+    segments/n_levels    (image,) int16                levels the method produced for the image
+    segments/parent      (image, level, segment) int16 parent[l, a] = label at level l+1 of segment a
+                                                       of level l (-1: padding / last level). This is
+                                                       the tree: C_l^{l+1}(a, b) = [parent[l, a] == b]
+                                                       (HSG transition matrices of nested levels)
+    segments/name_token  (image, segment) int16        (names=True) token index of the level-0
+                                                       segment's word in attention attrs ``tokens``
+    segments/done        (image,) bool                 written after the rest
+    attrs: settings {method, request, level_thresholds, rounds, ..., thresholds: {rule statistics}}
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from prefect import task
+from prefect.cache_policies import NO_CACHE
+
+STAGE = "segments"
+
+
+def _open(store: str, mode: str = "r+"):
+    from diffparts.store import open_store
+
+    return open_store(store, mode=mode)
+
+
+@task(retries=2, retry_delay_seconds=1, cache_policy=NO_CACHE)
+def choose_thresholds(store: str, indices: list[int], rule: dict) -> dict:
+    """Thresholds from the attention of the given images (``diffparts.segment.thresholds``)."""
+    from diffparts.segment.thresholds import ThresholdRule, choose_thresholds as choose
+    from diffparts.store import read_self_attention
+
+    root = _open(store, "r")
+    rule = ThresholdRule(**{**rule, "level_quantiles": tuple(rule.get("level_quantiles", ThresholdRule.level_quantiles))})
+    return choose((read_self_attention(root, k) for k in indices), rule).as_dict()
+
+
+@task(retries=2, retry_delay_seconds=1, cache_policy=NO_CACHE)
+def create_segment_arrays(store: str, settings: dict, overwrite: bool = False) -> dict:
+    """Create (or check) the ``segments/`` arrays once, before the fan-out (single writer).
+
+    Returns the array geometry ``{"n_levels", "max_segments", "y", "x"}``. Existing segments
+    made with other settings are refused unless ``overwrite`` (which deletes them).
+    """
+    from diffparts.store import create_stage_array, ensure_stage, image_count
+
+    root = _open(store)
+    if STAGE in root:
+        old = root[STAGE].attrs.get("settings")
+        if old is not None and old != settings:
+            if not overwrite:
+                raise ValueError(
+                    f"{store} holds segments made with other settings ({old.get('request')}); "
+                    f"asked for {settings.get('request')}. Pass overwrite=True (CLI: --overwrite) "
+                    "to delete and redo them."
+                )
+        if overwrite and old != settings:
+            del root[STAGE]
+            if f"failures/{STAGE}" in root:
+                del root[f"failures/{STAGE}"]
+    n = image_count(root)
+    group = ensure_stage(root, STAGE)
+    y, x = settings["out_shape"]
+    n_levels, max_segments = settings["n_levels"], settings["max_segments"]
+    create_stage_array(group, "labels", (n, n_levels, y, x), "int16", ("image", "level", "y", "x"), fill_value=-1)
+    create_stage_array(group, "n_segments", (n, n_levels), "int16", ("image", "level"), fill_value=0)
+    create_stage_array(group, "n_levels", (n,), "int16", ("image",), fill_value=0)
+    create_stage_array(group, "parent", (n, n_levels, max_segments), "int16", ("image", "level", "segment"),
+                       fill_value=-1)
+    if settings.get("names"):
+        create_stage_array(group, "name_token", (n, max_segments), "int16", ("image", "segment"), fill_value=-1)
+    group.attrs["settings"] = settings
+    return {"n_levels": n_levels, "max_segments": max_segments, "y": y, "x": x}
+
+
+def _pad_levels(levels: np.ndarray, n_levels: int) -> np.ndarray:
+    """Repeat the coarsest level until there are n_levels (still nested: identity transitions)."""
+    if len(levels) > n_levels:
+        raise ValueError(f"method produced {len(levels)} levels, the store holds {n_levels}")
+    return np.concatenate([levels, np.repeat(levels[-1:], n_levels - len(levels), axis=0)])
+
+
+def _segment_one(root, index: int, settings: dict) -> dict:
+    from diffparts.segment.hierarchy import parents_from_levels, segment_levels
+    from diffparts.store import clear_failure, mark_done, read_self_attention
+
+    group = root[STAGE]
+    levels = segment_levels(  # level y x
+        read_self_attention(root, index),
+        method=settings["method"],
+        level_thresholds=settings["level_thresholds"],
+        rounds=settings["rounds"],
+        anchors_per_side=settings["anchors_per_side"],
+        out_size=tuple(settings["out_shape"]),
+        eps=settings["eps"],
+        ncut_params=settings.get("ncut_params"),
+    )
+    counts = [int(lv.max()) + 1 for lv in levels]
+    if max(counts) > settings["max_segments"]:
+        raise ValueError(f"{max(counts)} segments exceed the store's {settings['max_segments']}")
+    n_levels = len(levels)
+    padded = _pad_levels(levels, settings["n_levels"])  # level y x
+    parent = np.full((settings["n_levels"], settings["max_segments"]), -1, dtype=np.int16)
+    for level, p in enumerate(parents_from_levels(padded)):
+        parent[level, : len(p)] = p
+    group["labels"][index] = padded.astype(np.int16)
+    group["n_segments"][index] = np.array([int(lv.max()) + 1 for lv in padded], dtype=np.int16)
+    group["n_levels"][index] = n_levels
+    group["parent"][index] = parent
+    names = []
+    if settings.get("names"):
+        from diffparts.segment.naming import name_segments
+        from diffparts.store import attention_tokens, read_cross_attention
+
+        token_index, names = name_segments(
+            levels[0], read_cross_attention(root, index), attention_tokens(root), settings.get("voting", "mean")
+        )
+        row = np.full(settings["max_segments"], -1, dtype=np.int16)
+        row[: len(token_index)] = token_index
+        group["name_token"][index] = row
+    clear_failure(root, STAGE, index)
+    mark_done(root, STAGE, index)
+    return {"segments": counts, "n_levels": n_levels, "names": names}
+
+
+@task(retries=2, retry_delay_seconds=1, cache_policy=NO_CACHE)
+def segment_images(store: str, images: list[dict], settings: dict) -> list[dict]:
+    """Segment each image (``diffparts.segment.hierarchy.segment_levels``) and write its chunks.
+
+    images: ``[{"image_id", "name", "index"}]``. Images already done are skipped; an image that
+    fails (bad attention, too many segments) gets a ``failures/segments`` record and the others
+    go on. Returns one small dict per image: index, image_id, name, status, segments per level.
+    """
+    from diffparts.store import is_done, record_failure
+
+    root = _open(store)
+    rows = []
+    for img in images:
+        row = {"index": img["index"], "image_id": img["image_id"], "name": img["name"]}
+        if is_done(root, STAGE, img["index"]):
+            rows.append({**row, "status": "skipped"})
+            continue
+        try:
+            rows.append({**row, "status": "done", **_segment_one(root, img["index"], settings)})
+        except ValueError as err:
+            record_failure(root, STAGE, img["image_id"], img["name"], f"segment: {err}", index=img["index"])
+            rows.append({**row, "status": "failed", "reason": str(err)})
+    return rows
+
+
+@task(retries=2, retry_delay_seconds=1, cache_policy=NO_CACHE)
+def score_segments(store: str, corpus: str, images: list[dict]) -> dict:
+    """Measures against the corpus's part masks (``diffparts.metrics``; DESIGN 8).
+
+    Per image: Hungarian mIoU and pixel accuracy of level 0 and NFCovering over all levels;
+    overall: the same summed over the images (per-image matching) and mIoU per level. Labels
+    are resized to the mask by nearest neighbour when their sizes differ. Images without a
+    part mask are left out. Returns {"rows": [...], "summary": {...}} (small).
+    """
+    from diffparts.corpus import load_mask, open_corpus
+    from diffparts.metrics import SegmentationScores, nf_covering
+
+    root = _open(store, "r")
+    records = {r.name: r for r in open_corpus(corpus)}
+    dataset = open_corpus(corpus)
+    legend = getattr(dataset, "part_legend", {}) or {}
+    pairs = []
+    for img in images:
+        rec = records.get(img["name"])
+        if rec is None or rec.part_mask_path is None or not rec.part_mask_path.exists():
+            continue
+        n_levels = int(root[f"{STAGE}/n_levels"][img["index"]])
+        if n_levels == 0:
+            continue
+        levels = np.asarray(root[f"{STAGE}/labels"][img["index"], :n_levels], dtype=np.int64)  # level y x
+        gt = load_mask(rec.part_mask_path).astype(np.int64)  # y x
+        if levels.shape[1:] != gt.shape:
+            ys = (np.arange(gt.shape[0]) * levels.shape[1]) // gt.shape[0]
+            xs = (np.arange(gt.shape[1]) * levels.shape[2]) // gt.shape[1]
+            levels = levels[:, ys][:, :, xs]
+        pairs.append((img, levels, gt))
+    if not pairs:
+        return {"rows": [], "summary": {}}
+    n_classes = max([max(legend, default=0) + 1] + [int(gt.max()) + 1 for _, _, gt in pairs])
+    max_levels = max(len(lv) for _, lv, _ in pairs)
+    overall = SegmentationScores(n_classes, ignore_index=None)
+    per_level = [SegmentationScores(n_classes, ignore_index=None) for _ in range(max_levels)]
+    rows, covering = [], []
+    for img, levels, gt in pairs:
+        one = SegmentationScores(n_classes, ignore_index=None)
+        one.update(levels[0], gt)
+        overall.update(levels[0], gt)
+        for k in range(max_levels):
+            per_level[k].update(levels[min(k, len(levels) - 1)], gt)
+        result = one.result()
+        cover = nf_covering(levels, gt)
+        covering.append(cover)
+        rows.append({"image_id": img["image_id"], "name": img["name"], "miou": result.miou,
+                     "pixel_accuracy": result.pixel_accuracy, "nf_covering": cover})
+    total = overall.result()
+    summary = {
+        "images": len(pairs),
+        "classes": n_classes,
+        "miou": total.miou,
+        "pixel_accuracy": total.pixel_accuracy,
+        "nf_covering": float(np.nanmean(covering)),
+        "miou_per_level": [s.result().miou for s in per_level],
+    }
+    return {"rows": rows, "summary": summary}

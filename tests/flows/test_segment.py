@@ -1,0 +1,138 @@
+"""The segment flow and its tasks on a tiny store of synthetic birds with known part masks."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from diffparts.corpus import SynthConfig, generate_birds, load_mask, open_corpus
+from diffparts.segment.hierarchy import check_nested
+from diffparts.segment.synthetic import make_region_attention
+from diffparts.store import (
+    build_manifest,
+    create_attention_arrays,
+    describe_images,
+    done_mask,
+    failures,
+    image_table,
+    mark_done,
+    open_store,
+    prepare_store,
+    write_attention,
+)
+
+R = 8  # attention resolution of the tiny store
+TOKENS = ["<|startoftext|>", "bird</w>", "wing</w>", "<|endoftext|>"]
+
+
+def build_store(path, corpus) -> str:
+    """A store whose attention follows each bird's part mask (regions known in advance)."""
+    records = list(open_corpus(corpus))
+    identity = build_manifest("synthetic", "sha256:test", {"precision": "float16"})
+    prepare_store(str(path), describe_images(records), identity)
+    root = open_store(str(path), mode="r+")
+    create_attention_arrays(root, R, TOKENS, image_size=32)
+    for row in image_table(root):
+        mask = load_mask(records[row["index"]].part_mask_path)  # y x, 32 x 32
+        coarse = mask[2::4, 2::4]  # R x R
+        attn = make_region_attention(coarse, sharpness=10.0, locality=1.0, seed=row["index"])
+        cross = np.stack([np.ones((R, R)), (coarse > 0).astype(float), (coarse == 7).astype(float),
+                          np.ones((R, R))]).astype(np.float32)
+        write_attention(root, row["index"], attn, cross)
+        mark_done(root, "attention", row["index"])
+    return str(path)
+
+
+@pytest.fixture(scope="module")
+def birds(tmp_path_factory):
+    return generate_birds(tmp_path_factory.mktemp("birds"), n=3, seed=0, config=SynthConfig(image_size=32))
+
+
+def test_segment_images_task_writes_nested_levels_and_records_failures(birds, tmp_path, monkeypatch):
+    import diffparts.store
+    from flows.segment import resolve_settings
+    from tasks.segment import create_segment_arrays, segment_images
+
+    store = build_store(tmp_path / "s.zarr", birds)
+    read = diffparts.store.read_self_attention
+
+    def read_nan_for_image_1(root, index):  # the store renormalises NaN maps away, so inject one
+        attn = read(root, index)
+        if index == 1:
+            attn[0, 0, 0, 0] = np.nan
+        return attn
+
+    monkeypatch.setattr(diffparts.store, "read_self_attention", read_nan_for_image_1)
+    request = {"method": "diffseg", "thresholds": "sd", "rule": "quantile", "quantile": 0.05,
+               "level_thresholds": [0.5, 1.0, 4.0], "rounds": 2, "anchors_per_side": 16, "sample": 4,
+               "ncut": {}, "out_size": None, "names": True}
+    settings = resolve_settings(store, request, [0, 1, 2], R, 32)
+    assert settings["level_thresholds"] == [1.1, 1.1, 4.0]  # level 0 = the merge; never below it
+    geometry = create_segment_arrays.fn(store, settings)
+    assert geometry == {"n_levels": 3, "max_segments": 64, "y": 32, "x": 32}
+    rows = segment_images.fn(store, image_table(open_store(store)), settings)
+    assert [r["status"] for r in rows] == ["done", "failed", "done"], rows
+    assert "non-finite" in rows[1]["reason"]
+    root = open_store(store)
+    assert done_mask(root, "segments").tolist() == [True, False, True]
+    assert failures(root, "segments")[0]["index"] == 1
+    labels = root["segments/labels"][0]  # level y x
+    assert labels.shape == (3, 32, 32) and labels.min() == 0
+    check_nested(labels[: root["segments/n_levels"][0]])
+    parent = root["segments/parent"][0]
+    k0 = int(root["segments/n_segments"][0, 0])
+    np.testing.assert_array_equal(parent[0, :k0][labels[0]], labels[1])  # parent reproduces level 1
+    assert rows[0]["names"] and set(rows[0]["names"]) <= {"bird", "wing"}
+    # a second call skips the finished images, retries the failed one (still failing)
+    again = segment_images.fn(store, image_table(root), settings)
+    assert [r["status"] for r in again] == ["skipped", "failed", "skipped"]
+
+
+def test_other_settings_refused_without_overwrite(birds, tmp_path):
+    from flows.segment import resolve_settings
+    from tasks.segment import create_segment_arrays
+
+    store = build_store(tmp_path / "s.zarr", birds)
+    base = {"method": "diffseg", "thresholds": "sd", "rule": "quantile", "quantile": 0.05,
+            "level_thresholds": [], "rounds": 3, "anchors_per_side": 16, "sample": 4,
+            "ncut": {}, "out_size": 16, "names": False}
+    create_segment_arrays.fn(store, resolve_settings(store, base, [0], R, 32))
+    other = resolve_settings(store, {**base, "thresholds": "0.5"}, [0], R, 32)
+    with pytest.raises(ValueError, match="overwrite"):
+        create_segment_arrays.fn(store, other)
+    assert create_segment_arrays.fn(store, other, overwrite=True)["n_levels"] == 4
+
+
+@pytest.mark.flow
+def test_flow_segments_skips_and_scores(prefect_server, birds, tmp_path):
+    from flows.segment import segment_dataset
+
+    store = build_store(tmp_path / "s.zarr", birds)
+    first = segment_dataset(store, thresholds="auto", rule="otsu", corpus=str(birds), batch_size=2, sample=3)
+    assert (first["done"], first["failed"], first["skipped"]) == (3, 0, 0)
+    assert 0 < first["miou"] <= 1 and 0 < first["nf_covering"] <= 1
+    root = open_store(store)
+    stored = root["segments"].attrs["settings"]
+    assert stored["thresholds"]["statistics"]["rule"] == "otsu"
+    assert stored["thresholds"]["statistics"]["n_images"] == 3
+    second = segment_dataset(store, thresholds="auto", rule="otsu", corpus=str(birds), batch_size=2, sample=3)
+    assert (second["done"], second["skipped"]) == (0, 3)
+    assert second["level_thresholds"] == first["level_thresholds"]
+
+    ncut = segment_dataset(store, method="ncut", ncut={"tau": 0.3, "max_depth": 3, "min_size": 2},
+                           corpus=str(birds), overwrite=True)
+    assert ncut["done"] == 3
+    root = open_store(store)
+    assert root["segments/labels"].shape == (3, 3, 32, 32)
+    for k in range(3):
+        check_nested(root["segments/labels"][k])
+
+
+def test_cli_help_lists_options():
+    from diffparts.cli import build_parser
+
+    parser = build_parser()
+    args = parser.parse_args(["segment", "--store", "x.zarr", "--method", "ncut", "--tau", "0.2", "--levels", "0.1,0.2"])
+    assert args.method == "ncut" and args.tau == 0.2 and args.levels == [0.1, 0.2]
+    help_text = parser._subparsers._group_actions[0].choices["segment"].format_help()
+    assert "--thresholds" in help_text and "--corpus" in help_text
