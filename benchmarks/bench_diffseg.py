@@ -19,6 +19,15 @@ Memory: ``peak_traced_mb`` is the peak of numpy allocations during one fit (trac
 input tensor excluded), ``max_rss_mb`` the process's high-water mark.
 
     .venv/bin/python benchmarks/bench_diffseg.py [--size 64] [--repeats 5] [--naive-anchors 4]
+
+Threshold comparison (issue 5 item 4): with ``--compare-store STORE --corpus CORPUS`` it instead
+segments the stored attention of up to ``--max-images`` images with fixed thresholds (the SD
+reference 1.1 and small values), with the data rules (quantile, Otsu; thresholds chosen from
+the first ``--sample`` images) and with random-walk NCut (constant and automatic tau), and
+prints per setting: Hungarian mIoU and pixel accuracy of the finest level against the part
+masks (per-image matching, DESIGN 8), NFCovering over the hierarchy levels, mean segments.
+
+    .venv/bin/python benchmarks/bench_diffseg.py --compare-store STORE --corpus CORPUS [--max-images 40]
 """
 
 from __future__ import annotations
@@ -51,13 +60,92 @@ def timed(fn, repeats: int, name: str | None = None) -> float:
     return statistics.median(times)
 
 
+def compare_thresholds(store: str, corpus: str, max_images: int, sample: int) -> dict:
+    """Fixed thresholds vs the data rules (and NCut) on stored attention with part masks."""
+    from diffparts.corpus import load_mask, open_corpus
+    from diffparts.metrics import SegmentationScores, nf_covering
+    from diffparts.segment.hierarchy import diffseg_levels
+    from diffparts.segment.ncut import RecursiveNCut
+    from diffparts.segment.thresholds import ThresholdRule, choose_thresholds
+    from diffparts.store import done_mask, image_table, open_store, read_self_attention
+
+    root = open_store(store, mode="r")
+    records = {r.name: r for r in open_corpus(corpus)}
+    done = done_mask(root, "attention")
+    rows = [r for r in image_table(root) if done[r["index"]] and records.get(r["name"])
+            and records[r["name"]].part_mask_path is not None][:max_images]
+    if not rows:
+        raise ValueError(f"no image of {store} has attention and a part mask in {corpus}")
+    start = time.perf_counter()
+    sample_attn = [read_self_attention(root, r["index"]) for r in rows[:sample]]
+    settings = []  # (name, kind, params)
+    for t in (1.1, 0.2, 0.05, 0.02):
+        settings.append((f"fixed {t}", "diffseg", (t, [t * f for f in (1, 2, 4, 8)], None)))
+    for rule in (ThresholdRule(quantile=0.02), ThresholdRule(quantile=0.05), ThresholdRule(quantile=0.1),
+                 ThresholdRule(rule="otsu")):
+        choice = choose_thresholds(sample_attn, rule)
+        name = f"auto quantile {rule.quantile}" if rule.rule == "quantile" else "auto otsu"
+        settings.append((name, "diffseg", (choice.thresholds[0], list(choice.level_thresholds), choice.statistics)))
+    settings.append(("ncut constant tau", "ncut", {"tau_mode": "constant"}))
+    settings.append(("ncut auto tau", "ncut", {"tau_mode": "auto"}))
+    choose_s = time.perf_counter() - start
+    del sample_attn
+
+    n_classes = 1 + max(getattr(open_corpus(corpus), "part_legend", {0: ""}) or {0: ""})
+    scores = {name: SegmentationScores(n_classes, ignore_index=None) for name, _, _ in settings}
+    covering = {name: [] for name, _, _ in settings}
+    segments = {name: [] for name, _, _ in settings}
+    seconds = {name: 0.0 for name, _, _ in settings}
+    for r in rows:
+        attn = read_self_attention(root, r["index"])
+        gt = load_mask(records[r["name"]].part_mask_path).astype(np.int64)
+        for name, kind, params in settings:
+            t0 = time.perf_counter()
+            if kind == "diffseg":
+                merge, level_t, _ = params
+                level_t = np.maximum.accumulate([merge] + list(level_t[1:])).tolist()
+                levels, _ = diffseg_levels(attn, level_t, rounds=3, out_size=gt.shape)
+            else:
+                levels = RecursiveNCut(**params, out_size=gt.shape[0], random_state=0).fit(attn).level_labels_
+            seconds[name] += time.perf_counter() - t0
+            scores[name].update(levels[0], gt)
+            covering[name].append(nf_covering(levels, gt))
+            segments[name].append(int(levels[0].max()) + 1)
+    results = []
+    for name, kind, params in settings:
+        res = scores[name].result()
+        entry = {"setting": name, "method": kind, "miou": round(res.miou, 4),
+                 "pixel_accuracy": round(res.pixel_accuracy, 4),
+                 "nf_covering": round(float(np.nanmean(covering[name])), 4),
+                 "segments_mean": round(float(np.mean(segments[name])), 2),
+                 "seconds_per_image": round(seconds[name] / len(rows), 3)}
+        if kind == "diffseg":
+            entry["threshold"] = round(params[0], 5)
+            entry["level_thresholds"] = [round(t, 5) for t in params[1]]
+        results.append(entry)
+    manifest = dict(root.attrs.get("manifest", {}))
+    return {"benchmark": "diffseg_threshold_comparison", "store": store, "corpus": corpus,
+            "model": manifest.get("model"), "resolution": int(root["attention"].attrs.get("resolution", 0)),
+            "images": len(rows), "sample": min(sample, len(rows)), "classes": n_classes,
+            "choose_seconds": round(choose_s, 2), "results": results}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--size", type=int, default=64, help="R: attention side (64 = SD at 512 px)")
     parser.add_argument("--repeats", type=int, default=5, help="timed runs per figure (median)")
     parser.add_argument("--threshold", type=float, default=1.1, help="KL threshold of every round")
     parser.add_argument("--naive-anchors", type=int, default=4, help="anchors timed for the naive round 0 (0: skip)")
+    parser.add_argument("--compare-store", default=None, help="store with attention: compare thresholds instead")
+    parser.add_argument("--corpus", default=None, help="corpus with part masks (for --compare-store)")
+    parser.add_argument("--max-images", type=int, default=40, help="images compared (--compare-store)")
+    parser.add_argument("--sample", type=int, default=16, help="images the auto rules look at (--compare-store)")
     args = parser.parse_args()
+    if args.compare_store:
+        if not args.corpus:
+            parser.error("--compare-store needs --corpus")
+        print(json.dumps(compare_thresholds(args.compare_store, args.corpus, args.max_images, args.sample)))
+        return
 
     from diffparts.segment.diffseg import DiffSeg, anchor_grid, as_query_maps, symmetric_kl
     from diffparts.segment.synthetic import realistic_attention
