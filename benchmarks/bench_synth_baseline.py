@@ -13,12 +13,15 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
+
+os.environ.setdefault("OMP_NUM_THREADS", "1")  # one core per k-means; the machine is shared
 
 
 def kmeans_labels(rgb: np.ndarray, k: int, position_weight: float, seed: int) -> np.ndarray:

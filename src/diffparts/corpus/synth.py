@@ -117,12 +117,12 @@ class SynthConfig:
     image_size: int = 128                      # pixel side of every image (64 also supported)
     n_classes: int = 16                        # species used, at most len(_SPECIES) = 16
     supersample: int = 2                       # render at this factor, average down (anti-aliasing)
-    scale_range: tuple[float, float] = (0.15, 0.21)  # body half-length / image side
+    scale_range: tuple[float, float] = (0.2, 0.27)  # body half-length / image side
     tilt_range_deg: float = 25.0               # body tilt, uniform in +-range
     head_range_deg: float = 30.0               # head turn relative to the body, uniform in +-range
     raised_wing_prob: float = 0.3              # wing raised (flying pose) instead of folded
     flip_prob: float = 0.5                     # bird faces left (shows its left side)
-    crop_prob: float = 0.2                     # centre placed so the bird leaves the frame partly
+    crop_prob: float = 0.15                    # centre placed so the bird leaves the frame partly
     colour_swap_prob: float = 0.15             # a part takes a neighbour's or a random colour
     colour_jitter: float = 28.0                # per-part RGB jitter (std, 0-255 units)
     extra_pattern_prob: float = 0.25           # a plain part gets a random pattern
@@ -239,20 +239,22 @@ def _render_bird(rng, class_index, cfg):
     flip = rng.random() < cfg.flip_prob
     body_b = rng.uniform(0.55, 0.7)
     head_r = rng.uniform(0.45, 0.55)
-    beak_len = rng.uniform(0.45, 0.8)
+    beak_len = rng.uniform(0.45, 0.7)
     beak_w = rng.uniform(0.16, 0.24)
-    tail_len = rng.uniform(0.7, 1.1)
+    tail_len = rng.uniform(0.6, 1.0)
     fork = rng.random() < 0.3
     eye_r = rng.uniform(0.2, 0.25)
     leg_len = rng.uniform(0.55, 0.8)
 
     # 2. Position: inside the frame, or (crop_prob) partly outside it.
     if rng.random() < cfg.crop_prob:
-        cx, cy = rng.uniform(0.0, 1.0, 2) * size
-        cx = cx + np.sign(cx - size / 2) * 0.15 * size
+        ang = rng.uniform(0, 2 * math.pi)
+        off = rng.uniform(0.3, 0.5) * size
+        cx, cy = size / 2 + off * math.cos(ang), size * 0.45 + off * math.sin(ang)
     else:
-        cx = rng.uniform(0.38, 0.62) * size
-        cy = rng.uniform(0.4, 0.55) * size
+        cx = rng.uniform(0.42, 0.58) * size
+        cy = rng.uniform(0.4, 0.5) * size
+    cx -= (-1.0 if flip else 1.0) * 0.2 * s     # the head and beak reach further than the tail
 
     # 3. Pixel grid in bird coordinates (u forward, v up, unit = s).
     coords = (np.arange(big, dtype=np.float32) + 0.5) / ss            # pixel centres (x or y)
@@ -379,6 +381,7 @@ def _render_bird(rng, class_index, cfg):
             px, py = feet[0] if side == near else feet[1]
         else:
             px, py = to_image(*kp_local[base_name])
+        px, py = round(float(px), 1), round(float(py), 1)    # as written to part_locs.txt
         visible = 0 <= px < size and 0 <= py < size
         if side and base_name in ("eye", "wing") and side != near:
             visible = False
@@ -396,6 +399,9 @@ def _render_bird(rng, class_index, cfg):
     blocks = lab.reshape(size, ss, size, ss).transpose(0, 2, 1, 3).reshape(size, size, ss * ss)
     counts = (blocks[..., None] == np.arange(len(PART_NAMES) + 1, dtype=np.uint8)).sum(2)
     part_mask = counts.argmax(-1).astype(np.uint8)                      # y x
+    # a keypoint that falls off the bird after rasterising (thin parts, borders) is not visible
+    on_bird = part_mask[keypoints[:, 1].astype(int), keypoints[:, 0].astype(int)] > 0
+    keypoints[~on_bird] = 0.0
 
     caption = _caption(rng, names, patt)
     return img, part_mask, keypoints, caption
