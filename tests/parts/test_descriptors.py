@@ -21,27 +21,49 @@ def _local_attn(res):
 
 
 def test_position_and_size_in_box_units():
-    seg = draw_object(16, (2, 2, 8, 8))            # head 2..6 x 2..6, tail 6..10 x 2..6, body below
-    d = describe_image(seg, _uniform_attn(8), box=(2, 2, 8, 8))
-    names, _ = feature_layout(DescriptorConfig(), 0)
+    seg = draw_object(16, (2, 2, 10, 10))          # head: x 2..5, y 2..5 (4 x 4 px of a 10 x 10 box)
+    config = DescriptorConfig(mirror_invariant=False)
+    d = describe_image(seg, _uniform_attn(8), box=(2, 2, 10, 10), config=config)
+    names, _ = feature_layout(config, 0)
     f = dict(zip(names, d.features[list(d.segment_ids).index(2)]))   # head
-    assert f["cx"] == pytest.approx(0.25) and f["cy"] == pytest.approx(0.25)
-    assert f["extent_w"] == pytest.approx(0.5) and f["extent_h"] == pytest.approx(0.5)
-    assert f["log_area"] == pytest.approx(np.log(0.25), abs=1e-6)
+    assert f["cx"] == pytest.approx(0.2) and f["cy"] == pytest.approx(0.2)
+    assert f["extent_w"] == pytest.approx(0.4) and f["extent_h"] == pytest.approx(0.4)
+    assert f["log_area"] == pytest.approx(np.log(0.16), abs=1e-6)
     assert d.features.shape == (5, len(names))
     np.testing.assert_array_equal(d.foreground, [False, False, True, True, True])
+    # mirror-invariant (default): x folded about the box centre
+    d = describe_image(seg, _uniform_attn(8), box=(2, 2, 10, 10))
+    names, _ = feature_layout(DescriptorConfig(), 0)
+    assert dict(zip(names, d.features[list(d.segment_ids).index(2)]))["cx"] == pytest.approx(0.3)
+
+
+def test_mirrored_object_has_the_same_descriptors():
+    rng = np.random.default_rng(0)
+    attn = rng.random((8, 8, 8, 8)).astype(np.float32)
+    attn /= attn.sum((2, 3), keepdims=True)
+    seg = draw_object(8, (0, 0, 8, 8))
+    mirrored = seg[:, ::-1].copy()
+    mirrored = np.select([mirrored == 0, mirrored == 1], [1, 0], mirrored)   # keep background ids apart
+    a = describe_image(seg, attn, box=(0, 0, 8, 8))
+    b = describe_image(mirrored, attn[:, ::-1, :, ::-1].copy(), box=(0, 0, 8, 8))
+    np.testing.assert_allclose(a.features[2:], b.features[2:], atol=1e-5)
 
 
 def test_key_map_binned_in_the_box_frame():
-    # With each query attending to itself, a segment's mean key map is its own area: the head
-    # (top-left quarter of the box) puts all its mass in the top-left 2x2 bins of a 4x4 grid.
+    # With each query attending to itself, a segment's mean key map is its own area: the tail
+    # (right strip u >= 0.7 of an 8-px box: columns 6, 7) puts all its mass in the last column
+    # of a 4x4 grid, a quarter per row.
     seg = draw_object(8, (0, 0, 8, 8))
+    d = describe_image(seg, _local_attn(8), box=(0, 0, 8, 8), config=DescriptorConfig(mirror_invariant=False))
+    tail = d.features[list(d.segment_ids).index(3), :17]
+    grid = tail[:16].reshape(4, 4)
+    np.testing.assert_allclose(grid[:, 3], 0.25, atol=1e-6)
+    assert grid[:, :3].sum() == pytest.approx(0)
+    assert tail[16] == pytest.approx(0)           # nothing outside the box
+    # folded (default): columns 0+3 and 1+2 -> the tail's mass sits in folded column 0
     d = describe_image(seg, _local_attn(8), box=(0, 0, 8, 8))
-    head = d.features[list(d.segment_ids).index(2), :17].reshape(-1)
-    grid = head[:16].reshape(4, 4)
-    np.testing.assert_allclose(grid[:2, :2], 0.25, atol=1e-6)
-    assert grid[2:].sum() == pytest.approx(0) and grid[:, 2:].sum() == pytest.approx(0)
-    assert head[16] == pytest.approx(0)           # nothing outside the box
+    folded = d.features[list(d.segment_ids).index(3), :8].reshape(4, 2)
+    np.testing.assert_allclose(folded[:, 0], 0.25, atol=1e-6)
 
 
 def test_cross_attention_pooled_per_token():

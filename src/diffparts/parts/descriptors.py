@@ -11,6 +11,12 @@ all relative to the object's box so that descriptors compare across images:
   T = 0 turns it off, and it is off when the store has no cross-attention).
 - ``position``: centroid (x, y), spread (std x, std y) and extent (width, height) of the
   segment's pixels, in box units (0..1 inside the box).
+
+Objects face either way (the synthetic birds are mirrored half the time), so by default the
+descriptor is mirror-invariant: x is folded about the box centre (``|cx - 0.5|``, and grid
+columns j and G-1-j summed). The head of a bird facing left and of one facing right then fall
+in one category; which way each image faces is decided per pair at transfer time from the
+categories' layout (``transfer.relative_flip``).
 - ``size``: log of the segment's area as a fraction of the box area.
 
 Each group is weighted by ``weight_<group> / sqrt(group size)`` after standardisation (the
@@ -41,6 +47,7 @@ class DescriptorConfig:
     weight_position: float = 1.0     # group weight of centroid/spread/extent in box units
     weight_size: float = 0.5         # group weight of log area fraction
     inside_box_min: float = 0.5      # fewer of the segment's pixels inside the box -> background
+    mirror_invariant: bool = True    # fold x about the box centre: a part facing left = facing right
     border_share_max: float = 0.15   # more of the image border's pixels than this -> background
 
 
@@ -59,9 +66,10 @@ class ImageDescriptors:
 def feature_layout(config: DescriptorConfig, n_tokens: int) -> tuple[list[str], np.ndarray]:
     """Feature names and per-feature weights for a store whose cross-attention has n_tokens."""
     g = config.box_grid
+    gx = (g + 1) // 2 if config.mirror_invariant else g
     t = min(config.cross_tokens, n_tokens)
     groups = [
-        ("attn", [f"attn_{i}_{j}" for i in range(g) for j in range(g)] + ["attn_outside"], config.weight_attn),
+        ("attn", [f"attn_{i}_{j}" for i in range(g) for j in range(gx)] + ["attn_outside"], config.weight_attn),
         ("cross", [f"cross_{i}" for i in range(t)], config.weight_cross),
         ("position", ["cx", "cy", "sx", "sy", "extent_w", "extent_h"], config.weight_position),
         ("size", ["log_area"], config.weight_size),
@@ -173,6 +181,12 @@ def describe_image(labels: np.ndarray, self_attn: np.ndarray, cross_attn: np.nda
     onehot = np.zeros((res * res, g * g + 1), np.float32)
     onehot[np.arange(res * res), bins] = 1.0
     attn_feat = key_map @ onehot                                           # segment (bin)
+    if config.mirror_invariant:                                            # fold columns j and g-1-j
+        grid = attn_feat[:, : g * g].reshape(-1, g, g)
+        folded = grid + grid[:, :, ::-1]
+        folded[:, :, g // 2] *= 0.5 if g % 2 else 1.0                      # the middle column once
+        attn_feat = np.concatenate([folded[:, :, : (g + 1) // 2].reshape(len(grid), -1),
+                                    attn_feat[:, g * g:]], axis=1)
 
     # 4. Pooled cross-attention over the first T tokens.
     parts = [attn_feat]
@@ -202,7 +216,7 @@ def describe_image(labels: np.ndarray, self_attn: np.ndarray, cross_attn: np.nda
     np.minimum.at(y_min, seg, py); np.maximum.at(y_max, seg, py)
     ext_w = x_max - x_min + 1.0 / bw
     ext_h = y_max - y_min + 1.0 / bh
-    position = np.stack([cx, cy, sx, sy, ext_w, ext_h], 1)
+    position = np.stack([np.abs(cx - 0.5) if config.mirror_invariant else cx, cy, sx, sy, ext_w, ext_h], 1)
     size = np.log(cnt / (bw * bh))[:, None]
     parts += [position, size]
 

@@ -3,8 +3,9 @@
 ``make_part_store`` writes a store with the arrays the parts stage reads (``images/``,
 ``attention/``, ``segments/labels`` and ``segments/done``) for toy "objects" whose parts are
 known exactly: each object is a box at a random place and scale holding three parts laid out
-the same way in box units (head = top-left, tail = top-right, body = bottom half), on a
-background split into two segments. Segments equal the true parts, so a correct parts stage
+the same way in box units (head = top-left corner, tail = right strip, body = the rest),
+mirrored for about half of the objects (facing the other way), on a background split into two
+segments. Segments equal the true parts, so a correct parts stage
 recovers them exactly; keypoints sit at the centre of each part's box, so transfer through
 the right part category is exact.
 """
@@ -41,16 +42,19 @@ def make_descriptors(n_per_category: int = 200, n_categories: int = 4, n_feature
     return x.astype(np.float32), truth
 
 
-def draw_object(map_size: int, box: tuple[float, float, float, float]) -> np.ndarray:
-    """(y, x) segment map of one object: 0/1 background left/right, 2 head, 3 tail, 4 body."""
+def draw_object(map_size: int, box: tuple[float, float, float, float], flip: bool = False) -> np.ndarray:
+    """(y, x) segment map of one object: 0/1 background left/right, 2 head (u < 0.4, v < 0.4),
+    3 tail (u >= 0.7), 4 body (the rest of the box); u, v in box units, u mirrored if flip."""
     bx, by, bw, bh = box
     ys, xs = np.mgrid[0:map_size, 0:map_size] + 0.5
     u, v = (xs - bx) / bw, (ys - by) / bh
     inside = (u >= 0) & (u < 1) & (v >= 0) & (v < 1)
+    if flip:
+        u = 1.0 - u
     seg = np.where(xs < map_size / 2, 0, 1)
-    seg = np.where(inside & (v < 0.5) & (u < 0.5), 2, seg)
-    seg = np.where(inside & (v < 0.5) & (u >= 0.5), 3, seg)
-    seg = np.where(inside & (v >= 0.5), 4, seg)
+    seg = np.where(inside, 4, seg)
+    seg = np.where(inside & (u < 0.4) & (v < 0.4), 2, seg)
+    seg = np.where(inside & (u >= 0.7), 3, seg)
     return seg.astype(np.int64)
 
 
@@ -79,7 +83,7 @@ def make_part_store(path: str | Path, n_images: int = 8, map_size: int = 16, res
         h = rng.uniform(0.45, 0.7) * map_size
         x0 = rng.uniform(1, map_size - w - 1)
         y0 = rng.uniform(1, map_size - h - 1)
-        seg = draw_object(map_size, (x0, y0, w, h))
+        seg = draw_object(map_size, (x0, y0, w, h), flip=bool(rng.random() < 0.5))
         labels[i, 0] = seg
         # Attention at the coarser resolution R, from the segment map downsampled (nearest).
         step = map_size // resolution

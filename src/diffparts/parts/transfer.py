@@ -12,7 +12,10 @@ Transfer of a source point p (steps in ``transfer_points``):
    inside the object box of each image.
 
 Part maps may have any size; points are in original image pixels and are scaled to the map.
-When an image is mirrored relative to the other (``flip``), relative x positions are mirrored.
+When the two objects face opposite ways, relative x positions are mirrored. Which way they face
+is decided per pair from the categories' layout (``relative_flip``): with mirror-invariant
+categories (the default descriptor), the head category sits at the left of one box and the
+right of the other when the birds face opposite ways.
 """
 
 from __future__ import annotations
@@ -34,6 +37,35 @@ def part_boxes(part_map: np.ndarray) -> dict[int, np.ndarray]:
     return out
 
 
+def _box_centroids(part_map: np.ndarray, obj: np.ndarray) -> dict[int, tuple[float, float]]:
+    """Per foreground category: (x centroid in object-box units, share of the map's pixels)."""
+    h, w = part_map.shape
+    xs = (np.arange(w) + 0.5 - obj[0]) / max(obj[2] - obj[0], 1e-9)
+    out = {}
+    for c in np.unique(part_map):
+        if c <= 0:
+            continue
+        mask = part_map == c
+        out[int(c)] = (float(xs[np.nonzero(mask)[1]].mean()), float(mask.mean()))
+    return out
+
+
+def relative_flip(source_map: np.ndarray, target_map: np.ndarray, source_obj, target_obj) -> bool:
+    """Whether the target faces the other way: mirroring the source's category x-centroids
+    (object-box units) brings them closer to the target's (weighted by the smaller share).
+
+    source_obj/target_obj: object boxes (x0, y0, x1, y1) in the maps' pixels.
+    """
+    s = _box_centroids(np.asarray(source_map), np.asarray(source_obj, np.float64))
+    t = _box_centroids(np.asarray(target_map), np.asarray(target_obj, np.float64))
+    keep, flip = 0.0, 0.0
+    for c in set(s) & set(t):
+        weight = min(s[c][1], t[c][1])
+        keep += weight * abs(s[c][0] - t[c][0])
+        flip += weight * abs(1.0 - s[c][0] - t[c][0])
+    return flip < keep
+
+
 def _snap(part_map: np.ndarray, category: int, x: float, y: float) -> tuple[float, float]:
     """The centre of the nearest pixel of ``category`` to map point (x, y) (itself if inside)."""
     ys, xs = np.nonzero(part_map == category)
@@ -48,14 +80,15 @@ def _snap(part_map: np.ndarray, category: int, x: float, y: float) -> tuple[floa
 
 def transfer_points(source_map: np.ndarray, target_map: np.ndarray, points: np.ndarray,
                     source_box, target_box, source_size: tuple[int, int],
-                    target_size: tuple[int, int], flip: bool = False,
+                    target_size: tuple[int, int], flip: bool | None = None,
                     snap: bool = True) -> tuple[np.ndarray, np.ndarray]:
     """Transfer points (point, 2) x, y from the source image to the target image.
 
     source_map/target_map: (y, x) part-category maps (0 = background). source_box/target_box:
     object boxes (x, y, width, height) in image pixels. source_size/target_size: image
     (width, height). Returns (point, 2) x, y in target image pixels and (point,) the category
-    used (0 where the object box was used instead).
+    used (0 where the object box was used instead). flip: mirror relative x positions (the
+    objects face opposite ways); None decides it from the maps (``relative_flip``).
     """
     source_map, target_map = np.asarray(source_map), np.asarray(target_map)
     pts = np.asarray(points, np.float64).reshape(-1, 2)
@@ -70,6 +103,8 @@ def transfer_points(source_map: np.ndarray, target_map: np.ndarray, points: np.n
     s_obj = np.array([sb[0], sb[1], sb[0] + sb[2], sb[1] + sb[3]]) * np.tile(s_scale, 2)
     t_obj = np.array([tb[0], tb[1], tb[0] + tb[2], tb[1] + tb[3]]) * np.tile(t_scale, 2)
     s_parts, t_parts = part_boxes(source_map), part_boxes(target_map)
+    if flip is None:
+        flip = relative_flip(source_map, target_map, s_obj, t_obj)
 
     out = np.full((len(pts), 2), np.nan)
     used = np.zeros(len(pts), np.int64)
@@ -106,7 +141,8 @@ def evaluate_parts(get_map: Callable[[int], np.ndarray], keypoints: Sequence[np.
     get_map(i) -> (y, x) part-category map of image i (0 = background); keypoints[i]
     (part, 3) x, y, visible; boxes[i] (x, y, w, h); sizes[i] (width, height) in image pixels;
     class_ids[i] the class (pairs are drawn among images of the same class, at most max_pairs,
-    seeded). flips[i]: whether image i was judged mirrored (transfer mirrors between the two).
+    seeded). flips[i]: whether image i faces the other way (transfer mirrors between the two);
+    None: decided per pair from the part maps (``relative_flip``).
     """
     n = len(keypoints)
     if not (len(boxes) == len(sizes) == len(class_ids) == n):
@@ -135,7 +171,7 @@ def evaluate_parts(get_map: Callable[[int], np.ndarray], keypoints: Sequence[np.
     n_points = 0
     for s, t in pairs:
         kp_s = np.asarray(keypoints[s], np.float64)
-        flip = bool(flips[s]) != bool(flips[t]) if flips is not None else False
+        flip = bool(flips[s]) != bool(flips[t]) if flips is not None else None
         pred, used = transfer_points(cached(int(s)), cached(int(t)), kp_s[:, :2], boxes[s], boxes[t],
                                      sizes[s], sizes[t], flip=flip)
         pred[kp_s[:, 2] <= 0.5] = np.nan

@@ -1,0 +1,275 @@
+"""Quality of the parts stage on synthetic birds (issue 6, DESIGN 8): prints one JSON object.
+
+Rows of the table (all on the same held-out synthetic birds, all with the same number of
+categories K + 1 including background):
+
+- ``diffparts``: extract attention with the model, DiffSeg levels (thresholds from the data,
+  ``diffparts.segment.thresholds``), then the parts stage (descriptors, streaming clustering,
+  part maps), evaluated with ``diffparts.parts.dataset.evaluate_store``;
+- ``diffparts, random UNet``: the same pipeline with the checkpoint's UNet re-initialised at
+  random (same shape; VAE, text encoder and tokenizer kept);
+- ``k-means colour+position (dataset)``: one k-means over the pixels of all images on RGB and
+  image position, so labels mean the same in every image (a fair reading of "k-means on raw
+  pixel colour and position" for cross-image measures);
+- ``k-means colour+position (per image)``: ``diffparts.baselines.kmeans_pixels`` per image
+  (labels are arbitrary across images, so NMI/ARI/PCK show what no correspondence gives);
+- ``box grid``: categories = cells of a 3 x 3 grid over the (ground-truth) box, background
+  outside: what the box alone gives;
+- ``oracle``: the corpus's true part masks as part maps: the ceiling of the transfer method.
+
+Measures: NMI and ARI at visible keypoints, PCK@0.05 and PCK@0.1 over same-class pairs (the
+box is the corpus's box). Usage (model default: the embedded checkpoint)::
+
+    .venv/bin/python benchmarks/eval_parts.py --n-images 120 --k 8 [--model PATH] [--work DIR]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+
+
+def log(msg: str) -> None:
+    print(f"[eval_parts {time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
+
+
+def ensure_corpus(path: Path, n: int, seed: int) -> list:
+    from diffparts.corpus import generate_birds, open_corpus
+
+    if not (path / "images.txt").is_file():
+        generate_birds(path, n, seed)
+    return list(open_corpus(path))
+
+
+def random_unet_model(model: Path, out: Path, seed: int = 0) -> Path:
+    """A copy of ``model`` whose UNet is re-initialised at random (same config)."""
+    import torch
+    from diffusers import UNet2DConditionModel
+
+    from diffparts.model.load import load_pipeline
+
+    if (out / "model_index.json").is_file():
+        return out
+    pipe = load_pipeline(model)
+    torch.manual_seed(seed)
+    pipe.unet = UNet2DConditionModel.from_config(pipe.unet.config)
+    pipe.save_pretrained(out, safe_serialization=True)
+    return out
+
+
+def extract(records, model: Path, store: Path, batch: int = 8) -> None:
+    """Attention of every record into ``store`` (the library calls the extract tasks make)."""
+    from diffparts.corpus import load_rgb
+    from diffparts.model.extract import CaptureConfig, extract_attention, native_image_size, prepare_images
+    from diffparts.model.load import load_pipeline
+    from diffparts.store import (build_manifest, create_attention_arrays, describe_images, done_mask,
+                                 has_attention_arrays, mark_done, model_hash, open_store, prepare_store,
+                                 write_attention)
+
+    config = CaptureConfig()
+    identity = build_manifest(str(model), model_hash(model), {"capture": {"timestep": config.timestep},
+                                                               "precision": "float16"})
+    prepared = prepare_store(store, describe_images(records), identity, stages=("attention", "segments"))
+    root = open_store(store, "r+")
+    done = done_mask(root, "attention")
+    todo = [(k, r) for k, r in zip(prepared.indices, records) if not done[k]]
+    if not todo:
+        return
+    pipe = load_pipeline(model)
+    pipe.set_progress_bar_config(disable=True)
+    size = native_image_size(pipe)
+    for s in range(0, len(todo), batch):
+        chunk = todo[s:s + batch]
+        pixels = np.stack([prepare_images(load_rgb(r.path)[None], size)[0] for _, r in chunk])
+        result = extract_attention(pipe, pixels, config)
+        if not has_attention_arrays(root):
+            create_attention_arrays(root, result.resolution, result.tokens, result.image_size, "float16")
+        for j, (k, _) in enumerate(chunk):
+            write_attention(root, k, result.self_attn[j], result.cross_attn[j])
+            mark_done(root, "attention", k)
+        log(f"extracted {min(s + batch, len(todo))}/{len(todo)}")
+
+
+def segment(store: Path, out_size: int) -> dict:
+    """DiffSeg levels for every image (thresholds from the first 16 images' KL distances)."""
+    from diffparts.segment.hierarchy import diffseg_levels
+    from diffparts.segment.thresholds import ThresholdRule, choose_thresholds
+    from diffparts.store import create_stage_array, ensure_stage, image_count, mark_done, open_store, read_self_attention
+
+    root = open_store(store, "r+")
+    n = image_count(root)
+    rule = ThresholdRule()
+    choice = choose_thresholds((read_self_attention(root, i) for i in range(min(16, n))), rule)
+    group = ensure_stage(root, "segments")
+    n_levels = len(choice.level_thresholds)
+    if "labels" in group:
+        del group["labels"]
+    labels = create_stage_array(group, "labels", (n, n_levels, out_size, out_size), "int32",
+                                ("image", "level", "y", "x"), fill_value=-1)
+    counts = []
+    for i in range(n):
+        levels, _ = diffseg_levels(read_self_attention(root, i), choice.level_thresholds, rule.rounds,
+                                   rule.anchors_per_side, out_size)
+        labels[i] = levels
+        mark_done(root, "segments", i)
+        counts.append([int(lv.max()) + 1 for lv in levels])
+    return {"thresholds": choice.as_dict()["level_thresholds"], "mean_segments_per_level":
+            np.mean(counts, 0).round(2).tolist()}
+
+
+def run_parts(store: Path, records, k: int, level: int, seed: int, max_pairs: int, out_dir: Path | None) -> dict:
+    from diffparts.parts.cluster import ClusterConfig
+    from diffparts.parts.dataset import (build_descriptors, cluster_parts, evaluate_store, image_infos,
+                                         paint_part_labels, require_segments)
+    from diffparts.parts.descriptors import DescriptorConfig
+    from diffparts.store import open_store
+
+    root = open_store(store, "r+")
+    require_segments(root)
+    infos = image_infos(root, records)
+    desc = build_descriptors(root, infos, DescriptorConfig(level=level))
+    clusters = cluster_parts(root, ClusterConfig(n_clusters=k, random_state=seed))
+    paint_part_labels(root)
+    scores = evaluate_store(root, infos, max_pairs=max_pairs, random_state=seed)
+    if out_dir is not None:
+        from diffparts.parts.gallery import save_store_pictures
+
+        save_store_pictures(root, infos, out_dir)
+    return {**scores, "segments": desc["segments"], "foreground_segments": desc["foreground_segments"],
+            "cluster_counts": clusters["counts"]}
+
+
+def _image_maps(records, size: int):
+    from diffparts.corpus import load_rgb
+    from PIL import Image
+
+    for r in records:
+        img = load_rgb(r.path)
+        yield r, img, np.asarray(Image.fromarray(img).resize((size, size), Image.Resampling.BILINEAR))
+
+
+def _evaluate_maps(records, maps: list[np.ndarray], max_pairs: int, seed: int) -> dict:
+    from PIL import Image
+
+    from diffparts.parts.transfer import evaluate_parts
+
+    sizes = []
+    for r in records:
+        with Image.open(r.path) as im:
+            sizes.append(im.size)
+    return evaluate_parts(lambda i: maps[i], [r.keypoints for r in records], [r.bbox for r in records], sizes,
+                          [r.class_id for r in records], max_pairs=max_pairs, random_state=seed)
+
+
+def pixel_kmeans_dataset(records, k: int, size: int, seed: int, max_pairs: int, position_weight: float = 1.0) -> dict:
+    """One MiniBatchKMeans over the pixels of all images: RGB in [0, 1] and position in [0, 1]."""
+    from sklearn.cluster import MiniBatchKMeans
+
+    ys, xs = np.mgrid[0:size, 0:size]
+    pos = np.stack([(xs.ravel() + 0.5) / size, (ys.ravel() + 0.5) / size], 1) * position_weight
+    km = MiniBatchKMeans(k, random_state=seed, batch_size=4096, n_init=3)
+    feats = []
+    for _, _, small in _image_maps(records, size):
+        feats.append(np.concatenate([small.reshape(-1, 3) / 255.0, pos], 1).astype(np.float32))
+    rng = np.random.default_rng(seed)
+    sample = np.concatenate([f[rng.choice(len(f), min(len(f), 1024), replace=False)] for f in feats])
+    km.fit(sample)
+    maps = [km.predict(f).reshape(size, size) for f in feats]
+    return _evaluate_maps(records, maps, max_pairs, seed)
+
+
+def pixel_kmeans_per_image(records, k: int, size: int, seed: int, max_pairs: int) -> dict:
+    from diffparts.baselines import kmeans_pixels
+
+    maps = [kmeans_pixels(small, k, random_state=seed, n_init=1) for _, _, small in _image_maps(records, size)]
+    return _evaluate_maps(records, maps, max_pairs, seed)
+
+
+def box_grid(records, size: int, seed: int, max_pairs: int, cells: int = 3) -> dict:
+    from PIL import Image
+
+    maps = []
+    ys, xs = np.mgrid[0:size, 0:size] + 0.5
+    for r in records:
+        with Image.open(r.path) as im:
+            w, h = im.size
+        bx, by, bw, bh = r.bbox
+        u = (xs * w / size - bx) / bw
+        v = (ys * h / size - by) / bh
+        inside = (u >= 0) & (u < 1) & (v >= 0) & (v < 1)
+        cell = 1 + np.clip((v * cells).astype(int), 0, cells - 1) * cells + np.clip((u * cells).astype(int), 0, cells - 1)
+        maps.append(np.where(inside, cell, 0))
+    return _evaluate_maps(records, maps, max_pairs, seed)
+
+
+def oracle_parts(records, seed: int, max_pairs: int) -> dict:
+    """Upper bound of the transfer: the corpus's true part masks used as the part maps."""
+    from diffparts.corpus import load_mask
+
+    maps = [load_mask(r.part_mask_path).astype(np.int64) for r in records]
+    return _evaluate_maps(records, maps, max_pairs, seed)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description="Quality of the parts stage on synthetic birds (JSON).")
+    parser.add_argument("--model", default=None, help="diffusers folder (default: the embedded checkpoint)")
+    parser.add_argument("--work", type=Path, default=Path("data/eval_parts"), help="corpus, stores, pictures")
+    parser.add_argument("--n-images", type=int, default=120, help="held-out synthetic birds evaluated")
+    parser.add_argument("--corpus-seed", type=int, default=1234, help="seed of the held-out birds (training used 0)")
+    parser.add_argument("--k", type=int, default=8, help="foreground part categories (every method gets K + 1)")
+    parser.add_argument("--level", type=int, default=0, help="segment level described (0 = finest)")
+    parser.add_argument("--map-size", type=int, default=64, help="side of the segment / part maps")
+    parser.add_argument("--max-pairs", type=int, default=2000, help="same-class pairs for PCK")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--skip", nargs="*", default=[], choices=["trained", "random", "baselines"])
+    args = parser.parse_args()
+
+    from diffparts.model.load import DEFAULT_MODEL
+
+    model = Path(args.model or DEFAULT_MODEL)
+    work = args.work
+    work.mkdir(parents=True, exist_ok=True)
+    t0 = time.perf_counter()
+    records = ensure_corpus(work / f"birds-s{args.corpus_seed}-n{args.n_images}", args.n_images, args.corpus_seed)
+    records = [r for r in records if r.keypoints is not None and r.bbox is not None][: args.n_images]
+    log(f"{len(records)} birds")
+    rows: dict[str, dict] = {}
+    arms = []
+    if "trained" not in args.skip:
+        arms.append(("diffparts", model))
+    if "random" not in args.skip:
+        arms.append(("diffparts, random UNet", random_unet_model(model, work / "random-unet-model", args.seed)))
+    for name, m in arms:
+        tag = "random" if "random" in name else "trained"
+        store = work / f"{tag}.zarr"
+        t = time.perf_counter()
+        extract(records, m, store)
+        seg = segment(store, args.map_size)
+        log(f"{name}: segments {seg}")
+        rows[name] = {**run_parts(store, records, args.k, args.level, args.seed, args.max_pairs,
+                                  work / f"pictures-{tag}"), "segmentation": seg,
+                      "seconds": round(time.perf_counter() - t, 1)}
+        log(f"{name}: {rows[name]}")
+    if "baselines" not in args.skip:
+        rows["k-means colour+position (dataset)"] = pixel_kmeans_dataset(records, args.k + 1, args.map_size,
+                                                                        args.seed, args.max_pairs)
+        rows["k-means colour+position (per image)"] = pixel_kmeans_per_image(records, args.k + 1, args.map_size,
+                                                                            args.seed, args.max_pairs)
+        rows["box grid 3x3 (GT box)"] = box_grid(records, args.map_size, args.seed, args.max_pairs)
+        rows["oracle: true part masks"] = oracle_parts(records, args.seed, args.max_pairs)
+    print(json.dumps({"benchmark": "eval_parts", "model": str(model), "n_images": len(records), "k": args.k,
+                      "level": args.level, "map_size": args.map_size, "corpus_seed": args.corpus_seed,
+                      "rows": rows, "seconds": round(time.perf_counter() - t0, 1)}, default=float))
+
+
+if __name__ == "__main__":
+    main()
