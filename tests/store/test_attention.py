@@ -9,10 +9,12 @@ import zarr
 from diffparts.store import (
     create_attention_arrays,
     dequantise_key_maps,
+    dequantise_key_maps_log,
     mark_done,
     open_store,
     prepare_store,
     quantise_key_maps,
+    quantise_key_maps_log,
     read_cross_attention,
     read_self_attention,
     write_attention,
@@ -40,17 +42,17 @@ def make_store(tmp_path, precision="float16", n=3):
     return root
 
 
-@pytest.mark.parametrize("precision", ["float16", "uint8"])
+@pytest.mark.parametrize("precision", ["float16", "uint8", "uint8-log"])
 def test_schema_names_shapes_chunks_dtypes(tmp_path, precision):
     root = make_store(tmp_path, precision)
     self_arr, cross = root["attention/self"], root["attention/cross"]
     assert self_arr.metadata.dimension_names == ("image", "qy", "qx", "ky", "kx")
     assert self_arr.shape == (3, R, R, R, R) and self_arr.chunks == (1, R, R, R, R)
-    assert self_arr.dtype == np.dtype(precision)
+    assert self_arr.dtype == np.dtype(precision.split("-")[0])
     assert cross.metadata.dimension_names == ("image", "token", "qy", "qx")
     assert cross.shape == (3, T, R, R) and cross.dtype == np.float16 and cross.chunks[0] == 1
-    assert ("self_scale" in root["attention"]) == (precision == "uint8")
-    if precision == "uint8":
+    assert ("self_scale" in root["attention"]) == precision.startswith("uint8")
+    if precision.startswith("uint8"):
         scale = root["attention/self_scale"]
         assert scale.metadata.dimension_names == ("image", "qy", "qx") and scale.dtype == np.float32
     assert root["attention/done"].dtype == bool and root["attention/done"].chunks == (1,)
@@ -77,6 +79,23 @@ def test_quantise_max_is_255_and_round_trip_close():
     assert np.mean(flat(back) == flat(attn)) > 0.95
 
 
+def test_log_quantisation_keeps_small_values_relative():
+    rng = np.random.default_rng(2)
+    attn, _ = random_attention(rng, n=1)
+    q, scale = quantise_key_maps_log(attn)
+    assert q.dtype == np.uint8 and np.all(q.max(axis=(-2, -1)) == 255)
+    np.testing.assert_allclose(scale, attn.max(axis=(-2, -1)), rtol=1e-6)
+    back = dequantise_key_maps_log(q, scale)
+    np.testing.assert_allclose(back.sum(axis=(-2, -1)), 1.0, rtol=1e-5)
+    # every value above max * e^-20 within ~4 % (half a log step, plus renormalisation)
+    visible = attn > attn.max(axis=(-2, -1), keepdims=True) * np.exp(-19.0)
+    rel = np.abs(back[visible] / attn[visible] - 1)
+    assert rel.max() < 0.1 and np.median(rel) < 0.03
+    # linear uint8 zeroes the small values instead
+    lin = dequantise_key_maps(*quantise_key_maps(attn))
+    assert np.sum(lin == 0) > np.sum(back == 0)
+
+
 def test_quantise_rejects_negative_and_keeps_zero_maps():
     with pytest.raises(ValueError, match="non-negative"):
         quantise_key_maps(-np.ones((2, 2, 2)))
@@ -84,7 +103,7 @@ def test_quantise_rejects_negative_and_keeps_zero_maps():
     assert scale[0] == 0 and np.all(dequantise_key_maps(q, scale) == 0)
 
 
-@pytest.mark.parametrize("precision", ["float16", "uint8"])
+@pytest.mark.parametrize("precision", ["float16", "uint8", "uint8-log"])
 def test_write_read_one_image_normalised(tmp_path, precision):
     root = make_store(tmp_path, precision)
     rng = np.random.default_rng(1)
@@ -95,7 +114,7 @@ def test_write_read_one_image_normalised(tmp_path, precision):
     back = read_self_attention(open_store(tmp_path / "s.zarr"), 1)
     assert back.dtype == np.float32 and back.shape == (R, R, R, R)
     np.testing.assert_allclose(back.sum(axis=(-2, -1)), 1.0, rtol=1e-5)
-    tol = 2e-3 if precision == "float16" else 2e-2
+    tol = {"float16": 2e-3, "uint8": 2e-2, "uint8-log": 2e-2}[precision]
     np.testing.assert_allclose(back, attn[0], atol=tol)
     np.testing.assert_allclose(read_cross_attention(root, 1), cross[0], atol=1e-3)
     # other images untouched: only image 1's chunks exist

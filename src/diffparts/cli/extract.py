@@ -29,8 +29,9 @@ def register(subparsers) -> None:
     parser.add_argument("--batch-size", type=int, default=4, metavar="N", help="images per UNet forward, one task each (default 4)")
     parser.add_argument("--timestep", type=int, default=300, metavar="T", help="diffusion timestep (default 300, DiffSeg's)")
     parser.add_argument("--prompt", default="", help="prompt for the cross-attention (default: empty, DiffSeg's)")
-    parser.add_argument("--precision", choices=("float16", "uint8"), default="float16",
-                        help="storage of self-attention: float16, or uint8 per key map with a scale, ~14x smaller (default float16)")
+    parser.add_argument("--precision", choices=("float16", "uint8", "uint8-log"), default="float16",
+                        help="storage of self-attention: float16, or uint8 per key map with a scale (linear, "
+                             "or log-spaced: keeps small values for DiffSeg's KL) (default float16)")
     parser.add_argument("--max-workers", type=int, default=2, metavar="N",
                         help="threads of the default task runner (default 2)")
     dask = parser.add_mutually_exclusive_group()

@@ -3,7 +3,8 @@
 DESIGN.md sections 5.1 and 6::
 
     attention/self        (image, qy, qx, ky, kx) float16, or uint8 with
-    attention/self_scale  (image, qy, qx) float32      value = uint8 * scale, then renormalised
+    attention/self_scale  (image, qy, qx) float32      uint8: value = q * scale; uint8-log:
+                                                       value = scale * exp((q / 255 - 1) * 20)
     attention/cross       (image, token, qy, qx) float16
     attention/done        (image,) bool                 written after the three above
     attrs: resolution R, tokens, image_size, precision
@@ -11,7 +12,11 @@ DESIGN.md sections 5.1 and 6::
 Each key map ``attn[qy, qx]`` is a distribution over (ky, kx). Float16 keeps it to about three
 significant digits and barely compresses (about 1.1x); uint8 stores each key map divided by its
 own maximum times 255 (so the maximum is exactly 255) and the scale ``max / 255`` beside it,
-about 14x smaller. Reads dequantise and renormalise every key map to sum 1.
+about 14x smaller; values below half a step (most of a peaky map) become 0, which the KL
+distances of DiffSeg feel strongly (benchmarks/bench_store.py). ``uint8-log`` stores
+``255 * (1 + ln(value / max) / 20)`` instead: the same size, every value kept to within 4 %
+down to ``max * e^-20``, the scale being the map's maximum. Reads dequantise and renormalise
+every key map to sum 1.
 """
 
 from __future__ import annotations
@@ -26,14 +31,16 @@ from diffparts.store.layout import clear_failure, create_stage_array, ensure_sta
 
 STAGE = "attention"
 #: Storage precisions of ``attention/self``.
-PRECISIONS = ("float16", "uint8")
+PRECISIONS = ("float16", "uint8", "uint8-log")
+#: Natural-log range of a ``uint8-log`` key map below its maximum (e^-20 ~ 2e-9).
+LOG_RANGE = 20.0
 
 
 @dataclass(frozen=True)
 class StoreConfig:
     """How attention is stored (part of the config hash: a change starts a new version)."""
 
-    precision: str = "float16"  # float16 (~lossless, ~1.1x compression) or uint8 (~14x, per key map)
+    precision: str = "float16"  # float16 (~lossless), uint8 (linear per key map) or uint8-log (log per key map)
 
     def __post_init__(self) -> None:
         if self.precision not in PRECISIONS:
@@ -68,8 +75,9 @@ def create_attention_arrays(
             f"{old['precision']!r}, tokens {old['tokens']}; asked for R={r}, {precision!r}, "
             f"{list(tokens)}"
         )
-    create_stage_array(group, "self", (n, r, r, r, r), precision, ("image", "qy", "qx", "ky", "kx"))
-    if precision == "uint8":
+    dtype = "float16" if precision == "float16" else "uint8"
+    create_stage_array(group, "self", (n, r, r, r, r), dtype, ("image", "qy", "qx", "ky", "kx"))
+    if dtype == "uint8":
         create_stage_array(group, "self_scale", (n, r, r), "float32", ("image", "qy", "qx"))
     create_stage_array(group, "cross", (n, t, r, r), "float16", ("image", "token", "qy", "qx"))
     group.attrs.update(
@@ -101,6 +109,28 @@ def quantise_key_maps(attn: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return q, scale
 
 
+def quantise_key_maps_log(attn: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """uint8 log-spaced key maps: ``q = rint(255 * (1 + ln(attn / max) / LOG_RANGE))``, max -> 255.
+
+    attn: (..., ky, kx) float, non-negative. Returns q (..., ky, kx) uint8 and scale (...)
+    float32 = the map's maximum. Values below ``max * e^-LOG_RANGE`` (zeros too) become 0.
+    """
+    attn = np.asarray(attn, dtype=np.float32)
+    _, linear_scale = quantise_key_maps(attn)  # validates
+    peak = (linear_scale * 255.0)[..., None, None]
+    with np.errstate(divide="ignore"):
+        rel = np.log(np.where(peak > 0, attn / np.where(peak > 0, peak, 1.0), 0.0))  # ... ky kx, <= 0
+    q = np.rint(255.0 * (1.0 + np.clip(rel, -LOG_RANGE, 0.0) / LOG_RANGE))
+    return q.astype(np.uint8), peak[..., 0, 0].astype(np.float32)
+
+
+def dequantise_key_maps_log(q: np.ndarray, scale: np.ndarray) -> np.ndarray:
+    """float32 key maps from ``quantise_key_maps_log`` output, each renormalised to sum 1."""
+    rel = (np.asarray(q, dtype=np.float32) / 255.0 - 1.0) * LOG_RANGE  # ... ky kx
+    attn = np.exp(rel) * (np.asarray(scale, dtype=np.float32)[..., None, None] > 0)
+    return dequantise_key_maps(attn, None)
+
+
 def dequantise_key_maps(q: np.ndarray, scale: np.ndarray | None) -> np.ndarray:
     """float32 key maps from stored values, each renormalised to sum 1 over (ky, kx).
 
@@ -129,7 +159,8 @@ def write_attention(
         raise ValueError(f"cross_attn shape {cross_attn.shape} != stored {cross_arr.shape[1:]}")
     index = int(index)
     if self_arr.dtype == np.uint8:
-        q, scale = quantise_key_maps(self_attn)
+        log = group.attrs.get("precision") == "uint8-log"
+        q, scale = (quantise_key_maps_log if log else quantise_key_maps)(self_attn)
         group["self_scale"][index] = scale
         self_arr[index] = q
         nbytes = q.nbytes + scale.nbytes
@@ -148,7 +179,11 @@ def read_self_attention(root: zarr.Group, index: int) -> np.ndarray:
     group = root[STAGE]
     index = int(index)
     stored = group["self"][index]
-    scale = group["self_scale"][index] if stored.dtype == np.uint8 else None
+    if stored.dtype != np.uint8:
+        return dequantise_key_maps(stored, None)
+    scale = group["self_scale"][index]
+    if group.attrs.get("precision") == "uint8-log":
+        return dequantise_key_maps_log(stored, scale)
     return dequantise_key_maps(stored, scale)
 
 
