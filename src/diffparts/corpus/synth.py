@@ -256,10 +256,18 @@ def _render_bird(rng, class_index, cfg):
         cy = rng.uniform(0.4, 0.5) * size
     cx -= (-1.0 if flip else 1.0) * 0.2 * s     # the head and beak reach further than the tail
 
-    # 3. Pixel grid in bird coordinates (u forward, v up, unit = s).
-    coords = (np.arange(big, dtype=np.float32) + 0.5) / ss            # pixel centres (x or y)
-    gx = np.broadcast_to(coords[None, :], (big, big)).ravel()          # (y x) flattened
-    gy = np.broadcast_to(coords[:, None], (big, big)).ravel()
+    # 3. Pixel grid in bird coordinates (u forward, v up, unit = s), over a window holding the
+    #    whole bird (reach < 3.3 s from the body centre), clipped to the frame.
+    reach = 3.3 * s
+    wx0, wx1 = (int(np.clip(math.floor((c - reach) * ss), 0, big)) if k == 0 else
+                int(np.clip(math.ceil((c + reach) * ss), 0, big)) for k, c in ((0, cx), (1, cx)))
+    wy0, wy1 = (int(np.clip(math.floor((c - reach) * ss), 0, big)) if k == 0 else
+                int(np.clip(math.ceil((c + reach) * ss), 0, big)) for k, c in ((0, cy), (1, cy)))
+    wh, ww = wy1 - wy0, wx1 - wx0
+    xs = (np.arange(wx0, wx1, dtype=np.float32) + 0.5) / ss           # pixel centres, final units
+    ys = (np.arange(wy0, wy1, dtype=np.float32) + 0.5) / ss
+    gx = np.broadcast_to(xs[None, :], (wh, ww)).ravel()                # (y x) flattened window
+    gy = np.broadcast_to(ys[:, None], (wh, ww)).ravel()
     fx = -1.0 if flip else 1.0
     dx = (gx - cx) / s * fx
     dy = -(gy - cy) / s
@@ -277,8 +285,8 @@ def _render_bird(rng, class_index, cfg):
     shade_k = rng.uniform(*cfg.shading)
     light = rng.uniform(-0.25, 0.25, 2)
 
-    img = np.zeros((big * big, 3), dtype=np.float32)   # (y x) rgb, background filled later
-    lab = np.zeros(big * big, dtype=np.uint8)          # (y x) part index
+    img = np.zeros((wh * ww, 3), dtype=np.float32)     # (y x) rgb of the window
+    lab = np.zeros(wh * ww, dtype=np.uint8)            # (y x) part index of the window
 
     def paint(mask, part, pu, pv, r2=None, colour_part=None):
         """Draw one part where mask holds (painter's order), with pattern and shading."""
@@ -389,11 +397,17 @@ def _render_bird(rng, class_index, cfg):
             keypoints[k] = (px, py, 1.0)
 
     # 10. Background behind everything, then supersample down, noise, quantise.
-    bg = _render_background(rng, big, ss, [rgb[p] for p in ("back", "wing", "breast", "head")],
-                            cfg, feet, s)
+    bg = _render_background(rng, size, [rgb[p] for p in ("back", "wing", "breast", "head")],
+                            cfg, feet, s)                               # y x rgb, final size
+    full = np.repeat(np.repeat(bg, ss, axis=0), ss, axis=1)             # y x rgb, supersampled
+    window = full[wy0:wy1, wx0:wx1].reshape(-1, 3)
     fg = lab > 0
-    img[~fg] = bg[~fg]
-    img = img.reshape(size, ss, size, ss, 3).mean(axis=(1, 3))          # y x rgb
+    window[fg] = img[fg]
+    full[wy0:wy1, wx0:wx1] = window.reshape(wh, ww, 3)
+    lab_full = np.zeros((big, big), np.uint8)
+    lab_full[wy0:wy1, wx0:wx1] = lab.reshape(wh, ww)
+    lab = lab_full
+    img = full.reshape(size, ss, size, ss, 3).mean(axis=(1, 3))         # y x rgb
     img += rng.normal(0.0, cfg.pixel_noise, img.shape).astype(np.float32)
     img = np.clip(np.rint(img), 0, 255).astype(np.uint8)
     blocks = lab.reshape(size, ss, size, ss).transpose(0, 2, 1, 3).reshape(size, size, ss * ss)
@@ -407,8 +421,8 @@ def _render_bird(rng, class_index, cfg):
     return img, part_mask, keypoints, caption
 
 
-def _render_background(rng, big, ss, bird_rgb, cfg, feet, s):
-    """A textured background (y x, 3) float32 on the supersampled grid."""
+def _render_background(rng, big, bird_rgb, cfg, feet, s):
+    """A textured background (y x, 3) float32 of side ``big`` (the final image size)."""
     n_col = 3
     cols = _BG_COLOURS[rng.choice(len(_BG_COLOURS), n_col, replace=False)].copy()
     if rng.random() < cfg.shared_bg_colour_prob:
@@ -453,15 +467,15 @@ def _render_background(rng, big, ss, bird_rgb, cfg, feet, s):
             m = np.exp(-((xx - cx) ** 2 + ((yy - cy) * 2) ** 2) / (r * r))[..., None]
             bg = bg * (1 - 0.6 * m) + cols[2] * 0.6 * m
     if rng.random() < cfg.branch_prob:     # a branch the bird stands on (background)
-        fy = max(f[1] for f in feet) * ss + 0.2 * s * ss
+        fy = max(f[1] for f in feet) + 0.2 * s
         slope = rng.uniform(-0.3, 0.3)
-        width = rng.uniform(0.12, 0.25) * s * ss
+        width = rng.uniform(0.12, 0.25) * s
         yline = fy + slope * (xx * big - big / 2)
         m = np.abs(yy * big - yline) < width
         bark = np.array(COLOURS["brown"], np.float32) * rng.uniform(0.6, 1.1)
         grain = 0.85 + 0.15 * np.sin(xx * big * 0.7 + yy * 3)
         bg[m] = bark * grain[m][:, None]
-    return bg.reshape(big * big, 3).astype(np.float32)
+    return bg.astype(np.float32)
 
 
 def _caption(rng, names, patt):
