@@ -6,7 +6,7 @@ clusters against the part masks with per-image Hungarian matching (DESIGN sectio
 diffparts.metrics). Several position weights w are tried; the headline is the best one, so the
 figure is generous to the baseline. Prints one JSON object.
 
-    .venv/bin/python benchmarks/bench_synth_baseline.py --n 200 --seed 0
+    .venv/bin/python benchmarks/bench_synth_baseline.py --n 100 --seed 0
 """
 
 from __future__ import annotations
@@ -45,7 +45,7 @@ def kmeans_labels(rgb: np.ndarray, k: int, position_weight: float, seed: int) ->
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--n", type=int, default=200, help="images to generate (default 200)")
+    parser.add_argument("--n", type=int, default=100, help="images to generate (default 100)")
     parser.add_argument("--seed", type=int, default=0, help="generator seed (default 0)")
     parser.add_argument("--size", type=int, default=128, help="image side (default 128)")
     parser.add_argument("--data", type=Path, default=None, help="existing CUB-layout synthetic set")
