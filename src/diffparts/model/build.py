@@ -29,6 +29,7 @@ class SDArchConfig:
     vae_block_out_channels: tuple[int, ...] = (8, 16)  # len-1 halvings: 32 px -> 16 latent
     vae_layers_per_block: int = 1
     vae_norm_num_groups: int = 4
+    vae_mid_block_attention: bool = True  # False: a convolution-only VAE, trainable on crops
     latent_channels: int = 4  # SD's latent depth, so the pipeline code needs no change
     unet_block_out_channels: tuple[int, ...] = (16, 32)
     # CrossAttn blocks carry attn1 (self) and attn2 (cross); one per resolution at least.
@@ -195,6 +196,7 @@ def build_components(
         latent_channels=config.latent_channels,
         sample_size=config.sample_size,
         scaling_factor=config.vae_scaling_factor,
+        mid_block_add_attention=config.vae_mid_block_attention,
     )
     latent_size = config.sample_size // 2 ** (n_down - 1)
     unet = UNet2DConditionModel(
