@@ -40,7 +40,7 @@ def choose_thresholds(store: str, indices: list[int], rule: dict) -> dict:
     from diffparts.store import read_self_attention
 
     root = _open(store, "r")
-    rule = ThresholdRule(**{**rule, "level_quantiles": tuple(rule.get("level_quantiles", ThresholdRule.level_quantiles))})
+    rule = ThresholdRule(**{k: tuple(v) if isinstance(v, list) else v for k, v in rule.items()})
     return choose((read_self_attention(root, k) for k in indices), rule).as_dict()
 
 

@@ -46,7 +46,7 @@ def test_bad_rules_refused():
         threshold_from_distances(np.ones(3), "quantile", 1.5)
     with pytest.raises(ValueError, match="identical"):
         threshold_from_distances(np.zeros(3))
-    with pytest.raises(ValueError, match="increasing"):
+    with pytest.raises(ValueError, match="non-decreasing"):
         level_thresholds(np.ones(3), [0.5, 0.1])
     with pytest.raises(ValueError, match="no images"):
         sample_kl_distances([])
@@ -85,3 +85,11 @@ def test_choice_is_json_ready_and_levels_increase(four_regions):
     stats = json.loads(json.dumps(choice.as_dict()))["statistics"]
     assert stats["n_images"] == 1 and stats["rule"] == "quantile"
     assert stats["percentiles"]["p5"] == pytest.approx(choice.thresholds[0])
+    assert stats["level_quantiles"] == pytest.approx([0.05, 0.1, 0.2, 0.35], abs=1e-3)
+    assert len(set(choice.level_thresholds)) == 4
+
+
+def test_otsu_levels_still_coarsen(four_regions):
+    choice = choose_thresholds([four_regions[0]], ThresholdRule(rule="otsu"))
+    assert choice.level_thresholds[0] == choice.thresholds[0]
+    assert choice.level_thresholds[-1] > choice.level_thresholds[0]

@@ -21,9 +21,12 @@ Rules (``threshold_from_distances``):
   "other region" modes of a bimodal distribution), times ``otsu_scale``; parameter-free but
   coarse (it tends to merge whole regions of similar parts).
 
-All merge rounds get the same value (as the reference's ``[1.1] * 3``). ``level_thresholds``
-gives the increasing thresholds of a DiffSeg threshold sweep (``hierarchy.diffseg_levels``) from
-increasing quantiles. ``PRESETS`` keeps the reference values for real SD checkpoints.
+All merge rounds get the same value t (as the reference's ``[1.1] * 3``). The hierarchy's
+levels (a DiffSeg threshold sweep, ``hierarchy.diffseg_levels``) take the quantiles
+``F(t) * m`` of the same distances, with F(t) the share of distances below t and m in
+``level_multipliers`` (1, 2, 4, 7; capped at 0.95): for the quantile rule at 0.05 that is the
+quantiles 0.05, 0.1, 0.2, 0.35, and every rule gets levels that merge more and more in steps
+of the data's own scale. ``PRESETS`` keeps the reference values for real SD checkpoints.
 """
 
 from __future__ import annotations
@@ -63,7 +66,7 @@ class ThresholdRule:
     quantile: float = 0.05  # quantile of anchor-to-query KL distances (SD-like maps: ~1.1)
     otsu_scale: float = 1.0  # multiplier on Otsu's threshold
     rounds: int = 3  # merge rounds; every round gets the same threshold (reference: 3)
-    level_quantiles: tuple[float, ...] = (0.05, 0.1, 0.2, 0.35)  # sweep levels, finest first
+    level_multipliers: tuple[float, ...] = (1.0, 2.0, 4.0, 7.0)  # sweep levels: quantile F(t) times these
     anchors_per_side: int = 16  # the anchor grid whose distances are pooled (as DiffSeg's)
     max_per_image: int = 20000  # distances kept per image (bounded memory over the sample)
     eps: float = 1e-10  # the log floor, as in DiffSeg
@@ -153,7 +156,7 @@ def level_thresholds(distances: np.ndarray, quantiles: Sequence[float]) -> tuple
     """Non-decreasing thresholds for a DiffSeg threshold sweep from increasing quantiles."""
     quantiles = [float(q) for q in quantiles]
     if not quantiles or any(not 0 < q < 1 for q in quantiles) or quantiles != sorted(quantiles):
-        raise ValueError(f"quantiles must be increasing values in (0, 1), got {quantiles}")
+        raise ValueError(f"quantiles must be non-decreasing values in (0, 1), got {quantiles}")
     return tuple(threshold_from_distances(distances, "quantile", q) for q in quantiles)
 
 
@@ -182,15 +185,17 @@ def choose_thresholds(attns: Iterable[np.ndarray], rule: ThresholdRule = Thresho
     )
     # 2. One threshold by the rule, the same for every round (reference: [t] * 3)
     value = threshold_from_distances(distances, rule.rule, rule.quantile, rule.otsu_scale)
-    # 3. Increasing thresholds for the hierarchy levels, starting at the merge threshold
-    levels = level_thresholds(distances, rule.level_quantiles)
-    levels = tuple(max(value, t) for t in levels)
-    levels = tuple(np.maximum.accumulate(np.asarray(levels)).tolist())
+    # 3. Increasing thresholds for the hierarchy levels: quantiles F(t) * m, starting at t
+    share = float(np.mean(distances < value))  # F(t)
+    quantiles = np.minimum(np.maximum(share, 1e-6) * np.asarray(rule.level_multipliers, dtype=float), 0.95)
+    levels = [value] + list(level_thresholds(distances, np.maximum.accumulate(quantiles).tolist()))[1:]
+    levels = tuple(float(t) for t in np.maximum.accumulate(levels))
     statistics = {
         "rule": rule.rule,
         "quantile": rule.quantile,
         "otsu_scale": rule.otsu_scale,
-        "level_quantiles": list(rule.level_quantiles),
+        "share_below": share,
+        "level_quantiles": [float(q) for q in quantiles],
         "n_images": n_images,
         "value": value,
         **distance_statistics(distances),
