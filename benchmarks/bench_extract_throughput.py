@@ -6,8 +6,9 @@ workers). The model is the embedded checkpoint (data/models/diffparts-toy-birds)
 else a tiny random Stable Diffusion model built here. A temporary Prefect server is started once.
 
 Figures per runner: images/s over the whole flow (describe, hash, set-up, probe, fan-out,
-artifacts) and over the fan-out alone (the batches' sub-flow, Dask cluster start included), and
-the stored bytes per image.
+artifacts), over the fan-out alone (the batches' sub-flow, Dask cluster start and the workers'
+imports and model loading included), and per second of batch-task time (steady state, one
+worker), and the stored bytes per image.
 
 Usage: .venv/bin/python benchmarks/bench_extract_throughput.py [--images 24] [--batch-size 4]
 (prints one JSON object; needs ~2-5 minutes on 2 cores)
@@ -82,6 +83,8 @@ def main() -> None:
                 "images_per_s_total": round(summary["written"] / total, 3),
                 "seconds_fan_out": round(fan_out, 2) if fan_out else None,
                 "images_per_s_fan_out": round(summary["written"] / fan_out, 3) if fan_out else None,
+                # steady state: images per second of batch-task time (per worker)
+                "images_per_s_in_tasks": round(summary["written"] / summary["task_seconds"], 3),
                 "stored_bytes_per_image": int(summary["stored_bytes"] / max(summary["written"], 1)),
             }
     print(json.dumps({

@@ -81,13 +81,14 @@ def extract_batches(
             extract_batch.submit(store, version, batch, model, capture, device, dtype, extractor) for batch in batches
         ]
     which = {f.task_run_id: batch for f, batch in zip(futures, batches)}
-    totals = {"written": 0, "skipped": 0, "failed": 0, "bytes": 0, "batches": len(batches)}
+    totals = {"written": 0, "skipped": 0, "failed": 0, "bytes": 0, "batches": len(batches), "task_seconds": 0.0}
     for finished, future in enumerate(as_completed(futures), start=1):
         state = future.wait() or future.state
         if future.state.is_completed():
             result = future.result()
             for key in ("written", "skipped", "failed", "bytes"):
                 totals[key] += result[key]
+            totals["task_seconds"] += result["seconds"]
         else:  # retries used up: record the batch's unfinished images, go on with the others
             reason = f"extract: {future.state.message or state}"
             totals["failed"] += record_batch_failure(store, version, which[future.task_run_id], reason)
@@ -117,7 +118,8 @@ def extract_attention(
     ``model``: hub id, diffusers folder, or None for the embedded checkpoint. ``precision``:
     ``float16`` or ``uint8`` storage of self-attention. A store written with another model or
     config is refused unless ``new_version`` (then ``versions/<n>`` of the same store is used).
-    Returns counts: written, skipped, failed, bytes, seconds, store, version.
+    Returns counts: written, skipped, failed, bytes (handed to Zarr), stored_bytes (added to the
+    store, compressed), batches, task_seconds (summed over batch tasks), seconds, store, version.
     """
     from diffparts.model.load import DEFAULT_MODEL
 
@@ -141,7 +143,8 @@ def extract_attention(
         "store %s version %d: %d images, %d pending (%d new, %d changed)",
         store, version, len(images), len(pending), len(prepared["added"]), len(prepared["changed"]),
     )
-    totals = {"written": 0, "skipped": len(images) - len(pending), "failed": 0, "bytes": 0, "batches": 0}
+    totals = {"written": 0, "skipped": len(images) - len(pending), "failed": 0, "bytes": 0, "batches": 0,
+              "task_seconds": 0.0}
     before = stored_bytes(store, version) if pending else 0
 
     if pending:
@@ -155,7 +158,7 @@ def extract_attention(
             gpu_annotate=bool(device.startswith("cuda") and (dask_address or dask_workers)), extractor=extractor,
         )
         # images of a batch that were done before count as skipped once, at the flow level
-        totals.update({k: counts[k] for k in ("written", "failed", "bytes", "batches")})
+        totals.update({k: counts[k] for k in ("written", "failed", "bytes", "batches", "task_seconds")})
 
     # 5. Summary artifact.
     written_bytes = stored_bytes(store, version) - before if pending else 0

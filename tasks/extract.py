@@ -19,7 +19,9 @@ from prefect.cache_policies import NO_CACHE
 DEFAULT_EXTRACTOR = "diffparts.model.extract:extract_attention"
 
 # One pipeline per (model, device, dtype) per worker process, and one forward at a time on it:
-# the capture installs attention processors on the shared UNet (DESIGN 5.1).
+# the capture installs attention processors on the shared UNet (DESIGN 5.1). Task bodies reach
+# these only through module functions: Dask pickles the task functions by value (the module
+# attribute is the Task), and functions referenced from them by reference, never the locks.
 _PIPELINES: dict[tuple, object] = {}
 _PIPELINE_LOCK = threading.Lock()
 _FORWARD_LOCK = threading.Lock()
@@ -39,9 +41,12 @@ def _pipeline(model: str, device: str, dtype: str):
         return _PIPELINES[key]
 
 
-def _extractor(path: str):
+def _run_extractor(path: str, pipe, images: np.ndarray, config):
+    """Call the extractor ``module:function`` on a batch, one forward at a time per process."""
     module, _, name = path.partition(":")
-    return getattr(importlib.import_module(module), name)
+    extract = getattr(importlib.import_module(module), name)
+    with _FORWARD_LOCK:
+        return extract(pipe, images, config)
 
 
 def _capture_config(capture: dict):
@@ -104,8 +109,7 @@ def create_attention_arrays(
         config = _capture_config(capture)
         pipe = _pipeline(model, device, dtype)
         size = config.image_size or native_image_size(pipe)
-        with _FORWARD_LOCK:
-            probe = _extractor(extractor)(pipe, np.zeros((1, size, size, 3), np.uint8), config)
+        probe = _run_extractor(extractor, pipe, np.zeros((1, size, size, 3), np.uint8), config)
         create(root, probe.resolution, probe.tokens, probe.image_size, precision)
     attrs = dict(root["attention"].attrs)
     return {"resolution": attrs["resolution"], "tokens": len(attrs["tokens"])}
@@ -151,8 +155,7 @@ def extract_batch(
                 counts["failed"] += 1
     # 2. One forward for the batch (DESIGN 5.1), 3. write each pending image, then its marker.
     if any(img["index"] in pending for img in loaded):
-        with _FORWARD_LOCK:
-            result = _extractor(extractor)(pipe, np.stack(pixels), config)  # image ...
+        result = _run_extractor(extractor, pipe, np.stack(pixels), config)  # image ...
         for k, img in enumerate(loaded):
             if img["index"] in pending:
                 counts["bytes"] += write_attention(root, img["index"], result.self_attn[k], result.cross_attn[k])
