@@ -63,8 +63,10 @@ def cluster_data(path: Path, k: int) -> dict:
                               labels_out=out)
     wall = time.perf_counter() - t0
     n = int(feats.shape[0])
-    return {"segments": n, "clustered": int(est.n_seen_), "seconds": round(wall, 3),
+    return {"segments": n, "clustered": int(est.n_seen_), "lloyd_passes": int(est.n_iter_),
+            "data_passes": 3 + int(est.n_iter_), "seconds": round(wall, 3),
             "segments_per_s": round(n / wall, 1),
+            "segment_passes_per_s": round(n * (3 + est.n_iter_) / wall, 1),
             "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
             "rss_after_imports_mb": round(rss_before, 1)}
 

@@ -30,6 +30,11 @@ def test_position_and_size_in_box_units():
     assert f["extent_w"] == pytest.approx(0.4) and f["extent_h"] == pytest.approx(0.4)
     assert f["log_area"] == pytest.approx(np.log(0.16), abs=1e-6)
     assert d.features.shape == (5, len(names))
+    # split at the box (default): the background segments 0, 1 lie outside -> units 5, 6
+    np.testing.assert_array_equal(d.segment_ids, [2, 3, 4, 5, 6])
+    np.testing.assert_array_equal(d.foreground, [True, True, True, False, False])
+    d = describe_image(seg, _uniform_attn(8), box=(2, 2, 10, 10), config=DescriptorConfig(split_at_box=False))
+    np.testing.assert_array_equal(d.segment_ids, [0, 1, 2, 3, 4])
     np.testing.assert_array_equal(d.foreground, [False, False, True, True, True])
     # mirror-invariant (default): x folded about the box centre
     d = describe_image(seg, _uniform_attn(8), box=(2, 2, 10, 10))
@@ -75,6 +80,16 @@ def test_cross_attention_pooled_per_token():
     col = names.index("cross_1")
     body, head = list(d.segment_ids).index(4), list(d.segment_ids).index(2)
     assert d.features[body, col] == pytest.approx(1.0) and d.features[head, col] == pytest.approx(0.0)
+
+
+def test_split_at_box_makes_outside_pixels_background():
+    seg = np.zeros((8, 8), int)
+    seg[:, 4:] = 1                                  # segment 1: right half, box covers x 2..6
+    d = describe_image(seg, _uniform_attn(4), box=(2, 0, 4, 8), config=DescriptorConfig(inside_box_min=0.4, border_share_max=1.0))
+    # units: 0 (x 2..3), 1 (x 4..5) inside; 2 (x 0..1) and 3 (x 6..7) outside
+    np.testing.assert_array_equal(d.segment_ids, [0, 1, 2, 3])
+    np.testing.assert_array_equal(d.pixels, [16, 16, 16, 16])
+    np.testing.assert_array_equal(d.foreground, [True, True, False, False])
 
 
 def test_foreground_estimate_without_box():

@@ -77,8 +77,8 @@ class StreamingPartClusterer:
 
     Learned state: ``mean_``, ``scale_`` (feature,), ``cluster_centers_`` (part, feature) in the
     weighted standardised space, ``n_clusters_``, ``k_selection_``, ``counts_`` (part,),
-    ``inertia_``, ``n_seen_``, ``labels_`` (segment,) int32 with -1 for excluded rows (a NumPy
-    array, or the ``labels_out`` array passed to ``fit``).
+    ``inertia_``, ``n_seen_``, ``n_iter_`` (Lloyd passes run), ``labels_`` (segment,) int32
+    with -1 for excluded rows (a NumPy array, or the ``labels_out`` array passed to ``fit``).
     """
 
     def __init__(self, n_clusters=None, *, k_range=(3, 12), block_size=8192, sample_size=4000,
@@ -207,7 +207,9 @@ class StreamingPartClusterer:
         # 5. Exact Lloyd refinement with streamed sums.
         counts = np.zeros(k, np.int64)
         inertia = 0.0
+        self.n_iter_ = 0
         for _ in range(max(self.lloyd_passes, 1)):
+            self.n_iter_ += 1
             sums = np.zeros((k, n_feat), np.float64)
             counts = np.zeros(k, np.int64)
             inertia = 0.0

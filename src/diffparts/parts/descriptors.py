@@ -27,7 +27,9 @@ a segment is background when less than ``inside_box_min`` of its pixels lie insi
 box, or when it holds more than ``border_share_max`` of the image's border pixels (the border
 prior: the object rarely covers a large share of the frame's edge). With no box (folder corpora)
 the box is *estimated*: the border prior alone marks background segments and the box is the
-bounding box of the remaining segments (the whole frame if none remain).
+bounding box of the remaining segments (the whole frame if none remain). A box from the corpus
+is trusted further (``split_at_box``): a foreground segment's pixels outside it are background
+(described as a separate background unit with id ``segment + max id + 1``, see ``unit_map``).
 """
 
 from __future__ import annotations
@@ -48,6 +50,7 @@ class DescriptorConfig:
     weight_size: float = 0.5         # group weight of log area fraction
     inside_box_min: float = 0.5      # fewer of the segment's pixels inside the box -> background
     mirror_invariant: bool = True    # fold x about the box centre: a part facing left = facing right
+    split_at_box: bool = True        # with a corpus box, a segment's pixels outside it are background
     border_share_max: float = 0.15   # more of the image border's pixels than this -> background
 
 
@@ -114,6 +117,21 @@ def border_share(labels: np.ndarray, segment_ids: np.ndarray) -> np.ndarray:
     return counts[segment_ids] / max(len(edge), 1)
 
 
+def box_mask(shape: tuple[int, int], box) -> np.ndarray:
+    """(y, x) bool: pixel centres inside the box (x, y, w, h), in map pixels."""
+    h, w = shape
+    bx, by, bw, bh = (float(v) for v in box)
+    ys, xs = np.mgrid[0:h, 0:w] + 0.5
+    return (xs >= bx) & (xs <= bx + bw) & (ys >= by) & (ys <= by + bh)
+
+
+def unit_map(labels: np.ndarray, box) -> np.ndarray:
+    """Segments split at the box: inside pixels keep their id, outside pixels get id + offset
+    (offset = max id + 1), so every unit is wholly inside or wholly outside."""
+    labels = np.asarray(labels, np.int64)
+    return np.where(box_mask(labels.shape, box), labels, labels + int(labels.max()) + 1)
+
+
 def estimate_foreground_box(labels: np.ndarray, border_share_max: float = 0.15) -> np.ndarray:
     """Unsupervised object box (x, y, w, h) from the border prior: segments not on the frame."""
     ids = np.unique(labels)
@@ -161,9 +179,18 @@ def describe_image(labels: np.ndarray, self_attn: np.ndarray, cross_attn: np.nda
 
     # 2. Foreground: mostly inside the box and not holding much of the frame's edge.
     ys, xs = np.mgrid[0:h, 0:w]
-    inside = ((xs + 0.5 >= bx) & (xs + 0.5 <= bx + bw) & (ys + 0.5 >= by) & (ys + 0.5 <= by + bh))
+    inside = box_mask((h, w), box_arr)
     inside_frac = np.bincount(labels.ravel(), weights=inside.ravel().astype(np.float64))[segment_ids] / pixels
     foreground = (inside_frac >= config.inside_box_min) & (border_share(labels, segment_ids) <= config.border_share_max)
+    if config.split_at_box and not estimated:
+        # A given box is trusted: each segment's pixels outside it form a background unit
+        # (id + offset), its pixels inside keep the id and the segment's foreground flag.
+        units = unit_map(labels, box_arr)
+        fg_of = dict(zip(segment_ids.tolist(), foreground.tolist()))
+        labels = units
+        segment_ids = np.unique(labels)
+        pixels = np.bincount(labels.ravel())[segment_ids]
+        foreground = np.array([fg_of.get(int(u), False) for u in segment_ids], bool)
 
     # 3. Mean key map per segment, binned on a G x G grid over the box (+ an outside bin).
     wq = area_weights(labels, segment_ids, res)                            # segment q
