@@ -107,6 +107,9 @@ def segment(store: Path, out_size: int) -> dict:
 
     root = open_store(store, "r+")
     n = image_count(root)
+    if "segments/labels" in root and root["segments"].attrs.get("eval_settings") == {"out_size": out_size}:
+        if bool(np.asarray(root["segments/done"][:]).all()):
+            return dict(root["segments"].attrs["eval_summary"])
     rule = ThresholdRule()
     choice = choose_thresholds((read_self_attention(root, i) for i in range(min(16, n))), rule)
     group = ensure_stage(root, "segments")
@@ -122,11 +125,14 @@ def segment(store: Path, out_size: int) -> dict:
         labels[i] = levels
         mark_done(root, "segments", i)
         counts.append([int(lv.max()) + 1 for lv in levels])
-    return {"thresholds": choice.as_dict()["level_thresholds"], "mean_segments_per_level":
-            np.mean(counts, 0).round(2).tolist()}
+    summary = {"thresholds": choice.as_dict()["level_thresholds"],
+               "mean_segments_per_level": np.mean(counts, 0).round(2).tolist()}
+    group.attrs.update({"eval_settings": {"out_size": out_size}, "eval_summary": summary})
+    return summary
 
 
-def run_parts(store: Path, records, k: int, level: int, seed: int, max_pairs: int, out_dir: Path | None) -> dict:
+def run_parts(store: Path, records, k: int, level: int, seed: int, max_pairs: int, out_dir: Path | None,
+              descriptor: dict | None = None) -> dict:
     from diffparts.parts.cluster import ClusterConfig
     from diffparts.parts.dataset import (build_descriptors, cluster_parts, evaluate_store, image_infos,
                                          paint_part_labels, require_segments)
@@ -136,7 +142,7 @@ def run_parts(store: Path, records, k: int, level: int, seed: int, max_pairs: in
     root = open_store(store, "r+")
     require_segments(root)
     infos = image_infos(root, records)
-    desc = build_descriptors(root, infos, DescriptorConfig(level=level))
+    desc = build_descriptors(root, infos, DescriptorConfig(**{"level": level, **(descriptor or {})}))
     clusters = cluster_parts(root, ClusterConfig(n_clusters=k, random_state=seed))
     paint_part_labels(root)
     scores = evaluate_store(root, infos, max_pairs=max_pairs, random_state=seed)
@@ -222,7 +228,7 @@ def oracle_parts(records, seed: int, max_pairs: int) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description="Quality of the parts stage on synthetic birds (JSON).")
     parser.add_argument("--model", default=None, help="diffusers folder (default: the embedded checkpoint)")
-    parser.add_argument("--work", type=Path, default=Path("data/eval_parts"), help="corpus, stores, pictures")
+    parser.add_argument("--work", type=Path, default=Path("out/eval_parts"), help="corpus, stores, pictures (out/ is git-ignored)")
     parser.add_argument("--n-images", type=int, default=120, help="held-out synthetic birds evaluated")
     parser.add_argument("--corpus-seed", type=int, default=1234, help="seed of the held-out birds (training used 0)")
     parser.add_argument("--k", type=int, default=8, help="foreground part categories (every method gets K + 1)")
@@ -231,6 +237,8 @@ def main() -> None:
     parser.add_argument("--max-pairs", type=int, default=2000, help="same-class pairs for PCK")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--skip", nargs="*", default=[], choices=["trained", "random", "baselines"])
+    parser.add_argument("--descriptor", type=json.loads, default=None,
+                        help='DescriptorConfig overrides as JSON, e.g. \'{"split_at_box": false}\'')
     args = parser.parse_args()
 
     from diffparts.model.load import DEFAULT_MODEL
@@ -256,7 +264,7 @@ def main() -> None:
         seg = segment(store, args.map_size)
         log(f"{name}: segments {seg}")
         rows[name] = {**run_parts(store, records, args.k, args.level, args.seed, args.max_pairs,
-                                  work / f"pictures-{tag}"), "segmentation": seg,
+                                  work / f"pictures-{tag}", args.descriptor), "segmentation": seg,
                       "seconds": round(time.perf_counter() - t, 1)}
         log(f"{name}: {rows[name]}")
     if "baselines" not in args.skip:
@@ -267,7 +275,7 @@ def main() -> None:
         rows["box grid 3x3 (GT box)"] = box_grid(records, args.map_size, args.seed, args.max_pairs)
         rows["oracle: true part masks"] = oracle_parts(records, args.seed, args.max_pairs)
     print(json.dumps({"benchmark": "eval_parts", "model": str(model), "n_images": len(records), "k": args.k,
-                      "level": args.level, "map_size": args.map_size, "corpus_seed": args.corpus_seed,
+                      "level": args.level, "descriptor": args.descriptor, "map_size": args.map_size, "corpus_seed": args.corpus_seed,
                       "rows": rows, "seconds": round(time.perf_counter() - t0, 1)}, default=float))
 
 
