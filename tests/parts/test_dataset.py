@@ -9,7 +9,7 @@ from diffparts.parts.dataset import (build_descriptors, cluster_parts, paint_par
                                      require_segments)
 from diffparts.parts.synthetic import make_part_store
 from diffparts.parts.transfer import evaluate_parts
-from diffparts.store import mark_done, open_store
+from diffparts.store import mark_done, open_store, record_failure
 
 
 @pytest.fixture(scope="module")
@@ -72,3 +72,6 @@ def test_refuses_unfinished_segmentation(tmp_path):
     with pytest.raises(ValueError, match="segmentation has not finished for 1 of 3 images"):
         require_segments(root)
     assert require_segments(root, [0, 2]) == [0, 2]
+    # an image whose segmentation failed (recorded) is left out instead
+    record_failure(root, "segments", 2, "obj/0001.png", "segment: no attention", index=1)
+    assert require_segments(root) == [0, 2]

@@ -39,7 +39,7 @@ import zarr
 
 from diffparts.parts.cluster import ClusterConfig, StreamingPartClusterer
 from diffparts.parts.descriptors import DescriptorConfig, describe_image, feature_layout, scale_box, unit_map
-from diffparts.store import (create_stage_array, done_mask, ensure_stage, image_count, image_table,
+from diffparts.store import (create_stage_array, done_mask, ensure_stage, failures, image_count, image_table,
                              mark_done, read_cross_attention, read_self_attention)
 
 STAGE = "parts"
@@ -86,20 +86,26 @@ def image_infos(root: zarr.Group, records: Sequence | None) -> list[ImageInfo]:
 
 
 def require_segments(root: zarr.Group, indices: Sequence[int] | None = None) -> list[int]:
-    """The image indices to use; raises ValueError naming images whose segments are not done."""
+    """The image indices to use: those whose segments are done.
+
+    Images with a recorded failure (extract or segment stage) are left out; any other image
+    whose segmentation is not done makes this raise ValueError naming it (run segment first).
+    """
     n = image_count(root)
     if f"{SEGMENTS}/labels" not in root:
         raise ValueError("the store has no segments/labels: run the segment stage first")
     indices = list(range(n)) if indices is None else [int(i) for i in indices]
     done = done_mask(root, SEGMENTS)
-    missing = [i for i in indices if not done[i]]
+    failed = {row["index"] for row in failures(root) if row["stage"] in ("attention", SEGMENTS)}
+    missing = [i for i in indices if not done[i] and i not in failed]
     if missing:
         names = [image_table(root)[i]["name"] for i in missing[:5]]
         raise ValueError(f"segmentation has not finished for {len(missing)} of {len(indices)} images "
                          f"(e.g. indices {missing[:5]}: {names}); run the segment stage first")
-    if not indices:
-        raise ValueError("no images to use")
-    return indices
+    use = [i for i in indices if done[i]]
+    if not use:
+        raise ValueError("no images with finished segmentation to use")
+    return use
 
 
 def segment_map(root: zarr.Group, index: int, level: int) -> np.ndarray:
