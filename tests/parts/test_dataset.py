@@ -75,3 +75,16 @@ def test_refuses_unfinished_segmentation(tmp_path):
     # an image whose segmentation failed (recorded) is left out instead
     record_failure(root, "segments", 2, "obj/0001.png", "segment: no attention", index=1)
     assert require_segments(root) == [0, 2]
+
+
+def test_transfer_between_two_images(parts_store):
+    from diffparts.parts.dataset import transfer_between
+
+    path, truth, _, _ = parts_store
+    root = open_store(path)
+    out = transfer_between(root, truth.infos, 1, 4)
+    assert out["pck@0.1"] == 1.0 and out["category"][3] is None and out["predicted"][3] is None
+    assert all(c > 0 for c in out["category"][:3])
+    np.testing.assert_allclose(out["predicted"][:3], truth.infos[3].keypoints[:3, :2], atol=0.01)
+    with pytest.raises(ValueError, match="target image id 99"):
+        transfer_between(root, truth.infos, 1, 99)
