@@ -189,6 +189,10 @@ def main(argv=None) -> int:
     parser.add_argument("--data", type=Path, default=None, help="existing synthetic corpus (first n-val images validate)")
     parser.add_argument("--grid", type=Path, default=None, help="write the real-vs-generated sample grid here")
     parser.add_argument("--grid-n", type=int, default=8, help="birds in the sample grid")
+    parser.add_argument("--card", action="store_true",
+                        help="also write quality.json and the model card README.md into the model folder "
+                             "(needs the folder's training.json)")
+    parser.add_argument("--card-notes", default="", help="extra Markdown for the card's Notes section")
     args = parser.parse_args(argv)
 
     import torch
@@ -255,6 +259,13 @@ def main(argv=None) -> int:
     timings["total_s"] = round(time.perf_counter() - t0, 1)
     out["timings"] = timings
     print(json.dumps(out, indent=1))
+    if args.card:
+        from diffparts.train.card import train_command, write_model_card
+
+        (model / "quality.json").write_text(json.dumps(out, indent=1) + "\n")
+        record = json.loads((model / "training.json").read_text())
+        bench = "python benchmarks/bench_toy_quality.py " + " ".join(argv if argv is not None else sys.argv[1:])
+        write_model_card(model, train_command(record), bench, args.card_notes)
     if tmp is not None:
         tmp.cleanup()
     return 0

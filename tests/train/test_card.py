@@ -1,0 +1,53 @@
+"""The model card is written from training.json (+ quality.json) and states the figures."""
+
+from __future__ import annotations
+
+import json
+
+from diffparts.train.card import model_card, train_command, write_model_card
+
+TRAINING = {
+    "final": True, "vae_steps": 900, "unet_steps": 1500, "vae_loss": 0.1, "vae_psnr_db": 24.5,
+    "unet_loss": 0.21, "unet_val_loss": 0.2, "scaling_factor": 0.8, "vae_seconds": 900.0,
+    "unet_seconds": 4000.0, "n_train": 3936, "n_val": 64,
+    "params": {"vae": 921031, "unet": 2765540, "text_encoder": 108352},
+    "config": {
+        "seed": 0, "vae_batch_size": 16, "vae_crop": 32, "kl_weight": 1e-6, "unet_batch_size": 16,
+        "unet_lr": 7e-4, "caption_dropout": 0.1, "ema_decay": 0.995, "log_every": 50, "threads": 1,
+        "budget_s": 5400.0, "vae_budget_fraction": 0.17, "checkpoint_every_s": 600.0,
+        "arch": {"sample_size": 64, "vae_block_out_channels": [32, 64, 64], "latent_channels": 4,
+                 "unet_down_block_types": ["CrossAttnDownBlock2D", "CrossAttnDownBlock2D"],
+                 "unet_block_out_channels": [64, 96], "unet_attention_heads": 4, "text_layers": 2,
+                 "cross_attention_dim": 64, "max_length": 32},
+    },
+}
+
+
+def _method(miou):
+    return {"miou": miou, "pixel_accuracy": 0.5, "segments_per_image": 9.0, "threshold": 0.01, "quantile": 0.05,
+            "test_miou_at_default_quantile_0.05": miou, "kmeans_on_attention_true_k": {"miou": miou},
+            "attention_row_entropy_of_max": 0.9}
+
+
+def test_train_command_replays_the_budget_and_the_steps():
+    cmd = train_command(TRAINING)
+    assert "--n-images 4000" in cmd and "--budget-minutes 90" in cmd and "--vae-fraction 0.17" in cmd
+    fixed = train_command({**TRAINING, "config": {**TRAINING["config"], "budget_s": None}})
+    assert "--vae-steps 900 --unet-steps 1500" in fixed
+
+
+def test_card_states_architecture_training_and_all_four_scores(tmp_path):
+    (tmp_path / "training.json").write_text(json.dumps(TRAINING))
+    text = model_card(tmp_path, "CMD-TRAIN", "CMD-BENCH")
+    assert "CMD-TRAIN" in text and "latent 16x16x4" in text and "16x16 and 8x8" in text
+    assert "--vae-steps 900 --unet-steps 1500" in text  # how to reproduce a budget-ended run
+    assert "What it scores" not in text  # no quality.json yet
+    quality = {"n_test": 64, "n_val": 16, "corpus_seed": 1, "image_size": 64, "n_classes": 10,
+               "vae_psnr_db_test": 24.0,
+               "methods": {"trained": _method(0.41), "random_init": _method(0.2),
+                           "kmeans_vae_latent": _method(0.3), "kmeans_pixels": _method(0.35)}}
+    (tmp_path / "quality.json").write_text(json.dumps(quality))
+    path = write_model_card(tmp_path, "CMD-TRAIN", "CMD-BENCH", notes="a note")
+    text = path.read_text()
+    for figure in ("0.410", "0.200", "0.300", "0.350", "+0.210", "CMD-BENCH", "a note"):
+        assert figure in text, figure
