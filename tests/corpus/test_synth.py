@@ -49,6 +49,11 @@ def test_same_seed_same_bytes_and_prefix_stable(tmp_path):
     c = generate_birds(tmp_path / "c", 3, 6, SMALL)
     assert _digest(a) == _digest(b)
     assert _digest(a) != _digest(c)
+    # image i depends only on (seed, i): a larger set starts with the same birds
+    d = generate_birds(tmp_path / "d", 6, 5, SMALL)
+    for rel in ("images/001.Crimson_finch/Crimson_finch_0001.png",
+                "part_segmentations/003.Golden_tanager/Golden_tanager_0001.png"):
+        assert (a / rel).read_bytes() == (d / rel).read_bytes()
 
 
 def test_images_masks_and_records(birds):

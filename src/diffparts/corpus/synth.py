@@ -514,6 +514,10 @@ def generate_birds(out_dir, n: int, seed: int, config: SynthConfig = SynthConfig
         raise ValueError(f"n={n} must be >= 1")
     if config.image_size < 32:
         raise ValueError(f"image_size={config.image_size} must be >= 32")
+    if config.supersample < 1:
+        raise ValueError(f"supersample={config.supersample} must be >= 1")
+    if not 0.0 <= config.train_fraction <= 1.0:
+        raise ValueError(f"train_fraction={config.train_fraction} must be in [0, 1]")
     out = Path(out_dir)
     names = class_names(config.n_classes)
     # 1. Plan: class and split per draw index, ids in class order (like CUB's images.txt).
