@@ -131,6 +131,19 @@ def test_absent_class_can_be_matched_to_an_extra_segment():
     np.testing.assert_array_equal(res.fp, [0, 0, 1])
     assert res.pixel_accuracy == pytest.approx(5 / 6)
     assert res.miou == pytest.approx(5 / 9)
+    # Matching present classes only: s2 stays unmatched; its pixel is still wrong (FN of
+    # class 1) but no FP of class 2, whose IoU is undefined: mIoU = (1 + 2/3) / 2 = 5/6.
+    res = segmentation_scores(
+        [row(0, 0, 0, 1, 1, 2)], [row(0, 0, 0, 1, 1, 1)], 3, match_absent_classes=False
+    )
+    np.testing.assert_array_equal(res.fp, [0, 0, 0])
+    np.testing.assert_array_equal(res.fn, [0, 1, 0])
+    assert res.pixel_accuracy == pytest.approx(5 / 6)
+    assert np.isnan(res.iou[2])
+    assert res.miou == pytest.approx(5 / 6)
+    np.testing.assert_array_equal(
+        match_segments(np.array([[3, 0, 0], [0, 2, 1], [0, 0, 0]]), present_only=True), [0, 1, -1]
+    )
 
 
 def test_dataset_level_matching_is_stricter():

@@ -12,7 +12,8 @@ Segmentation (the DiffSeg / DiffCut protocol)
     over the dataset. Pixel accuracy = sum TP / labelled pixels, so the pixels of unmatched
     segments count as wrong; mIoU = mean over classes of TP / (TP + FP + FN). As in the
     reference code, every one of the ``n_classes`` rows is matched, including classes absent
-    from the image: an extra segment may then be matched to an absent class and count as its FP.
+    from the image: an extra segment may then be matched to an absent class and count as its FP
+    (``match_absent_classes=False`` matches only the classes present).
     ``matching="dataset"`` is the stricter variant: one matching for the whole dataset over the
     confusion matrix summed across images, so predicted labels must mean the same everywhere.
 NFCovering (HSG, Ke et al. 2022)
@@ -129,19 +130,27 @@ def segment_confusion(
     return confusion, segment_ids
 
 
-def match_segments(confusion: np.ndarray) -> np.ndarray:
+def match_segments(confusion: np.ndarray, *, present_only: bool = False) -> np.ndarray:
     """One-to-one matching of classes to segments maximising the matched overlap.
 
     Args:
         confusion: (class, segment) overlap counts.
+        present_only: match only classes with pixels (non-zero rows); by default every class
+            takes part, as in the reference code, so a class absent from the image can take a
+            spare segment.
 
     Returns:
         (class,) int64: the segment (column) matched to each class, -1 where a class gets no
-        segment because there are fewer segments than classes.
+        segment (fewer segments than classes, or an absent class with ``present_only``).
     """
     confusion = np.asarray(confusion)
     if confusion.ndim != 2:
         raise ValueError(f"confusion must be (class, segment), got shape {confusion.shape}")
+    if present_only:
+        present = np.flatnonzero(confusion.sum(axis=1) > 0)
+        match = np.full(confusion.shape[0], -1, dtype=np.int64)
+        match[present] = match_segments(confusion[present])
+        return match
     n_classes, n_segments = confusion.shape
     # 1. Pad with empty segments so that every class has a partner (reference: _fast_hist
     #    makes max(n_class, max label + 1) columns).
@@ -222,6 +231,9 @@ class SegmentationScores:
     ``matching="image"`` (default): each ``update`` matches that image's segments to classes
     and adds its TP/FP/FN (DiffSeg/DiffCut). ``matching="dataset"``: ``update`` only adds the
     image's (class, segment) confusion, indexed by label value, and ``result`` matches once.
+    ``match_absent_classes=False`` matches only the classes present in the image (dataset), so
+    a spare segment stays unmatched (its pixels still count as wrong) instead of becoming an FP
+    of an absent class; the default True is the reference behaviour.
 
     Example::
 
@@ -237,6 +249,7 @@ class SegmentationScores:
         *,
         ignore_index: int | None = IGNORE_INDEX,
         matching: str = "image",
+        match_absent_classes: bool = True,
     ):
         if int(n_classes) < 1:
             raise ValueError(f"n_classes must be >= 1, got {n_classes}")
@@ -245,6 +258,7 @@ class SegmentationScores:
         self.n_classes = int(n_classes)
         self.ignore_index = ignore_index
         self.matching = matching
+        self.match_absent_classes = bool(match_absent_classes)
         self.reset()
 
     def reset(self) -> None:
@@ -264,7 +278,8 @@ class SegmentationScores:
         self._n_pixels += int(confusion.sum())
         self._n_images += 1
         if compact:
-            tp, fp, fn = _matched_counts(confusion, match_segments(confusion))
+            match = match_segments(confusion, present_only=not self.match_absent_classes)
+            tp, fp, fn = _matched_counts(confusion, match)
             self._tp += tp
             self._fp += fp
             self._fn += fn
@@ -281,14 +296,15 @@ class SegmentationScores:
         if self.matching == "image":
             tp, fp, fn = self._tp.copy(), self._fp.copy(), self._fn.copy()
         else:
-            tp, fp, fn = _matched_counts(self._confusion, match_segments(self._confusion))
+            match = match_segments(self._confusion, present_only=not self.match_absent_classes)
+            tp, fp, fn = _matched_counts(self._confusion, match)
         return _result_from_counts(tp, fp, fn, self._n_pixels, self._n_images, self.matching)
 
     def dataset_matching(self) -> np.ndarray:
         """(class,) predicted label matched to each class (-1: none); dataset matching only."""
         if self.matching != "dataset":
             raise ValueError(f"dataset_matching needs matching='dataset', not {self.matching!r}")
-        return match_segments(self._confusion)
+        return match_segments(self._confusion, present_only=not self.match_absent_classes)
 
 
 def segmentation_scores(
@@ -299,13 +315,19 @@ def segmentation_scores(
     ignore_index: int | None = IGNORE_INDEX,
     matching: str = "image",
     masks: Iterable | None = None,
+    match_absent_classes: bool = True,
 ) -> SegmentationResult:
     """Hungarian-matched pixel accuracy and mIoU over a list (or (image, y, x) array) of images.
 
     See ``SegmentationScores`` for the protocol; ``masks`` is an optional matching list of
     (y, x) bool arrays (True = evaluate).
     """
-    scores = SegmentationScores(n_classes, ignore_index=ignore_index, matching=matching)
+    scores = SegmentationScores(
+        n_classes,
+        ignore_index=ignore_index,
+        matching=matching,
+        match_absent_classes=match_absent_classes,
+    )
     preds, gts = list(preds), list(gts)
     if len(preds) != len(gts):
         raise ValueError(f"got {len(preds)} predictions but {len(gts)} ground truths")
@@ -318,7 +340,13 @@ def segmentation_scores(
 
 
 def relabel_to_classes(
-    pred, gt, n_classes: int, *, ignore_index: int | None = IGNORE_INDEX, mask=None
+    pred,
+    gt,
+    n_classes: int,
+    *,
+    ignore_index: int | None = IGNORE_INDEX,
+    mask=None,
+    match_absent_classes: bool = True,
 ) -> np.ndarray:
     """The prediction of one image with each segment renamed to its matched class.
 
@@ -328,7 +356,7 @@ def relabel_to_classes(
     confusion, segment_ids = segment_confusion(
         pred, gt, n_classes, ignore_index=ignore_index, mask=mask
     )
-    match = match_segments(confusion)
+    match = match_segments(confusion, present_only=not match_absent_classes)
     pred = np.asarray(pred)
     out = np.full(pred.shape, -1, dtype=np.int64)
     for cls, col in enumerate(match):
