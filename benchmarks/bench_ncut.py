@@ -16,7 +16,9 @@ allocations during one fit, input excluded) and ``max_rss_mb``.
 ``compare``: constant tau vs the automatic (eigengap) tau on synthetic region attention over a
 grid of regimes, diffuse (small model) to peaky (SD), few to many regions, several seeds:
 per-image Hungarian pixel accuracy / mIoU (diffparts.metrics) of the finest level and
-NFCovering of the hierarchy, and the number of segments found vs the true number.
+NFCovering of the hierarchy, and the number of segments found vs the true number. The auto
+rule's one free constant (eig_floor) was chosen on seeds 0-2 of these regimes; the figure uses
+seeds from ``--seed-offset`` (100) on, so it is held out.
 
 ``birds``: the same comparison on the embedded checkpoint's attention of synthetic birds with
 part masks (needs data/models/diffparts-toy-birds); DiffSeg is not run here.
@@ -45,7 +47,7 @@ SPEED_CONFIGS = {
     "random_walk_k2_auto": dict(tau_mode="auto", walk_steps=2),
     "cosine_auto": dict(tau_mode="auto", affinity="cosine"),
 }
-CONSTANT_TAUS = (0.05, 0.1, 0.2, 0.4)
+CONSTANT_TAUS = (0.05, 0.1, 0.2, 0.4, 0.6)
 
 
 def _machine() -> dict:
@@ -162,12 +164,13 @@ def compare(args) -> dict:
         "peaky": dict(sharpness=14.0, locality=4.0, noise=0.2, boundary_blur=1.5),
     }
     out = {"figure": "ncut_tau_compare", "size": args.size, "walk_steps": args.walk_steps,
-           "regions": list(args.regions), "seeds": args.seeds, "regimes": {}}
+           "regions": list(args.regions), "seeds": args.seeds, "seed_offset": args.seed_offset,
+           "regimes": {}}
     all_rows = []
     for regime, settings in regimes.items():
         rows = []
         for n_regions in args.regions:
-            for seed in range(args.seeds):
+            for seed in range(args.seed_offset, args.seed_offset + args.seeds):
                 labels = make_region_labels(args.size, n_regions, seed=seed)
                 attn = make_region_attention(labels, seed=seed, **settings)
                 rows += _evaluate(attn, labels, _methods(args.walk_steps))
@@ -197,18 +200,45 @@ def birds(args) -> dict:
         root = generate_birds(Path(tmp) / "birds", n=args.n, seed=args.seed)
         records = list(CubDataset(root).records)[: args.n]
         images = np.stack([load_rgb(r.path) for r in records])  # image y x 3
-        result = extract_attention(pipe, images, CaptureConfig())
+        batches = [extract_attention(pipe, images[i:i + 8], CaptureConfig()) for i in range(0, len(images), 8)]
         masks = [load_mask(r.part_mask_path) for r in records]  # each y x, 0 = background
-    rows = []
-    for attn, mask in zip(result.self_attn, masks):
-        rows += _evaluate(attn, mask.astype(np.int64), _methods(args.walk_steps), background_index=0)
+    self_attn = np.concatenate([b.self_attn for b in batches])  # image qy qx ky kx
+    from diffparts.metrics import CoveringScores, SegmentationScores
+    from diffparts.segment.ncut import RecursiveNCut
+
+    # DESIGN 8: per-image Hungarian matching, TP/FP/FN summed over the set; NFCovering (fg parts)
+    n_classes = int(max(m.max() for m in masks)) + 1
+    methods = {}
+    for method, kwargs in _methods(args.walk_steps).items():
+        seg = SegmentationScores(n_classes, ignore_index=None)
+        cover = CoveringScores(background_index=0)
+        segments, taus, seconds = [], [], []
+        for attn, mask in zip(self_attn, masks):
+            start = time.perf_counter()
+            model = RecursiveNCut(random_state=0, out_size=mask.shape[0], **kwargs).fit(attn)
+            seconds.append(time.perf_counter() - start)
+            seg.update(model.labels_, mask)
+            cover.update(model.level_labels_, mask)
+            segments.append(model.n_segments_[0])
+            taus.append(model.tau_)
+        scores = seg.result()
+        methods[method] = {
+            "pixel_accuracy": round(scores.pixel_accuracy, 4),
+            "miou": round(scores.miou, 4),
+            "nf_covering": round(cover.result().covering, 4),
+            "segments": round(float(np.mean(segments)), 2),
+            "tau_mean": round(float(np.mean(taus)), 4),
+            "seconds": round(float(np.mean(seconds)), 3),
+        }
     return {
         "figure": "ncut_birds",
         "model": str(model_path),
         "images": len(masks),
-        "attention_resolution": int(result.resolution),
+        "part_classes": n_classes,
+        "true_parts_per_image": round(float(np.mean([len(np.unique(m)) for m in masks])), 2),
+        "attention_resolution": int(batches[0].resolution),
         "walk_steps": args.walk_steps,
-        "methods": _score_rows(rows),
+        "methods": methods,
         "machine": _machine(),
     }
 
@@ -223,10 +253,12 @@ def main() -> None:
     p.add_argument("--size", type=int, default=32, help="attention side")
     p.add_argument("--seeds", type=int, default=3, help="images per (regime, region count)")
     p.add_argument("--regions", type=int, nargs="+", default=[3, 5, 8], help="region counts")
+    p.add_argument("--seed-offset", type=int, default=100,
+                   help="first seed (the auto rule was tuned on seeds 0-2: keep these held out)")
     p.add_argument("--walk-steps", type=int, default=1, help="k in P^k")
     p = sub.add_parser("birds", help="constant vs auto tau on the embedded checkpoint's attention")
     p.add_argument("--n", type=int, default=16, help="synthetic birds to segment")
-    p.add_argument("--seed", type=int, default=0, help="bird generator seed")
+    p.add_argument("--seed", type=int, default=12345, help="bird generator seed (not the training one)")
     p.add_argument("--model", default=None, help="checkpoint folder (default: the embedded one)")
     p.add_argument("--walk-steps", type=int, default=1, help="k in P^k")
     args = parser.parse_args()

@@ -22,17 +22,23 @@ NCut(A, B) = cut/assoc(A, V) + cut/assoc(B, V) wins (all candidates are evaluate
 O(n^2) with cumulative sums). A node is split while its best NCut is below ``tau``.
 
 Automatic tau (``tau_mode="auto"``; ``auto_tau``). What: compute the smallest generalised
-eigenvalues ``0 = l_1 <= l_2 <= ... <= l_{m+1}`` of the whole image's graph, find the largest
-gap ``l_{K+1} - l_K`` (eigengap heuristic, von Luxburg 2007), and set
-``tau = (l_K + l_{K+1}) / 2``, capped at ``tau_cap`` (0.5). Why: a two-way cut's NCut equals the
-Rayleigh quotient of its indicator vector, so it is never below the graph's ``l_2``; in an image
-of K groups, cuts between groups cost about ``l_2 .. l_K`` and any cut inside a group costs at
-least about ``l_{K+1}`` (the group's own ``l_2``). The midpoint of the largest gap therefore
-separates "cuts between groups" from "cuts through a group" with the image's own scale, which a
-constant cannot do: diffuse attention (a small model) makes every NCut larger, peaky attention
-(SD at 64 x 64) smaller, and walk_steps > 1 moves them again. When the image has one group the
-largest gap is ``l_2 - l_1`` (K = 1), tau = l_2 / 2 and no cut can pass. The cap keeps tau below
-a cut that is no better than chance (a random balanced split of any graph has NCut about 1).
+eigenvalues ``0 = l_1 <= l_2 <= ... <= l_{m+1}`` (m = ``n_eigs``) of the whole image's graph,
+take K at the largest ratio ``l_{K+1} / l_K`` (eigengap on a log scale; eigenvalues below
+``f = eig_floor * l_{m+1}`` count as f, eig_floor = 0.35), and set ``tau = l_{K+1}``
+(``l_2 / 2`` when K = 1), capped at ``tau_cap``. Why: a two-way cut's NCut is the Rayleigh quotient of its indicator vector.
+With K groups, cuts between groups lie (nearly) in the span of the first K eigenvectors and so
+cost about ``l_K`` or less, while a cut through a group is D-orthogonal to that span and, by
+Courant-Fischer, costs at least ``l_{K+1}``. ``l_{K+1}`` is thus the cheapest a "wrong" cut can
+be, measured on this image: cuts below it are accepted. The largest ratio finds the K where
+this bound jumps; ratios rather than differences because between-group eigenvalues span orders
+of magnitude (1e-3 .. 1e-1 on peaky attention) while within-group ones crowd together; the
+floor keeps ratios among near-free cuts (0.004 vs 0.008) from winning, and it is relative to
+the image's own spectrum so that the rule has no absolute NCut scale anywhere (tuned on
+synthetic attention: any eig_floor in 0.25-0.5 scores the same). With one group the
+largest ratio is at K = 1 and tau = l_2 / 2 rejects every cut (NCut >= l_2). A constant cannot
+do this: diffuse attention (a small model) makes every NCut larger, peaky attention (SD at
+64 x 64) smaller, and walk_steps > 1 moves them again (README: comparison on synthetic
+attention over those regimes, ``benchmarks/bench_ncut.py compare``).
 
 Tree and levels. Node 0 is the whole image at depth 0; a split node has two children at depth
 d + 1; nodes are numbered breadth first. With D the deepest leaf, level ``l`` holds the segments
@@ -88,15 +94,16 @@ class NCutConfig:
     power: float = 10.0  # exponent on the cosine similarity (sharpens it; cosine variant only)
     min_size: int = 8  # smallest segment (positions at attention resolution) a cut may create
     max_depth: int = 6  # deepest cut (at most 2**max_depth leaves)
-    tau_cap: float = 0.5  # auto tau never exceeds this (NCut ~ 1 is a chance-level cut)
-    n_eigs: int = 16  # eigenvalues the auto rule looks at (largest K it can find)
+    tau_cap: float = 0.8  # auto tau never exceeds this (NCut ~ 1 is a chance-level cut)
+    n_eigs: int = 24  # eigenvalues the auto rule looks at (largest K it can find)
+    eig_floor: float = 0.35  # auto rule: eigenvalues below eig_floor * l_{m+1} count as that
     teleport: float = 1e-6  # restart probability for the stationary distribution (uniqueness)
     dense_max: int = 768  # sub-problems up to this many nodes use dense eigh, larger ARPACK
     out_size: int | None = None  # nearest upsampling of the label maps to this side (None: R)
     random_state: int | None = None  # seed of the eigensolver start vectors
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)  # eq=False: members is an array
 class NCutNode:
     """One segment of the NCut tree; ``members`` are flattened q indices (y * width + x)."""
 
@@ -384,14 +391,15 @@ def _component_cut(W: np.ndarray, min_size: int):
 # ----------------------------------------------------------------------------------------------
 
 
-def auto_tau(W: np.ndarray, n_eigs: int = 16, tau_cap: float = 0.5, c: float = 0.0,
-             dense_max: int = 768, random_state=None) -> tuple[float, np.ndarray]:
+def auto_tau(W: np.ndarray, n_eigs: int = 24, tau_cap: float = 0.8, eig_floor: float = 0.35,
+             c: float = 0.0, dense_max: int = 768, random_state=None) -> tuple[float, np.ndarray]:
     """The eigengap rule (module docstring): tau and the root's smallest eigenvalues (m,)."""
-    tau, lam, _ = _auto_tau(W, n_eigs, tau_cap, c, dense_max, np.random.default_rng(random_state))
+    rng = np.random.default_rng(random_state)
+    tau, lam, _ = _auto_tau(W, n_eigs, tau_cap, eig_floor, c, dense_max, rng)
     return tau, lam
 
 
-def _auto_tau(W, n_eigs, tau_cap, c, dense_max, rng):
+def _auto_tau(W, n_eigs, tau_cap, eig_floor, c, dense_max, rng):
     """(tau, eigenvalues (m,), Fiedler vector y (q,) of W) for the eigengap rule."""
     n = W.shape[0]
     if n < 3:
@@ -399,9 +407,10 @@ def _auto_tau(W, n_eigs, tau_cap, c, dense_max, rng):
     d = W.sum(1, dtype=np.float64) + c * n  # q
     vals, vecs = _deflated_top(W, d, c, min(n_eigs, n - 1), dense_max, rng)
     lam = np.concatenate([[0.0], np.clip(1.0 - vals, 0.0, 2.0)])  # l_1 = 0, l_2, ..., ascending
-    gaps = np.diff(lam)  # gaps[K - 1] = l_{K+1} - l_K
-    K = int(np.argmax(gaps)) + 1
-    tau = 0.5 * (lam[K - 1] + lam[K])
+    floor = max(eig_floor * lam[-1], 1e-12)  # relative to the largest eigenvalue computed
+    ratios = np.diff(np.log(np.maximum(lam, floor)))  # ratios[K - 1] = log(l_{K+1} / l_K)
+    K = int(np.argmax(ratios)) + 1
+    tau = lam[1] / 2 if K == 1 else lam[K]  # l_2 / 2 rejects every cut; else l_{K+1}
     return float(min(tau, tau_cap)), lam, (float(lam[1]), vecs[:, 0] / np.sqrt(d))
 
 
@@ -427,8 +436,8 @@ def tree_levels(tree: list[NCutNode], n: int) -> np.ndarray:
 
 
 def ncut_partition(affinity: np.ndarray, tau: float = 0.1, tau_mode: str = "constant",
-                   min_size: int = 8, max_depth: int = 6, tau_cap: float = 0.5, n_eigs: int = 16,
-                   dense_max: int = 768, random_state=None) -> NCutPartition:
+                   min_size: int = 8, max_depth: int = 6, tau_cap: float = 0.8, n_eigs: int = 24,
+                   eig_floor: float = 0.35, dense_max: int = 768, random_state=None) -> NCutPartition:
     """Recursive two-way Normalised Cuts of a symmetric non-negative affinity (q, k).
 
     The plain-function twin of ``RecursiveNCut`` (as ``spectral_clustering`` is to
@@ -449,6 +458,9 @@ def ncut_partition(affinity: np.ndarray, tau: float = 0.1, tau_mode: str = "cons
         raise ValueError(f"tau_mode must be 'constant' or 'auto', got {tau_mode!r}")
     if tau_mode == "constant" and not tau > 0:
         raise ValueError(f"tau must be > 0, got {tau}")
+    if tau_mode == "auto" and not (n_eigs >= 1 and eig_floor > 0 and tau_cap > 0):
+        raise ValueError(f"auto tau needs n_eigs >= 1, eig_floor > 0, tau_cap > 0; got "
+                         f"{n_eigs}, {eig_floor}, {tau_cap}")
     if min_size < 1:
         raise ValueError(f"min_size must be >= 1, got {min_size}")
     if max_depth < 0:
@@ -471,7 +483,7 @@ def ncut_partition(affinity: np.ndarray, tau: float = 0.1, tau_mode: str = "cons
         if flat:
             tau, spectrum = 0.0, np.zeros(1)
         else:
-            tau, spectrum, root_fiedler = _auto_tau(W, n_eigs, tau_cap, c, dense_max, rng)
+            tau, spectrum, root_fiedler = _auto_tau(W, n_eigs, tau_cap, eig_floor, c, dense_max, rng)
 
     # 4. breadth-first recursion (DESIGN 5.3): cut each node while its best NCut < tau
     tree: list[dict] = [dict(id=0, parent=-1, children=(), members=np.arange(n), depth=0,
@@ -552,8 +564,8 @@ class RecursiveNCut:
     """
 
     def __init__(self, *, tau=0.1, tau_mode="constant", walk_steps=1, affinity="random_walk",
-                 power=10.0, min_size=8, max_depth=6, tau_cap=0.5, n_eigs=16, teleport=1e-6,
-                 dense_max=768, out_size=None, random_state=None):
+                 power=10.0, min_size=8, max_depth=6, tau_cap=0.8, n_eigs=24, eig_floor=0.35,
+                 teleport=1e-6, dense_max=768, out_size=None, random_state=None):
         self.tau = tau
         self.tau_mode = tau_mode
         self.walk_steps = walk_steps
@@ -563,6 +575,7 @@ class RecursiveNCut:
         self.max_depth = max_depth
         self.tau_cap = tau_cap
         self.n_eigs = n_eigs
+        self.eig_floor = eig_floor
         self.teleport = teleport
         self.dense_max = dense_max
         self.out_size = out_size
@@ -584,7 +597,8 @@ class RecursiveNCut:
         # 3. recursive cuts and levels (DESIGN 5.3, 5.4)
         part = ncut_partition(W, tau=self.tau, tau_mode=self.tau_mode, min_size=self.min_size,
                               max_depth=self.max_depth, tau_cap=self.tau_cap, n_eigs=self.n_eigs,
-                              dense_max=self.dense_max, random_state=self.random_state)
+                              eig_floor=self.eig_floor, dense_max=self.dense_max,
+                              random_state=self.random_state)
         levels = part.level_labels.reshape(-1, h, w)  # level y x
         # 4. optional nearest upsampling to image size
         if self.out_size is not None:
