@@ -3,6 +3,7 @@ evaluation (DESIGN 8: PCK@0.05/0.1 over same-class pairs, NMI/ARI at visible key
 
 Transfer of a source point p (steps in ``transfer_points``):
 
+0. Only pixels inside each image's object box count (a category may also cover background).
 1. Read the part category c under p in the source's part map ``(y, x)``.
 2. If c is a foreground category (> 0) that is present in the target, map p by its relative
    position inside c's box in the source (the bounding box of all of c's pixels) to the same
@@ -66,6 +67,12 @@ def relative_flip(source_map: np.ndarray, target_map: np.ndarray, source_obj, ta
     return flip < keep
 
 
+def _inside(shape: tuple[int, int], obj: np.ndarray) -> np.ndarray:
+    """(y, x) bool: map pixel centres inside the box (x0, y0, x1, y1)."""
+    ys, xs = np.mgrid[0:shape[0], 0:shape[1]] + 0.5
+    return (xs >= obj[0]) & (xs <= obj[2]) & (ys >= obj[1]) & (ys <= obj[3])
+
+
 def _snap(part_map: np.ndarray, category: int, x: float, y: float) -> tuple[float, float]:
     """The centre of the nearest pixel of ``category`` to map point (x, y) (itself if inside)."""
     ys, xs = np.nonzero(part_map == category)
@@ -102,6 +109,9 @@ def transfer_points(source_map: np.ndarray, target_map: np.ndarray, points: np.n
     tb = np.asarray(target_box, np.float64)
     s_obj = np.array([sb[0], sb[1], sb[0] + sb[2], sb[1] + sb[3]]) * np.tile(s_scale, 2)
     t_obj = np.array([tb[0], tb[1], tb[0] + tb[2], tb[1] + tb[3]]) * np.tile(t_scale, 2)
+    # Parts are looked for inside the object boxes only (a category may also cover background).
+    source_map = np.where(_inside(source_map.shape, s_obj), source_map, 0)
+    target_map = np.where(_inside(target_map.shape, t_obj), target_map, 0)
     s_parts, t_parts = part_boxes(source_map), part_boxes(target_map)
     if flip is None:
         flip = relative_flip(source_map, target_map, s_obj, t_obj)
