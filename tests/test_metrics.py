@@ -101,6 +101,13 @@ def test_ignored_pixels_are_left_out():
     mask = np.array([[True, True, False, False, True, True]])
     res = segmentation_scores([pred], [row(0, 0, 0, 0, 1, 1)], 2, ignore_index=None, masks=[mask])
     assert (res.pixel_accuracy, res.n_pixels) == (1.0, 4)
+    # An image with no labelled pixel adds nothing (and does not fail), in both matchings.
+    for matching in ("image", "dataset"):
+        scores = SegmentationScores(2, matching=matching)
+        scores.update(row(0, 1), row(255, 255))
+        scores.update(row(0, 1), row(0, 1))
+        res = scores.result()
+        assert (res.pixel_accuracy, res.n_pixels, res.n_images) == (1.0, 2, 2)
     # Without an ignore index, 255 is a bad class label and is named.
     with pytest.raises(ValueError, match="255"):
         segmentation_scores([pred], [gt], 2, ignore_index=None)

@@ -170,12 +170,15 @@ def _matched_counts(
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """TP, FP, FN per class (each (class,) int64) for a given class -> segment matching."""
     confusion = np.asarray(confusion, dtype=np.int64)
+    if confusion.shape[1] == 0:  # no counted pixel in the image (all ignored or masked)
+        zeros = np.zeros(confusion.shape[0], dtype=np.int64)
+        return zeros, zeros.copy(), zeros.copy()
     has = match >= 0
     safe = np.where(has, match, 0)
     tp = np.where(has, confusion[np.arange(len(match)), safe], 0)
     fn = confusion.sum(axis=1) - tp
     segment_size = confusion.sum(axis=0)  # (segment,)
-    fp = np.where(has, segment_size[safe] if len(segment_size) else 0, 0) - tp
+    fp = np.where(has, segment_size[safe], 0) - tp
     return tp, fp, fn
 
 
