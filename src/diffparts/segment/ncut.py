@@ -134,7 +134,7 @@ class NCutPartition(NamedTuple):
     tree: list[NCutNode]  # nodes in id order
     level_labels: np.ndarray  # (level, q) int64, level 0 = finest
     tau: float  # the stop threshold that was used
-    spectrum: np.ndarray | None  # (m,) smallest generalised eigenvalues of the root (auto mode)
+    spectrum: np.ndarray | None  # (m + 1,) l_1 = 0 .. l_{m+1} of the root graph (auto mode)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -200,7 +200,7 @@ def stationary_distribution(P: np.ndarray, teleport: float = 1e-6, random_state=
         op = scipy.sparse.linalg.LinearOperator((n, n), matvec=lambda v: step(np.ravel(v)),
                                                 dtype=np.float64)
         try:
-            _, vec = scipy.sparse.linalg.eigs(op, k=1, which="LM", v0=rng.random(n) + 0.5, tol=1e-10)
+            _, vec = scipy.sparse.linalg.eigs(op, k=1, which="LM", v0=rng.random(n) + 0.5, tol=1e-9)
             pi = vec[:, 0].real
             pi = pi * np.sign(pi.sum())
             if pi.min() >= -1e-6 * np.abs(pi).max():
@@ -303,6 +303,7 @@ def _deflated_top(W: np.ndarray, d: np.ndarray, c: float, k: int, dense_max: int
         M -= np.outer(u, u)
         vals, vecs = scipy.linalg.eigh(M, subset_by_index=[n - k, n - 1])
         return vals[::-1], vecs[:, ::-1]
+
     def matvec(v):
         v = np.asarray(v).ravel()
         x = s * v
@@ -311,8 +312,11 @@ def _deflated_top(W: np.ndarray, d: np.ndarray, c: float, k: int, dense_max: int
 
     op = scipy.sparse.linalg.LinearOperator((n, n), matvec=matvec, dtype=np.float64)
     v0 = rng.standard_normal(n)
-    vals, vecs = scipy.sparse.linalg.eigsh(op, k=k, which="LA", v0=v0, tol=1e-5,
-                                           ncv=min(n, max(2 * k + 1, 20)))
+    try:
+        vals, vecs = scipy.sparse.linalg.eigsh(op, k=k, which="LA", v0=v0, tol=1e-5,
+                                               ncv=min(n, max(2 * k + 1, 20)))
+    except scipy.sparse.linalg.ArpackNoConvergence:  # rare: fall back to the dense solver
+        return _deflated_top(W, d, c, k, n, rng)
     order = np.argsort(vals)[::-1]
     return vals[order], vecs[:, order]
 
@@ -321,7 +325,7 @@ def fiedler_vector(W: np.ndarray, c: float = 0.0, dense_max: int = 768, random_s
     """Second smallest generalised eigenpair of ``(D - W) y = lambda D y``: (lambda, y (q,)).
 
     ``c`` is a constant added to every entry of ``W`` (a faint background edge that keeps the
-    graph connected). Degenerate graphs (all rows alike) give lambda = 1 and y = 0.
+    graph connected).
     """
     n = W.shape[0]
     if n < 2:
@@ -393,14 +397,14 @@ def _component_cut(W: np.ndarray, min_size: int):
 
 def auto_tau(W: np.ndarray, n_eigs: int = 24, tau_cap: float = 0.8, eig_floor: float = 0.35,
              c: float = 0.0, dense_max: int = 768, random_state=None) -> tuple[float, np.ndarray]:
-    """The eigengap rule (module docstring): tau and the root's smallest eigenvalues (m,)."""
+    """The eigengap rule (module docstring): tau and the eigenvalues l_1 = 0 .. l_{m+1}."""
     rng = np.random.default_rng(random_state)
     tau, lam, _ = _auto_tau(W, n_eigs, tau_cap, eig_floor, c, dense_max, rng)
     return tau, lam
 
 
 def _auto_tau(W, n_eigs, tau_cap, eig_floor, c, dense_max, rng):
-    """(tau, eigenvalues (m,), Fiedler vector y (q,) of W) for the eigengap rule."""
+    """(tau, eigenvalues (m + 1,), (l_2, Fiedler vector y (q,))) for the eigengap rule."""
     n = W.shape[0]
     if n < 3:
         return 0.0, np.zeros(n), None
@@ -559,7 +563,7 @@ class RecursiveNCut:
     - ``level_labels_``: (level, y, x) int64, level 0 = finest (leaves), last = coarsest, nested
     - ``labels_``: (y, x) the finest level
     - ``tau_``: the tau used (the constant, or the auto rule's value)
-    - ``spectrum_``: (m,) root eigenvalues in auto mode, else None
+    - ``spectrum_``: (m + 1,) root eigenvalues l_1 = 0 .. l_{m+1} in auto mode, else None
     - ``n_segments_``: tuple of segment counts per level
     """
 
