@@ -11,6 +11,7 @@ from diffparts.segment.ncut import (
     NCutConfig,
     RecursiveNCut,
     attention_affinity,
+    auto_tau,
     best_threshold_cut,
     cosine_affinity,
     fiedler_vector,
@@ -69,6 +70,27 @@ def test_auto_tau_adapts_where_a_constant_does_not(region_attention):
     assert 0.2 < auto.tau_ <= 0.8
     assert auto.spectrum_[0] == 0 and np.all(np.diff(auto.spectrum_) >= -1e-9)
     assert matched_accuracy(auto.labels_, labels) > matched_accuracy(const.labels_, labels)
+
+
+def test_auto_tau_is_the_eigenvalue_after_the_largest_log_gap():
+    # three blocks of a noisy graph: l_2, l_3 small (between blocks), l_4 large (within a block)
+    rng = np.random.default_rng(0)
+    blocks = np.repeat(np.arange(3), 20)
+    W = np.where(blocks[:, None] == blocks[None, :], 1.0, 0.01) * rng.uniform(0.5, 1.0, (60, 60))
+    W = ((W + W.T) / 2).astype(np.float32)
+    tau, lam = auto_tau(W, tau_cap=2.0)
+    assert lam[0] == 0 and lam[1] < lam[2] < 0.1 < lam[3]
+    assert tau == pytest.approx(lam[3])  # K = 3: tau = l_4
+    part = ncut_partition(W, tau_mode="auto", min_size=5, random_state=0)
+    assert part.level_labels[0].max() + 1 == 3
+    for b in range(3):
+        assert len(set(part.level_labels[0][blocks == b])) == 1
+    # one block: the largest ratio is l_2 / l_1, tau = l_2 / 2 and nothing is cut
+    one = rng.uniform(0.5, 1.0, (40, 40))
+    one = ((one + one.T) / 2).astype(np.float32)
+    tau, lam = auto_tau(one, tau_cap=2.0)
+    assert tau == pytest.approx(lam[1] / 2)
+    assert ncut_partition(one, tau_mode="auto", min_size=5).level_labels.shape == (1, 40)
 
 
 def test_constant_tau_controls_depth(four_regions):
