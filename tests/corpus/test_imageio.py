@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import struct
+import zlib
+
 import numpy as np
 import pytest
 from PIL import Image
@@ -39,6 +42,31 @@ def test_sixteen_bit_is_scaled_to_eight_bit(tmp_path):
     out = load_rgb(tmp_path / "g16.png")
     assert out.dtype == np.uint8 and out.shape == (16, 16, 3)
     assert out[0, :4, 0].tolist() == [0, 1, 255, 128]
+
+
+def _write_png16(path, arr):
+    """A 16-bit-per-channel RGB (3) or RGBA (4) PNG, written by hand (Pillow cannot)."""
+    h, w, c = arr.shape
+    raw = b"".join(b"\x00" + arr[y].astype(">u2").tobytes() for y in range(h))
+
+    def chunk(kind, data):
+        return (struct.pack(">I", len(data)) + kind + data
+                + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF))
+
+    header = struct.pack(">IIBBBBB", w, h, 16, 2 if c == 3 else 6, 0, 0, 0)
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header)
+                     + chunk(b"IDAT", zlib.compress(raw)) + chunk(b"IEND", b""))
+
+
+def test_sixteen_bit_colour_is_eight_bit(tmp_path):
+    rgb16 = np.zeros((16, 16, 3), np.uint16)
+    rgb16[..., 0], rgb16[..., 1], rgb16[..., 2] = 65535, 32896, 257
+    _write_png16(tmp_path / "c16.png", rgb16)
+    assert load_rgb(tmp_path / "c16.png")[0, 0].tolist() == [255, 128, 1]
+    rgba16 = np.zeros((16, 16, 4), np.uint16)
+    rgba16[..., 0] = 65535                   # red, fully transparent -> white
+    _write_png16(tmp_path / "a16.png", rgba16)
+    assert load_rgb(tmp_path / "a16.png")[0, 0].tolist() == [255, 255, 255]
 
 
 def test_alpha_is_composited_on_white(tmp_path):

@@ -2,13 +2,14 @@
 
 Conversions (issue 2, bad input):
 - greyscale (L, 1, I, I;16) -> RGB by repeating the channel; 16-bit and 32-bit integer images are
-  scaled to 8 bit (value * 255 / 65535, rounded);
+  scaled to 8 bit (value * 255 / 65535, rounded); 16-bit colour PNGs come to 8 bit from Pillow
+  itself (high byte);
 - CMYK, YCbCr, LAB, HSV -> RGB with Pillow's conversion;
 - an alpha channel (RGBA, LA, PA, palette with transparency) is composited on WHITE;
 - palette images -> RGB; multi-frame files (GIF, TIFF) -> the first frame;
 - the EXIF orientation tag is applied.
 Everything else (unreadable or truncated file, not an image, float images, an image smaller than
-``min_size`` on a side) raises :class:`ImageLoadError` with the file name and reason;
+``min_size`` on a side, a decompression bomb) raises :class:`ImageLoadError` with the file name and reason;
 :class:`ImageIterator` turns those errors into a ``skipped`` list and goes on.
 """
 
@@ -42,6 +43,8 @@ def _open(path) -> Image.Image:
         img.load()
     except UnidentifiedImageError:
         raise ImageLoadError(path, "not an image (unrecognised format)") from None
+    except Image.DecompressionBombError as err:
+        raise ImageLoadError(path, f"too large ({err})") from None
     except (OSError, SyntaxError, ValueError, EOFError) as err:
         raise ImageLoadError(path, f"unreadable or truncated image ({err})") from None
     try:
