@@ -28,6 +28,7 @@ prints per setting: Hungarian mIoU and pixel accuracy of the finest level agains
 masks (per-image matching, DESIGN 8), NFCovering over the hierarchy levels, mean segments.
 
     .venv/bin/python benchmarks/bench_diffseg.py --compare-store STORE --corpus CORPUS [--max-images 40]
+    .venv/bin/python benchmarks/bench_diffseg.py --synthetic-sharpness 4 --corpus CORPUS  # no model
 """
 
 from __future__ import annotations
@@ -60,8 +61,29 @@ def timed(fn, repeats: int, name: str | None = None) -> float:
     return statistics.median(times)
 
 
-def compare_thresholds(store: str, corpus: str, max_images: int, sample: int) -> dict:
-    """Fixed thresholds vs the data rules (and NCut) on stored attention with part masks."""
+def synthetic_reader(corpus: str, rows: list[dict], records: dict, resolution: int, sharpness: float):
+    """Attention built from each image's part mask (make_region_attention) instead of a model's."""
+    from diffparts.corpus import load_mask
+    from diffparts.segment.synthetic import make_region_attention
+
+    def read(_root, index):
+        row = next(r for r in rows if r["index"] == index)
+        mask = load_mask(records[row["name"]].part_mask_path)  # y x
+        step = mask.shape[0] // resolution
+        coarse = mask[step // 2 :: step, step // 2 :: step][:resolution, :resolution]  # R x R
+        return make_region_attention(coarse, sharpness=sharpness, locality=1.0, seed=index)
+
+    return read
+
+
+def compare_thresholds(store: str | None, corpus: str, max_images: int, sample: int,
+                       synthetic_sharpness: float | None = None, resolution: int = 16) -> dict:
+    """Fixed thresholds vs the data rules (and NCut) on stored attention with part masks.
+
+    With ``synthetic_sharpness`` (and no store) the attention of each corpus image is synthetic,
+    built from its part mask at ``resolution`` with that sharpness: a model whose maps are as
+    peaky as asked, to show how fixed thresholds and the rules behave across scales.
+    """
     from diffparts.corpus import load_mask, open_corpus
     from diffparts.metrics import SegmentationScores, nf_covering
     from diffparts.segment.hierarchy import diffseg_levels
@@ -69,20 +91,27 @@ def compare_thresholds(store: str, corpus: str, max_images: int, sample: int) ->
     from diffparts.segment.thresholds import ThresholdRule, choose_thresholds
     from diffparts.store import done_mask, image_table, open_store, read_self_attention
 
-    root = open_store(store, mode="r")
     records = {r.name: r for r in open_corpus(corpus)}
-    done = done_mask(root, "attention")
-    rows = [r for r in image_table(root) if done[r["index"]] and records.get(r["name"])
+    if synthetic_sharpness is None:
+        root = open_store(store, mode="r")
+        done = done_mask(root, "attention")
+        table, read = image_table(root), read_self_attention
+    else:
+        root, table = None, [{"index": k, "name": name} for k, name in enumerate(sorted(records))]
+        done = np.ones(len(table), dtype=bool)
+    rows = [r for r in table if done[r["index"]] and records.get(r["name"])
             and records[r["name"]].part_mask_path is not None][:max_images]
     if not rows:
         raise ValueError(f"no image of {store} has attention and a part mask in {corpus}")
+    if synthetic_sharpness is not None:
+        read = synthetic_reader(corpus, rows, records, resolution, synthetic_sharpness)
     start = time.perf_counter()
-    sample_attn = [read_self_attention(root, r["index"]) for r in rows[:sample]]
+    sample_attn = [read(root, r["index"]) for r in rows[:sample]]
     settings = []  # (name, kind, params)
-    for t in (1.1, 0.2, 0.05, 0.02):
+    for t in (1.1, 0.5, 0.2, 0.05, 0.02):
         settings.append((f"fixed {t}", "diffseg", (t, [t * f for f in (1, 2, 4, 8)], None)))
     for rule in (ThresholdRule(quantile=0.02), ThresholdRule(quantile=0.05), ThresholdRule(quantile=0.1),
-                 ThresholdRule(rule="otsu")):
+                 ThresholdRule(quantile=0.2), ThresholdRule(quantile=0.3), ThresholdRule(rule="otsu")):
         choice = choose_thresholds(sample_attn, rule)
         name = f"auto quantile {rule.quantile}" if rule.rule == "quantile" else "auto otsu"
         settings.append((name, "diffseg", (choice.thresholds[0], list(choice.level_thresholds), choice.statistics)))
@@ -97,7 +126,7 @@ def compare_thresholds(store: str, corpus: str, max_images: int, sample: int) ->
     segments = {name: [] for name, _, _ in settings}
     seconds = {name: 0.0 for name, _, _ in settings}
     for r in rows:
-        attn = read_self_attention(root, r["index"])
+        attn = read(root, r["index"])
         gt = load_mask(records[r["name"]].part_mask_path).astype(np.int64)
         for name, kind, params in settings:
             t0 = time.perf_counter()
@@ -123,9 +152,12 @@ def compare_thresholds(store: str, corpus: str, max_images: int, sample: int) ->
             entry["threshold"] = round(params[0], 5)
             entry["level_thresholds"] = [round(t, 5) for t in params[1]]
         results.append(entry)
-    manifest = dict(root.attrs.get("manifest", {}))
+    if root is None:
+        model, res = f"synthetic from part masks, sharpness {synthetic_sharpness}", resolution
+    else:
+        model, res = root.attrs.get("manifest", {}).get("model"), root["attention"].attrs.get("resolution", 0)
     return {"benchmark": "diffseg_threshold_comparison", "store": store, "corpus": corpus,
-            "model": manifest.get("model"), "resolution": int(root["attention"].attrs.get("resolution", 0)),
+            "model": model, "resolution": int(res),
             "images": len(rows), "sample": min(sample, len(rows)), "classes": n_classes,
             "choose_seconds": round(choose_s, 2), "results": results}
 
@@ -140,11 +172,15 @@ def main() -> None:
     parser.add_argument("--corpus", default=None, help="corpus with part masks (for --compare-store)")
     parser.add_argument("--max-images", type=int, default=40, help="images compared (--compare-store)")
     parser.add_argument("--sample", type=int, default=16, help="images the auto rules look at (--compare-store)")
+    parser.add_argument("--synthetic-sharpness", type=float, default=None,
+                        help="compare on attention synthesised from the corpus's part masks with this sharpness")
+    parser.add_argument("--resolution", type=int, default=16, help="R of the synthetic attention")
     args = parser.parse_args()
-    if args.compare_store:
+    if args.compare_store or args.synthetic_sharpness is not None:
         if not args.corpus:
-            parser.error("--compare-store needs --corpus")
-        print(json.dumps(compare_thresholds(args.compare_store, args.corpus, args.max_images, args.sample)))
+            parser.error("--compare-store and --synthetic-sharpness need --corpus")
+        print(json.dumps(compare_thresholds(args.compare_store, args.corpus, args.max_images, args.sample,
+                                            args.synthetic_sharpness, args.resolution)))
         return
 
     from diffparts.segment.diffseg import DiffSeg, anchor_grid, as_query_maps, symmetric_kl
