@@ -288,14 +288,13 @@ def _render_bird(rng, class_index, cfg):
     img = np.zeros((wh * ww, 3), dtype=np.float32)     # (y x) rgb of the window
     lab = np.zeros(wh * ww, dtype=np.uint8)            # (y x) part index of the window
 
-    def paint(mask, part, pu, pv, r2=None, colour_part=None):
+    def paint(mask, part, pu, pv, r2=None):
         """Draw one part where mask holds (painter's order), with pattern and shading."""
         idx = np.flatnonzero(mask)
         if idx.size == 0:
             return
-        cpart = colour_part or part
-        kind, sec = patt.get(cpart, (None, None))
-        cols = _paint_pattern(rng, rgb[cpart], second.get(cpart), kind, pu[idx], pv[idx])
+        kind = patt.get(part, (None, None))[0]
+        cols = _paint_pattern(rng, rgb[part], second.get(part), kind, pu[idx], pv[idx])
         if r2 is None:
             r2 = pu * pu + pv * pv
         shade = 1.0 - shade_k * np.clip(r2[idx], 0, 1) + (light[0] * pu[idx] + light[1] * pv[idx]) * 0.4
