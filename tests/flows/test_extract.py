@@ -112,6 +112,24 @@ def test_corrupt_image_fails_alone_and_added_images_run_alone(prefect_server, bi
     assert done_mask(root, "attention").tolist() == [True, True, True, False, True]
 
 
+def test_failed_batch_is_recorded_and_the_others_finish(prefect_server, birds, tiny_pipeline, tmp_path, monkeypatch):
+    (tmp_path / "flaky_extract.py").write_text(textwrap.dedent("""
+        from diffparts.model.extract import extract_attention
+
+        def extract(pipe, images, config):
+            if len(images) == 1 and images.any():  # the last batch (the shape probe is blank)
+                raise RuntimeError("boom: out of memory")
+            return extract_attention(pipe, images, config)
+    """))
+    monkeypatch.syspath_prepend(str(tmp_path))
+    store = tmp_path / "s.zarr"
+    result = extract_attention(str(birds), str(tiny_pipeline[0]), str(store), batch_size=2,
+                               extractor="flaky_extract:extract")
+    assert (result["written"], result["failed"]) == (N_BIRDS - 1, 1)
+    [failure] = failures(open_store(store))
+    assert failure["index"] == N_BIRDS - 1 and "boom: out of memory" in failure["reason"]
+
+
 def _api_url() -> str:
     from prefect.settings import get_current_settings
 
@@ -166,3 +184,23 @@ def test_kill_9_then_rerun_equals_uninterrupted(reference, birds, tiny_pipeline,
     assert ref.keys() == got.keys()
     for key in ref:
         np.testing.assert_array_equal(got[key], ref[key], err_msg=key)
+
+
+@pytest.mark.slow
+def test_dask_local_cluster_gives_the_same_store(reference, birds, tiny_pipeline, tmp_path, monkeypatch):
+    """The batches on a one-worker Dask cluster write what the thread pool writes.
+
+    Dask workers run torch with one thread (OMP_NUM_THREADS=1), so float sums may round
+    differently: values agree to a float16 step, everything else exactly.
+    """
+    monkeypatch.setenv("PREFECT_API_URL", _api_url())  # for the worker process
+    store = tmp_path / "dask.zarr"
+    result = extract_attention(str(birds), str(tiny_pipeline[0]), str(store), batch_size=2, dask_workers=1)
+    assert result["written"] == N_BIRDS
+    ref, got = all_arrays(reference[0]), all_arrays(store)
+    assert ref.keys() == got.keys()
+    for key in ref:
+        if ref[key].dtype.kind == "f":
+            np.testing.assert_allclose(got[key], ref[key], rtol=2e-3, atol=1e-6, err_msg=key)
+        else:
+            np.testing.assert_array_equal(got[key], ref[key], err_msg=key)
