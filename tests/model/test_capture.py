@@ -147,10 +147,13 @@ def test_resolutions_come_from_the_model_layout():
         norm_num_groups=4,
         attention_head_dim=2,
         cross_attention_dim=8,
+        upcast_attention=True,  # as SD 2.x: the scores in float32
     ).eval()
+    x = inputs(batch=1, size=12, tokens=5, width=8)
     with torch.no_grad():
+        plain = forward(unet, *x)
         with AttentionCapture(unet) as capture:
-            forward(unet, *inputs(batch=1, size=12, tokens=5, width=8))
+            torch.testing.assert_close(forward(unet, *x), plain, atol=1e-5, rtol=1e-4)
     assert capture.layer_counts["self"] == {12: 3, 3: 4}
     assert capture.self_maps[12].shape == (1, 144, 144) and capture.cross_maps[3].shape == (1, 9, 5)
 
@@ -172,3 +175,18 @@ def test_float16_on_cpu(unet):
         assert capture.self_maps[r].dtype == torch.float32
         torch.testing.assert_close(capture.self_maps[r], full.self_maps[r], atol=2e-3, rtol=2e-2)
         torch.testing.assert_close(capture.self_maps[r].sum(-1), torch.ones(1, r * r), atol=2e-3, rtol=0)
+
+
+def test_encoder_attention_mask_is_honoured(unet):
+    latents, t, embedding = inputs()
+    mask = torch.ones(2, 16)
+    mask[:, 5:] = 0  # padding tokens 5.. are masked out
+    with torch.no_grad():
+        plain = unet(latents, t, encoder_hidden_states=embedding, encoder_attention_mask=mask).sample
+        for chunk_bytes in (2**26, 1):  # whole batch, and head by head
+            with AttentionCapture(unet, chunk_bytes=chunk_bytes) as capture:
+                out = unet(latents, t, encoder_hidden_states=embedding, encoder_attention_mask=mask).sample
+            torch.testing.assert_close(out, plain, atol=1e-5, rtol=1e-4)
+            for r, cross in capture.cross_maps.items():
+                assert cross[..., 5:].abs().max() < 1e-6
+                torch.testing.assert_close(cross.sum(-1), torch.ones(2, r * r))

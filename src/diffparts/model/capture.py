@@ -48,6 +48,27 @@ class CaptureProcessor:
         self.name = name
         self.original = original
 
+    def _probabilities(self, attn, query, key_t, mask):
+        """``attn.get_attention_scores`` computed in the capture's reused buffer: rows q k.
+
+        Same math and dtypes (``upcast_attention``, ``upcast_softmax``) as diffusers'
+        ``Attention.get_attention_scores``; the scores are written into a buffer kept across
+        layers and softmaxed in place, which halves the memory traffic of a 4096 x 4096 map.
+        """
+        dtype = query.dtype
+        if attn.upcast_attention:
+            query, key_t = query.float(), key_t.float()
+        rows, n_q, n_k = query.shape[0], query.shape[1], key_t.shape[2]
+        scores = self.capture.buffer((rows, n_q, n_k), query.dtype, query.device)
+        if mask is None:
+            torch.baddbmm(scores, query, key_t, beta=0, alpha=attn.scale, out=scores)
+        else:
+            torch.baddbmm(mask.to(scores.dtype), query, key_t, beta=1, alpha=attn.scale, out=scores)
+        if attn.upcast_softmax and scores.dtype != torch.float32:
+            return scores.softmax(-1, dtype=torch.float32).to(dtype)
+        torch.softmax(scores, -1, out=scores)
+        return scores if scores.dtype == dtype else scores.to(dtype)
+
     def __call__(
         self,
         attn,
@@ -94,26 +115,26 @@ class CaptureProcessor:
         if getattr(attn, "norm_k", None) is not None:
             key = attn.norm_k(key)
 
-        # 3. Probabilities chunk by chunk of (image head) rows; output and head mean from them.
+        # 3. Probabilities chunk by chunk of (image head) rows, into one reused buffer; the
+        #    output and the head mean come from the same probabilities.
         heads = attn.heads
         n_q, n_k = query.shape[1], key.shape[1]
         side = query_side(n_q)
-        head_mean = torch.zeros(batch_size, n_q, n_k, dtype=torch.float32, device=query.device)
-        out = torch.empty(
-            query.shape[0], n_q, value.shape[2], dtype=value.dtype, device=value.device
-        )  # (image head) q d
+        running = self.capture.running_sum(kind, side, (batch_size, n_q, n_k), query.device)  # image q k
+        out = torch.empty(query.shape[0], n_q, value.shape[2], dtype=value.dtype, device=value.device)
+        key_t = key.transpose(1, 2)  # (image head) d k
         for start, stop in self.capture.row_chunks(batch_size, heads, n_q * n_k):
             mask = None if attention_mask is None else attention_mask[start:stop]
-            probs = attn.get_attention_scores(query[start:stop], key[start:stop], mask)  # rows q k
-            torch.bmm(probs, value[start:stop], out=out[start:stop])
+            probs = self._probabilities(attn, query[start:stop], key_t[start:stop], mask)  # rows q k
+            torch.bmm(probs, value[start:stop], out=out[start:stop])  # rows q d
             if stop - start >= heads:  # whole images: rows = (image head)
                 i0, i1 = start // heads, stop // heads
-                head_mean[i0:i1].add_(probs.unflatten(0, (i1 - i0, heads)).sum(1, dtype=torch.float32))
-            else:  # some heads of one image
-                head_mean[start // heads].add_(probs.sum(0, dtype=torch.float32))
+                head_sum = probs.unflatten(0, (i1 - i0, heads)).sum(1, dtype=torch.float32)  # image q k
+                running[i0:i1].add_(head_sum, alpha=1.0 / heads)
+            else:  # some heads of one image, added one by one (no temporary)
+                for row in probs:  # q k
+                    running[start // heads].add_(row, alpha=1.0 / heads)
             del probs
-        head_mean.div_(heads)  # image q k
-        self.capture.add(kind, side, head_mean)
 
         # 4. Output projection, as diffusers' AttnProcessor.
         hidden_states = attn.batch_to_head_dim(out)  # image q (head d)
@@ -165,6 +186,7 @@ class AttentionCapture:
         """Forget everything captured so far."""
         self._sums: dict[str, dict[int, torch.Tensor]] = {"self": {}, "cross": {}}
         self._counts: dict[str, dict[int, int]] = {"self": {}, "cross": {}}
+        self._buffers: dict = {}
 
     def wants(self, kind: str) -> bool:
         return self.self_attn if kind == "self" else self.cross_attn
@@ -184,20 +206,35 @@ class AttentionCapture:
                 for h0 in range(0, heads, rows):
                     yield image * heads + h0, image * heads + min(h0 + rows, heads)
 
-    def add(self, kind: str, side: int, head_mean: torch.Tensor) -> None:
-        """Add one layer's head mean (image, q, k|token) to the running sum of its resolution."""
+    def running_sum(self, kind: str, side: int, shape: tuple[int, ...], device) -> torch.Tensor:
+        """The float32 running sum of head means at resolution ``side``, counting one more layer.
+
+        The caller adds its layer's head mean (image, q, k|token) into the returned tensor.
+        """
         sums = self._sums[kind]
-        if side in sums:
-            if sums[side].shape != head_mean.shape:
-                raise ValueError(
-                    f"{kind}-attention at resolution {side} has shape {tuple(head_mean.shape)}, "
-                    f"earlier layers had {tuple(sums[side].shape)} (different batch sizes in one capture?)"
-                )
-            sums[side].add_(head_mean)
-            self._counts[kind][side] += 1
-        else:
-            sums[side] = head_mean
-            self._counts[kind][side] = 1
+        if side not in sums:
+            sums[side] = torch.zeros(shape, dtype=torch.float32, device=device)
+            self._counts[kind][side] = 0
+        elif tuple(sums[side].shape) != tuple(shape):
+            raise ValueError(
+                f"{kind}-attention at resolution {side} has shape {tuple(shape)}, earlier layers had "
+                f"{tuple(sums[side].shape)} (different batch sizes in one capture?)"
+            )
+        self._counts[kind][side] += 1
+        return sums[side]
+
+    def buffer(self, shape: tuple[int, ...], dtype: torch.dtype, device) -> torch.Tensor:
+        """A scratch tensor of ``shape``, reused across heads and layers (freed on exit).
+
+        Allocating a fresh 64 MiB map per head costs page faults on every call; one buffer of the
+        largest chunk serves every smaller one through a view of its start.
+        """
+        numel = math.prod(shape)
+        key = (dtype, torch.device(device))
+        buf = self._buffers.get(key)
+        if buf is None or buf.numel() < numel:
+            buf = self._buffers[key] = torch.empty(numel, dtype=dtype, device=device)
+        return buf[:numel].view(shape)
 
     def _means(self, kind: str) -> dict[int, torch.Tensor]:
         return {
@@ -241,6 +278,7 @@ class AttentionCapture:
         return self
 
     def _restore(self) -> None:
+        self._buffers = {}
         originals, self._originals = self._originals, None
         if originals is not None:
             # set_attn_processor pops from the dict it is given: hand it a copy.
