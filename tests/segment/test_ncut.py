@@ -63,7 +63,7 @@ def test_auto_tau_adapts_where_a_constant_does_not(region_attention):
     # diffuse attention (a small model): the between-region cuts cost more than 0.2 after a
     # 3-step walk, so the constant stops at one segment while the eigengap rule still finds 4
     attn, labels = region_attention(sharpness=4.0, locality=1.0, seed=0)
-    const = RecursiveNCut(tau=0.2, walk_steps=3, random_state=0).fit(attn)
+    const = RecursiveNCut(tau_mode="constant", tau=0.2, walk_steps=3, random_state=0).fit(attn)
     auto = RecursiveNCut(tau_mode="auto", walk_steps=3, random_state=0).fit(attn)
     assert const.n_segments_[0] < 4
     assert auto.n_segments_[0] >= 3
@@ -95,8 +95,8 @@ def test_auto_tau_is_the_eigenvalue_after_the_largest_log_gap():
 
 def test_constant_tau_controls_depth(four_regions):
     attn, _ = four_regions
-    tiny = RecursiveNCut(tau=1e-4, random_state=0).fit(attn)
-    loose = RecursiveNCut(tau=0.95, min_size=4, max_depth=4, random_state=0).fit(attn)
+    tiny = RecursiveNCut(tau_mode="constant", tau=1e-4, random_state=0).fit(attn)
+    loose = RecursiveNCut(tau_mode="constant", tau=0.95, min_size=4, max_depth=4, random_state=0).fit(attn)
     assert tiny.n_segments_ == (1,)  # no cut is that cheap
     assert loose.n_segments_[0] > 4  # cuts through regions are accepted too
 
@@ -130,7 +130,7 @@ def test_walk_steps_use_matrix_power(four_regions):
     np.testing.assert_allclose(W3, (pi[:, None] * P3 + (pi[:, None] * P3).T) / 2, atol=1e-8)
     # longer walks smooth inside regions: the within-region cut gets dearer relative to the
     # between-region cut, and the regions are still recovered
-    model = RecursiveNCut(tau=0.3, walk_steps=4, random_state=0).fit(attn)
+    model = RecursiveNCut(tau_mode="constant", tau=0.3, walk_steps=4, random_state=0).fit(attn)
     assert model.n_segments_[0] == 4
     assert matched_accuracy(model.labels_, labels) > 0.97
 
@@ -146,7 +146,7 @@ def test_cosine_affinity_values_and_given_features():
     feats[:8, 0] = 1.0
     feats[8:, 1] = 1.0
     feats += 0.01 * np.random.default_rng(0).standard_normal(feats.shape)
-    model = RecursiveNCut(affinity="cosine", tau=0.1, min_size=2, random_state=0).fit(attn, features=feats)
+    model = RecursiveNCut(affinity="cosine", tau_mode="constant", tau=0.1, min_size=2, random_state=0).fit(attn, features=feats)
     assert model.n_segments_[0] == 2
     assert len(set(model.labels_.ravel()[:8])) == 1 and len(set(model.labels_.ravel()[8:])) == 1
 
@@ -171,8 +171,8 @@ def test_threshold_sweep_is_exact_and_minimal():
 
 def test_dense_and_arpack_paths_agree(four_regions):
     attn, _ = four_regions
-    dense = RecursiveNCut(tau=0.2, dense_max=10_000, random_state=0).fit(attn)
-    arpack = RecursiveNCut(tau=0.2, dense_max=16, random_state=0).fit(attn)
+    dense = RecursiveNCut(tau_mode="constant", tau=0.2, dense_max=10_000, random_state=0).fit(attn)
+    arpack = RecursiveNCut(tau_mode="constant", tau=0.2, dense_max=16, random_state=0).fit(attn)
     np.testing.assert_array_equal(dense.level_labels_, arpack.level_labels_)
     for a, b in zip(dense.tree_, arpack.tree_):
         assert a.ncut == pytest.approx(b.ncut, rel=1e-3, nan_ok=True)
@@ -183,7 +183,7 @@ def test_dense_and_arpack_paths_agree(four_regions):
 
 def test_tree_and_levels_are_nested(region_attention, voronoi_labels):
     attn, _ = region_attention(voronoi_labels(16, 6, 1), seed=1)
-    model = RecursiveNCut(tau=0.5, min_size=4, max_depth=4, random_state=0).fit(attn)
+    model = RecursiveNCut(tau_mode="constant", tau=0.5, min_size=4, max_depth=4, random_state=0).fit(attn)
     tree, levels = model.tree_, model.level_labels_
     deepest = max(node.depth for node in tree)
     assert levels.shape == (deepest, 16, 16)
@@ -209,8 +209,8 @@ def test_tree_and_levels_are_nested(region_attention, voronoi_labels):
 
 def test_out_size_upsamples_nearest(four_regions):
     attn, _ = four_regions
-    model = RecursiveNCut(tau=0.2, out_size=32, random_state=0).fit(attn)
-    small = RecursiveNCut(tau=0.2, random_state=0).fit(attn)
+    model = RecursiveNCut(tau_mode="constant", tau=0.2, out_size=32, random_state=0).fit(attn)
+    small = RecursiveNCut(tau_mode="constant", tau=0.2, random_state=0).fit(attn)
     assert model.level_labels_.shape == (small.level_labels_.shape[0], 32, 32)
     np.testing.assert_array_equal(model.level_labels_[:, ::2, ::2], small.level_labels_)
     np.testing.assert_array_equal(model.level_labels_[:, 1::2, 1::2], small.level_labels_)
@@ -218,18 +218,29 @@ def test_out_size_upsamples_nearest(four_regions):
 
 def test_plain_function_matches_estimator_and_flat_input(four_regions):
     attn, _ = four_regions
-    model = RecursiveNCut(tau=0.2, random_state=0).fit(attn)
-    flat = RecursiveNCut(tau=0.2, random_state=0).fit(attn.reshape(256, 256))
+    model = RecursiveNCut(tau_mode="constant", tau=0.2, random_state=0).fit(attn)
+    flat = RecursiveNCut(tau_mode="constant", tau=0.2, random_state=0).fit(attn.reshape(256, 256))
     np.testing.assert_array_equal(model.level_labels_, flat.level_labels_)
     W, shape = attention_affinity(attn)
-    part = ncut_partition(W, tau=0.2, random_state=0)
+    part = ncut_partition(W, tau_mode="constant", tau=0.2, random_state=0)
     np.testing.assert_array_equal(part.level_labels.reshape(-1, *shape), model.level_labels_)
-    assert RecursiveNCut.from_config(NCutConfig(tau=0.2, random_state=0)).fit(attn).n_segments_ == model.n_segments_
+    assert RecursiveNCut.from_config(NCutConfig(tau_mode="constant", tau=0.2, random_state=0)).fit(attn).n_segments_ == model.n_segments_
+
+
+def test_config_and_estimator_share_names_and_defaults():
+    import inspect
+
+    params = inspect.signature(RecursiveNCut.__init__).parameters
+    config = NCutConfig()
+    assert {f for f in config.__dict__} == {p for p in params if p != "self"}
+    for name, value in config.__dict__.items():
+        assert params[name].default == value, name
+    assert config.tau_mode == "auto"
 
 
 def test_min_size_and_max_depth_bound_the_tree(four_regions):
     attn, _ = four_regions
-    model = RecursiveNCut(tau=0.99, min_size=20, max_depth=3, random_state=0).fit(attn)
+    model = RecursiveNCut(tau_mode="constant", tau=0.99, min_size=20, max_depth=3, random_state=0).fit(attn)
     assert max(n.depth for n in model.tree_) <= 3
     assert min(n.size for n in model.tree_) >= 20
     assert model.n_segments_[0] <= 8
@@ -259,7 +270,7 @@ def test_exact_zeros_still_segment(region_attention):
     # peaky attention with exact zeros (as float16 at 64 x 64): rows stay well defined
     attn, labels = region_attention(zero_below=1e-3, seed=0)
     assert (attn == 0).mean() > 0.3
-    model = RecursiveNCut(tau=0.2, random_state=0).fit(attn)
+    model = RecursiveNCut(tau_mode="constant", tau=0.2, random_state=0).fit(attn)
     assert model.n_segments_[0] == 4
     assert matched_accuracy(model.labels_, labels) > 0.97
 
@@ -269,7 +280,7 @@ def test_disconnected_graph_is_cut_along_components():
     attn = np.zeros((8, 8, 8, 8), np.float32)
     attn[:4, :, :4, :] = 1 / 32
     attn[4:, :, 4:, :] = 1 / 32
-    model = RecursiveNCut(tau=0.1, min_size=4, random_state=0).fit(attn)
+    model = RecursiveNCut(tau_mode="constant", tau=0.1, min_size=4, random_state=0).fit(attn)
     assert model.n_segments_ == (2,)
     assert model.tree_[0].ncut == 0.0
     assert len(set(model.labels_[:4].ravel())) == 1 and model.labels_[0, 0] != model.labels_[7, 7]
@@ -304,7 +315,7 @@ def test_bad_shapes_rows_and_parameters_are_refused(four_regions):
         (dict(affinity="knn"), "affinity"),
         (dict(tau_mode="adaptive"), "tau_mode"),
         (dict(walk_steps=0), "walk_steps"),
-        (dict(tau=0.0), "tau"),
+        (dict(tau_mode="constant", tau=0.0), "tau"),
         (dict(min_size=0), "min_size"),
     ]:
         with pytest.raises(ValueError, match=message):

@@ -87,8 +87,8 @@ __all__ = [
 class NCutConfig:
     """Hyper-parameters of ``RecursiveNCut`` (same names as its keyword arguments)."""
 
-    tau: float = 0.1  # constant stop: split a node while its best NCut < tau (ignored if auto)
-    tau_mode: str = "constant"  # "constant" (tau above) or "auto" (eigengap rule, auto_tau)
+    tau: float = 0.3  # constant stop: split a node while its best NCut < tau (ignored if auto)
+    tau_mode: str = "auto"  # "auto" (eigengap rule, auto_tau; README comparison) or "constant"
     walk_steps: int = 1  # k in P^k: multi-node paths of the random walk (paper's long range)
     affinity: str = "random_walk"  # "random_walk" (Pi P^k sym.) or "cosine" (feature similarity)
     power: float = 10.0  # exponent on the cosine similarity (sharpens it; cosine variant only)
@@ -439,7 +439,7 @@ def tree_levels(tree: list[NCutNode], n: int) -> np.ndarray:
     return np.stack(levels)  # level q
 
 
-def ncut_partition(affinity: np.ndarray, tau: float = 0.1, tau_mode: str = "constant",
+def ncut_partition(affinity: np.ndarray, tau: float = 0.3, tau_mode: str = "auto",
                    min_size: int = 8, max_depth: int = 6, tau_cap: float = 0.8, n_eigs: int = 24,
                    eig_floor: float = 0.35, dense_max: int = 768, random_state=None) -> NCutPartition:
     """Recursive two-way Normalised Cuts of a symmetric non-negative affinity (q, k).
@@ -567,7 +567,7 @@ class RecursiveNCut:
     - ``n_segments_``: tuple of segment counts per level
     """
 
-    def __init__(self, *, tau=0.1, tau_mode="constant", walk_steps=1, affinity="random_walk",
+    def __init__(self, *, tau=0.3, tau_mode="auto", walk_steps=1, affinity="random_walk",
                  power=10.0, min_size=8, max_depth=6, tau_cap=0.8, n_eigs=24, eig_floor=0.35,
                  teleport=1e-6, dense_max=768, out_size=None, random_state=None):
         self.tau = tau
