@@ -42,12 +42,12 @@ import tracemalloc
 import numpy as np
 
 SPEED_CONFIGS = {
-    "random_walk_constant": dict(tau=0.1),
+    "random_walk_constant": dict(tau_mode="constant", tau=0.3),
     "random_walk_auto": dict(tau_mode="auto"),
     "random_walk_k2_auto": dict(tau_mode="auto", walk_steps=2),
     "cosine_auto": dict(tau_mode="auto", affinity="cosine"),
 }
-CONSTANT_TAUS = (0.05, 0.1, 0.2, 0.4, 0.6)
+CONSTANT_TAUS = (0.1, 0.2, 0.3, 0.4, 0.6)
 
 
 def _machine() -> dict:
@@ -150,7 +150,8 @@ def _evaluate(attn, truth, methods, background_index=None) -> list[dict]:
 
 
 def _methods(walk_steps: int) -> dict:
-    methods = {f"constant_tau_{t}": dict(tau=t, walk_steps=walk_steps) for t in CONSTANT_TAUS}
+    methods = {f"constant_tau_{t}": dict(tau_mode="constant", tau=t, walk_steps=walk_steps)
+               for t in CONSTANT_TAUS}
     methods["auto_tau"] = dict(tau_mode="auto", walk_steps=walk_steps)
     return methods
 
