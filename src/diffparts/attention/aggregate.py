@@ -124,18 +124,21 @@ def aggregate_self_attention(maps: Maps, weights: str | Mapping[int, float] = "d
     big = max(means)
     images = next(iter(means.values())).shape[0]
     device = next(iter(means.values())).device
-    out = torch.zeros(images, big, big, big * big, dtype=torch.float32, device=device)  # image qy qx k
-    for r, mean in means.items():
+    out = None  # image qy qx k, started by the largest resolution
+    for r in sorted(means, reverse=True):
+        mean = means[r]
         if mean.shape[2] != r * r:
             raise ValueError(f"self-attention at resolution {r} has {mean.shape[2]} keys, expected {r * r}")
         # 1. Upsample each key map bilinearly to R x R and renormalise it to sum 1.
         keys = mean.reshape(images * r * r, 1, r, r)  # (image q) 1 ky kx
         if r != big:
             keys = F.interpolate(keys, size=(big, big), mode="bilinear", align_corners=False)
-        else:
-            keys = keys.clone()  # the normalisation below is in place
         keys = keys.reshape(images, r, r, big * big)  # image qy qx k
-        keys.div_(keys.sum(-1, keepdim=True).clamp_min(torch.finfo(torch.float32).tiny))
+        total = keys.sum(-1, keepdim=True).clamp_min(torch.finfo(torch.float32).tiny)  # image qy qx 1
+        if r == big:  # the first term: a new tensor (never write into the caller's maps)
+            out = keys * (w[r] / total)
+            continue
+        keys.div_(total)
         # 2. Repeat query positions (nearest) to R x R and add with the resolution's weight.
         if big % r == 0:  # a broadcast view: no R x R x R x R temporary
             f = big // r
