@@ -133,3 +133,12 @@ def test_attention_arrays_refuse_other_resolution(tmp_path):
         create_attention_arrays(root, 8, ["<s>", "bird", "</s>"], 64, "float16")
     with pytest.raises(ValueError, match="precision"):
         create_attention_arrays(root, R, ["a"], 32, "bfloat16")
+
+
+def test_float16_conversion_matches_numpy_bits_on_subnormals():
+    from diffparts.store.attention import to_float16, to_float32
+
+    values = np.array([1e-9, 3e-8, 5.9e-5, 6.2e-5, 0.1, 0.3333, 1e-3, 0.0], dtype=np.float32)
+    np.testing.assert_array_equal(to_float16(values).view(np.uint16), values.astype(np.float16).view(np.uint16))
+    half = values.astype(np.float16)
+    np.testing.assert_array_equal(to_float32(half), half.astype(np.float32))

@@ -86,6 +86,31 @@ def create_attention_arrays(
     return group
 
 
+def to_float16(values: np.ndarray) -> np.ndarray:
+    """float16 copy, rounded to nearest even like numpy, but fast on subnormals via torch.
+
+    numpy converts values below float16's smallest normal (6e-5, common in attention maps)
+    about 60x slower than torch's vectorised conversion; the bits are identical.
+    """
+    try:
+        import torch
+    except ImportError:  # pragma: no cover - torch is a dependency, but the store does not need it
+        return np.asarray(values, dtype=np.float16)
+    return torch.from_numpy(np.ascontiguousarray(values, dtype=np.float32)).to(torch.float16).numpy()
+
+
+def to_float32(values: np.ndarray) -> np.ndarray:
+    """float32 copy of float16 values (fast on subnormals via torch, like ``to_float16``)."""
+    values = np.asarray(values)
+    if values.dtype != np.float16:
+        return values.astype(np.float32)
+    try:
+        import torch
+    except ImportError:  # pragma: no cover
+        return values.astype(np.float32)
+    return torch.from_numpy(np.ascontiguousarray(values)).to(torch.float32).numpy()
+
+
 def has_attention_arrays(root: zarr.Group) -> bool:
     """Whether ``create_attention_arrays`` ran on this store version."""
     return f"{STAGE}/self" in root
@@ -136,7 +161,7 @@ def dequantise_key_maps(q: np.ndarray, scale: np.ndarray | None) -> np.ndarray:
 
     q: (..., ky, kx) uint8 with scale (...), or float16 with scale None. All-zero maps stay 0.
     """
-    attn = np.asarray(q, dtype=np.float32)
+    attn = to_float32(q)
     if scale is not None:
         attn = attn * np.asarray(scale, dtype=np.float32)[..., None, None]
     total = attn.sum(axis=(-2, -1), keepdims=True)
@@ -165,10 +190,10 @@ def write_attention(
         self_arr[index] = q
         nbytes = q.nbytes + scale.nbytes
     else:
-        values = np.asarray(self_attn, dtype=np.float16)
+        values = to_float16(self_attn)
         self_arr[index] = values
         nbytes = values.nbytes
-    cross = np.asarray(cross_attn, dtype=np.float16)
+    cross = to_float16(cross_attn)
     cross_arr[index] = cross
     clear_failure(root, STAGE, index)
     return nbytes + cross.nbytes
@@ -189,7 +214,7 @@ def read_self_attention(root: zarr.Group, index: int) -> np.ndarray:
 
 def read_cross_attention(root: zarr.Group, index: int) -> np.ndarray:
     """float32 (token, qy, qx) cross-attention of image ``index``."""
-    return np.asarray(root[STAGE]["cross"][int(index)], dtype=np.float32)
+    return to_float32(root[STAGE]["cross"][int(index)])
 
 
 def attention_tokens(root: zarr.Group) -> list[str]:
