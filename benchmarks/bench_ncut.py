@@ -20,8 +20,10 @@ NFCovering of the hierarchy, and the number of segments found vs the true number
 rule's one free constant (eig_floor) was chosen on seeds 0-2 of these regimes; the figure uses
 seeds from ``--seed-offset`` (100) on, so it is held out.
 
-``birds``: the same comparison on the embedded checkpoint's attention of synthetic birds with
-part masks (needs data/models/diffparts-toy-birds); DiffSeg is not run here.
+``birds``: the same comparison, for both affinities, on the embedded checkpoint's attention of
+synthetic birds with part masks (needs data/models/diffparts-toy-birds, or ``--model``):
+per-image Hungarian matching with TP/FP/FN summed over the set (DESIGN 8, 10 part classes incl.
+background) and NFCovering of the foreground parts. DiffSeg is not run here.
 
     .venv/bin/python benchmarks/bench_ncut.py speed   [--size 64] [--repeats 3]
     .venv/bin/python benchmarks/bench_ncut.py compare [--size 32] [--seeds 3]
@@ -149,10 +151,11 @@ def _evaluate(attn, truth, methods, background_index=None) -> list[dict]:
     return rows
 
 
-def _methods(walk_steps: int) -> dict:
-    methods = {f"constant_tau_{t}": dict(tau_mode="constant", tau=t, walk_steps=walk_steps)
+def _methods(walk_steps: int, affinity: str = "random_walk", prefix: str = "") -> dict:
+    methods = {f"{prefix}constant_tau_{t}": dict(tau_mode="constant", tau=t, walk_steps=walk_steps,
+                                                 affinity=affinity)
                for t in CONSTANT_TAUS}
-    methods["auto_tau"] = dict(tau_mode="auto", walk_steps=walk_steps)
+    methods[f"{prefix}auto_tau"] = dict(tau_mode="auto", walk_steps=walk_steps, affinity=affinity)
     return methods
 
 
@@ -210,7 +213,9 @@ def birds(args) -> dict:
     # DESIGN 8: per-image Hungarian matching, TP/FP/FN summed over the set; NFCovering (fg parts)
     n_classes = int(max(m.max() for m in masks)) + 1
     methods = {}
-    for method, kwargs in _methods(args.walk_steps).items():
+    all_methods = {**_methods(args.walk_steps, "random_walk", "random_walk/"),
+                   **_methods(args.walk_steps, "cosine", "cosine/")}
+    for method, kwargs in all_methods.items():
         seg = SegmentationScores(n_classes, ignore_index=None)
         cover = CoveringScores(background_index=0)
         segments, taus, seconds = [], [], []
