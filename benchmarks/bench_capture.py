@@ -3,7 +3,9 @@
 overhead = (UNet forward with AttentionCapture + DiffSeg aggregation) / plain UNet forward, same
 model and batch, timed alternately (median over repeats). Models:
 
-- ``tiny``: the tests' tiny random SD UNet (``SDArchConfig()``), batch of 2, latent 16 x 16;
+- ``tiny``: the tests' tiny random SD UNet (``SDArchConfig()``), batch of 2, latent 16 x 16; also
+  ``overhead_installed_once``, with the processors installed once for many batches (the fixed
+  cost of ``set_attn_processor`` is several ms, a large share of a tiny forward);
 - ``sd`` (with ``--sd``): an SD-1.5-shaped ``UNet2DConditionModel()`` (defaults, random weights),
   one 512-px image (latent 64 x 64), 77 tokens of width 768. Its peak memory is measured in two
   fresh child processes (plain forward, capture forward), each sampling its RSS during the
@@ -64,9 +66,18 @@ def capture_forward(unet, inputs):
     return out, self_attn, cross_attn
 
 
-def time_overhead(kind: str, repeats: int) -> dict:
+def installed_forward(capture: AttentionCapture, unet, inputs):
+    """Capture + aggregation with the processors installed once for many batches (reset per batch)."""
+    latents, t, embedding = inputs
+    capture.reset()
+    unet(latents, t, encoder_hidden_states=embedding)
+    aggregate_self_attention(capture.self_maps)
+    aggregate_cross_attention(capture.cross_maps)
+
+
+def time_overhead(kind: str, repeats: int, installed_once: bool = False) -> dict:
     unet, inputs = build_unet(kind)
-    plain, capture = [], []
+    plain, capture, installed = [], [], []
     with torch.inference_mode():
         plain_forward(unet, inputs)  # warm-up (allocator, kernels)
         capture_forward(unet, inputs)
@@ -78,6 +89,11 @@ def time_overhead(kind: str, repeats: int) -> dict:
             t2 = time.perf_counter()
             plain.append(t1 - t0)
             capture.append(t2 - t1)
+            if installed_once:
+                with AttentionCapture(unet) as kept:
+                    t3 = time.perf_counter()
+                    installed_forward(kept, unet, inputs)
+                    installed.append(time.perf_counter() - t3)
     result = {
         "batch": int(inputs[0].shape[0]),
         "latent": int(inputs[0].shape[-1]),
@@ -88,6 +104,11 @@ def time_overhead(kind: str, repeats: int) -> dict:
         "capture_median_s": round(statistics.median(capture), 4),
         "overhead": round(statistics.median(capture) / statistics.median(plain), 3),
         "overhead_per_repeat": [round(c / p, 3) for p, c in zip(plain, capture)],
+        **(
+            {"overhead_installed_once": round(statistics.median(installed) / statistics.median(plain), 3)}
+            if installed_once
+            else {}
+        ),
         "self_attn_shape": list(self_attn.shape),
         "cross_attn_shape": list(cross_attn.shape),
     }
@@ -150,7 +171,8 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--sd", action="store_true", help="also measure the SD-1.5-shaped UNet (minutes)")
     parser.add_argument("--quick", action="store_true", help="fewer repeats (tiny 5, SD 1)")
-    parser.add_argument("--repeats", type=int, default=None, help="timed repeats per model (default: tiny 20, SD 3)")
+    parser.add_argument("--repeats", type=int, default=None, help="timed repeats of the SD-shaped model (default 3)")
+    parser.add_argument("--tiny-repeats", type=int, default=None, help="timed repeats of the tiny model (default 30)")
     parser.add_argument("--memory-child", nargs=2, metavar=("KIND", "MODE"), help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.memory_child:
@@ -161,7 +183,7 @@ def main(argv=None) -> int:
         "torch": torch.__version__,
         "threads": torch.get_num_threads(),
         "cpu_count": os.cpu_count(),
-        "tiny": time_overhead("tiny", args.repeats or (5 if args.quick else 20)),
+        "tiny": time_overhead("tiny", args.tiny_repeats or (5 if args.quick else 30), installed_once=True),
     }
     if args.sd:
         report["sd_memory"] = {mode: run_child("sd", mode) for mode in ("plain", "capture")}
