@@ -33,11 +33,11 @@ def test_descriptor_layout(parts_store):
     np.testing.assert_array_equal(desc["start"][:], np.arange(8) * 5)
     np.testing.assert_array_equal(desc["count"][:], 5)
     np.testing.assert_array_equal(desc["image"][:], np.repeat(np.arange(8), 5))
-    # units: the parts (ids 2, 3, 4) inside the box, the background segments (0, 1) outside
-    # it as ids 5, 6 (split at the box); background is category 0, parts 1..3
-    np.testing.assert_array_equal(desc["segment"][:].reshape(8, 5), [[2, 3, 4, 5, 6]] * 8)
+    # units 0..4: the background segments 0, 1 (outside the box) then the parts 2, 3, 4 (inside);
+    # background is category 0, parts 1..3
+    np.testing.assert_array_equal(desc["segment"][:].reshape(8, 5), [[0, 1, 2, 3, 4]] * 8)
     cat = desc["category"][:].reshape(8, 5)
-    assert (cat[:, 3:] == 0).all() and (cat[:, :3] > 0).all()
+    assert (cat[:, :2] == 0).all() and (cat[:, 2:] > 0).all()
 
 
 def test_labels_consistent_across_images(parts_store):

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from diffparts.parts.descriptors import (DescriptorConfig, area_weights, border_share, describe_image,
-                                         estimate_foreground_box, feature_layout, scale_box)
+                                         estimate_foreground_box, feature_layout, scale_box, unit_map)
 from diffparts.parts.synthetic import draw_object
 
 
@@ -22,7 +22,7 @@ def _local_attn(res):
 
 def test_position_and_size_in_box_units():
     seg = draw_object(16, (2, 2, 10, 10))          # head: x 2..5, y 2..5 (4 x 4 px of a 10 x 10 box)
-    config = DescriptorConfig(mirror_invariant=False)
+    config = DescriptorConfig(mirror_invariant=False, split_at_box=False, connected_units=False)
     d = describe_image(seg, _uniform_attn(8), box=(2, 2, 10, 10), config=config)
     names, _ = feature_layout(config, 0)
     f = dict(zip(names, d.features[list(d.segment_ids).index(2)]))   # head
@@ -30,14 +30,11 @@ def test_position_and_size_in_box_units():
     assert f["extent_w"] == pytest.approx(0.4) and f["extent_h"] == pytest.approx(0.4)
     assert f["log_area"] == pytest.approx(np.log(0.16), abs=1e-6)
     assert d.features.shape == (5, len(names))
-    # split at the box (default): the background segments 0, 1 lie outside -> units 5, 6
-    np.testing.assert_array_equal(d.segment_ids, [2, 3, 4, 5, 6])
-    np.testing.assert_array_equal(d.foreground, [True, True, True, False, False])
-    d = describe_image(seg, _uniform_attn(8), box=(2, 2, 10, 10), config=DescriptorConfig(split_at_box=False))
     np.testing.assert_array_equal(d.segment_ids, [0, 1, 2, 3, 4])
     np.testing.assert_array_equal(d.foreground, [False, False, True, True, True])
     # mirror-invariant (default): x folded about the box centre
-    d = describe_image(seg, _uniform_attn(8), box=(2, 2, 10, 10))
+    d = describe_image(seg, _uniform_attn(8), box=(2, 2, 10, 10),
+                       config=DescriptorConfig(split_at_box=False, connected_units=False))
     names, _ = feature_layout(DescriptorConfig(), 0)
     assert dict(zip(names, d.features[list(d.segment_ids).index(2)]))["cx"] == pytest.approx(0.3)
 
@@ -59,14 +56,15 @@ def test_key_map_binned_in_the_box_frame():
     # (right strip u >= 0.7 of an 8-px box: columns 6, 7) puts all its mass in the last column
     # of a 4x4 grid, a quarter per row.
     seg = draw_object(8, (0, 0, 8, 8))
-    d = describe_image(seg, _local_attn(8), box=(0, 0, 8, 8), config=DescriptorConfig(mirror_invariant=False))
+    raw = {"split_at_box": False, "connected_units": False}
+    d = describe_image(seg, _local_attn(8), box=(0, 0, 8, 8), config=DescriptorConfig(mirror_invariant=False, **raw))
     tail = d.features[list(d.segment_ids).index(3), :17]
     grid = tail[:16].reshape(4, 4)
     np.testing.assert_allclose(grid[:, 3], 0.25, atol=1e-6)
     assert grid[:, :3].sum() == pytest.approx(0)
     assert tail[16] == pytest.approx(0)           # nothing outside the box
     # folded (default): columns 0+3 and 1+2 -> the tail's mass sits in folded column 0
-    d = describe_image(seg, _local_attn(8), box=(0, 0, 8, 8))
+    d = describe_image(seg, _local_attn(8), box=(0, 0, 8, 8), config=DescriptorConfig(**raw))
     folded = d.features[list(d.segment_ids).index(3), :8].reshape(4, 2)
     np.testing.assert_allclose(folded[:, 0], 0.25, atol=1e-6)
 
@@ -86,10 +84,22 @@ def test_split_at_box_makes_outside_pixels_background():
     seg = np.zeros((8, 8), int)
     seg[:, 4:] = 1                                  # segment 1: right half, box covers x 2..6
     d = describe_image(seg, _uniform_attn(4), box=(2, 0, 4, 8), config=DescriptorConfig(inside_box_min=0.4, border_share_max=1.0))
-    # units: 0 (x 2..3), 1 (x 4..5) inside; 2 (x 0..1) and 3 (x 6..7) outside
+    # units by (segment, inside): 0 = seg 0 outside (x 0..1), 1 = seg 0 inside (x 2..3),
+    # 2 = seg 1 outside (x 6..7), 3 = seg 1 inside (x 4..5)
     np.testing.assert_array_equal(d.segment_ids, [0, 1, 2, 3])
     np.testing.assert_array_equal(d.pixels, [16, 16, 16, 16])
-    np.testing.assert_array_equal(d.foreground, [True, True, False, False])
+    np.testing.assert_array_equal(d.foreground, [False, True, False, True])
+
+
+def test_scattered_segment_becomes_connected_units():
+    seg = np.zeros((8, 8), int)
+    seg[1:3, 1:3] = 1
+    seg[5:7, 5:7] = 1                               # segment 1 in two pieces
+    units, parent, inside = unit_map(seg, None, connected=True)
+    np.testing.assert_array_equal(parent, [0, 1, 1])
+    assert inside.all() and units[1, 1] == 1 and units[6, 6] == 2
+    d = describe_image(seg, _uniform_attn(4), box=(0, 0, 8, 8), config=DescriptorConfig(border_share_max=1.0))
+    assert len(d.segment_ids) == 3 and d.pixels.tolist() == [56, 4, 4]
 
 
 def test_foreground_estimate_without_box():

@@ -6,8 +6,9 @@ images; rows of one image are contiguous, images in store order)::
     parts/descriptors/features    (segment, feature) float32  chunks (block, feature)
         attrs: feature_names, feature_weights, config (DescriptorConfig), level, complete
     parts/descriptors/image       (segment,) int64   store image index of the row
-    parts/descriptors/segment     (segment,) int32   segment id in segments/labels[image, level]
-                                                     (split_at_box: id + max id + 1 = its part outside the box)
+    parts/descriptors/segment     (segment,) int32   unit id: value in unit_map(segments/labels[image,
+                                                     level], box, connected) (= the segment id when
+                                                     split_at_box and connected_units are off)
     parts/descriptors/foreground  (segment,) bool    False = background (category 0)
     parts/descriptors/pixels      (segment,) int64   segment area in segment-map pixels
     parts/descriptors/category    (segment,) int32   part category: 0 background, 1..K
@@ -249,7 +250,8 @@ def paint_part_labels(root: zarr.Group, indices: Sequence[int] | None = None) ->
     group = root[STAGE]
     labels = create_stage_array(group, "labels", (n, h, w), "int16", ("image", "y", "x"), fill_value=-1)
     starts, counts = desc["start"][:], desc["count"][:]
-    split = bool(desc["features"].attrs["config"].get("split_at_box", False))
+    cfg = desc["features"].attrs["config"]
+    split, connected = bool(cfg.get("split_at_box", False)), bool(cfg.get("connected_units", False))
     boxes, estimated = group["box"], group["box_estimated"]
     indices = [i for i in range(n) if starts[i] >= 0] if indices is None else list(indices)
     for i in indices:
@@ -259,8 +261,8 @@ def paint_part_labels(root: zarr.Group, indices: Sequence[int] | None = None) ->
         seg_ids = np.asarray(desc["segment"][rows])
         cats = np.asarray(desc["category"][rows])
         seg = segment_map(root, i, level)
-        if split and not estimated[i]:
-            seg = unit_map(seg, boxes[i])
+        if (split and not estimated[i]) or connected:
+            seg = unit_map(seg, boxes[i] if split and not estimated[i] else None, connected)[0]
         lut = np.zeros(int(max(seg.max(), seg_ids.max())) + 1, np.int16)
         lut[seg_ids] = cats
         labels[i] = lut[seg]

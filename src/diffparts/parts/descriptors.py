@@ -28,8 +28,12 @@ box, or when it holds more than ``border_share_max`` of the image's border pixel
 prior: the object rarely covers a large share of the frame's edge). With no box (folder corpora)
 the box is *estimated*: the border prior alone marks background segments and the box is the
 bounding box of the remaining segments (the whole frame if none remain). A box from the corpus
-is trusted further (``split_at_box``): a foreground segment's pixels outside it are background
-(described as a separate background unit with id ``segment + max id + 1``, see ``unit_map``).
+is trusted further (``split_at_box``): a foreground segment's pixels outside it are background.
+
+Units: what gets a descriptor is a *unit* (``unit_map``): a segment, cut at a corpus box and
+into its connected pieces (``connected_units``; DiffSeg's segments group similar attention
+wherever it is, so one segment can be scattered over the image, and a centroid of scattered
+pixels says nothing about where a part is). ``ImageDescriptors.segment_ids`` are unit ids.
 """
 
 from __future__ import annotations
@@ -51,6 +55,7 @@ class DescriptorConfig:
     inside_box_min: float = 0.5      # fewer of the segment's pixels inside the box -> background
     mirror_invariant: bool = True    # fold x about the box centre: a part facing left = facing right
     split_at_box: bool = True        # with a corpus box, a segment's pixels outside it are background
+    connected_units: bool = True     # describe each connected piece of a segment on its own
     border_share_max: float = 0.15   # more of the image border's pixels than this -> background
 
 
@@ -125,11 +130,32 @@ def box_mask(shape: tuple[int, int], box) -> np.ndarray:
     return (xs >= bx) & (xs <= bx + bw) & (ys >= by) & (ys <= by + bh)
 
 
-def unit_map(labels: np.ndarray, box) -> np.ndarray:
-    """Segments split at the box: inside pixels keep their id, outside pixels get id + offset
-    (offset = max id + 1), so every unit is wholly inside or wholly outside."""
+def unit_map(labels: np.ndarray, box=None, connected: bool = False) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The units that get one descriptor each: segments, split at the box and into pieces.
+
+    box: (x, y, w, h) or None; with a box each segment's pixels inside and outside it become
+    separate units. connected: each connected piece (4-neighbourhood) of a segment is its own
+    unit (DiffSeg segments can be scattered over the image; a descriptor of position needs a
+    place). Returns units (y, x) int64 numbered 0..U-1 (deterministic: by segment id, then
+    outside-before-inside, then piece in raster order), parent (unit,) the segment id, and
+    inside (unit,) bool (all True without a box).
+    """
+    from scipy import ndimage
+
     labels = np.asarray(labels, np.int64)
-    return np.where(box_mask(labels.shape, box), labels, labels + int(labels.max()) + 1)
+    inside = box_mask(labels.shape, box) if box is not None else np.ones(labels.shape, bool)
+    key = labels * 2 + inside                                  # (segment, inside) per pixel
+    if not connected:
+        values, units = np.unique(key, return_inverse=True)
+        return units.reshape(labels.shape), values // 2, (values % 2).astype(bool)
+    units = np.zeros(labels.shape, np.int64)
+    parent, side = [], []
+    for v in np.unique(key):
+        pieces, n = ndimage.label(key == v)
+        units[pieces > 0] = pieces[pieces > 0] - 1 + len(parent)
+        parent += [v // 2] * n
+        side += [bool(v % 2)] * n
+    return units, np.asarray(parent, np.int64), np.asarray(side, bool)
 
 
 def estimate_foreground_box(labels: np.ndarray, border_share_max: float = 0.15) -> np.ndarray:
@@ -182,15 +208,17 @@ def describe_image(labels: np.ndarray, self_attn: np.ndarray, cross_attn: np.nda
     inside = box_mask((h, w), box_arr)
     inside_frac = np.bincount(labels.ravel(), weights=inside.ravel().astype(np.float64))[segment_ids] / pixels
     foreground = (inside_frac >= config.inside_box_min) & (border_share(labels, segment_ids) <= config.border_share_max)
-    if config.split_at_box and not estimated:
-        # A given box is trusted: each segment's pixels outside it form a background unit
-        # (id + offset), its pixels inside keep the id and the segment's foreground flag.
-        units = unit_map(labels, box_arr)
+    if (config.split_at_box and not estimated) or config.connected_units:
+        # Units: a given box is trusted (a segment's pixels outside it are a background unit)
+        # and scattered segments are cut into connected pieces; a unit inherits its segment's
+        # foreground flag.
+        units, parent, unit_inside = unit_map(labels, box_arr if config.split_at_box and not estimated else None,
+                                              config.connected_units)
         fg_of = dict(zip(segment_ids.tolist(), foreground.tolist()))
         labels = units
-        segment_ids = np.unique(labels)
-        pixels = np.bincount(labels.ravel())[segment_ids]
-        foreground = np.array([fg_of.get(int(u), False) for u in segment_ids], bool)
+        segment_ids = np.arange(len(parent))
+        pixels = np.bincount(labels.ravel(), minlength=len(parent))
+        foreground = np.array([fg_of[int(p)] for p in parent], bool) & unit_inside
 
     # 3. Mean key map per segment, binned on a G x G grid over the box (+ an outside bin).
     wq = area_weights(labels, segment_ids, res)                            # segment q
