@@ -274,7 +274,17 @@ def cosine_affinity(features: np.ndarray, power: float = 10.0) -> np.ndarray:
         G[i:i + block, i:i + block] = np.triu(diag) + np.triu(diag, 1).T
         G[i + block:, i:i + block] = G[i:i + block, i + block:].T
     W = np.clip(G, 0.0, 1.0, out=G)
-    W **= np.float32(power)
+    if float(power).is_integer() and power <= 64:  # repeated products: float32 pow is ~50x slower
+        base, W = W, None
+        p = int(power)
+        while p:
+            if p & 1:
+                W = base.copy() if W is None else np.multiply(W, base, out=W)
+            p >>= 1
+            if p:
+                base = np.multiply(base, base, out=base)
+    else:
+        W **= np.float32(power)
     return W
 
 
@@ -394,6 +404,17 @@ def _component_cut(W: np.ndarray, min_size: int):
     n = W.shape[0]
     if n < 2 * max(min_size, 1) or np.count_nonzero(W) == W.size:
         return None
+    seen = np.zeros(n, dtype=bool)  # breadth-first search from node 0 with dense row blocks
+    seen[0] = True
+    frontier = np.array([0])
+    while frontier.size:
+        reached = np.zeros(n, dtype=bool)
+        for start in range(0, frontier.size, 256):
+            reached |= (W[frontier[start:start + 256]] > 0).any(0)
+        frontier = np.flatnonzero(reached & ~seen)
+        seen[frontier] = True
+    if seen.all():
+        return None  # connected (the common case: no sparse graph needed)
     n_comp, comp = csgraph.connected_components(csr_matrix(W > 0), directed=False)
     if n_comp < 2:
         return None
