@@ -10,7 +10,7 @@ artifacts), over the fan-out alone (the batches' sub-flow, Dask cluster start an
 imports and model loading included), and per second of batch-task time (steady state, one
 worker), and the stored bytes per image.
 
-Usage: .venv/bin/python benchmarks/bench_extract_throughput.py [--images 24] [--batch-size 4]
+Usage: .venv/bin/python benchmarks/bench_extract_throughput.py [--images 24] [--batch-size 4] [--model DIR]
 (prints one JSON object; needs ~2-5 minutes on 2 cores)
 """
 
@@ -40,6 +40,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--images", type=int, default=24)
     parser.add_argument("--batch-size", type=int, default=4)
+    parser.add_argument("--model", default=None,
+                        help="diffusers folder (default: the embedded checkpoint if present, else a tiny random model)")
     parser.add_argument("--runners", default=",".join(RUNNERS), help="comma-separated subset of " + ",".join(RUNNERS))
     args = parser.parse_args()
 
@@ -51,7 +53,9 @@ def main() -> None:
     from flows.extract import extract_attention
 
     work = Path(tempfile.mkdtemp(prefix="bench-extract-"))
-    if (DEFAULT_MODEL / "model_index.json").exists():
+    if args.model:
+        model, model_name = Path(args.model), f"{args.model}"
+    elif (DEFAULT_MODEL / "model_index.json").exists():
         model, model_name = DEFAULT_MODEL, "embedded toy checkpoint"
     else:
         from diffparts.model.build import build_components, save_components
@@ -61,7 +65,10 @@ def main() -> None:
     from diffparts.model.extract import native_image_size
     from diffparts.model.load import load_pipeline
 
-    size = native_image_size(load_pipeline(model))
+    pipe = load_pipeline(model)
+    size = native_image_size(pipe)
+    arch = {"latent_side": int(pipe.unet.config.sample_size), "unet_parameters": int(sum(p.numel() for p in pipe.unet.parameters()))}
+    del pipe
     corpus = generate_birds(work / "birds", n=args.images, seed=7, config=SynthConfig(image_size=max(size, 32)))
 
     results = {}
@@ -91,6 +98,7 @@ def main() -> None:
         "benchmark": "extract_throughput",
         "model": model_name,
         "image_size": size,
+        **arch,
         "images": args.images,
         "batch_size": args.batch_size,
         "machine": f"{platform.machine()}, {os.cpu_count()} cpus, load avg {os.getloadavg()[0]:.1f}",

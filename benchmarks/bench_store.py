@@ -14,7 +14,7 @@ Figures: bytes per image on disk, write MB/s (float32 attention handed in per se
 bytes per second), read MB/s, the fraction of DiffSeg mask pixels unchanged by the round trip
 (raw label equality, and after matching labels one-to-one with the Hungarian method).
 
-Usage: .venv/bin/python benchmarks/bench_store.py [--images 4] [--size 64]   (prints one JSON object)
+Usage: .venv/bin/python benchmarks/bench_store.py [--images 4] [--size 64] [--model DIR]   (prints one JSON object)
 """
 
 from __future__ import annotations
@@ -33,6 +33,7 @@ from scipy.optimize import linear_sum_assignment
 
 from diffparts.segment.diffseg import DiffSeg
 from diffparts.segment.synthetic import realistic_attention
+from diffparts.segment.thresholds import choose_thresholds
 from diffparts.store import (
     PRECISIONS,
     build_manifest,
@@ -54,17 +55,18 @@ def matched_agreement(a: np.ndarray, b: np.ndarray) -> float:
     return float(overlap[rows, cols].sum() / a.size)
 
 
-def toy_attention(n: int) -> np.ndarray | None:
-    """(image, qy, qx, ky, kx) from the embedded checkpoint on synthetic birds, or None."""
+def toy_attention(n: int, model: str | None = None) -> np.ndarray | None:
+    """(image, qy, qx, ky, kx) from a checkpoint (default: the embedded one) on synthetic birds."""
     from diffparts.model.load import DEFAULT_MODEL
 
-    if not (DEFAULT_MODEL / "model_index.json").exists():
+    model = Path(model) if model else DEFAULT_MODEL
+    if not (model / "model_index.json").exists():
         return None
     from diffparts.corpus import SynthConfig, generate_birds, load_rgb, open_corpus
     from diffparts.model.extract import extract_attention, native_image_size
     from diffparts.model.load import load_pipeline
 
-    pipe = load_pipeline(DEFAULT_MODEL)
+    pipe = load_pipeline(model)
     size = native_image_size(pipe)
     with tempfile.TemporaryDirectory() as tmp:
         corpus = generate_birds(Path(tmp) / "birds", n=n, seed=123, config=SynthConfig(image_size=max(size, 32)))
@@ -72,7 +74,7 @@ def toy_attention(n: int) -> np.ndarray | None:
     return extract_attention(pipe, images).self_attn
 
 
-def bench_precision(attn: np.ndarray, precision: str, tmp: Path) -> dict:
+def bench_precision(attn: np.ndarray, precision: str, tmp: Path, thresholds: tuple[float, ...]) -> dict:
     n, r = attn.shape[0], attn.shape[1]
     store = tmp / f"{precision}.zarr"
     shutil.rmtree(store, ignore_errors=True)
@@ -102,8 +104,8 @@ def bench_precision(attn: np.ndarray, precision: str, tmp: Path) -> dict:
     # 3. DiffSeg masks before and after (DESIGN 5.2 defaults).
     raw, matched, segments = [], [], []
     for k in range(n):
-        before = DiffSeg().fit(attn[k]).labels_
-        after = DiffSeg().fit(back[k]).labels_
+        before = DiffSeg(kl_thresholds=thresholds).fit(attn[k]).labels_
+        after = DiffSeg(kl_thresholds=thresholds).fit(back[k]).labels_
         raw.append(float(np.mean(before == after)))
         matched.append(matched_agreement(before, after))
         segments.append(int(before.max() + 1))
@@ -129,14 +131,16 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--images", type=int, default=4, help="images per input set")
     parser.add_argument("--size", type=int, default=64, help="R of the synthetic attention")
+    parser.add_argument("--model", default=None, help="checkpoint folder for the real-attention input "
+                        "(default: data/models/diffparts-toy-birds if present)")
     args = parser.parse_args()
 
-    inputs = {
-        f"synthetic-{args.size}": np.stack(
+    inputs = {}
+    if args.size > 0:  # --size 0: the checkpoint's attention only
+        inputs[f"synthetic-{args.size}"] = np.stack(
             [realistic_attention(args.size, n_regions=6, seed=s)[0] for s in range(args.images)]
         )
-    }
-    toy = toy_attention(args.images)
+    toy = toy_attention(args.images, args.model)
     if toy is not None:
         inputs[f"toy-checkpoint-{toy.shape[1]}"] = toy
     out = {
@@ -147,12 +151,16 @@ def main() -> None:
     }
     with tempfile.TemporaryDirectory() as tmp:
         for name, attn in inputs.items():
+            # SD-like maps: DiffSeg's own thresholds; a small model's diffuse maps: the segment
+            # stage's data-driven rule (quantile 0.05 of anchor-query KL), else one segment.
+            thresholds = (1.1, 1.1, 1.1) if name.startswith("synthetic") else choose_thresholds(list(attn)).thresholds
             out["results"][name] = {
                 "shape_per_image": list(attn.shape[1:]),
-                **{p: bench_precision(attn, p, Path(tmp)) for p in PRECISIONS},
+                "diffseg_thresholds": [round(float(t), 5) for t in thresholds],
+                **{p: bench_precision(attn, p, Path(tmp), thresholds) for p in PRECISIONS},
             }
     if toy is None:
-        out["note"] = "data/models/diffparts-toy-birds not found: synthetic attention only"
+        out["note"] = "no checkpoint found: synthetic attention only"
     print(json.dumps(out))
 
 
