@@ -73,11 +73,14 @@ def test_cross_attention_pooled_per_token():
     seg = draw_object(8, (1, 1, 6, 6))
     cross = np.zeros((3, 8, 8), np.float32)
     cross[1] = (seg == 4)                          # token 1 lives on the body
-    d = describe_image(seg, _uniform_attn(8), cross, box=(1, 1, 6, 6), config=DescriptorConfig(cross_tokens=2))
-    names, _ = feature_layout(DescriptorConfig(cross_tokens=2), 3)
+    config = DescriptorConfig(cross_tokens=2, weight_cross=0.5)
+    d = describe_image(seg, _uniform_attn(8), cross, box=(1, 1, 6, 6), config=config)
+    names, _ = feature_layout(config, 3)
     col = names.index("cross_1")
     body, head = list(d.segment_ids).index(4), list(d.segment_ids).index(2)
     assert d.features[body, col] == pytest.approx(1.0) and d.features[head, col] == pytest.approx(0.0)
+    # weight 0 (default): no cross-attention features at all
+    assert not any(n.startswith("cross") for n in feature_layout(DescriptorConfig(), 3)[0])
 
 
 def test_split_at_box_makes_outside_pixels_background():

@@ -11,7 +11,9 @@ images; rows of one image are contiguous, images in store order)::
                                                      split_at_box and connected_units are off)
     parts/descriptors/foreground  (segment,) bool    False = background (category 0)
     parts/descriptors/pixels      (segment,) int64   segment area in segment-map pixels
-    parts/descriptors/category    (segment,) int32   part category: 0 background, 1..K
+    parts/descriptors/small       (segment,) bool    too small to cluster (category -1: its pixels
+                                                     take the nearest unit's category in labels)
+    parts/descriptors/category    (segment,) int32   part category: 0 background, 1..K, -1 small
     parts/descriptors/start       (image,) int64     first row of the image (-1 = not described)
     parts/descriptors/count       (image,) int32     number of rows of the image
     parts/box                     (image, 4) float32 object box x, y, w, h in segment-map pixels
@@ -129,7 +131,7 @@ def build_descriptors(root: zarr.Group, infos: Sequence[ImageInfo],
     if block < 1:
         raise ValueError(f"block must be >= 1, got {block}")
     n = image_count(root)
-    has_cross = "attention/cross" in root and config.cross_tokens > 0
+    has_cross = "attention/cross" in root and config.cross_tokens > 0 and config.weight_cross > 0
     n_tokens = int(root["attention/cross"].shape[1]) if has_cross else 0
     names, weights = feature_layout(config, n_tokens)
     n_feat = len(names)
@@ -146,7 +148,7 @@ def build_descriptors(root: zarr.Group, infos: Sequence[ImageInfo],
                                           "complete": False})
     columns = {name: desc.create_array(name, shape=(0,), dtype=dt, chunks=(block,), dimension_names=("segment",))
                for name, dt in (("image", "int64"), ("segment", "int32"), ("foreground", "bool"),
-                                ("pixels", "int64"))}
+                                ("pixels", "int64"), ("small", "bool"))}
     start = create_stage_array(desc, "start", (n,), "int64", ("image",), fill_value=-1)
     count = create_stage_array(desc, "count", (n,), "int32", ("image",), fill_value=0)
     boxes = create_stage_array(group, "box", (n, 4), "float32", ("image", "box"))
@@ -189,6 +191,7 @@ def build_descriptors(root: zarr.Group, infos: Sequence[ImageInfo],
         buf["segment"].append(d.segment_ids)
         buf["foreground"].append(d.foreground)
         buf["pixels"].append(d.pixels)
+        buf["small"].append(d.small)
         starts[info.index] = written
         counts[info.index] = m
         written += m
@@ -217,12 +220,15 @@ def cluster_parts(root: zarr.Group, config: ClusterConfig = ClusterConfig()) -> 
         del desc["category"]
     cat = desc.create_array("category", shape=(feats.shape[0],), dtype="int32",
                             chunks=(feats.chunks[0],), dimension_names=("segment",), fill_value=0)
-    est.fit(feats, include=desc["foreground"])
-    # Categories: 0 background, 1..K foreground clusters (by decreasing size).
+    include = _Clustered(desc["foreground"], desc["small"])
+    est.fit(feats, include=include)
+    # Categories: 0 background, 1..K foreground clusters (by decreasing size), -1 small units
+    # (filled from their neighbours when painting).
     bs = feats.chunks[0]
     for s in range(0, feats.shape[0], bs):
         lab = np.asarray(est.labels_[s:s + bs])
-        cat[s:s + bs] = np.where(lab >= 0, lab + 1, 0).astype(np.int32)
+        small = np.asarray(desc["small"][s:s + bs]) & np.asarray(desc["foreground"][s:s + bs])
+        cat[s:s + bs] = np.where(lab >= 0, lab + 1, np.where(small, -1, 0)).astype(np.int32)
     k = est.n_clusters_
     for name, value, dims in (("centers", est.cluster_centers_, ("part", "feature")),
                               ("mean", est.mean_, ("feature",)), ("scale", est.scale_, ("feature",))):
@@ -238,6 +244,27 @@ def cluster_parts(root: zarr.Group, config: ClusterConfig = ClusterConfig()) -> 
     })
     return {"k": k, "n_categories": k + 1, "segments": int(est.n_seen_),
             "k_scores": {int(a): b for a, b in sel.scores.items()}, "counts": est.counts_.tolist()}
+
+
+class _Clustered:
+    """Lazy (segment,) bool: foreground and not small, sliced block by block."""
+
+    def __init__(self, foreground, small):
+        self.foreground, self.small, self.shape = foreground, small, foreground.shape
+
+    def __getitem__(self, key):
+        return np.asarray(self.foreground[key], bool) & ~np.asarray(self.small[key], bool)
+
+
+def fill_unassigned(labels: np.ndarray) -> np.ndarray:
+    """Pixels < 0 take the value of the nearest pixel >= 0 (Euclidean; unchanged if none)."""
+    from scipy import ndimage
+
+    missing = labels < 0
+    if not missing.any() or missing.all():
+        return labels
+    _, (iy, ix) = ndimage.distance_transform_edt(missing, return_indices=True)
+    return labels[iy, ix]
 
 
 def paint_part_labels(root: zarr.Group, indices: Sequence[int] | None = None) -> dict:
@@ -265,7 +292,7 @@ def paint_part_labels(root: zarr.Group, indices: Sequence[int] | None = None) ->
             seg = unit_map(seg, boxes[i] if split and not estimated[i] else None, connected)[0]
         lut = np.zeros(int(max(seg.max(), seg_ids.max())) + 1, np.int16)
         lut[seg_ids] = cats
-        labels[i] = lut[seg]
+        labels[i] = fill_unassigned(lut[seg])
         mark_done(root, STAGE, i)
     return write_prevalence(root)
 
@@ -278,7 +305,7 @@ def write_prevalence(root: zarr.Group) -> dict:
     done = done_mask(root, STAGE)
     present = np.zeros((k1,), np.int64)
     img, cat = np.asarray(desc["image"][:]), np.asarray(desc["category"][:])
-    keep = done[img]
+    keep = done[img] & (cat >= 0)
     pairs = np.unique(img[keep].astype(np.int64) * k1 + cat[keep])
     present += np.bincount(pairs % k1, minlength=k1)
     prevalence = present / max(int(done.sum()), 1)

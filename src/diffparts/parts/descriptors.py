@@ -48,14 +48,17 @@ class DescriptorConfig:
     level: int = 0                   # hierarchy level described (0 = finest = part-sized segments)
     box_grid: int = 4                # key maps binned on a G x G grid over the object box (+1 outside)
     cross_tokens: int = 8            # first T tokens of pooled cross-attention kept; 0 = not used
-    weight_attn: float = 1.0         # group weight of the binned key map (what the segment attends to)
-    weight_cross: float = 0.5        # group weight of pooled cross-attention (weak with an empty prompt)
+    weight_attn: float = 0.5         # group weight of the binned key map (what the segment attends to)
+    weight_cross: float = 0.0        # pooled cross-attention: 0 = off; the default empty prompt's
+                                     # tokens name no parts (validation: it only added noise)
     weight_position: float = 1.0     # group weight of centroid/spread/extent in box units
     weight_size: float = 0.5         # group weight of log area fraction
     inside_box_min: float = 0.5      # fewer of the segment's pixels inside the box -> background
     mirror_invariant: bool = True    # fold x about the box centre: a part facing left = facing right
     split_at_box: bool = True        # with a corpus box, a segment's pixels outside it are background
     connected_units: bool = True     # describe each connected piece of a segment on its own
+    min_unit_fraction: float = 0.01  # foreground units smaller than this share of the box are not
+                                     # clustered; their pixels take the nearest unit's category
     border_share_max: float = 0.15   # more of the image border's pixels than this -> background
 
 
@@ -67,6 +70,7 @@ class ImageDescriptors:
     segment_ids: np.ndarray  # (segment,) int32, label value in the segment map
     foreground: np.ndarray   # (segment,) bool
     pixels: np.ndarray       # (segment,) int64, pixel count in the segment map
+    small: np.ndarray        # (segment,) bool, foreground but below min_unit_fraction of the box
     box: np.ndarray          # (4,) float32 x, y, width, height in segment-map pixels
     box_estimated: bool      # True when the box came from the foreground estimate
 
@@ -75,7 +79,7 @@ def feature_layout(config: DescriptorConfig, n_tokens: int) -> tuple[list[str], 
     """Feature names and per-feature weights for a store whose cross-attention has n_tokens."""
     g = config.box_grid
     gx = (g + 1) // 2 if config.mirror_invariant else g
-    t = min(config.cross_tokens, n_tokens)
+    t = min(config.cross_tokens, n_tokens) if config.weight_cross > 0 else 0
     groups = [
         ("attn", [f"attn_{i}_{j}" for i in range(g) for j in range(gx)] + ["attn_outside"], config.weight_attn),
         ("cross", [f"cross_{i}" for i in range(t)], config.weight_cross),
@@ -245,7 +249,7 @@ def describe_image(labels: np.ndarray, self_attn: np.ndarray, cross_attn: np.nda
 
     # 4. Pooled cross-attention over the first T tokens.
     parts = [attn_feat]
-    if cross_attn is not None and config.cross_tokens > 0:
+    if cross_attn is not None and config.cross_tokens > 0 and config.weight_cross > 0:
         t = min(config.cross_tokens, cross_attn.shape[0])
         if cross_attn.shape[1:] != (res, res):
             raise ValueError(f"cross_attn must be (token, {res}, {res}), got {cross_attn.shape}")
@@ -276,8 +280,9 @@ def describe_image(labels: np.ndarray, self_attn: np.ndarray, cross_attn: np.nda
     parts += [position, size]
 
     features = np.concatenate([p.astype(np.float32) for p in parts], axis=1)  # segment feature
+    small = foreground & (pixels < config.min_unit_fraction * bw * bh)
     return ImageDescriptors(features=features, segment_ids=segment_ids.astype(np.int32),
-                            foreground=foreground, pixels=pixels.astype(np.int64),
+                            foreground=foreground, pixels=pixels.astype(np.int64), small=small,
                             box=np.array([bx, by, bw, bh], np.float32), box_estimated=estimated)
 
 
