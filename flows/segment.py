@@ -121,7 +121,7 @@ def segment_dataset(
     method: str = "diffseg",
     thresholds: str | list[float] = "auto",
     rule: str = "quantile",
-    quantile: float = 0.05,
+    quantile: float = 0.2,
     level_thresholds: list[float] | None = None,
     rounds: int = 3,
     anchors_per_side: int = 16,

@@ -20,6 +20,10 @@ from diffparts.segment.thresholds import (
 from diffparts.segment.synthetic import make_region_attention
 
 
+def test_default_rule():
+    assert (ThresholdRule().rule, ThresholdRule().quantile) == ("quantile", 0.2)
+
+
 def test_presets_keep_reference_values():
     assert PRESETS["sd"] == (1.1, 1.1, 1.1)
     assert PRESETS["cityscapes"] == (0.9, 0.9, 0.9)
@@ -78,7 +82,7 @@ def test_fixed_reference_threshold_merges_diffuse_maps_but_the_rule_does_not():
 
 def test_choice_is_json_ready_and_levels_increase(four_regions):
     attn, _ = four_regions
-    choice = choose_thresholds([attn], ThresholdRule(quantile=0.05, rounds=2))
+    choice = choose_thresholds([attn], ThresholdRule(quantile=0.05, rounds=2, level_multipliers=(1, 2, 4, 7)))
     assert len(choice.thresholds) == 2 and choice.thresholds[0] == choice.thresholds[1]
     assert list(choice.level_thresholds) == sorted(choice.level_thresholds)
     assert choice.level_thresholds[0] == choice.thresholds[0]

@@ -39,11 +39,11 @@ def register(subparsers) -> None:
     dseg.add_argument("--rule", choices=("quantile", "otsu"), default="quantile",
                       help="rule of --thresholds auto: a quantile of anchor-to-query KL distances, or "
                            "Otsu's threshold of their logarithm")
-    dseg.add_argument("--quantile", type=float, default=0.05, help="quantile of the 'quantile' rule")
+    dseg.add_argument("--quantile", type=float, default=0.2, help="quantile of the 'quantile' rule")
     dseg.add_argument("--sample", type=int, default=16, help="images the auto rule looks at")
     dseg.add_argument("--levels", type=_floats, default=None,
                       help="thresholds of the hierarchy levels, finest first (default: auto: the quantiles "
-                           "F(t) x 1,2,4,7 of the KL distances; fixed t: t,2t,4t,8t)")
+                           "F(t) x 1,1.5,2.5,4 of the KL distances; fixed t: t,2t,4t,8t)")
     dseg.add_argument("--rounds", type=int, default=3, help="merge rounds (reference: 3)")
     dseg.add_argument("--anchors", type=int, default=16, help="anchors per side of the grid")
     ncut = parser.add_argument_group("NCut")
