@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import math
 
 import pytest
@@ -163,7 +164,7 @@ def test_half_precision_on_cpu(unet, dtype, tol):
     # torch 2.13 runs half-precision conv / baddbmm / softmax on CPU, so fp16 is tested directly.
     x = inputs(batch=1)
     low = [t.to(dtype) if t.is_floating_point() else t for t in x]
-    half = build_components(SDArchConfig(), seed=0).unet.eval().to(dtype)
+    half = copy.deepcopy(unet).to(dtype)
     with torch.no_grad():
         with AttentionCapture(unet) as full:
             forward(unet, *x)
