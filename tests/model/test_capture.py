@@ -126,6 +126,15 @@ def test_processors_restored_after_exit_and_after_a_failing_forward(unet):
     assert all(after[n] is before[n] for n in before)
 
 
+def test_a_second_capture_on_the_same_unet_is_refused(unet):
+    before = unet.attn_processors
+    with AttentionCapture(unet):
+        with pytest.raises(RuntimeError, match="already installed"):
+            with AttentionCapture(unet):
+                pass
+    assert all(unet.attn_processors[n] is p for n, p in before.items())
+
+
 def test_only_cross_attention(unet):
     x = inputs(batch=1)
     with torch.no_grad():

@@ -262,6 +262,9 @@ class AttentionCapture:
         if self._originals is not None:
             raise RuntimeError("AttentionCapture is already installed (nested use of one capture)")
         originals = dict(self.unet.attn_processors)
+        if any(isinstance(p, CaptureProcessor) for p in originals.values()):
+            # Two captures on one UNet (e.g. two threads sharing a pipeline) would mix their maps.
+            raise RuntimeError("another AttentionCapture is already installed on this UNet; use one at a time")
         processors = {}
         for name, original in originals.items():
             layer = name.rsplit(".", 2)[-2] if name.endswith(".processor") else ""
