@@ -119,3 +119,17 @@ def test_ncut_levels_are_nested(region_attention):
         reproduce_levels(model.level_labels_[0], transition_matrices(model.level_labels_)),
         model.level_labels_,
     )
+
+
+def test_segment_levels_dispatches_and_refuses_unknown_methods(region_attention):
+    from diffparts.segment.hierarchy import segment_levels
+
+    attn, labels = region_attention(sharpness=10.0, noise=0.0, locality=0.0, boundary_blur=0.0)
+    levels = segment_levels(attn, "diffseg", level_thresholds=[1.1, 1.1], rounds=2, out_size=(32, 32))
+    assert levels.shape == (2, 32, 32)
+    assert adjusted_rand_score(np.kron(labels, np.ones((2, 2), dtype=int)).ravel(), levels[0].ravel()) == 1.0
+    ncut_levels = segment_levels(attn, "ncut", out_size=(32, 32), ncut_params={"max_depth": 2, "random_state": 0})
+    assert ncut_levels.shape[1:] == (32, 32)
+    check_nested(ncut_levels)
+    with pytest.raises(ValueError, match="method"):
+        segment_levels(attn, "kmeans")
