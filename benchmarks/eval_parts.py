@@ -274,7 +274,12 @@ def main() -> None:
                                                                             args.seed, args.max_pairs)
         rows["box grid 3x3 (GT box)"] = box_grid(records, args.map_size, args.seed, args.max_pairs)
         rows["oracle: true part masks"] = oracle_parts(records, args.seed, args.max_pairs)
-    print(json.dumps({"benchmark": "eval_parts", "model": str(model), "n_images": len(records), "k": args.k,
+    training = {}
+    if (model / "training.json").is_file():
+        full = json.loads((model / "training.json").read_text())
+        training = {k: full.get(k) for k in ("final", "vae_steps", "unet_steps", "unet_val_loss")}
+    print(json.dumps({"benchmark": "eval_parts", "model": str(model), "training": training,
+                      "n_images": len(records), "k": args.k,
                       "level": args.level, "descriptor": args.descriptor, "map_size": args.map_size, "corpus_seed": args.corpus_seed,
                       "rows": rows, "seconds": round(time.perf_counter() - t0, 1)}, default=float))
 
