@@ -293,7 +293,9 @@ def main(argv=None) -> int:
 
         (model / "quality.json").write_text(json.dumps(out, indent=1) + "\n")
         record = json.loads((model / "training.json").read_text())
-        bench = "python benchmarks/bench_toy_quality.py " + " ".join(argv if argv is not None else sys.argv[1:])
+        bench = (f".venv/bin/python benchmarks/bench_toy_quality.py --model {model} --n-val {args.n_val} "
+                 f"--n-test {args.n_test} --seed {args.seed}"
+                 + (f" --grid {args.grid} --grid-n {args.grid_n}" if args.grid else "") + " --card")
         write_model_card(model, train_command(record), bench, args.card_notes)
     if tmp is not None:
         tmp.cleanup()
