@@ -81,3 +81,14 @@ def test_evaluate_known_answers():
     # One constant map: every keypoint gets the same label -> NMI 0 for that set
     out = evaluate_parts(lambda i: np.zeros((16, 16), int), kps, boxes, [(16, 16)] * 4, [1, 1, 2, 2])
     assert out["nmi"] == pytest.approx(0.0) and out["ari"] == pytest.approx(0.0)
+
+
+def test_within_box_ignores_the_parts():
+    src, tgt = _parts((2, 2, 8, 8)), _parts((6, 4, 8, 10))
+    pred, used = transfer_points(src, tgt, [[7.0, 7.0]], (4, 4, 16, 16), (12, 8, 16, 20), (32, 32), (32, 32),
+                                 within="box", flip=False)
+    # relative place in the object box: (7 - 4) / 16 -> 12 + 3 = 15; (7 - 4) / 16 * 20 + 8 = 11.75
+    np.testing.assert_allclose(pred[0], [15.0, 11.75])
+    assert used[0] == 0
+    with pytest.raises(ValueError, match="within"):
+        transfer_points(src, tgt, [[7.0, 7.0]], (4, 4, 16, 16), (12, 8, 16, 20), (32, 32), (32, 32), within="x")

@@ -88,7 +88,7 @@ def _snap(part_map: np.ndarray, category: int, x: float, y: float) -> tuple[floa
 def transfer_points(source_map: np.ndarray, target_map: np.ndarray, points: np.ndarray,
                     source_box, target_box, source_size: tuple[int, int],
                     target_size: tuple[int, int], flip: bool | None = None,
-                    snap: bool = True) -> tuple[np.ndarray, np.ndarray]:
+                    snap: bool = True, within: str = "part") -> tuple[np.ndarray, np.ndarray]:
     """Transfer points (point, 2) x, y from the source image to the target image.
 
     source_map/target_map: (y, x) part-category maps (0 = background). source_box/target_box:
@@ -99,6 +99,8 @@ def transfer_points(source_map: np.ndarray, target_map: np.ndarray, points: np.n
     """
     source_map, target_map = np.asarray(source_map), np.asarray(target_map)
     pts = np.asarray(points, np.float64).reshape(-1, 2)
+    if within not in ("part", "box"):
+        raise ValueError(f"within must be 'part' or 'box', got {within!r}")
     if source_map.ndim != 2 or target_map.ndim != 2:
         raise ValueError(f"part maps must be (y, x), got {source_map.shape} and {target_map.shape}")
     sh, sw = source_map.shape
@@ -125,7 +127,7 @@ def transfer_points(source_map: np.ndarray, target_map: np.ndarray, points: np.n
         mx, my = x * s_scale[0], y * s_scale[1]
         c = int(source_map[min(max(int(my), 0), sh - 1), min(max(int(mx), 0), sw - 1)])
         # 2./3. Relative position in the part's box, else in the object's box.
-        if c > 0 and c in t_parts:
+        if within == "part" and c > 0 and c in t_parts:
             src, dst = s_parts[c], t_parts[c]
             used[i] = c
         else:
@@ -145,7 +147,7 @@ def transfer_points(source_map: np.ndarray, target_map: np.ndarray, points: np.n
 def evaluate_parts(get_map: Callable[[int], np.ndarray], keypoints: Sequence[np.ndarray],
                    boxes: Sequence, sizes: Sequence[tuple[int, int]], class_ids: Sequence[int],
                    max_pairs: int | None = 2000, random_state: int = 0,
-                   flips: Sequence[bool] | None = None) -> dict:
+                   flips: Sequence[bool] | None = None, within: str = "part") -> dict:
     """NMI/ARI at visible keypoints and PCK@0.05/0.1 over same-class pairs.
 
     get_map(i) -> (y, x) part-category map of image i (0 = background); keypoints[i]
@@ -183,7 +185,7 @@ def evaluate_parts(get_map: Callable[[int], np.ndarray], keypoints: Sequence[np.
         kp_s = np.asarray(keypoints[s], np.float64)
         flip = bool(flips[s]) != bool(flips[t]) if flips is not None else None
         pred, used = transfer_points(cached(int(s)), cached(int(t)), kp_s[:, :2], boxes[s], boxes[t],
-                                     sizes[s], sizes[t], flip=flip)
+                                     sizes[s], sizes[t], flip=flip, within=within)
         pred[kp_s[:, 2] <= 0.5] = np.nan
         vis = kp_s[:, 2] > 0.5
         via_part += int((used[vis] > 0).sum())
