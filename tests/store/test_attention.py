@@ -127,6 +127,23 @@ def test_write_rejects_wrong_shape(tmp_path):
         write_attention(root, 0, np.zeros((R, R, R, R + 1)), np.zeros((T, R, R)))
 
 
+def test_write_refuses_nan_and_nothing_is_written(tmp_path):
+    root = make_store(tmp_path)
+    self_attn, cross = random_attention(np.random.default_rng(0))
+    self_attn[0, 1, 2, 0, 0] = np.nan
+    with pytest.raises(ValueError, match="NaN"):
+        write_attention(root, 1, self_attn[0], cross[0])
+    assert not np.any(root["attention/self"][1])
+
+
+def test_nan_key_map_stays_nan_on_read_so_the_reader_can_refuse_it():
+    maps = np.full((2, 2, 2), 0.25, dtype=np.float16)  # (q, ky, kx)
+    maps[1, 0, 0] = np.nan
+    out = dequantise_key_maps(maps, None)
+    assert np.allclose(out[0], 0.25) and np.isnan(out[1]).all()
+    assert not np.any(dequantise_key_maps(np.zeros((1, 2, 2), np.float16), None))  # zero maps stay 0
+
+
 def test_attention_arrays_refuse_other_resolution(tmp_path):
     root = make_store(tmp_path)
     with pytest.raises(ValueError, match="R=4"):

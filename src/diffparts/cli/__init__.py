@@ -9,7 +9,15 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
+
+# Commands that run a flow start Prefect's temporary server: no analytics (no network is
+# assumed), and time to start on a busy 2-core machine (the default 20 s is too short there).
+PREFECT_DEFAULTS = {
+    "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+    "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "180",
+}
 
 # Command modules, in the order their commands appear in --help. A module listed here that
 # does not exist yet is skipped, so stages can land one at a time.
@@ -37,6 +45,8 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    for key, value in PREFECT_DEFAULTS.items():
+        os.environ.setdefault(key, value)
     try:
         result = args.handler(args)
     except (ValueError, FileNotFoundError) as err:

@@ -47,7 +47,8 @@ def register(subparsers) -> None:
     dseg.add_argument("--rounds", type=int, default=3, help="merge rounds (reference: 3)")
     dseg.add_argument("--anchors", type=int, default=16, help="anchors per side of the grid")
     ncut = parser.add_argument_group("NCut")
-    ncut.add_argument("--tau", type=float, default=None, help="constant NCut stop value (NCutConfig.tau)")
+    ncut.add_argument("--tau", type=float, default=None,
+                      help="constant NCut stop value (NCutConfig.tau); implies --tau-mode constant")
     ncut.add_argument("--tau-mode", choices=("constant", "auto"), default=None, help="constant tau or the eigengap rule")
     ncut.add_argument("--walk-steps", type=int, default=None, help="k of the k-step random walk P^k")
     ncut.add_argument("--affinity", choices=("random_walk", "cosine"), default=None, help="NCut affinity")
@@ -67,7 +68,8 @@ def register(subparsers) -> None:
 def run_segment(args) -> int:
     from flows.segment import segment_dataset
 
-    ncut = {k: v for k, v in {"tau": args.tau, "tau_mode": args.tau_mode, "walk_steps": args.walk_steps,
+    tau_mode = args.tau_mode or ("constant" if args.tau is not None else None)
+    ncut = {k: v for k, v in {"tau": args.tau, "tau_mode": tau_mode, "walk_steps": args.walk_steps,
                               "affinity": args.affinity, "max_depth": args.max_depth}.items() if v is not None}
     result = segment_dataset(
         args.store, method=args.method, thresholds=args.thresholds, rule=args.rule, quantile=args.quantile,

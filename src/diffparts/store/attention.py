@@ -159,13 +159,14 @@ def dequantise_key_maps_log(q: np.ndarray, scale: np.ndarray) -> np.ndarray:
 def dequantise_key_maps(q: np.ndarray, scale: np.ndarray | None) -> np.ndarray:
     """float32 key maps from stored values, each renormalised to sum 1 over (ky, kx).
 
-    q: (..., ky, kx) uint8 with scale (...), or float16 with scale None. All-zero maps stay 0.
+    q: (..., ky, kx) uint8 with scale (...), or float16 with scale None. All-zero maps stay 0;
+    a map holding NaN stays NaN, so the stage reading it refuses it instead of seeing zeros.
     """
     attn = to_float32(q)
     if scale is not None:
         attn = attn * np.asarray(scale, dtype=np.float32)[..., None, None]
     total = attn.sum(axis=(-2, -1), keepdims=True)
-    return np.divide(attn, total, out=np.zeros_like(attn), where=total > 0)
+    return np.divide(attn, total, out=np.zeros_like(attn), where=(total > 0) | np.isnan(total))
 
 
 def write_attention(
@@ -178,6 +179,9 @@ def write_attention(
     """
     group = root[STAGE]
     self_arr, cross_arr = group["self"], group["cross"]
+    for name, values in (("self_attn", self_attn), ("cross_attn", cross_attn)):
+        if not np.isfinite(values).all():
+            raise ValueError(f"{name} of store index {index} holds NaN or inf; nothing was written")
     if tuple(self_attn.shape) != tuple(self_arr.shape[1:]):
         raise ValueError(f"self_attn shape {self_attn.shape} != stored {self_arr.shape[1:]}")
     if tuple(cross_attn.shape) != tuple(cross_arr.shape[1:]):
