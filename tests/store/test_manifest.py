@@ -31,6 +31,22 @@ def test_model_hash_follows_content_not_docs(tmp_path):
     assert model_hash(folder) != first and first.startswith("sha256:")
 
 
+def test_model_hash_of_a_diffusers_folder_ignores_card_samples_and_reports(tmp_path):
+    folder = tmp_path / "sd"
+    (folder / "unet").mkdir(parents=True)
+    (folder / "model_index.json").write_text("{}")
+    (folder / "unet" / "diffusion_pytorch_model.safetensors").write_bytes(b"w1")
+    first = model_hash(folder)
+    (folder / "samples.png").write_bytes(b"png")
+    (folder / "quality.json").write_text("{}")
+    assert model_hash(folder) == first  # beside the components: not the model
+    (folder / "unet" / "config.json").write_text("{}")
+    assert model_hash(folder) != first  # inside a component: the model
+    changed = model_hash(folder)
+    (folder / "model_index.json").write_text('{"unet": 1}')
+    assert model_hash(folder) != changed
+
+
 def test_model_hash_unknown_hub_id_offline(monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     with pytest.raises(ValueError, match="no-such/model"):

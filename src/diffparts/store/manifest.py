@@ -73,20 +73,25 @@ def model_hash(model: str | Path) -> str:
     """A hash of what a model computes: its weight and config files, not its path.
 
     A local folder (or file) hashes the content of every file except docs (``*.md``), with
-    their relative paths; a hub id resolves to its cached snapshot's commit (offline) or asks
-    the hub for the current commit. Raises ``ValueError`` naming the model if neither works.
+    their relative paths; in a diffusers folder (one with ``model_index.json``) only that file
+    and the component folders count, so a model card, sample pictures or evaluation JSON beside
+    them do not make a new model. A hub id resolves to its cached snapshot's commit (offline)
+    or asks the hub for the current commit. Raises ``ValueError`` naming the model if neither
+    works.
     """
     path = Path(model).expanduser()
     if path.is_file():
         return "sha256:" + file_sha256(path)
     if path.is_dir():
         h = hashlib.sha256()
+        diffusers_layout = (path / "model_index.json").is_file()
         files = sorted(
             p
             for p in path.rglob("*")
             if p.is_file()
             and not p.name.endswith(_UNHASHED_SUFFIXES)
             and not any(part.startswith(".") for part in p.relative_to(path).parts)
+            and (not diffusers_layout or p.parent != path or p.name == "model_index.json")
         )
         if not files:
             raise ValueError(f"model folder {path} is empty")
