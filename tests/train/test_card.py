@@ -25,7 +25,7 @@ TRAINING = {
 
 def _method(miou):
     return {"miou": miou, "pixel_accuracy": 0.5, "segments_per_image": 9.0, "threshold": 0.01, "quantile": 0.05,
-            "test_miou_at_default_quantile_0.05": miou, "kmeans_on_attention_true_k": {"miou": miou},
+            "test_miou_at_quantile_0.05": miou, "kmeans_on_attention_true_k": {"miou": miou},
             "attention_row_entropy_of_max": 0.9}
 
 
