@@ -1,4 +1,5 @@
-"""Tests of diffparts.metrics against small cases worked out by hand (see the comments)."""
+"""Tests of diffparts.metrics.segmentation (Segmentation: per-image and dataset-level Hungarian matching) against small cases worked out by hand
+(see the comments)."""
 
 from __future__ import annotations
 
@@ -6,21 +7,9 @@ import numpy as np
 import pytest
 
 from diffparts.metrics import (
-    CoveringScores,
-    KeypointPartScores,
-    PCKScores,
     SegmentationScores,
-    cluster_agreement,
-    keypoint_nmi_ari,
-    keypoint_part_labels,
     match_segments,
-    nf_covering,
-    nf_covering_scores,
-    normalized_keypoint_distances,
-    pck_scores,
-    region_best_iou,
     relabel_to_classes,
-    same_class_pairs,
     segment_confusion,
     segmentation_scores,
 )
@@ -29,10 +18,6 @@ from diffparts.metrics import (
 def row(*values) -> np.ndarray:
     """A (1, x) label map: the hand cases are easiest to read as one row of pixels."""
     return np.array([values], dtype=np.int64)
-
-
-# ---------------------------------------------------------------------------------------------
-# Segmentation, per-image Hungarian
 
 
 def test_perfect_prediction_scores_one():
@@ -206,181 +191,3 @@ def test_segmentation_result_as_dict_is_json_ready():
     d = json.loads(json.dumps(res.as_dict()))
     assert d["iou"] == [1.0, None]  # class 1 never seen: undefined, left out of the mean
     assert d["miou"] == 1.0
-
-
-# ---------------------------------------------------------------------------------------------
-# NFCovering
-
-
-GT_COVER = np.array([[0, 0, 1, 1], [0, 0, 2, 2]])  # background 4 px, region 1: 2 px, region 2: 2 px
-LEVELS_COVER = np.array(
-    [
-        [[0, 0, 1, 1], [0, 0, 1, 2]],  # level 0 (fine): s1 = 3 px, s2 = 1 px
-        [[0, 0, 1, 1], [0, 0, 1, 1]],  # level 1 (coarse): s1 = 4 px
-    ]
-)
-
-
-def test_nf_covering_by_hand():
-    # Region 1 (2 px): level 0 s1: inter 2, union 3 -> 2/3; level 1 s1: 2/4. Best 2/3.
-    # Region 2 (2 px): level 0 s1: 1/4, s2: 1/2; level 1 s1: 2/4. Best 1/2.
-    # Background not scored: NFCovering = (2/3 + 1/2) / 2 = 7/12.
-    ids, best = region_best_iou(LEVELS_COVER, GT_COVER)
-    np.testing.assert_array_equal(ids, [1, 2])
-    np.testing.assert_allclose(best, [2 / 3, 1 / 2])
-    assert nf_covering(LEVELS_COVER, GT_COVER) == pytest.approx(7 / 12)
-    # Scoring background too: its best IoU is 1 (s0 equals it): (1 + 2/3 + 1/2) / 3 = 13/18.
-    assert nf_covering(LEVELS_COVER, GT_COVER, background_index=None) == pytest.approx(13 / 18)
-    # A single level is a hierarchy of one: level 1 alone gives (1/2 + 1/2) / 2.
-    assert nf_covering(LEVELS_COVER[1], GT_COVER) == pytest.approx(0.5)
-
-
-def test_nf_covering_means_over_regions_then_images():
-    # Image 1: 7/12 (2 regions); image 2: perfect, 1 region -> 1.0; image 3: no foreground,
-    # skipped. Mean over images (19/24), not over the 3 regions pooled ((2/3+1/2+1)/3).
-    scores = CoveringScores()
-    scores.update(LEVELS_COVER, GT_COVER)
-    scores.update(np.array([[0, 5]]), np.array([[0, 3]]))
-    scores.update(np.array([[0, 1]]), np.array([[0, 0]]))
-    res = scores.result()
-    assert res.covering == pytest.approx(19 / 24)
-    assert (res.n_images, res.n_regions, res.n_skipped) == (2, 3, 1)
-    res2 = nf_covering_scores([LEVELS_COVER, np.array([[0, 5]])], [GT_COVER, np.array([[0, 3]])])
-    assert res2.covering == pytest.approx(19 / 24)
-
-
-def test_nf_covering_ignores_unlabelled_pixels():
-    # gt 1 1 255, one predicted region over all 3 pixels: over labelled pixels it is exact.
-    assert nf_covering(row(0, 0, 0), row(1, 1, 255)) == 1.0
-    with pytest.raises(ValueError, match=r"\(1, 3\).*\(1, 2\)"):
-        nf_covering(row(0, 0, 0), row(1, 1))
-
-
-# ---------------------------------------------------------------------------------------------
-# NMI / ARI at visible keypoints
-
-
-def test_keypoint_part_labels_reads_the_map_with_scaling():
-    part_map = np.array([[0, 1], [2, 3]])  # 2 x 2 map for a 100 x 100 image
-    kp = np.array(
-        [
-            [75.0, 10.0, 1.0],  # col floor(75*2/100)=1, row 0 -> 1
-            [10.0, 60.0, 1.0],  # col 0, row 1 -> 2
-            [50.0, 50.0, 0.0],  # invisible: dropped
-            [100.0, 100.0, 1.0],  # on the far border: clipped to (1, 1) -> 3
-        ]
-    )
-    ids, labels = keypoint_part_labels(part_map, kp, image_shape=(100, 100))
-    np.testing.assert_array_equal(ids, [0, 1, 3])
-    np.testing.assert_array_equal(labels, [1, 2, 3])
-    with pytest.raises(ValueError, match="outside"):
-        keypoint_part_labels(part_map, np.array([[101.0, 0.0, 1.0]]), image_shape=(100, 100))
-
-
-def test_nmi_ari_perfect_with_renamed_parts():
-    # Keypoint k always falls on part label 10 + k (names differ, partition equal): 1 and 1.
-    maps = [np.array([[10, 11, 12]]), np.array([[12, 11, 10]])]
-    kps = [
-        np.array([[0.5, 0.5, 1], [1.5, 0.5, 1], [2.5, 0.5, 1]]),
-        np.array([[2.5, 0.5, 1], [1.5, 0.5, 1], [0.5, 0.5, 1]]),
-    ]
-    res = keypoint_nmi_ari(maps, kps)
-    assert res.nmi == pytest.approx(1.0)
-    assert res.ari == pytest.approx(1.0)
-    assert (res.n_keypoints, res.n_images) == (6, 2)
-
-
-def test_nmi_ari_independent():
-    # Image A: keypoint 0 on part 0, keypoint 1 on part 1; image B: the other way round.
-    # Pooled identity [0,1,0,1], labels [0,1,1,0]: every contingency cell is 1 -> MI = 0, NMI 0.
-    # ARI: sum C(n_ij,2) = 0; rows sum C(2,2)*2 = 2; cols 2; C(4,2) = 6; expected 2*2/6 = 2/3;
-    # max (2+2)/2 = 2; ARI = (0 - 2/3) / (2 - 2/3) = -0.5.
-    scores = KeypointPartScores()
-    part_map = np.array([[0, 1]])
-    scores.update(part_map, np.array([[0.5, 0.5, 1], [1.5, 0.5, 1]]))
-    scores.update(part_map, np.array([[1.5, 0.5, 1], [0.5, 0.5, 1]]))
-    res = scores.result()
-    assert res.nmi == pytest.approx(0.0, abs=1e-12)
-    assert res.ari == pytest.approx(-0.5)
-
-
-def test_nmi_ari_partial_by_hand():
-    # identity [0,0,1,1], labels [0,0,0,1].
-    # ARI: cells C(2,2)+0+0 = 1; rows 1+1 = 2; cols C(3,2)+0 = 3; expected 2*3/6 = 1;
-    # max (2+3)/2 = 2.5 -> ARI = (1-1)/(2.5-1) = 0.
-    # NMI: H(id) = ln 2 = 0.693147; H(lab) = -(.75 ln .75 + .25 ln .25) = 0.562335;
-    # MI = .5 ln(4/3) + .25 ln(2/3) + .25 ln 2 = 0.215762; NMI = MI / mean(H) = 0.34372.
-    nmi, ari = cluster_agreement([0, 0, 1, 1], [0, 0, 0, 1])
-    assert ari == pytest.approx(0.0, abs=1e-12)
-    assert nmi == pytest.approx(0.34372, abs=1e-4)
-
-
-# ---------------------------------------------------------------------------------------------
-# PCK
-
-
-def test_pck_threshold_boundary_and_target_box():
-    # Target box (x, y, w, h) = (0, 0, 100, 40): normaliser max(w, h) = 100 (of the TARGET).
-    # alpha 0.1 -> 10 px, alpha 0.05 -> 5 px, both inclusive.
-    target = np.array(
-        [[50, 50, 1], [20, 20, 1], [0, 0, 1], [5, 5, 1], [7, 7, 0], [30, 30, 1]], float
-    )
-    source = np.array(
-        [[1, 1, 1], [1, 1, 1], [1, 1, 1], [1, 1, 0], [1, 1, 1], [1, 1, 1]], float
-    )
-    predicted = np.array(
-        [
-            [56, 58],  # dist 10 (6-8-10): exactly at 0.1 -> correct; wrong at 0.05
-            [20, 30.5],  # dist 10.5 -> wrong at both
-            [3, 4],  # dist 5: exactly at 0.05 -> correct at both
-            [5, 5],  # invisible in source -> not counted
-            [7, 7],  # invisible in target -> not counted
-            [np.nan, np.nan],  # no prediction -> counted, wrong
-        ]
-    )
-    ids, dist = normalized_keypoint_distances(predicted, source, target, (0, 0, 100, 40))
-    np.testing.assert_array_equal(ids, [0, 1, 2, 5])
-    np.testing.assert_allclose(dist, [0.1, 0.105, 0.05, np.inf])
-    scores = PCKScores(alphas=(0.05, 0.1))
-    scores.update(predicted, source, target, (0, 0, 100, 40))
-    res = scores.result()
-    assert res.pck[0.1] == pytest.approx(2 / 4)
-    assert res.pck[0.05] == pytest.approx(1 / 4)
-    assert res.n_keypoints == 4
-    # Had the normaliser been the height (40), keypoint 0 (10 px) would fail at 0.1 (4 px).
-
-
-def test_pck_pools_keypoints_and_reports_per_pair_mean():
-    # Pair 1: keypoints 0, 1 visible; one correct at 0.1 -> 1/2. Pair 2: one keypoint, correct.
-    # Tall target box (w 20, h 50): normaliser 50, 0.1 -> 5 px.
-    # Pooled: 2/3; mean over pairs: (1/2 + 1) / 2 = 3/4.
-    kp = np.array([[10, 10, 1], [40, 40, 1]], float)
-    res = pck_scores(
-        predicted=[np.array([[10, 15], [40, 46]], float), np.array([[13, 14], [0, 0]], float)],
-        source_keypoints=[kp, np.array([[10, 10, 1], [40, 40, 0]], float)],
-        target_keypoints=[kp, kp],
-        target_bboxes=[(10, 10, 20, 50), (10, 10, 20, 50)],
-        alphas=(0.1,),
-    )
-    # pair 1: dists 5 (correct, boundary) and 6 (wrong); pair 2: dist 5 (3-4-5, correct).
-    assert res.pck[0.1] == pytest.approx(2 / 3)
-    assert res.pck_per_pair[0.1] == pytest.approx(3 / 4)
-    assert (res.n_pairs, res.n_keypoints) == (2, 3)
-
-
-def test_pck_bad_inputs():
-    kp = np.zeros((2, 3))
-    with pytest.raises(ValueError, match=r"\(3, 2\)"):
-        normalized_keypoint_distances(np.zeros((3, 2)), kp, kp, (0, 0, 1, 1))
-    with pytest.raises(ValueError, match="positive"):
-        normalized_keypoint_distances(np.zeros((2, 2)), kp, kp, (0, 0, 0, 0))
-
-
-def test_same_class_pairs():
-    pairs = same_class_pairs([3, 5, 3, 3])
-    np.testing.assert_array_equal(pairs, [[0, 2], [0, 3], [2, 0], [2, 3], [3, 0], [3, 2]])
-    some = same_class_pairs([3, 5, 3, 3], max_pairs=2, random_state=1)
-    assert some.shape == (2, 2)
-    assert {tuple(p) for p in some} <= {tuple(p) for p in pairs}
-    np.testing.assert_array_equal(some, same_class_pairs([3, 5, 3, 3], max_pairs=2, random_state=1))
-    assert same_class_pairs([1, 2]).shape == (0, 2)
