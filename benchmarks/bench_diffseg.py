@@ -125,8 +125,11 @@ def compare_thresholds(store: str | None, corpus: str, max_images: int, sample: 
     covering = {name: [] for name, _, _ in settings}
     segments = {name: [] for name, _, _ in settings}
     seconds = {name: 0.0 for name, _, _ in settings}
+    entropy = []  # mean key-map entropy per image, nats (uniform maps: log of the key count)
     for r in rows:
         attn = read(root, r["index"])
+        maps = attn.reshape(-1, attn.shape[-2] * attn.shape[-1])  # q k
+        entropy.append(float(-(maps * np.log(np.maximum(maps, 1e-12))).sum(-1).mean()))
         gt = load_mask(records[r["name"]].part_mask_path).astype(np.int64)
         for name, kind, params in settings:
             t0 = time.perf_counter()
@@ -159,7 +162,10 @@ def compare_thresholds(store: str | None, corpus: str, max_images: int, sample: 
     return {"benchmark": "diffseg_threshold_comparison", "store": store, "corpus": corpus,
             "model": model, "resolution": int(res),
             "images": len(rows), "sample": min(sample, len(rows)), "classes": n_classes,
-            "choose_seconds": round(choose_s, 2), "results": results}
+            "choose_seconds": round(choose_s, 2),
+            "attention_row_entropy_nats": round(float(np.mean(entropy)), 3),
+            "uniform_row_entropy_nats": round(float(np.log(maps.shape[-1])), 3),
+            "results": results}
 
 
 def main() -> None:

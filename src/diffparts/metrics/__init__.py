@@ -2,33 +2,17 @@
 
 Arrays in, numbers out; numpy and scipy only (scikit-learn for NMI/ARI, imported lazily).
 Every measure comes twice: a streaming accumulator with ``update(...)`` / ``result()`` that a
-pipeline feeds one image (or pair) at a time, and a plain function over whole lists.
+pipeline feeds one image (or pair) at a time, and a plain function over whole lists. Each
+module's docstring states its protocol:
 
-Segmentation (the DiffSeg / DiffCut protocol)
-    Per image, the confusion matrix ``(class, segment)`` between ground-truth classes and
-    predicted segments is matched one-to-one with the Hungarian algorithm (scipy's
-    ``linear_sum_assignment``, maximising overlap). Each class takes TP = overlap with its
-    segment, FN = its other pixels, FP = the other pixels of its segment; TP/FP/FN are summed
-    over the dataset. Pixel accuracy = sum TP / labelled pixels, so the pixels of unmatched
-    segments count as wrong; mIoU = mean over classes of TP / (TP + FP + FN). As in the
-    reference code, every one of the ``n_classes`` rows is matched, including classes absent
-    from the image: an extra segment may then be matched to an absent class and count as its FP
-    (``match_absent_classes=False`` matches only the classes present).
-    ``matching="dataset"`` is the stricter variant: one matching for the whole dataset over the
-    confusion matrix summed across images, so predicted labels must mean the same everywhere.
-NFCovering (HSG, Ke et al. 2022)
-    NFCovering(S' -> S_fg) = 1/|S_fg| sum_{R in S_fg} max_{R' in S'} IoU(R, R'), where S' holds
-    every predicted region of every level, averaged over images.
-Parts (SCOPS / PDiscoNet)
-    NMI and ARI between keypoint identity and the predicted part label at each visible keypoint,
-    pooled over a set.
-Correspondence (Hedlin et al., CUB)
-    PCK@alpha: a transferred keypoint is correct when its distance to the target keypoint is at
-    most alpha * max(width, height) of the target's bounding box, over keypoints visible in both.
+- ``segmentation``: per-image (or dataset-level) Hungarian-matched pixel accuracy and mIoU,
+  TP/FP/FN summed over the dataset (the DiffSeg / DiffCut protocol);
+- ``covering``: NFCovering of a hierarchy of predictions (HSG, Ke et al. 2022);
+- ``keypoints``: NMI and ARI between keypoint identity and predicted part (SCOPS / PDiscoNet);
+- ``correspondence``: PCK@alpha on same-class pairs, target-box normaliser (Hedlin et al.);
+- ``_checks``: the input checks they share.
 
-Modules: ``segmentation`` (Hungarian-matched pixel accuracy / mIoU), ``covering``
-(NFCovering), ``keypoints`` (NMI/ARI at keypoints), ``correspondence`` (PCK); ``_checks`` holds
-the input checks they share. Every public name is re-exported here.
+Every public name is re-exported here.
 """
 
 from diffparts.metrics._checks import IGNORE_INDEX
