@@ -214,6 +214,8 @@ def main(argv=None) -> int:
     parser.add_argument("--data", type=Path, default=None, help="existing synthetic corpus (first n-val images validate)")
     parser.add_argument("--grid", type=Path, default=None, help="write the real-vs-generated sample grid here")
     parser.add_argument("--grid-n", type=int, default=8, help="birds in the sample grid")
+    parser.add_argument("--guidance", type=float, default=4.0, help="classifier-free guidance scale of the grid's samples")
+    parser.add_argument("--grid-steps", type=int, default=30, help="DDIM steps of the grid's samples")
     parser.add_argument("--card", action="store_true",
                         help="also write quality.json and the model card README.md into the model folder "
                              "(needs the folder's training.json)")
@@ -282,21 +284,24 @@ def main(argv=None) -> int:
     if args.grid is not None:
         t = time.perf_counter()
         k = min(args.grid_n, args.n_test)
-        sample_grid(pipe, images[test][:k], captions[test][:k], args.grid, seed=args.seed)
-        out["grid"] = {"path": str(args.grid), "captions": captions[test][:k], "sampler": "DDIM 30 steps, guidance 4"}
+        sample_grid(pipe, images[test][:k], captions[test][:k], args.grid, seed=args.seed,
+                    steps=args.grid_steps, guidance=args.guidance)
+        out["grid"] = {"path": str(args.grid), "captions": captions[test][:k],
+                       "sampler": f"DDIM {args.grid_steps} steps, guidance {args.guidance:g}"}
         timings["grid_s"] = round(time.perf_counter() - t, 1)
     timings["total_s"] = round(time.perf_counter() - t0, 1)
     out["timings"] = timings
     print(json.dumps(out, indent=1))
     if args.card:
-        from diffparts.train.card import train_command, write_model_card
+        from diffparts.train.card import train_commands, write_model_card
 
         (model / "quality.json").write_text(json.dumps(out, indent=1) + "\n")
         record = json.loads((model / "training.json").read_text())
         bench = (f".venv/bin/python benchmarks/bench_toy_quality.py --model {model} --n-val {args.n_val} "
                  f"--n-test {args.n_test} --seed {args.seed}"
-                 + (f" --grid {args.grid} --grid-n {args.grid_n}" if args.grid else "") + " --card")
-        write_model_card(model, train_command(record), bench, args.card_notes)
+                 + (f" --grid {args.grid} --grid-n {args.grid_n} --guidance {args.guidance:g} "
+                    f"--grid-steps {args.grid_steps}" if args.grid else "") + " --card")
+        write_model_card(model, train_commands(record), bench, args.card_notes)
     if tmp is not None:
         tmp.cleanup()
     return 0

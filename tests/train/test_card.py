@@ -51,3 +51,28 @@ def test_card_states_architecture_training_and_all_four_scores(tmp_path):
     text = path.read_text()
     for figure in ("0.410", "0.200", "0.300", "0.350", "+0.210", "CMD-BENCH", "a note"):
         assert figure in text, figure
+
+
+def test_card_of_a_continued_run_states_both_stages_and_their_commands(tmp_path):
+    from diffparts.train.card import stages, train_commands
+
+    stage2 = {**TRAINING, "vae_steps": 0, "unet_steps": 7000, "unet_seconds": 3600.0, "vae_seconds": 12.0,
+              "unet_val_loss": 0.11,
+              "config": {**TRAINING["config"], "unet_batch_size": 32, "unet_lr": 4e-4, "ema_decay": 0.999,
+                         "snr_gamma": 5.0, "threads": 2, "budget_s": 3840.0, "init_from": "somewhere"},
+              "previous": TRAINING}
+    assert [s["unet_steps"] for s in stages(stage2)] == [1500, 7000]
+    first, second = train_commands(stage2).splitlines()
+    assert "--out work/toy-stage1" in first and "--init-from" not in first
+    assert "--init-from work/toy-stage1" in second and "--out data/models/diffparts-toy-birds" in second
+    for flag in ("--unet-batch-size 32", "--unet-lr 0.0004", "--ema-decay 0.999", "--snr-gamma 5", "--threads 2"):
+        assert flag in second and flag not in first, flag
+    assert "--vae-fraction" not in second  # no VAE phase when continuing
+    (tmp_path / "training.json").write_text(json.dumps(stage2))
+    text = model_card(tmp_path, train_commands(stage2), "CMD-BENCH")
+    assert "Stage 1, UNet + text encoder from scratch: 1500 steps at batch 16" in text
+    assert "Stage 2, UNet + text encoder continued from stage 1: 7000 steps at batch 32" in text
+    assert "Min-SNR-5" in text and "VAE 900 steps" not in text  # the VAE line counts steps as "900 steps at batch"
+    assert "stage 1: `--vae-steps 900 --unet-steps 1500`; stage 2: `--unet-steps 7000`" in text
+    # 900 + 4000 s (stage 1) + 12 + 3600 s (stage 2: loading, no VAE phase) = 142 min
+    assert "142 min in all" in text

@@ -7,6 +7,7 @@ import json
 
 import numpy as np
 import pytest
+import torch
 
 from diffparts.train.toy import QUICK_CONFIG, ToyTrainConfig, quick_config, train_toy
 
@@ -97,3 +98,60 @@ def test_committed_checkpoint_loads_and_captures_attention():
     assert result.self_attn.shape == (1, side, side, side, side)
     np.testing.assert_allclose(result.self_attn.sum(axis=(-2, -1)), 1.0, atol=1e-4)
     assert result.cross_attn.shape == (1, pipe.tokenizer.model_max_length, side, side)
+
+
+def test_saved_tokenizer_folder_has_vocab_files_that_load_alike(quick_run):
+    import shutil
+
+    from transformers import CLIPTokenizer
+
+    folder = quick_run.path / "tokenizer"
+    assert (folder / "vocab.json").is_file() and (folder / "merges.txt").is_file()
+    classic = folder.parent / "tokenizer-classic"
+    shutil.copytree(folder, classic)
+    (classic / "tokenizer.json").unlink()  # only vocab.json + merges.txt (+ config) left
+    fast, slow = CLIPTokenizer.from_pretrained(folder), CLIPTokenizer.from_pretrained(classic)
+    for caption in ("a red bird with a yellow crown on a branch", "", "grey wing"):
+        assert fast(caption).input_ids == slow(caption).input_ids
+    assert len(slow) == len(fast) > 256
+
+
+def test_min_snr_weights_cap_clean_timesteps_only():
+    from diffusers import DDPMScheduler
+
+    from diffparts.train.toy import min_snr_weights
+
+    sched = DDPMScheduler(beta_schedule="scaled_linear", beta_start=0.00085, beta_end=0.012)
+    t = torch.tensor([0, 50, 300, 999])
+    w = min_snr_weights(sched, t, gamma=5.0)
+    alpha_bar = sched.alphas_cumprod[t].double()
+    snr = alpha_bar / (1 - alpha_bar)
+    assert torch.all(w[snr <= 5] == 1.0)  # noisy timesteps keep the plain loss
+    np.testing.assert_allclose(w[snr > 5].numpy(), (5.0 / snr[snr > 5]).numpy(), rtol=1e-6)
+    assert w[0] < 0.01 and w[0] < w[1] < w[2]
+
+
+def test_continuing_a_run_keeps_vae_and_tokenizer_and_records_lineage(birds, quick_run, tmp_path):
+    from diffparts.model.load import load_pipeline
+
+    cont = train_toy(birds, tmp_path / "cont", quick_config(init_from=str(quick_run.path), snr_gamma=5.0),
+                     log=lambda msg: None)
+    assert cont.vae_steps == 0 and cont.unet_steps == QUICK_CONFIG.unet_steps
+    assert cont.previous["unet_steps"] == quick_run.unet_steps and cont.scaling_factor == pytest.approx(quick_run.scaling_factor)
+    before, after = load_pipeline(quick_run.path), load_pipeline(cont.path)
+    for a, b in zip(before.vae.parameters(), after.vae.parameters()):
+        assert torch.equal(a, b)  # the VAE is kept
+    changed = any(not torch.equal(a, b) for a, b in zip(before.unet.parameters(), after.unet.parameters()))
+    assert changed  # the UNet trained on
+    assert before.tokenizer("a red bird").input_ids == after.tokenizer("a red bird").input_ids
+    record = json.loads((cont.path / "training.json").read_text())
+    assert record["previous"]["config"]["init_from"] is None and record["config"]["snr_gamma"] == 5.0
+
+
+def test_continuing_refuses_another_seed_or_the_same_folder(birds, quick_run, tmp_path):
+    with pytest.raises(ValueError, match="seed"):
+        train_toy(birds, tmp_path / "x", quick_config(init_from=str(quick_run.path), seed=5), log=lambda m: None)
+    with pytest.raises(ValueError, match="init_from folder"):
+        train_toy(birds, quick_run.path, quick_config(init_from=str(quick_run.path)), log=lambda m: None)
+    with pytest.raises(ValueError, match="training.json"):
+        train_toy(birds, tmp_path / "y", quick_config(init_from=str(tmp_path)), log=lambda m: None)

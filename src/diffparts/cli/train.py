@@ -35,6 +35,14 @@ def register(subparsers) -> None:
     parser.add_argument("--threads", type=int, default=2, help="torch CPU threads")
     parser.add_argument("--checkpoint-minutes", type=float, default=None,
                         help="write the folder this often during UNet training")
+    parser.add_argument("--init-from", default=None,
+                        help="continue from a folder train-toy saved: keep its VAE and tokenizer "
+                             "(no VAE phase), train its UNet and text encoder further; same --seed")
+    parser.add_argument("--unet-batch-size", type=int, default=None, help="latents per UNet step")
+    parser.add_argument("--unet-lr", type=float, default=None, help="UNet + text-encoder learning rate")
+    parser.add_argument("--ema-decay", type=float, default=None, help="EMA decay of the saved weights")
+    parser.add_argument("--snr-gamma", type=float, default=None,
+                        help="Min-SNR loss weighting min(SNR, gamma)/SNR (e.g. 5); default: plain MSE")
     parser.add_argument("--quick", action="store_true",
                         help="seconds-long smoke setting: 32 px tiny model, 3 + 3 steps (for tests)")
     parser.set_defaults(handler=run_train_toy)
@@ -61,6 +69,9 @@ def run_train_toy(args) -> int:
         overrides["vae_budget_fraction"] = args.vae_fraction
     if args.checkpoint_minutes is not None:
         overrides["checkpoint_every_s"] = 60.0 * args.checkpoint_minutes
+    for name in ("init_from", "unet_batch_size", "unet_lr", "ema_decay", "snr_gamma"):
+        if getattr(args, name) is not None:
+            overrides[name] = getattr(args, name)
     config = replace(config, **overrides)
     if args.n_images <= config.n_val:
         raise ValueError(f"--n-images {args.n_images} must exceed the {config.n_val} held-out images")

@@ -236,7 +236,14 @@ def build_components(
 
 
 def save_components(components: SDComponents, path: str | Path) -> Path:
-    """Save as a diffusers Stable Diffusion folder, safetensors only."""
+    """Save as a diffusers Stable Diffusion folder, safetensors only.
+
+    Besides the ``tokenizer.json`` transformers writes, ``tokenizer/`` gets the BPE's
+    ``vocab.json`` and ``merges.txt`` (CLIP's classic files), from which the tokenizer loads alike.
+    """
     path = Path(path)
     components.pipeline().save_pretrained(path, safe_serialization=True)
+    backend = getattr(components.tokenizer, "backend_tokenizer", None)
+    if backend is not None:
+        backend.model.save(str(path / "tokenizer"))  # vocab.json + merges.txt
     return path

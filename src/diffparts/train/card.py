@@ -22,17 +22,78 @@ def _mb(path: Path) -> float:
     return sum(p.stat().st_size for p in path.rglob("*") if p.is_file()) / 2**20
 
 
-def train_command(record: dict, out: str = "data/models/diffparts-toy-birds") -> str:
-    """The ``diffparts train-toy`` command line that made a ``training.json`` record."""
+# Training options the command line sets, with the config default each is printed against.
+_OPTIONS = (("unet_batch_size", "--unet-batch-size", 16), ("unet_lr", "--unet-lr", 7e-4),
+            ("ema_decay", "--ema-decay", 0.995), ("snr_gamma", "--snr-gamma", None))
+
+
+def stages(record: dict) -> list[dict]:
+    """A ``training.json`` record and the records it continued from (``previous``), oldest first."""
+    out = []
+    while record is not None:
+        out.append(record)
+        record = record.get("previous")
+    return out[::-1]
+
+
+def train_command(record: dict, out: str = "data/models/diffparts-toy-birds", init_from: str | None = None) -> str:
+    """The ``diffparts train-toy`` command line that made a ``training.json`` record (one stage)."""
     cfg = record["config"]
     parts = ["diffparts train-toy", f"--out {out}", f"--n-images {record['n_train'] + record['n_val']}",
              f"--seed {cfg['seed']}"]
+    if init_from is not None:
+        parts.append(f"--init-from {init_from}")
     if cfg.get("budget_s"):
-        parts += [f"--budget-minutes {cfg['budget_s'] / 60:g}", f"--vae-fraction {cfg['vae_budget_fraction']:g}"]
+        parts.append(f"--budget-minutes {cfg['budget_s'] / 60:g}")
+        if init_from is None:
+            parts.append(f"--vae-fraction {cfg['vae_budget_fraction']:g}")
     else:
-        parts += [f"--vae-steps {record['vae_steps']}", f"--unet-steps {record['unet_steps']}"]
-    parts += [f"--threads {cfg['threads']}", f"--checkpoint-minutes {cfg['checkpoint_every_s'] / 60:g}"]
+        parts += ([] if init_from else [f"--vae-steps {record['vae_steps']}"]) + [f"--unet-steps {record['unet_steps']}"]
+    parts += [f"--threads {cfg['threads']}"]
+    for name, flag, default in _OPTIONS:
+        if cfg.get(name, default) != default:
+            parts.append(f"{flag} {cfg[name]:g}")
+    parts.append(f"--checkpoint-minutes {cfg['checkpoint_every_s'] / 60:g}")
     return " ".join(parts)
+
+
+def train_commands(record: dict, out: str = "data/models/diffparts-toy-birds") -> str:
+    """The command lines of every stage of a record, each continuing the one before."""
+    chain = stages(record)
+    lines = []
+    for i, stage in enumerate(chain):
+        last = i == len(chain) - 1
+        lines.append(train_command(stage, out if last else f"work/toy-stage{i + 1}",
+                                   init_from=None if i == 0 else f"work/toy-stage{i}"))
+    return "\n".join(lines)
+
+
+def _total_minutes(chain: list[dict]) -> float:
+    return sum(s["vae_seconds"] + s["unet_seconds"] for s in chain) / 60  # vae_seconds include data loading
+
+
+def _wall_time(chain: list[dict]) -> str:
+    parts = []
+    for stage in chain:
+        threads = stage["config"]["threads"]
+        what = "VAE" if stage["vae_steps"] else "loading"
+        vae = f"{what} {stage['vae_seconds'] / 60:.1f} min + "
+        parts.append(f"{vae}UNet {stage['unet_seconds'] / 60:.1f} min ({threads} torch thread{'s' * (threads > 1)})")
+    return "; ".join(parts) + f" on 2 CPU cores; {_total_minutes(chain):.0f} min in all"
+
+
+def _unet_stage_line(stage: dict, index: int, n_stages: int) -> str:
+    cfg = stage["config"]
+    head = "UNet + text encoder" if n_stages == 1 else f"Stage {index + 1}, UNet + text encoder"
+    start = " from scratch" if index == 0 and n_stages > 1 else (" continued from stage " + str(index) if index else "")
+    loss = "DDPM noise-prediction MSE" if not cfg.get("snr_gamma") else f"DDPM noise-prediction MSE with Min-SNR-{cfg['snr_gamma']:g} weights"
+    return (
+        f"- {head}{start}: {stage['unet_steps']} steps at batch {cfg['unet_batch_size']}, AdamW lr "
+        f"{cfg['unet_lr']:g}, {loss} through diffusers' DDPMScheduler.add_noise, uniform "
+        f"timesteps, {cfg['caption_dropout']:.0%} empty captions; EMA ({cfg['ema_decay']}) weights saved. "
+        f"Final training loss {stage['unet_loss']:.4f} (mean of the last {cfg['log_every']} steps), held-out "
+        f"loss {stage['unet_val_loss']:.4f} (EMA weights, fixed noise and timesteps; plain MSE)."
+    )
 
 
 def model_card(model_dir: str | Path, train_command: str, bench_command: str, notes: str = "") -> str:
@@ -41,7 +102,9 @@ def model_card(model_dir: str | Path, train_command: str, bench_command: str, no
     train = json.loads((model_dir / "training.json").read_text())
     quality_path = model_dir / "quality.json"
     quality = json.loads(quality_path.read_text()) if quality_path.is_file() else None
+    chain = stages(train)
     cfg, arch, params = train["config"], train["config"]["arch"], train["params"]
+    vae_stage = chain[0]  # the VAE is trained in the first stage and kept after
     latent = arch["sample_size"] // 2 ** (len(arch["vae_block_out_channels"]) - 1)
     attn_res = [latent // 2**i for i, t in enumerate(arch["unet_down_block_types"]) if t.startswith("CrossAttn")]
     lines = [
@@ -50,7 +113,8 @@ def model_card(model_dir: str | Path, train_command: str, bench_command: str, no
         "A small Stable-Diffusion-format model trained from scratch, on CPU, on the synthetic birds of",
         "`diffparts.corpus.generate_birds`. It is the embedded default of diffparts (DESIGN.md section 4):",
         "its attention makes the demo and the end-to-end tests meaningful where no real checkpoint can be",
-        "downloaded. It is a toy: 64 px images, a few million parameters, about an hour of 2 shared CPU cores.",
+        f"downloaded. It is a toy: {arch['sample_size']} px images, a few million parameters, "
+        f"{_total_minutes(chain):.0f} min of 2 CPU cores.",
         "",
         "Load it with `StableDiffusionPipeline.from_pretrained(path, use_safetensors=True)` or",
         "`diffparts.model.load.load_pipeline()` (the default model). The saved scheduler is DDIM with the",
@@ -59,7 +123,7 @@ def model_card(model_dir: str | Path, train_command: str, bench_command: str, no
         "![real held-out birds (top) and samples from their captions (bottom)](samples.png)",
         "",
         "Top: real held-out synthetic birds. Bottom: samples generated from their captions "
-        "(DDIM 30 steps, guidance 4).",
+        f"({(quality or {}).get('grid', {}).get('sampler', 'DDIM 30 steps, guidance 4')}).",
         "",
         "## How it was made",
         "",
@@ -72,9 +136,9 @@ def model_card(model_dir: str | Path, train_command: str, bench_command: str, no
         f"{arch['sample_size']} px), one caption each; random horizontal flips.",
         f"- VAE (AutoencoderKL, blocks {arch['vae_block_out_channels']}, no mid-block attention, "
         f"latent {latent}x{latent}x{arch['latent_channels']}): {params['vae'] / 1e6:.2f} M parameters, "
-        f"{train['vae_steps']} steps at batch {cfg['vae_batch_size']} "
-        f"{'on ' + str(cfg['vae_crop']) + ' px crops' if cfg.get('vae_crop') else 'on whole images'}, "
-        f"MSE + L1 + {cfg['kl_weight']:g} KL; held-out reconstruction PSNR {train['vae_psnr_db']:.2f} dB; "
+        f"{vae_stage['vae_steps']} steps at batch {vae_stage['config']['vae_batch_size']} "
+        f"{'on ' + str(vae_stage['config']['vae_crop']) + ' px crops' if vae_stage['config'].get('vae_crop') else 'on whole images'}, "
+        f"MSE + L1 + {vae_stage['config']['kl_weight']:g} KL; held-out reconstruction PSNR {train['vae_psnr_db']:.2f} dB; "
         f"scaling_factor {train['scaling_factor']:.4f} (1 / std of the latents).",
         f"- UNet (UNet2DConditionModel, blocks {arch['unet_block_out_channels']}, self- and cross-attention "
         f"at {' and '.join(f'{r}x{r}' for r in attn_res)} plus the mid block, {arch['unet_attention_heads']} heads): "
@@ -82,22 +146,23 @@ def model_card(model_dir: str | Path, train_command: str, bench_command: str, no
         f"- Text encoder (CLIPTextModel, {arch['text_layers']} layers, width {arch['cross_attention_dim']}): "
         f"{params['text_encoder'] / 1e6:.2f} M parameters; CLIPTokenizer whose byte-level BPE vocabulary is "
         f"learned on the caption words (each one token), {arch['max_length']} positions.",
-        f"- UNet + text encoder: {train['unet_steps']} steps at batch {cfg['unet_batch_size']}, AdamW lr "
-        f"{cfg['unet_lr']:g}, DDPM noise-prediction MSE through diffusers' DDPMScheduler.add_noise, uniform "
-        f"timesteps, {cfg['caption_dropout']:.0%} empty captions; EMA ({cfg['ema_decay']}) weights saved. "
-        f"Final training loss {train['unet_loss']:.4f} (mean of the last {cfg['log_every']} steps), held-out "
-        f"loss {train['unet_val_loss']:.4f} (EMA weights, fixed noise and timesteps).",
-        f"- Wall time: VAE {train['vae_seconds'] / 60:.1f} min + UNet {train['unet_seconds'] / 60:.1f} min, "
-        f"1 torch thread on 2 CPU cores shared with other jobs. Seed {cfg['seed']}.",
+        *[_unet_stage_line(stage, i, len(chain)) for i, stage in enumerate(chain)],
+        f"- Wall time: {_wall_time(chain)}. Seed {cfg['seed']}.",
         f"- Folder size: {_mb(model_dir):.1f} MB (float32 safetensors).",
     ]
-    if cfg.get("budget_s"):
+    budgeted = [(i, stage) for i, stage in enumerate(chain) if stage["config"].get("budget_s")]
+    if budgeted:
+        fixed = "; ".join(
+            f"{'stage ' + str(i + 1) + ': ' if len(chain) > 1 else ''}"
+            + (f"`--vae-steps {stage['vae_steps']} " if i == 0 else "`")
+            + f"--unet-steps {stage['unet_steps']}`"
+            for i, stage in budgeted
+        )
         lines += [
             "",
-            f"The run had a wall-clock budget of {cfg['budget_s'] / 60:.0f} min, which ended the phases; the "
-            f"same weights come from fixed step counts: `--vae-steps {train['vae_steps']} --unet-steps "
-            f"{train['unet_steps']}` instead of `--budget-minutes` (same seed and corpus; CPU float results "
-            "can differ in the last bits between machines).",
+            "A wall-clock budget (`--budget-minutes`) ended the training phases; the same weights come from "
+            f"fixed step counts instead of the budget ({fixed}; same seed and corpus; CPU float results can "
+            "differ in the last bits between machines).",
         ]
     if quality is not None:
         methods = quality["methods"]

@@ -16,6 +16,13 @@ Two phases, both seeded and deterministic for a given number of steps:
 A wall-clock budget can end either phase early; the steps actually run are recorded, so the same
 result is reproduced by passing them as fixed step counts (without the budget). Checkpoints are
 written periodically, so an interrupted run still leaves a loadable folder.
+
+A run can also continue from a folder this trainer saved (``init_from``): the VAE, its scaling
+factor and the tokenizer are kept (phase 1 is skipped), the UNet and text encoder start from the
+saved EMA weights with a fresh optimiser, and ``training.json`` records the earlier run, so the
+checkpoint's whole lineage (commands, steps, times) stays on record. ``snr_gamma`` weights each
+sample's loss by min(SNR, gamma) / SNR (Min-SNR weighting, Hang et al. 2023), which stops the
+many nearly-clean timesteps from dominating the gradient and speeds up learning of global shape.
 """
 
 from __future__ import annotations
@@ -85,6 +92,8 @@ class ToyTrainConfig:
     checkpoint_every_s: float = 600.0  # write the folder this often during the UNet phase
     log_every: int = 50  # steps between progress lines and loss-history entries
     threads: int = 1  # torch CPU threads; on 2 cores shared with other jobs, 2 threads ran 5-10x slower than 1
+    snr_gamma: float | None = None  # Min-SNR loss weighting min(SNR, gamma) / SNR; None = plain MSE
+    init_from: str | None = None  # continue from a folder this trainer saved (phase 1 skipped); None = scratch
 
     def __post_init__(self):
         for name in ("vae_steps", "unet_steps", "n_val"):
@@ -97,6 +106,10 @@ class ToyTrainConfig:
             raise ValueError(f"caption_dropout must be in [0, 1], got {self.caption_dropout}")
         if self.budget_s is not None and self.budget_s <= 0:
             raise ValueError(f"budget_s must be positive, got {self.budget_s}")
+        if self.snr_gamma is not None and self.snr_gamma <= 0:
+            raise ValueError(f"snr_gamma must be positive, got {self.snr_gamma}")
+        if not 0.0 <= self.ema_decay < 1.0:
+            raise ValueError(f"ema_decay must be in [0, 1), got {self.ema_decay}")
 
 
 # The --quick setting: seconds on 2 cores, for tests and smoke runs.
@@ -131,6 +144,7 @@ class TrainResult:
     n_val: int
     params: dict = field(default_factory=dict)  # component -> parameter count
     history: dict = field(default_factory=dict)  # phase -> [(step, loss)]
+    previous: dict | None = None  # the training.json of the run continued from (init_from), else None
 
 
 def load_corpus_images(root: str | Path, size: int) -> tuple[np.ndarray, list[str]]:
@@ -274,11 +288,43 @@ def _text_ids(tokenizer, captions: list[str]) -> torch.Tensor:
     ).input_ids
 
 
-def _denoise_loss(unet, text_encoder, scheduler, latents, ids, noise, t) -> torch.Tensor:
+def min_snr_weights(scheduler, t: torch.Tensor, gamma: float) -> torch.Tensor:
+    """Per-sample loss weights min(SNR(t), gamma) / SNR(t) for noise prediction (Hang et al. 2023).
+
+    SNR(t) = alpha_bar_t / (1 - alpha_bar_t). Noisy timesteps (SNR <= gamma) keep weight 1; nearly
+    clean ones, whose noise is easy to regress but which add little to the samples' shape, are
+    down-weighted.
+    """
+    alpha_bar = scheduler.alphas_cumprod.to(torch.float64)[t]
+    snr = alpha_bar / (1.0 - alpha_bar)
+    return (snr.clamp(max=gamma) / snr).to(torch.float32)
+
+
+def _denoise_loss(unet, text_encoder, scheduler, latents, ids, noise, t, weights=None) -> torch.Tensor:
     noisy = scheduler.add_noise(latents, noise, t)  # image channel y x
     context = text_encoder(ids)[0]  # image token channel
     pred = unet(noisy, t, encoder_hidden_states=context).sample
-    return torch.nn.functional.mse_loss(pred, noise)
+    if weights is None:
+        return torch.nn.functional.mse_loss(pred, noise)
+    per_sample = ((pred - noise) ** 2).flatten(1).mean(1)  # image
+    return (weights * per_sample).mean()
+
+
+def _load_for_continuation(path: str | Path) -> tuple[SDComponents, dict]:
+    """The components of a folder this trainer saved, ready to train on, and its training.json."""
+    from diffusers import DDPMScheduler
+
+    from diffparts.model.load import load_pipeline
+
+    path = Path(path)
+    record_path = path / "training.json"
+    if not record_path.is_file():
+        raise ValueError(f"init_from {str(path)!r} has no training.json: only a folder saved by train-toy can be continued")
+    record = json.loads(record_path.read_text())
+    pipe = load_pipeline(path, device="cpu", dtype=torch.float32)
+    scheduler = DDPMScheduler.from_config(pipe.scheduler.config)
+    comps = SDComponents(pipe.vae, pipe.unet, pipe.text_encoder, pipe.tokenizer, scheduler)
+    return comps, record
 
 
 def train_toy(
@@ -301,6 +347,9 @@ def train_toy(
     torch.set_flush_denormal(True)  # denormals made CPU steps up to 10x slower in a first trial
     out_dir = Path(out_dir)
     arch = config.arch
+    if config.init_from is not None and out_dir.resolve() == Path(config.init_from).resolve():
+        raise ValueError(f"out_dir {str(out_dir)!r} is the init_from folder: write the continued model elsewhere "
+                         "so the one it starts from stays intact")
 
     # 1. Data: images at the model's size, captions, a held-out tail for validation.
     images_np, captions = load_corpus_images(corpus, arch.sample_size)
@@ -314,34 +363,58 @@ def train_toy(
     train_images, val_images = images[:n_train], images[n_train:]
     log(f"data: {n_train} training + {config.n_val} held-out images at {arch.sample_size} px")
 
-    # 2. Components from scratch; the tokenizer learns the captions' words as whole tokens.
-    try:
-        from diffparts.corpus import CAPTION_WORDS
-    except ImportError:  # an older corpus module without the constant
-        CAPTION_WORDS = ()
-    words = list(dict.fromkeys([*CAPTION_WORDS, *caption_words(captions)]))
+    # 2. Components: from scratch (the tokenizer learns the captions' words as whole tokens), or
+    #    the saved folder being continued.
     import tempfile
 
     work = Path(tempfile.mkdtemp(prefix="diffparts-toy-tok-"))
-    comps = build_components(arch, tokenizer_dir=work, words=words, seed=config.seed)
+    previous = None
+    if config.init_from is not None:
+        comps, previous = _load_for_continuation(config.init_from)
+        for name in ("seed", "n_val"):
+            # the held-out split comes from seed and n_val: others would train on held-out images
+            if previous.get("config", {}).get(name, getattr(config, name)) != getattr(config, name):
+                raise ValueError(
+                    f"init_from {config.init_from!r} was trained with {name}={previous['config'][name]}; "
+                    f"continue it with the same {name} (got {getattr(config, name)}) so its held-out images stay held out"
+                )
+        side = comps.unet.config.sample_size * 2 ** (len(comps.vae.config.block_out_channels) - 1)
+        if side != arch.sample_size:
+            raise ValueError(f"init_from {config.init_from!r} works on {side} px images, not arch.sample_size={arch.sample_size}")
+    else:
+        try:
+            from diffparts.corpus import CAPTION_WORDS
+        except ImportError:  # an older corpus module without the constant
+            CAPTION_WORDS = ()
+        words = list(dict.fromkeys([*CAPTION_WORDS, *caption_words(captions)]))
+        comps = build_components(arch, tokenizer_dir=work, words=words, seed=config.seed)
     ids = _text_ids(comps.tokenizer, captions)  # image token
     empty_ids = _text_ids(comps.tokenizer, [""])[0]  # token
     params = {name: sum(p.numel() for p in getattr(comps, name).parameters())
               for name in ("vae", "unet", "text_encoder")}
     log(f"params: {params}")
-    generator = torch.Generator().manual_seed(config.seed)
+    # A continued run draws a fresh batch/noise stream (not a replay of the first run's).
+    stream_seed = config.seed if previous is None else config.seed + 1 + int(previous.get("unet_steps", 0))
+    generator = torch.Generator().manual_seed(stream_seed)
 
-    # 3. Phase 1: the VAE (section 1 of the module docstring).
-    vae_steps, vae_history = train_vae(comps.vae, train_images, config, generator, deadline_vae, log)
+    # 3. Phase 1: the VAE (section 1 of the module docstring); kept as loaded when continuing.
+    if previous is None:
+        vae_steps, vae_history = train_vae(comps.vae, train_images, config, generator, deadline_vae, log)
+    else:
+        vae_steps, vae_history = 0, []
+        comps.vae.eval()
     t_vae = time.monotonic() - t_start
     with torch.no_grad():
         post = comps.vae.encode(val_images).latent_dist
         vae_psnr = psnr_db(comps.vae.decode(post.mean).sample, val_images)
     mean, std = encode_posteriors(comps.vae, train_images)  # image channel y x
-    # std of sampled latents: total variance = variance of the means + mean posterior variance
-    latent_std = float(torch.sqrt(mean.var() + (std**2).mean()))
-    scaling = 1.0 / max(latent_std, 1e-6)
-    comps.vae.register_to_config(scaling_factor=scaling)
+    if previous is None:
+        # std of sampled latents: total variance = variance of the means + mean posterior variance
+        latent_std = float(torch.sqrt(mean.var() + (std**2).mean()))
+        scaling = 1.0 / max(latent_std, 1e-6)
+        comps.vae.register_to_config(scaling_factor=scaling)
+    else:
+        scaling = float(comps.vae.config.scaling_factor)  # the UNet was trained on these latents
     comps.vae.requires_grad_(False)
     log(f"vae: {vae_steps} steps, {t_vae:.0f} s, held-out PSNR {vae_psnr:.2f} dB, scaling {scaling:.4f}")
 
@@ -359,6 +432,8 @@ def train_toy(
     opt = torch.optim.AdamW(trainable, lr=config.unet_lr, weight_decay=config.weight_decay)
     lr_sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: _warmup(s, config.warmup_steps))
     ema = _EMA([comps.unet, comps.text_encoder], config.ema_decay)
+    comps.unet.requires_grad_(True)
+    comps.text_encoder.requires_grad_(True)
     comps.unet.train()
     comps.text_encoder.train()
     t_phase = time.monotonic()
@@ -377,7 +452,7 @@ def train_toy(
             unet_loss=history[-1][1] if history else float("nan"), unet_val_loss=val_loss,
             scaling_factor=scaling, vae_seconds=t_vae, unet_seconds=time.monotonic() - t_phase,
             n_train=n_train, n_val=config.n_val, params=params,
-            history={"vae": vae_history, "unet": history},
+            history={"vae": vae_history, "unet": history}, previous=previous,
         )
         record = {"final": final, "config": _config_dict(config), **_result_dict(result)}
         (out_dir / "training.json").write_text(json.dumps(record, indent=1) + "\n")
@@ -405,7 +480,8 @@ def train_toy(
         # 4c. DDPM: uniform timestep, noise through the scheduler, predict the noise.
         noise = torch.randn(z.shape, generator=generator)
         t = torch.randint(0, T, (idx.shape[0],), generator=generator)
-        loss = _denoise_loss(comps.unet, comps.text_encoder, scheduler, z, batch_ids, noise, t)
+        weights = None if config.snr_gamma is None else min_snr_weights(scheduler, t, config.snr_gamma)
+        loss = _denoise_loss(comps.unet, comps.text_encoder, scheduler, z, batch_ids, noise, t, weights)
         if not torch.isfinite(loss):
             raise FloatingPointError(f"UNet loss is {loss.item()} at step {step}; lower unet_lr")
         opt.zero_grad(set_to_none=True)
