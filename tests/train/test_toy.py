@@ -146,6 +146,10 @@ def test_continuing_a_run_keeps_vae_and_tokenizer_and_records_lineage(birds, qui
     assert before.tokenizer("a red bird").input_ids == after.tokenizer("a red bird").input_ids
     record = json.loads((cont.path / "training.json").read_text())
     assert record["previous"]["config"]["init_from"] is None and record["config"]["snr_gamma"] == 5.0
+    # where the continued components were loaded from is not saved with them
+    for sub in ("unet", "vae"):
+        assert "_name_or_path" not in json.loads((cont.path / sub / "config.json").read_text())
+    assert "local_files_only" not in json.loads((cont.path / "tokenizer" / "tokenizer_config.json").read_text())
 
 
 def test_continuing_refuses_another_seed_or_the_same_folder(birds, quick_run, tmp_path):

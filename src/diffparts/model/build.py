@@ -246,4 +246,17 @@ def save_components(components: SDComponents, path: str | Path) -> Path:
     backend = getattr(components.tokenizer, "backend_tokenizer", None)
     if backend is not None:
         backend.model.save(str(path / "tokenizer"))  # vocab.json + merges.txt
+    # Components that were loaded from a folder remember where (and how) they were loaded; that
+    # is about the loading machine, not the model, so it is not saved with it.
+    for config_path in (*path.glob("*/config.json"), path / "tokenizer" / "tokenizer_config.json"):
+        if config_path.is_file():
+            config = json.loads(config_path.read_text())
+            stale = [key for key in _LOAD_TIME_KEYS if key in config]
+            if stale:
+                for key in stale:
+                    del config[key]
+                config_path.write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
     return path
+
+
+_LOAD_TIME_KEYS = ("_name_or_path", "is_local", "local_files_only")
