@@ -11,10 +11,12 @@ small CNN learns the 16 species of the synthetic birds from real renders (corpus
   ceiling: read it against the ceiling and against other checkpoints;
 - ``kid``: kernel inception distance (Binkowski et al. 2018: unbiased MMD^2 with the cubic
   polynomial kernel) between the samples' and the real held-out birds' judge features (the
-  penultimate layer). 0 means the same distribution; ``real_vs_real_kid`` (two disjoint real
-  sets) is its noise floor, ``random_init`` samples the other end.
+  penultimate layer). 0 means the same distribution. The held-out birds are split in two
+  disjoint halves: a reference set, and a query set whose captions the samples come from, so
+  the query birds' own KID against the reference (``real.kid``) is the floor, ``random_init``
+  samples the other end.
 
-``vae_reconstruction`` scores the checkpoint's VAE reconstructions of the same held-out birds:
+``vae_reconstruction`` scores the checkpoint's VAE reconstructions of the query birds:
 the best any sample can look after decoding through this VAE.
 
 Both are computed for each ``--guidance`` scale given, so the sampler setting shown in the model
@@ -182,27 +184,30 @@ def main(argv=None) -> int:
     model = train_judge(judge_x, judge_y, n_classes, args.judge_steps, seed=0)
     t_judge = time.perf_counter() - t0
 
-    # 2. The judge on real held-out birds: the ceiling, and the real-vs-real KID floor.
-    held, other = slice(0, args.n_test), slice(args.n_test, 2 * args.n_test)
+    # 2. Two disjoint halves of the held-out birds: the reference set (KID's "real" side) and the
+    #    query set, whose captions the samples come from. Every set scored against the reference
+    #    (the query birds themselves, their VAE reconstructions, the samples) is thus equally
+    #    unpaired with it, so real-vs-real KID is a fair floor.
+    reference, query = slice(0, args.n_test), slice(args.n_test, 2 * args.n_test)
     preds, feats = judge(model, test_x)
-    real_feats = feats[held]
+    real_feats = feats[reference]
     out = {
         "benchmark": "toy_samples", "image_size": size, "n_test": args.n_test, "n_judge": args.n_judge,
         "sampler": f"DDIM {args.steps} steps", "chance": round(1.0 / n_classes, 4),
-        "real": {"species_accuracy": round(float((preds[held] == test_y[held]).mean()), 4),
-                 "real_vs_real_kid": round(kid(feats[other], real_feats), 5)},
+        "real": {"species_accuracy": round(float((preds[query] == test_y[query]).mean()), 4),
+                 "kid": round(kid(feats[query], real_feats), 5)},
         "models": {},
     }
 
-    # The VAE's reconstructions of the held-out birds: what decoding alone costs.
+    # The VAE's reconstructions of the query birds: what decoding alone costs.
     with torch.no_grad():
-        x = _tensor(test_x[held])
+        x = _tensor(test_x[query])
         recon = pipe.vae.decode(pipe.vae.encode(x).latent_dist.mean).sample
     recon = ((recon.clamp(-1, 1) + 1) * 127.5).round().byte().permute(0, 2, 3, 1).numpy()
-    out["vae_reconstruction"] = score_samples(model, recon, test_y[held], real_feats)
+    out["vae_reconstruction"] = score_samples(model, recon, test_y[query], real_feats)
 
     # 3. Samples from the held-out birds' captions, per model and guidance scale.
-    captions, species = test_captions[:args.n_test], test_y[held]
+    captions, species = test_captions[args.n_test:2 * args.n_test], test_y[query]
     models = {str(model_path): pipe, **{str(p): None for p in args.compare}}
     if not args.no_random_init:
         sys.path.insert(0, str(Path(__file__).resolve().parent))
