@@ -22,9 +22,9 @@ def _mb(path: Path) -> float:
     return sum(p.stat().st_size for p in path.rglob("*") if p.is_file()) / 2**20
 
 
-# Training options the command line sets, with the config default each is printed against.
-_OPTIONS = (("unet_batch_size", "--unet-batch-size", 16), ("unet_lr", "--unet-lr", 7e-4),
-            ("ema_decay", "--ema-decay", 0.995), ("snr_gamma", "--snr-gamma", None))
+# Training options the command line sets; each is printed where it differs from ToyTrainConfig's default.
+_OPTIONS = (("unet_batch_size", "--unet-batch-size"), ("unet_lr", "--unet-lr"), ("ema_decay", "--ema-decay"),
+            ("snr_gamma", "--snr-gamma"))
 
 
 def stages(record: dict) -> list[dict]:
@@ -50,7 +50,11 @@ def train_command(record: dict, out: str = "data/models/diffparts-toy-birds", in
     else:
         parts += ([] if init_from else [f"--vae-steps {record['vae_steps']}"]) + [f"--unet-steps {record['unet_steps']}"]
     parts += [f"--threads {cfg['threads']}"]
-    for name, flag, default in _OPTIONS:
+    from diffparts.train.toy import ToyTrainConfig
+
+    defaults = ToyTrainConfig()
+    for name, flag in _OPTIONS:
+        default = getattr(defaults, name)
         if cfg.get(name, default) != default:
             parts.append(f"{flag} {cfg[name]:g}")
     parts.append(f"--checkpoint-minutes {cfg['checkpoint_every_s'] / 60:g}")
