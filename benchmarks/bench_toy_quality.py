@@ -186,19 +186,29 @@ def evaluate_kmeans(name, inputs_val, val_gt, inputs_test, test_gt, n_classes: i
     return out
 
 
+def generate_samples(pipe, captions: list[str], size: int, seed: int, steps: int = 30, guidance: float = 4.0,
+                     batch: int = 32) -> np.ndarray:
+    """(image, size, size, 3) uint8 samples from ``captions``: DDIM, one seeded generator for all."""
+    import torch
+    from diffusers import DDIMScheduler
+
+    pipe.scheduler = DDIMScheduler.from_config(pipe.scheduler.config)
+    pipe.set_progress_bar_config(disable=True)
+    generator = torch.Generator().manual_seed(seed)
+    out = []
+    for start in range(0, len(captions), batch):
+        fake = pipe(captions[start:start + batch], num_inference_steps=steps, guidance_scale=guidance, height=size,
+                    width=size, generator=generator, output_type="np").images
+        out.append((np.clip(fake, 0, 1) * 255).round().astype(np.uint8))
+    return np.concatenate(out)
+
+
 def sample_grid(pipe, images: np.ndarray, captions: list[str], path: Path, seed: int, steps: int = 30,
                 guidance: float = 4.0) -> None:
     """Real birds (top row) above samples from their captions (bottom row), 2x nearest upscale."""
-    import torch
-    from diffusers import DDIMScheduler
     from PIL import Image
 
-    pipe.scheduler = DDIMScheduler.from_config(pipe.scheduler.config)
-    size = images.shape[1]
-    generator = torch.Generator().manual_seed(seed)
-    fake = pipe(captions, num_inference_steps=steps, guidance_scale=guidance, height=size, width=size,
-                generator=generator, output_type="np").images
-    fake = (np.clip(fake, 0, 1) * 255).round().astype(np.uint8)
+    fake = generate_samples(pipe, captions, images.shape[1], seed, steps, guidance)
     grid = np.concatenate([np.concatenate(list(images), axis=1), np.concatenate(list(fake), axis=1)], axis=0)
     grid = grid.repeat(2, axis=0).repeat(2, axis=1)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -227,13 +237,14 @@ def main(argv=None) -> int:
     torch.set_num_threads(1)
     torch.set_flush_denormal(True)
     from diffparts.corpus import generate_birds
+    from diffparts.model.extract import native_image_size
     from diffparts.model.load import DEFAULT_MODEL, load_pipeline
 
     t0 = time.perf_counter()
     model = Path(args.model) if args.model else DEFAULT_MODEL
     pipe = load_pipeline(model)
     pipe.set_progress_bar_config(disable=True)
-    size = pipe.unet.config.sample_size * pipe.vae_scale_factor
+    size = native_image_size(pipe)
     # 1. Held-out birds: a corpus seed the training never saw; the classes are interleaved by
     #    a seeded permutation so validation and test both cover every species.
     tmp = None

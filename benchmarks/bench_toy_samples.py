@@ -40,26 +40,16 @@ import numpy as np
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
+from diffparts.train.toy import load_corpus_images, to_tensor  # noqa: E402  (after the thread setting)
+
 
 def load_birds(root: Path, size: int):
     """(image, size, size, 3) uint8 renders box-downsampled to ``size``, 0-based species, captions."""
-    from PIL import Image
+    from diffparts.corpus import open_corpus
 
-    from diffparts.corpus import CubDataset
-
-    images, species, captions = [], [], []
-    for rec in CubDataset(root):
-        with Image.open(rec.path) as img:
-            images.append(np.asarray(img.convert("RGB").resize((size, size), Image.Resampling.BOX)))
-        species.append(rec.class_id - 1)
-        captions.append(rec.caption or "")
-    return np.stack(images), np.asarray(species), captions
-
-
-def _tensor(images: np.ndarray):
-    import torch
-
-    return torch.from_numpy(images).permute(0, 3, 1, 2).float().div(127.5).sub(1.0)
+    images, captions = load_corpus_images(root, size)
+    species = np.asarray([rec.class_id - 1 for rec in open_corpus(root)])  # same record order
+    return images, species, captions
 
 
 def build_judge(n_classes: int):
@@ -82,7 +72,7 @@ def train_judge(images: np.ndarray, labels: np.ndarray, n_classes: int, steps: i
     torch.manual_seed(seed)
     gen = torch.Generator().manual_seed(seed)
     model = build_judge(n_classes)
-    x_all, y_all = _tensor(images), torch.from_numpy(labels).long()
+    x_all, y_all = to_tensor(images), torch.from_numpy(labels).long()
     opt = torch.optim.AdamW(model.parameters(), lr=2e-3, weight_decay=1e-4)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=2e-3, total_steps=steps)
     model.train()
@@ -106,7 +96,7 @@ def judge(model, images: np.ndarray):
     import torch
 
     with torch.no_grad():
-        feats = torch.cat([model[0](_tensor(images[i:i + 128])) for i in range(0, len(images), 128)])
+        feats = torch.cat([model[0](to_tensor(images[i:i + 128])) for i in range(0, len(images), 128)])
         preds = model[1](feats).argmax(1)
     return preds.numpy(), feats.double().numpy()
 
@@ -118,21 +108,6 @@ def kid(a: np.ndarray, b: np.ndarray) -> float:
     m, n = len(a), len(b)
     return float((kaa.sum() - np.trace(kaa)) / (m * (m - 1)) + (kbb.sum() - np.trace(kbb)) / (n * (n - 1))
                  - 2 * kab.mean())
-
-
-def generate(pipe, captions: list[str], size: int, guidance: float, steps: int, seed: int) -> np.ndarray:
-    import torch
-    from diffusers import DDIMScheduler
-
-    pipe.scheduler = DDIMScheduler.from_config(pipe.scheduler.config)
-    pipe.set_progress_bar_config(disable=True)
-    out = []
-    generator = torch.Generator().manual_seed(seed)
-    for i in range(0, len(captions), 32):
-        fake = pipe(captions[i:i + 32], num_inference_steps=steps, guidance_scale=guidance, height=size,
-                    width=size, generator=generator, output_type="np").images
-        out.append((np.clip(fake, 0, 1) * 255).round().astype(np.uint8))
-    return np.concatenate(out)
 
 
 def score_samples(model, fake: np.ndarray, species: np.ndarray, real_feats: np.ndarray) -> dict:
@@ -157,7 +132,11 @@ def main(argv=None) -> int:
 
     import torch
 
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from bench_toy_quality import generate_samples, random_init_pipeline
+
     from diffparts.corpus import generate_birds
+    from diffparts.model.extract import native_image_size
     from diffparts.model.load import DEFAULT_MODEL, load_pipeline
 
     torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "1")))
@@ -169,7 +148,7 @@ def main(argv=None) -> int:
         args.work = Path(tmp.name)
     model_path = Path(args.model) if args.model else DEFAULT_MODEL
     pipe = load_pipeline(model_path)
-    size = pipe.unet.config.sample_size * pipe.vae_scale_factor
+    size = native_image_size(pipe)
 
     # 1. Real birds: the judge's (seed judge_seed) and the held-out ones (seed seed; two halves).
     corpora = {}
@@ -201,7 +180,7 @@ def main(argv=None) -> int:
 
     # The VAE's reconstructions of the query birds: what decoding alone costs.
     with torch.no_grad():
-        x = _tensor(test_x[query])
+        x = to_tensor(test_x[query])
         recon = pipe.vae.decode(pipe.vae.encode(x).latent_dist.mean).sample
     recon = ((recon.clamp(-1, 1) + 1) * 127.5).round().byte().permute(0, 2, 3, 1).numpy()
     out["vae_reconstruction"] = score_samples(model, recon, test_y[query], real_feats)
@@ -210,15 +189,12 @@ def main(argv=None) -> int:
     captions, species = test_captions[args.n_test:2 * args.n_test], test_y[query]
     models = {str(model_path): pipe, **{str(p): None for p in args.compare}}
     if not args.no_random_init:
-        sys.path.insert(0, str(Path(__file__).resolve().parent))
-        from bench_toy_quality import random_init_pipeline
-
         models["random_init"] = random_init_pipeline(load_pipeline(model_path), seed=0)
     for name, candidate in models.items():
         candidate = candidate if candidate is not None else load_pipeline(name)
         scores = {}
         for g in args.guidance:
-            fake = generate(candidate, captions, size, g, args.steps, seed=args.seed)
+            fake = generate_samples(candidate, captions, size, args.seed, args.steps, g)
             scores[f"guidance_{g:g}"] = score_samples(model, fake, species, real_feats)
         out["models"][name] = scores
     out["timings"] = {"judge_s": round(t_judge, 1), "total_s": round(time.perf_counter() - t0, 1)}

@@ -235,6 +235,10 @@ def build_components(
     return SDComponents(vae, unet, text_encoder, tokenizer, scheduler)
 
 
+# Config keys that record how a component was loaded (path, hub flags), not what it is.
+_LOAD_TIME_KEYS = ("_name_or_path", "is_local", "local_files_only")
+
+
 def save_components(components: SDComponents, path: str | Path) -> Path:
     """Save as a diffusers Stable Diffusion folder, safetensors only.
 
@@ -258,5 +262,3 @@ def save_components(components: SDComponents, path: str | Path) -> Path:
                 config_path.write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
     return path
 
-
-_LOAD_TIME_KEYS = ("_name_or_path", "is_local", "local_files_only")

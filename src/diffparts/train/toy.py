@@ -310,10 +310,12 @@ def _denoise_loss(unet, text_encoder, scheduler, latents, ids, noise, t, weights
     return (weights * per_sample).mean()
 
 
-def _load_for_continuation(path: str | Path) -> tuple[SDComponents, dict]:
-    """The components of a folder this trainer saved, ready to train on, and its training.json."""
+def _load_for_continuation(path: str | Path) -> tuple[SDComponents, dict, int]:
+    """The components of a folder this trainer saved, ready to train on, its training.json and
+    the pixel side it works on."""
     from diffusers import DDPMScheduler
 
+    from diffparts.model.extract import native_image_size
     from diffparts.model.load import load_pipeline
 
     path = Path(path)
@@ -324,7 +326,7 @@ def _load_for_continuation(path: str | Path) -> tuple[SDComponents, dict]:
     pipe = load_pipeline(path, device="cpu", dtype=torch.float32)
     scheduler = DDPMScheduler.from_config(pipe.scheduler.config)
     comps = SDComponents(pipe.vae, pipe.unet, pipe.text_encoder, pipe.tokenizer, scheduler)
-    return comps, record
+    return comps, record, native_image_size(pipe)
 
 
 def train_toy(
@@ -365,12 +367,9 @@ def train_toy(
 
     # 2. Components: from scratch (the tokenizer learns the captions' words as whole tokens), or
     #    the saved folder being continued.
-    import tempfile
-
-    work = Path(tempfile.mkdtemp(prefix="diffparts-toy-tok-"))
     previous = None
     if config.init_from is not None:
-        comps, previous = _load_for_continuation(config.init_from)
+        comps, previous, side = _load_for_continuation(config.init_from)
         for name in ("seed", "n_val"):
             # the held-out split comes from seed and n_val: others would train on held-out images
             if previous.get("config", {}).get(name, getattr(config, name)) != getattr(config, name):
@@ -378,7 +377,6 @@ def train_toy(
                     f"init_from {config.init_from!r} was trained with {name}={previous['config'][name]}; "
                     f"continue it with the same {name} (got {getattr(config, name)}) so its held-out images stay held out"
                 )
-        side = comps.unet.config.sample_size * 2 ** (len(comps.vae.config.block_out_channels) - 1)
         if side != arch.sample_size:
             raise ValueError(f"init_from {config.init_from!r} works on {side} px images, not arch.sample_size={arch.sample_size}")
     else:
@@ -387,7 +385,11 @@ def train_toy(
         except ImportError:  # an older corpus module without the constant
             CAPTION_WORDS = ()
         words = list(dict.fromkeys([*CAPTION_WORDS, *caption_words(captions)]))
-        comps = build_components(arch, tokenizer_dir=work, words=words, seed=config.seed)
+        import tempfile
+
+        # the tokenizer reads its vocabulary files into memory, so the folder is not needed after
+        with tempfile.TemporaryDirectory(prefix="diffparts-toy-tok-") as work:
+            comps = build_components(arch, tokenizer_dir=work, words=words, seed=config.seed)
     ids = _text_ids(comps.tokenizer, captions)  # image token
     empty_ids = _text_ids(comps.tokenizer, [""])[0]  # token
     params = {name: sum(p.numel() for p in getattr(comps, name).parameters())
@@ -502,11 +504,7 @@ def train_toy(
         history.append((step, float(np.mean(window))))
 
     # 5. The final folder (EMA weights) and its training record.
-    result = snapshot(step, final=True)
-    import shutil
-
-    shutil.rmtree(work, ignore_errors=True)
-    return result
+    return snapshot(step, final=True)
 
 
 def _inference_scheduler(train_scheduler):
