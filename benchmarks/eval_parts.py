@@ -66,19 +66,25 @@ def random_unet_model(model: Path, out: Path, seed: int = 0) -> Path:
     return out
 
 
-def extract(records, model: Path, store: Path, batch: int = 8) -> None:
-    """Attention of every record into ``store`` (the library calls the extract tasks make)."""
+def extract(records, model: Path, store: Path, batch: int = 8, features=None, corpus: Path | None = None) -> None:
+    """Attention (and, with a FeatureConfig, UNet features) of every record into ``store``
+    (the library calls the extract tasks make)."""
+    from dataclasses import asdict
+
     from diffparts.corpus import load_rgb
     from diffparts.model.extract import CaptureConfig, extract_attention, native_image_size, prepare_images
     from diffparts.model.load import load_pipeline
-    from diffparts.store import (build_manifest, create_attention_arrays, describe_images, done_mask,
-                                 has_attention_arrays, mark_done, model_hash, open_store, prepare_store,
-                                 write_attention)
+    from diffparts.store import (build_manifest, create_attention_arrays, create_feature_arrays, describe_corpus,
+                                 describe_images, done_mask, has_attention_arrays, has_features, mark_done,
+                                 model_hash, open_store, prepare_store, write_attention, write_features)
 
     config = CaptureConfig()
-    identity = build_manifest(str(model), model_hash(model), {"capture": {"timestep": config.timestep},
-                                                               "precision": "float16"})
-    prepared = prepare_store(store, describe_images(records), identity, stages=("attention", "segments"))
+    settings = {"capture": {"timestep": config.timestep}, "precision": "float16"}
+    if features is not None:
+        settings["features"] = asdict(features)
+    identity = build_manifest(str(model), model_hash(model), settings)
+    prepared = prepare_store(store, describe_images(records), identity, stages=("attention", "segments"),
+                             corpus=describe_corpus(corpus) if corpus else None)
     root = open_store(store, "r+")
     done = done_mask(root, "attention")
     todo = [(k, r) for k, r in zip(prepared.indices, records) if not done[k]]
@@ -90,10 +96,15 @@ def extract(records, model: Path, store: Path, batch: int = 8) -> None:
     for s in range(0, len(todo), batch):
         chunk = todo[s:s + batch]
         pixels = np.stack([prepare_images(load_rgb(r.path)[None], size)[0] for _, r in chunk])
-        result = extract_attention(pipe, pixels, config)
+        result = extract_attention(pipe, pixels, config, features)
         if not has_attention_arrays(root):
             create_attention_arrays(root, result.resolution, result.tokens, result.image_size, "float16")
+        if features is not None and not has_features(root):
+            create_feature_arrays(root, {b: f.shape[1:] for b, f in result.features.items()}, asdict(features))
         for j, (k, _) in enumerate(chunk):
+            if features is not None:
+                write_features(root, k, {b: f[j] for b, f in result.features.items()})
+                mark_done(root, "features", k)
             write_attention(root, k, result.self_attn[j], result.cross_attn[j])
             mark_done(root, "attention", k)
         log(f"extracted {min(s + batch, len(todo))}/{len(todo)}")
@@ -132,7 +143,11 @@ def segment(store: Path, out_size: int) -> dict:
 
 
 def run_parts(store: Path, records, k: int, level: int, seed: int, max_pairs: int, out_dir: Path | None,
-              descriptor: dict | None = None) -> dict:
+              descriptor: dict | None = None, methods: tuple[str, ...] = ("parts",)) -> dict:
+    """Descriptors, clustering and part maps, then the scores of each transfer method.
+
+    Returns the first method's scores at the top level and every method's under ``methods``.
+    """
     from diffparts.parts.cluster import ClusterConfig
     from diffparts.parts.dataset import (build_descriptors, cluster_parts, evaluate_store, image_infos,
                                          paint_part_labels, require_segments)
@@ -145,13 +160,14 @@ def run_parts(store: Path, records, k: int, level: int, seed: int, max_pairs: in
     desc = build_descriptors(root, infos, DescriptorConfig(**{"level": level, **(descriptor or {})}))
     clusters = cluster_parts(root, ClusterConfig(n_clusters=k, random_state=seed))
     paint_part_labels(root)
-    scores = evaluate_store(root, infos, max_pairs=max_pairs, random_state=seed)
+    by_method = {m: evaluate_store(root, infos, max_pairs=max_pairs, random_state=seed, method=m) for m in methods}
+    scores = by_method[methods[0]]
     if out_dir is not None:
         from diffparts.parts.gallery import save_store_pictures
 
         save_store_pictures(root, infos, out_dir)
     return {**scores, "segments": desc["segments"], "foreground_segments": desc["foreground_segments"],
-            "cluster_counts": clusters["counts"]}
+            "cluster_counts": clusters["counts"], "methods": by_method}
 
 
 def _image_maps(records, size: int):
@@ -225,12 +241,28 @@ def oracle_parts(records, seed: int, max_pairs: int) -> dict:
     return _evaluate_maps(records, maps, max_pairs, seed)
 
 
+#: Descriptor sets of the trained arm (DescriptorConfig overrides; "unet" weight from --unet-weight).
+DESCRIPTOR_SETS = ("attention", "features", "features+attention")
+#: Transfer methods scored for every descriptor set (diffparts.parts.transfer.METHODS).
+TRANSFER_METHODS = ("parts", "features", "features-box", "features-part")
+
+
+def descriptor_set(name: str, unet_weight: float, base: dict | None) -> dict:
+    """DescriptorConfig overrides of one descriptor set."""
+    base = dict(base or {})
+    if name == "attention":
+        return base
+    if name == "features":
+        return {**base, "weight_attn": 0.0, "weight_unet": unet_weight}
+    return {**base, "weight_unet": unet_weight}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description="Quality of the parts stage on synthetic birds (JSON).")
     parser.add_argument("--model", default=None, help="diffusers folder (default: the embedded checkpoint)")
     parser.add_argument("--work", type=Path, default=Path("out/eval_parts"), help="corpus, stores, pictures (out/ is git-ignored)")
     parser.add_argument("--n-images", type=int, default=120, help="held-out synthetic birds evaluated")
-    parser.add_argument("--corpus-seed", type=int, default=1234, help="seed of the held-out birds (training used 0)")
+    parser.add_argument("--corpus-seed", type=int, default=1234, help="seed of the held-out birds (training used 0; validation 999)")
     parser.add_argument("--k", type=int, default=8, help="foreground part categories (every method gets K + 1)")
     parser.add_argument("--level", type=int, default=0, help="segment level described (0 = finest)")
     parser.add_argument("--map-size", type=int, default=64, help="side of the segment / part maps")
@@ -239,35 +271,65 @@ def main() -> None:
     parser.add_argument("--skip", nargs="*", default=[], choices=["trained", "random", "baselines"])
     parser.add_argument("--descriptor", type=json.loads, default=None,
                         help='DescriptorConfig overrides as JSON, e.g. \'{"split_at_box": false}\'')
+    parser.add_argument("--features", type=json.loads, default={},
+                        help='FeatureConfig of the trained arm as JSON (default {}: the default up-block from '
+                             'the attention forward), e.g. \'{"blocks": [0, 1], "noise_samples": 4, "timestep": 261}\'')
+    parser.add_argument("--no-features", action="store_true", help="attention only (the table before issue 14)")
+    parser.add_argument("--sets", nargs="*", default=list(DESCRIPTOR_SETS), choices=DESCRIPTOR_SETS,
+                        help="descriptor sets of the trained arm")
+    parser.add_argument("--unet-weight", type=float, default=1.0, help="DescriptorConfig.weight_unet of the feature sets")
+    parser.add_argument("--k-sweep", type=int, nargs="*", default=None, metavar="K",
+                        help="only the trained arm's first descriptor set at each K (NMI/ARI/PCK per K)")
     args = parser.parse_args()
 
+    from diffparts.model.features import FeatureConfig
     from diffparts.model.load import DEFAULT_MODEL
 
     model = Path(args.model or DEFAULT_MODEL)
     work = args.work
     work.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
-    records = ensure_corpus(work / f"birds-s{args.corpus_seed}-n{args.n_images}", args.n_images, args.corpus_seed)
+    corpus = work / f"birds-s{args.corpus_seed}-n{args.n_images}"
+    records = ensure_corpus(corpus, args.n_images, args.corpus_seed)
     records = [r for r in records if r.keypoints is not None and r.bbox is not None][: args.n_images]
     log(f"{len(records)} birds")
+    features = None if args.no_features else FeatureConfig(**{**args.features, "blocks": (
+        None if args.features.get("blocks") is None else tuple(args.features["blocks"]))})
+    sets = args.sets if features is not None else ["attention"]
+    methods = TRANSFER_METHODS if features is not None else ("parts",)
+    feature_tag = "" if features is None else "-f" + "-".join(f"{k}{v}" for k, v in sorted(args.features.items())
+                                                             ).replace(" ", "").replace(",", "_")
     rows: dict[str, dict] = {}
     arms = []
     if "trained" not in args.skip:
         arms.append(("diffparts", model))
-    if "random" not in args.skip:
+    if "random" not in args.skip and args.k_sweep is None:
         arms.append(("diffparts, random UNet", random_unet_model(model, work / "random-unet-model", args.seed)))
     for name, m in arms:
         tag = "random" if "random" in name else "trained"
-        store = work / f"{tag}.zarr"
+        trained = tag == "trained"
+        store = work / f"{tag}{feature_tag if trained else ''}.zarr"
         t = time.perf_counter()
-        extract(records, m, store)
+        extract(records, m, store, features=features if trained else None, corpus=corpus)
         seg = segment(store, args.map_size)
         log(f"{name}: segments {seg}")
-        rows[name] = {**run_parts(store, records, args.k, args.level, args.seed, args.max_pairs,
-                                  work / f"pictures-{tag}", args.descriptor), "segmentation": seg,
-                      "seconds": round(time.perf_counter() - t, 1)}
-        log(f"{name}: {rows[name]}")
-    if "baselines" not in args.skip:
+        if trained and args.k_sweep:
+            desc = descriptor_set(sets[0], args.unet_weight, args.descriptor)
+            for k in args.k_sweep:
+                rows[f"{name}, {sets[0]} descriptors, K={k}"] = run_parts(
+                    store, records, k, args.level, args.seed, args.max_pairs, None, desc, methods)
+                log(f"K={k}: nmi {rows[f'{name}, {sets[0]} descriptors, K={k}']['nmi']:.3f}")
+            continue
+        for dset in (sets if trained else ["attention"]):
+            label = name if dset == "attention" else f"{name}, {dset} descriptors"
+            rows[label] = {**run_parts(store, records, args.k, args.level, args.seed, args.max_pairs,
+                                       work / f"pictures-{tag}-{dset}", descriptor_set(dset, args.unet_weight,
+                                                                                      args.descriptor),
+                                       methods if trained else ("parts",)),
+                           "segmentation": seg, "seconds": round(time.perf_counter() - t, 1)}
+            log(f"{label}: " + json.dumps({mm: {kk: round(v, 3) for kk, v in r.items() if kk in ("nmi", "pck@0.1")}
+                                           for mm, r in rows[label]["methods"].items()}))
+    if "baselines" not in args.skip and args.k_sweep is None:
         rows["k-means colour+position (dataset)"] = pixel_kmeans_dataset(records, args.k + 1, args.map_size,
                                                                         args.seed, args.max_pairs)
         rows["k-means colour+position (per image)"] = pixel_kmeans_per_image(records, args.k + 1, args.map_size,
@@ -279,8 +341,9 @@ def main() -> None:
         full = json.loads((model / "training.json").read_text())
         training = {k: full.get(k) for k in ("final", "vae_steps", "unet_steps", "unet_val_loss")}
     print(json.dumps({"benchmark": "eval_parts", "model": str(model), "training": training,
-                      "n_images": len(records), "k": args.k,
-                      "level": args.level, "descriptor": args.descriptor, "map_size": args.map_size, "corpus_seed": args.corpus_seed,
+                      "n_images": len(records), "k": args.k, "features": None if features is None else args.features,
+                      "unet_weight": args.unet_weight, "level": args.level, "descriptor": args.descriptor,
+                      "map_size": args.map_size, "corpus_seed": args.corpus_seed,
                       "rows": rows, "seconds": round(time.perf_counter() - t0, 1)}, default=float))
 
 

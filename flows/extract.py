@@ -3,7 +3,8 @@
 1. Describe the corpus (ids, names, content hashes) and the run (model hash, config hash).
 2. Create or extend the store from the schema (one task, the only writer of metadata) and list
    the images whose done marker is unset; if none, stop before loading any model.
-3. Create the attention arrays once (their shapes come from one probe through the model).
+3. Create the attention arrays (and, with ``features``, the ``features/`` arrays of the chosen
+   up-blocks) once; their shapes come from one probe through the model.
 4. Fan out one task per fixed batch of ``batch_size`` store indices that has pending images,
    on a thread pool (default) or a Dask cluster (``dask_address`` / ``dask_workers``), GPU tasks
    annotated ``resources={"GPU": 1}`` so each GPU worker takes one at a time.
@@ -67,7 +68,7 @@ def fixed_batches(images: list[dict], pending: list[int], batch_size: int) -> li
 @flow(name="extract-batches")
 def extract_batches(
     store: str, version: int, batches: list[list[dict]], model: str, capture: dict, device: str, dtype: str,
-    gpu_annotate: bool = False, extractor: str = DEFAULT_EXTRACTOR,
+    gpu_annotate: bool = False, extractor: str = DEFAULT_EXTRACTOR, features: dict | None = None,
 ) -> dict:
     """Map ``extract_batch`` over the batches on this flow's task runner; count as they finish."""
     import dask
@@ -78,7 +79,8 @@ def extract_batches(
     annotate = dask.annotate(resources={"GPU": 1}) if gpu_annotate else contextlib.nullcontext()
     with annotate:
         futures = [
-            extract_batch.submit(store, version, batch, model, capture, device, dtype, extractor) for batch in batches
+            extract_batch.submit(store, version, batch, model, capture, device, dtype, extractor, features)
+            for batch in batches
         ]
     which = {f.task_run_id: batch for f, batch in zip(futures, batches)}
     totals = {"written": 0, "skipped": 0, "failed": 0, "bytes": 0, "batches": len(batches), "task_seconds": 0.0}
@@ -112,12 +114,16 @@ def extract_attention(
     dtype: str = "float32",
     new_version: bool = False,
     extractor: str = DEFAULT_EXTRACTOR,
+    features: dict | None = None,
 ) -> dict:
     """Extract aggregated self- and cross-attention of every image of ``corpus`` into ``store``.
 
     ``model``: hub id, diffusers folder, or None for the embedded checkpoint. ``precision``:
     ``float16`` or ``uint8`` storage of self-attention. A store written with another model or
     config is refused unless ``new_version`` (then ``versions/<n>`` of the same store is used).
+    ``features``: FeatureConfig fields as a dict (``{}`` = the defaults: DIFT's up-block from the
+    attention forward) to also store UNet features in ``features/``; None = attention only.
+    The corpus's absolute path and kind go into the manifest for the later stages.
     Returns counts: written, skipped, failed, bytes (handed to Zarr), stored_bytes (added to the
     store, compressed), batches, task_seconds (summed over batch tasks), seconds, store, version.
     """
@@ -134,10 +140,10 @@ def extract_attention(
 
     # 1. Describe the corpus and the run.
     images = describe_images(str(corpus))
-    identity = identify_run(model, capture, precision)
+    identity = identify_run(model, capture, precision, features)
 
     # 2. Create or extend the store (single writer); pending = done marker unset.
-    prepared = prepare_store(store, images, identity, new_version)
+    prepared = prepare_store(store, images, identity, new_version, str(corpus), features)
     version, pending = prepared["version"], prepared["pending"]
     logger.info(
         "store %s version %d: %d images, %d pending (%d new, %d changed)",
@@ -149,13 +155,14 @@ def extract_attention(
 
     if pending:
         # 3. Attention arrays, created once from the model's shapes.
-        create_attention_arrays(store, version, model, capture, precision, device, dtype, extractor)
+        create_attention_arrays(store, version, model, capture, precision, device, dtype, extractor, features)
         # 4. Fan out over fixed batches of store indices.
         batches = fixed_batches(prepared["images"], pending, batch_size)
         fan_out = extract_batches.with_options(task_runner=runner)
         counts = fan_out(
             store, version, batches, model, capture, device, dtype,
             gpu_annotate=bool(device.startswith("cuda") and (dask_address or dask_workers)), extractor=extractor,
+            features=features,
         )
         # images of a batch that were done before count as skipped once, at the flow level
         totals.update({k: counts[k] for k in ("written", "failed", "bytes", "batches", "task_seconds")})

@@ -6,7 +6,7 @@ is set. Then, in order (each a thin task over ``diffparts.parts``):
 1. Check that segmentation finished for the images it uses.
 2. Describe every segment (``parts/descriptors``; one sequential pass, ragged rows).
 3. Cluster all foreground segments into K part categories with the streaming clusterer
-   (K chosen by silhouette on a fixed sample when not given).
+   (ClusterConfig's fixed K when not given, silhouette on a fixed sample with k="auto").
 4. Paint per-pixel part maps ``parts/labels`` (same id = same part in every image), done
    markers, per-category prevalence.
 5. Pictures: an overlay grid and a crop gallery per category (PNG), published as a markdown
@@ -38,13 +38,16 @@ def _markdown(store: str, pictures: dict, clusters: dict) -> str:
 
 
 @flow(name="discover-parts")
-def discover_parts(store: str, k: int | None = None, corpus: str | None = None, level: int = 0,
+def discover_parts(store: str, k: int | str | None = None, corpus: str | None = None, level: int = 0,
                    out_dir: str | None = None, evaluate: bool = True, max_pairs: int = 2000,
-                   seed: int = 0, descriptor: dict | None = None, cluster: dict | None = None) -> dict:
+                   seed: int = 0, descriptor: dict | None = None, cluster: dict | None = None,
+                   method: str = "parts") -> dict:
     """Discover part categories over every segmented image of ``store``.
 
-    k: number of foreground part categories (None: silhouette on a fixed sample, 3..12).
+    k: number of foreground part categories (None: ClusterConfig's fixed default, chosen on
+    validation birds; "auto": silhouette on a fixed sample, 3..12).
     corpus: the corpus folder (boxes, keypoints, classes, pictures); default the manifest's.
+    method: keypoint transfer scored by PCK (``diffparts.parts.transfer.METHODS``).
     level: hierarchy level of the segments described (0 = finest). out_dir: where the PNGs go
     (default ``<store>.parts/``). descriptor/cluster: overrides of DescriptorConfig/ClusterConfig.
     Returns small summaries of every step.
@@ -53,7 +56,7 @@ def discover_parts(store: str, k: int | None = None, corpus: str | None = None, 
     store = str(store)
     out_dir = str(out_dir or f"{store.rstrip('/')}.parts")
     descriptor = {**(descriptor or {}), "level": int(level)}
-    cluster = {**(cluster or {}), "n_clusters": k, "random_state": int(seed)}
+    cluster = {**(cluster or {}), "n_clusters": "default" if k is None else k, "random_state": int(seed)}
 
     # 1. Segmentation must be done for every image used.
     indices = require_segments(store)
@@ -75,7 +78,7 @@ def discover_parts(store: str, k: int | None = None, corpus: str | None = None, 
               "prevalence": painted["prevalence"], "pictures": pictures}
     # 6. Scores where the corpus has keypoints.
     if evaluate:
-        scores = evaluate_store(store, corpus, max_pairs, seed)
+        scores = evaluate_store(store, corpus, max_pairs, seed, method)
         if scores is not None:
             create_table_artifact([{"measure": key, "value": value} for key, value in scores.items()],
                                   key="parts-scores", description="NMI/ARI at keypoints, PCK on same-class pairs")

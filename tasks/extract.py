@@ -41,12 +41,31 @@ def _pipeline(model: str, device: str, dtype: str):
         return _PIPELINES[key]
 
 
-def _run_extractor(path: str, pipe, images: np.ndarray, config):
-    """Call the extractor ``module:function`` on a batch, one forward at a time per process."""
+def _run_extractor(path: str, pipe, images: np.ndarray, config, features=None):
+    """Call the extractor ``module:function`` on a batch, one forward at a time per process.
+
+    ``features`` (a FeatureConfig) is passed only when set, so extractors without it still work.
+    """
     module, _, name = path.partition(":")
     extract = getattr(importlib.import_module(module), name)
     with _FORWARD_LOCK:
-        return extract(pipe, images, config)
+        return extract(pipe, images, config) if features is None else extract(pipe, images, config, features)
+
+
+def _feature_config(features: dict | None):
+    """FeatureConfig from the flow's plain dict (None: no feature capture)."""
+    if features is None:
+        return None
+    from diffparts.model.features import FeatureConfig
+
+    blocks = features.get("blocks")
+    return FeatureConfig(**{**features, "blocks": None if blocks is None else tuple(blocks)})
+
+
+def _stages(features: dict | None) -> tuple[str, ...]:
+    from diffparts.store import FEATURES, STAGE
+
+    return (STAGE,) if features is None else (STAGE, FEATURES)
 
 
 def _capture_config(capture: dict):
@@ -67,23 +86,37 @@ def describe_images(corpus: str) -> list[dict]:
 
 
 @task(cache_policy=NO_CACHE)
-def identify_run(model: str, capture: dict, precision: str) -> dict:
-    """The store identity of this run: model id and content hash, config and its hash."""
+def identify_run(model: str, capture: dict, precision: str, features: dict | None = None) -> dict:
+    """The store identity of this run: model id and content hash, config and its hash.
+
+    Feature settings enter the config only when features are captured, so stores written
+    without them keep their config hash.
+    """
     from diffparts.model.extract import CaptureConfig
     from diffparts.store import StoreConfig, build_manifest, model_hash
 
     config = {"capture": asdict(CaptureConfig(**capture)), "precision": StoreConfig(precision).precision}
+    if features is not None:
+        config["features"] = asdict(_feature_config(features))
     return build_manifest(str(model), model_hash(model), config)
 
 
 @task(retries=2, retry_delay_seconds=1, cache_policy=NO_CACHE)
-def prepare_store(store: str, images: list[dict], identity: dict, new_version: bool) -> dict:
-    """Create or extend the store (single writer, before the fan-out); pending images."""
-    from diffparts.store import STAGE, done_mask, open_store
+def prepare_store(store: str, images: list[dict], identity: dict, new_version: bool,
+                  corpus: str | None = None, features: dict | None = None) -> dict:
+    """Create or extend the store (single writer, before the fan-out); pending images.
+
+    ``corpus`` goes into the manifest (path and kind) for the later stages; with ``features``
+    an image is pending until both its attention and its features are done.
+    """
+    from diffparts.store import describe_corpus, done_mask, open_store
     from diffparts.store import prepare_store as prepare
 
-    report = prepare(store, images, identity, stages=(STAGE,), new_version=new_version)
-    done = done_mask(open_store(store, "r", version=report.version), STAGE)
+    stages = _stages(features)
+    report = prepare(store, images, identity, stages=stages, new_version=new_version,
+                     corpus=describe_corpus(corpus) if corpus else None)
+    root = open_store(store, "r", version=report.version)
+    done = np.logical_and.reduce([done_mask(root, stage) for stage in stages])
     indexed = [{**img, "index": k} for img, k in zip(images, report.indices)]
     return {
         "version": report.version,
@@ -97,28 +130,34 @@ def prepare_store(store: str, images: list[dict], identity: dict, new_version: b
 @task(retries=2, retry_delay_seconds=1, cache_policy=NO_CACHE)
 def create_attention_arrays(
     store: str, version: int, model: str, capture: dict, precision: str, device: str, dtype: str,
-    extractor: str = DEFAULT_EXTRACTOR,
+    extractor: str = DEFAULT_EXTRACTOR, features: dict | None = None,
 ) -> dict:
-    """Learn R and the tokens from one blank image through the model, then create the arrays."""
+    """Learn R, the tokens (and feature shapes) from one blank image, then create the arrays."""
     from diffparts.model.extract import native_image_size
     from diffparts.store import create_attention_arrays as create
-    from diffparts.store import has_attention_arrays, open_store
+    from diffparts.store import create_feature_arrays, has_attention_arrays, has_features, open_store
 
     root = open_store(store, "r+", version=version)
-    if not has_attention_arrays(root):
+    feature_config = _feature_config(features)
+    if not has_attention_arrays(root) or (feature_config is not None and not has_features(root)):
         config = _capture_config(capture)
         pipe = _pipeline(model, device, dtype)
         size = config.image_size or native_image_size(pipe)
-        probe = _run_extractor(extractor, pipe, np.zeros((1, size, size, 3), np.uint8), config)
+        probe = _run_extractor(extractor, pipe, np.zeros((1, size, size, 3), np.uint8), config, feature_config)
         create(root, probe.resolution, probe.tokens, probe.image_size, precision)
+        if feature_config is not None:
+            create_feature_arrays(root, {b: f.shape[1:] for b, f in probe.features.items()}, asdict(feature_config))
     attrs = dict(root["attention"].attrs)
-    return {"resolution": attrs["resolution"], "tokens": len(attrs["tokens"])}
+    out = {"resolution": attrs["resolution"], "tokens": len(attrs["tokens"])}
+    if feature_config is not None:
+        out["features"] = dict(root["features"].attrs["shapes"])
+    return out
 
 
 @task(retries=1, retry_delay_seconds=2, cache_policy=NO_CACHE)
 def extract_batch(
     store: str, version: int, batch: list[dict], model: str, capture: dict, device: str, dtype: str,
-    extractor: str = DEFAULT_EXTRACTOR,
+    extractor: str = DEFAULT_EXTRACTOR, features: dict | None = None,
 ) -> dict:
     """Extract one fixed batch of images and write the ones not yet done.
 
@@ -126,15 +165,18 @@ def extract_batch(
     readable images of the batch go through the model together even if some are done already,
     so a resumed run computes every image in the same batch as an uninterrupted run (batched
     float arithmetic can differ in the last bit with the batch's make-up); only images whose
-    done marker is unset are written, each marked done after its data.
+    done marker is unset are written, each marked done after its data (features first, then
+    attention: an image is done when both are).
     """
     from diffparts.corpus import ImageLoadError, load_rgb
     from diffparts.model.extract import native_image_size, prepare_images
-    from diffparts.store import STAGE, is_done, mark_done, open_store, record_failure, write_attention
+    from diffparts.store import (FEATURES, STAGE, is_done, mark_done, open_store, record_failure, write_attention,
+                                 write_features)
 
     start = time.perf_counter()
     root = open_store(store, "r+", version=version)
-    todo = [img for img in batch if not is_done(root, STAGE, img["index"])]
+    stages = _stages(features)
+    todo = [img for img in batch if not all(is_done(root, stage, img["index"]) for stage in stages)]
     counts = {"written": 0, "skipped": len(batch) - len(todo), "failed": 0, "bytes": 0}
     if not todo:
         return {**counts, "seconds": time.perf_counter() - start, "store": store}
@@ -155,9 +197,12 @@ def extract_batch(
                 counts["failed"] += 1
     # 2. One forward for the batch (DESIGN 5.1), 3. write each pending image, then its marker.
     if any(img["index"] in pending for img in loaded):
-        result = _run_extractor(extractor, pipe, np.stack(pixels), config)  # image ...
+        result = _run_extractor(extractor, pipe, np.stack(pixels), config, _feature_config(features))  # image ...
         for k, img in enumerate(loaded):
             if img["index"] in pending:
+                if features is not None:
+                    counts["bytes"] += write_features(root, img["index"], {b: f[k] for b, f in result.features.items()})
+                    mark_done(root, FEATURES, img["index"])
                 counts["bytes"] += write_attention(root, img["index"], result.self_attn[k], result.cross_attn[k])
                 mark_done(root, STAGE, img["index"])
                 counts["written"] += 1
@@ -180,7 +225,8 @@ def record_batch_failure(store: str, version: int, batch: list[dict], reason: st
 
 @task(cache_policy=NO_CACHE)
 def stored_bytes(store: str, version: int) -> int:
-    """Bytes the attention arrays occupy in the store (after compression)."""
-    from diffparts.store import STAGE, open_store, stage_arrays
+    """Bytes the attention (and feature) arrays occupy in the store (after compression)."""
+    from diffparts.store import FEATURES, STAGE, open_store, stage_arrays
 
-    return int(sum(arr.nbytes_stored() for arr in stage_arrays(open_store(store, "r", version=version), STAGE).values()))
+    root = open_store(store, "r", version=version)
+    return int(sum(arr.nbytes_stored() for stage in (STAGE, FEATURES) for arr in stage_arrays(root, stage).values()))

@@ -46,6 +46,10 @@ def cluster_parts(store: str, config: dict) -> dict:
     from diffparts.parts.dataset import cluster_parts as cluster
 
     cfg = {**config, "k_range": tuple(config.get("k_range", (3, 12)))}
+    if cfg.get("n_clusters", "default") == "default":     # the flow's k=None: ClusterConfig's fixed K
+        cfg.pop("n_clusters", None)
+    elif cfg["n_clusters"] == "auto":                      # K chosen by silhouette
+        cfg["n_clusters"] = None
     return cluster(_root(store, "r+"), ClusterConfig(**cfg))
 
 
@@ -68,13 +72,14 @@ def save_store_pictures(store: str, corpus: str | None, out_dir: str, max_images
 
 
 @task(cache_policy=NO_CACHE)
-def evaluate_store(store: str, corpus: str | None, max_pairs: int = 2000, seed: int = 0) -> dict | None:
+def evaluate_store(store: str, corpus: str | None, max_pairs: int = 2000, seed: int = 0,
+                   method: str = "parts") -> dict | None:
     """NMI/ARI at keypoints and PCK@0.05/0.1 over same-class pairs; None without keypoints."""
     from diffparts.parts.dataset import evaluate_store as evaluate
 
     root = _root(store)
     try:
-        return evaluate(root, _infos(root, corpus), max_pairs=max_pairs, random_state=seed)
+        return evaluate(root, _infos(root, corpus), max_pairs=max_pairs, random_state=seed, method=method)
     except ValueError as err:
         if "nothing to evaluate" in str(err):
             return None

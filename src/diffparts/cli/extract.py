@@ -44,8 +44,31 @@ def register(subparsers) -> None:
                         help="model dtype (default float32)")
     parser.add_argument("--new-version", action="store_true",
                         help="if the store was written with another model/config, start versions/<n> in it")
+    feats = parser.add_argument_group("UNet features (DIFT) for dense correspondence, stored in features/")
+    feats.add_argument("--features", action="store_true",
+                       help="also store up-block features (default block: DIFT's up_blocks[1] adapted to the "
+                            "model, from the attention forward itself)")
+    feats.add_argument("--feature-blocks", type=int, nargs="+", default=None, metavar="I",
+                       help="up_blocks indices to store (default: the block at half the latent side, else the nearest)")
+    feats.add_argument("--feature-timestep", type=int, default=None, metavar="T",
+                       help="timestep of the features (default: --timestep, same forward)")
+    feats.add_argument("--feature-noise-samples", type=int, default=0, metavar="N",
+                       help="noised latents averaged in extra forwards (DIFT: 8); 0 = the attention forward")
+    feats.add_argument("--feature-prompt", default=None, help="prompt of the feature forwards (default: --prompt)")
     parser.add_argument("--json", action="store_true", help="print the run summary as JSON")
     parser.set_defaults(handler=run_extract)
+
+
+def feature_settings(args) -> dict | None:
+    """FeatureConfig fields from the --feature-* options (None without --features)."""
+    if not args.features:
+        return None
+    out = {"noise_samples": args.feature_noise_samples}
+    for key, value in (("blocks", args.feature_blocks), ("timestep", args.feature_timestep),
+                       ("prompt", args.feature_prompt)):
+        if value is not None:
+            out[key] = value
+    return out
 
 
 def run_extract(args) -> int:
@@ -65,6 +88,7 @@ def run_extract(args) -> int:
         device=args.device,
         dtype=args.dtype,
         new_version=args.new_version,
+        features=feature_settings(args),
     )
     if args.json:
         print(json.dumps(summary))

@@ -5,6 +5,9 @@ from __future__ import annotations
 import argparse
 import json
 
+#: ``diffparts.parts.transfer.METHODS`` (spelled out: registration imports nothing heavy).
+METHOD_CHOICES = ("parts", "features", "features-box", "features-part")
+
 
 def register(subparsers) -> None:
     parser = subparsers.add_parser(
@@ -22,8 +25,10 @@ def register(subparsers) -> None:
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     parser.add_argument("--store", required=True, help="the Zarr store (after extract and segment)")
-    parser.add_argument("--k", type=int, default=None,
-                        help="foreground part categories; default: chosen by silhouette on a fixed sample (3..12)")
+    parser.add_argument("--k", type=_k_value, default=None,
+                        help="foreground part categories, or 'auto' (silhouette on a fixed sample, 3..12; it "
+                             "picks the smallest K on bird parts); default: ClusterConfig's fixed K (10, chosen "
+                             "on validation birds)")
     parser.add_argument("--corpus", default=None,
                         help="corpus folder (boxes, keypoints, classes, pictures); default: the store manifest's")
     parser.add_argument("--level", type=int, default=0, help="segment hierarchy level described (0 = finest)")
@@ -31,6 +36,8 @@ def register(subparsers) -> None:
     parser.add_argument("--max-pairs", type=int, default=2000, help="same-class pairs drawn for PCK")
     parser.add_argument("--seed", type=int, default=0, help="seed of the clustering and of the pairs")
     parser.add_argument("--no-eval", action="store_true", help="skip NMI/ARI/PCK even if keypoints exist")
+    parser.add_argument("--method", choices=METHOD_CHOICES, default="parts",
+                        help="keypoint transfer scored by PCK (see `diffparts transfer --help`)")
     parser.set_defaults(handler=run_parts)
 
     transfer = subparsers.add_parser(
@@ -49,14 +56,30 @@ def register(subparsers) -> None:
     transfer.add_argument("--source", type=int, required=True, help="source image id (corpus image_id)")
     transfer.add_argument("--target", type=int, required=True, help="target image id (corpus image_id)")
     transfer.add_argument("--corpus", default=None, help="corpus folder; default: the store manifest's")
+    transfer.add_argument("--method", choices=METHOD_CHOICES, default="parts",
+                          help="parts: relative position through the part categories; features: cosine nearest "
+                               "neighbour of UNet features (DIFT) over the target image; features-box: inside the "
+                               "target's object box; features-part: inside the corresponding part (the part decides "
+                               "where, the features decide the point; relative position where the part is missing). "
+                               "The feature methods need a store extracted with --features")
     transfer.set_defaults(handler=run_transfer)
+
+
+def _k_value(text: str):
+    if text == "auto":
+        return "auto"
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"--k must be an integer or 'auto', got {text!r}") from None
 
 
 def run_parts(args) -> int:
     from flows.parts import discover_parts
 
     result = discover_parts(args.store, k=args.k, corpus=args.corpus, level=args.level, out_dir=args.out,
-                            evaluate=not args.no_eval, max_pairs=args.max_pairs, seed=args.seed)
+                            evaluate=not args.no_eval, max_pairs=args.max_pairs, seed=args.seed,
+                            method=args.method)
     print(json.dumps(result, indent=1, default=str))
     return 0
 
@@ -66,5 +89,6 @@ def run_transfer(args) -> int:
     from diffparts.store import open_store
 
     root = open_store(args.store)
-    print(json.dumps(transfer_between(root, load_infos(root, args.corpus), args.source, args.target)))
+    print(json.dumps(transfer_between(root, load_infos(root, args.corpus), args.source, args.target,
+                                      method=args.method)))
     return 0

@@ -3,7 +3,10 @@
 One UNet forward per call: the VAE posterior mean of each image (times the VAE's scaling
 factor) at timestep ``t`` (300 by default: DiffSeg's convention) with the prompt's embedding and
 no guidance, every ``attn1``/``attn2`` captured by :class:`AttentionCapture`, then aggregated over
-resolutions by :mod:`diffparts.attention.aggregate`.
+resolutions by :mod:`diffparts.attention.aggregate`. Optionally UNet up-block features
+(``features=FeatureConfig(...)``, DIFT): from the same forward by forward hooks when their
+timestep and prompt are the attention's and no noise samples are asked for, else from one
+extra forward over the noised copies (:mod:`diffparts.model.features`).
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ import torch
 
 from diffparts.attention.aggregate import aggregate_cross_attention, aggregate_self_attention, resolution_weights
 from diffparts.model.capture import AttentionCapture
+from diffparts.model.features import FeatureCapture, FeatureConfig, noised_forwards, resolve_blocks
 
 
 @dataclass(frozen=True)
@@ -51,6 +55,7 @@ class AttentionResult:
     tokens: list[str]  # the prompt's tokens (tokenizer strings, padded to the model's length)
     resolution: int  # R, the largest attention resolution (side of the query / key grids)
     image_size: int  # pixel side of the (square) images fed to the VAE
+    features: dict[int, np.ndarray] | None = None  # up_blocks index -> float32 (image, channel, y, x)
 
 
 def native_image_size(pipe) -> int:
@@ -93,17 +98,22 @@ def encode_prompt(pipe, prompt: str, images: int) -> tuple[torch.Tensor, list[st
     return embedding.expand(images, -1, -1), tokens
 
 
-def extract_attention(pipe, images: np.ndarray, config: CaptureConfig = CaptureConfig()) -> AttentionResult:
+def extract_attention(pipe, images: np.ndarray, config: CaptureConfig = CaptureConfig(),
+                      features: FeatureConfig | None = None) -> AttentionResult:
     """Aggregated self- and cross-attention of ``images`` (image, y, x, 3) uint8, in one UNet forward.
 
     ``pipe``: a Stable Diffusion pipeline (vae, unet, text_encoder, tokenizer, scheduler) on any
     device and dtype. All images go through one forward; the caller chooses the batch size.
+    ``features``: also return up-block outputs (``AttentionResult.features``), see the module doc.
     """
     unet, vae = pipe.unet, pipe.vae
     if config.timestep >= pipe.scheduler.config.num_train_timesteps:
         raise ValueError(
             f"timestep {config.timestep} is beyond the scheduler's {pipe.scheduler.config.num_train_timesteps} steps"
         )
+    if features is not None and (features.timestep or 0) >= pipe.scheduler.config.num_train_timesteps:
+        raise ValueError(f"feature timestep {features.timestep} is beyond the scheduler's "
+                         f"{pipe.scheduler.config.num_train_timesteps} steps")
     size = config.image_size or native_image_size(pipe)
     factor = int(pipe.vae_scale_factor)
     if size % factor:
@@ -118,6 +128,7 @@ def extract_attention(pipe, images: np.ndarray, config: CaptureConfig = CaptureC
         # 2. Latent: VAE posterior mean x scaling factor (DESIGN 5.1); optionally noised to t.
         latents = vae.encode(x).latent_dist.mean * vae.config.scaling_factor  # image channel y x
         timestep = torch.tensor([config.timestep], device=unet.device)
+        clean = latents
         if config.noise:
             generator = torch.Generator("cpu").manual_seed(config.seed)
             noise = torch.randn(latents.shape, generator=generator, dtype=torch.float32)
@@ -128,9 +139,22 @@ def extract_attention(pipe, images: np.ndarray, config: CaptureConfig = CaptureC
         embedding, tokens = encode_prompt(pipe, config.prompt, latents.shape[0])
         embedding = embedding.to(unet.device, unet.dtype)
 
-        # 4. One UNet forward with every attn1 / attn2 captured.
-        with AttentionCapture(unet, self_attn=config.self_attn, cross_attn=config.cross_attn) as capture:
+        # 4. One UNet forward with every attn1 / attn2 captured (and the up-blocks hooked when
+        #    the features share its latent, timestep and prompt).
+        blocks = resolve_blocks(unet, features.blocks) if features is not None else ()
+        same = features is not None and features.same_forward(config.timestep, config.prompt)
+        hooks = FeatureCapture(unet, blocks if same else ())
+        with AttentionCapture(unet, self_attn=config.self_attn, cross_attn=config.cross_attn) as capture, hooks:
             unet(latents, timestep, encoder_hidden_states=embedding)
+        if features is not None and not same:
+            # 4b. DIFT's ensemble: noised copies at the feature timestep, the feature prompt.
+            hooks = FeatureCapture(unet, blocks)
+            prompt = config.prompt if features.prompt is None else features.prompt
+            feat_embedding = encode_prompt(pipe, prompt, latents.shape[0])[0].to(unet.device, unet.dtype)
+            t_feat = config.timestep if features.timestep is None else features.timestep
+            with hooks:
+                noised_forwards(pipe, clean, feat_embedding, features, t_feat, hooks)
+        feats = {b: hooks.mean(b).cpu().numpy() for b in blocks} if features is not None else None
 
         # 5. Aggregate over resolutions (DiffSeg, DESIGN 5.1).
         self_attn = cross_attn = None
@@ -153,4 +177,5 @@ def extract_attention(pipe, images: np.ndarray, config: CaptureConfig = CaptureC
         tokens=list(tokens),
         resolution=max(resolutions),
         image_size=size,
+        features=feats,
     )

@@ -42,8 +42,8 @@ import zarr
 
 from diffparts.parts.cluster import ClusterConfig, StreamingPartClusterer
 from diffparts.parts.descriptors import DescriptorConfig, describe_image, feature_layout, scale_box, unit_map
-from diffparts.store import (create_stage_array, done_mask, ensure_stage, failures, image_count, image_table,
-                             mark_done, read_cross_attention, read_self_attention)
+from diffparts.store import (create_stage_array, done_mask, ensure_stage, failures, has_features, image_count,
+                             image_table, mark_done, read_cross_attention, read_features, read_self_attention)
 
 STAGE = "parts"
 SEGMENTS = "segments"
@@ -133,7 +133,13 @@ def build_descriptors(root: zarr.Group, infos: Sequence[ImageInfo],
     n = image_count(root)
     has_cross = "attention/cross" in root and config.cross_tokens > 0 and config.weight_cross > 0
     n_tokens = int(root["attention/cross"].shape[1]) if has_cross else 0
-    names, weights = feature_layout(config, n_tokens)
+    n_channels = 0
+    if config.weight_unet > 0:
+        if not has_features(root):
+            raise ValueError("DescriptorConfig.weight_unet > 0 needs UNet features, and the store has no "
+                             "features/ group: extract with --features (or set weight_unet=0)")
+        n_channels = sum(int(v[0]) for v in root["features"].attrs["shapes"].values())
+    names, weights = feature_layout(config, n_tokens, n_channels)
     n_feat = len(names)
 
     # 1. Schema: fresh ragged arrays, per-image start/count, boxes.
@@ -184,7 +190,8 @@ def build_descriptors(root: zarr.Group, infos: Sequence[ImageInfo],
         box = None if info.bbox is None else scale_box(info.bbox, info.size, (w, h))
         attn = read_self_attention(root, info.index)
         cross = read_cross_attention(root, info.index) if has_cross else None
-        d = describe_image(labels, attn, cross, box=box, config=config)
+        unet = read_features(root, info.index) if n_channels else None
+        d = describe_image(labels, attn, cross, box=box, config=config, unet_features=unet)
         m = len(d.segment_ids)
         buf["features"].append(d.features)
         buf["image"].append(np.full(m, info.index, np.int64))
@@ -325,10 +332,11 @@ def read_part_labels(root: zarr.Group, index: int) -> np.ndarray:
 def load_infos(root: zarr.Group, corpus: str | Path | None = None) -> list[ImageInfo]:
     """Image infos for a store from its corpus (``corpus`` or the manifest's ``corpus`` entry).
 
-    With no corpus at all the images get no box (the foreground estimate is used) and no
-    keypoints (no evaluation).
+    The manifest's entry is ``{"path", "kind"}`` (written by extraction; a plain path string is
+    read too). With no corpus at all the images get no box (the foreground estimate is used)
+    and no keypoints (no evaluation).
     """
-    corpus = corpus or root.attrs.get("manifest", {}).get("corpus")
+    corpus = corpus or manifest_corpus(root)
     records = None
     if corpus:
         from diffparts.corpus import open_corpus
@@ -337,25 +345,47 @@ def load_infos(root: zarr.Group, corpus: str | Path | None = None) -> list[Image
     return image_infos(root, records)
 
 
+def manifest_corpus(root: zarr.Group) -> str | None:
+    """The corpus path the store's manifest records (None if it records none)."""
+    entry = root.attrs.get("manifest", {}).get("corpus")
+    if isinstance(entry, dict):
+        return entry.get("path") or None
+    return str(entry) if entry else None
+
+
 def labelled_images(root: zarr.Group, infos: Sequence[ImageInfo]) -> list[ImageInfo]:
     """The infos of images whose part labels are written."""
     done = done_mask(root, STAGE)
     return [i for i in infos if i.index < len(done) and done[i.index]]
 
 
+def require_features(root: zarr.Group, method: str) -> None:
+    """ValueError, saying what to do, when ``method`` matches features the store lacks."""
+    from diffparts.parts.transfer import METHODS
+
+    if method not in METHODS:
+        raise ValueError(f"method must be one of {sorted(METHODS)}, got {method!r}")
+    if METHODS[method] is not None and not has_features(root):
+        raise ValueError(f"--method {method} matches UNet features, but the store has no features/ group: "
+                         "re-extract with `diffparts extract --features` (into a new store or with "
+                         "--new-version), or use --method parts")
+
+
 def evaluate_store(root: zarr.Group, infos: Sequence[ImageInfo], max_pairs: int | None = 2000,
-                   random_state: int = 0) -> dict:
+                   random_state: int = 0, method: str = "parts") -> dict:
     """NMI/ARI at visible keypoints and PCK over same-class pairs for the labelled images that
-    have keypoints, a box and a class (DESIGN 8)."""
+    have keypoints, a box and a class (DESIGN 8); ``method`` as in ``transfer.METHODS``."""
     from diffparts.parts.transfer import evaluate_parts
 
+    require_features(root, method)
     usable = [i for i in labelled_images(root, infos)
               if i.keypoints is not None and i.bbox is not None and i.class_id is not None]
     if not usable:
         raise ValueError("no labelled image has keypoints, a box and a class: nothing to evaluate")
     out = evaluate_parts(lambda j: read_part_labels(root, usable[j].index), [i.keypoints for i in usable],
                          [i.bbox for i in usable], [i.size for i in usable], [i.class_id for i in usable],
-                         max_pairs=max_pairs, random_state=random_state)
+                         max_pairs=max_pairs, random_state=random_state, method=method,
+                         get_features=lambda j: read_features(root, usable[j].index))
     return out
 
 
@@ -369,15 +399,23 @@ def object_box(root: zarr.Group, info: ImageInfo) -> tuple[float, float, float, 
     return (box[0] * sx, box[1] * sy, box[2] * sx, box[3] * sy)
 
 
-def transfer_between(root: zarr.Group, infos: Sequence[ImageInfo], source_id: int, target_id: int) -> dict:
+def transfer_between(root: zarr.Group, infos: Sequence[ImageInfo], source_id: int, target_id: int,
+                     method: str = "parts") -> dict:
     """Transfer the source image's visible keypoints to the target (by corpus image id).
+
+    method: ``parts`` (relative position through the part categories), ``features`` (cosine
+    nearest neighbour of UNet features over the target image), ``features-box`` (inside the
+    target's object box) or ``features-part`` (inside the corresponding part, relative
+    position as the fallback); the feature methods need the store's ``features/`` group.
 
     Returns the predicted (x, y) per keypoint (None where not visible in the source), the part
     category each went through (0 = object box), and, when the target has keypoints, each
     transferred point's distance to the truth over max(w, h) of the target box.
     """
-    from diffparts.parts.transfer import transfer_points
+    from diffparts.parts.matching import transfer_by_features
+    from diffparts.parts.transfer import METHODS, transfer_points
 
+    require_features(root, method)
     by_id = {i.image_id: i for i in infos}
     for name, value in (("source", source_id), ("target", target_id)):
         if value not in by_id:
@@ -386,10 +424,15 @@ def transfer_between(root: zarr.Group, infos: Sequence[ImageInfo], source_id: in
     if src.keypoints is None:
         raise ValueError(f"source image {source_id} has no keypoints to transfer")
     kp = np.asarray(src.keypoints, np.float64)
-    pred, used = transfer_points(read_part_labels(root, src.index), read_part_labels(root, tgt.index),
-                                 kp[:, :2], object_box(root, src), object_box(root, tgt), src.size, tgt.size)
+    maps = read_part_labels(root, src.index), read_part_labels(root, tgt.index)
+    boxes = object_box(root, src), object_box(root, tgt)
+    if METHODS[method] is None:
+        pred, used = transfer_points(*maps, kp[:, :2], *boxes, src.size, tgt.size)
+    else:
+        pred, used = transfer_by_features(read_features(root, src.index), read_features(root, tgt.index), kp[:, :2],
+                                          *maps, *boxes, src.size, tgt.size, within=METHODS[method])
     visible = kp[:, 2] > 0.5
-    out = {"source": source_id, "target": target_id,
+    out = {"source": source_id, "target": target_id, "method": method,
            "predicted": [[round(float(x), 2), round(float(y), 2)] if v else None
                          for (x, y), v in zip(pred, visible)],
            "category": [int(c) if v else None for c, v in zip(used, visible)]}

@@ -9,6 +9,9 @@ all relative to the object's box so that descriptors compare across images:
   region of the object, wherever the object is.
 - ``cross``: the segment's mean cross-attention over the first T prompt tokens (optional;
   T = 0 turns it off, and it is off when the store has no cross-attention).
+- ``unet``: the segment's mean UNet up-block feature (``features/``, DIFT), L2-normalised
+  (optional; ``weight_unet`` = 0 turns it off). Pooled over the feature grid cells the segment
+  covers, like the cross-attention.
 - ``position``: centroid (x, y), spread (std x, std y) and extent (width, height) of the
   segment's pixels, in box units (0..1 inside the box).
 
@@ -51,6 +54,7 @@ class DescriptorConfig:
     weight_attn: float = 0.5         # group weight of the binned key map (what the segment attends to)
     weight_cross: float = 0.0        # pooled cross-attention: 0 = off; the default empty prompt's
                                      # tokens name no parts (validation: it only added noise)
+    weight_unet: float = 0.0         # pooled UNet features (features/ group): 0 = off (the store may have none)
     weight_position: float = 1.0     # group weight of centroid/spread/extent in box units
     weight_size: float = 0.5         # group weight of log area fraction
     inside_box_min: float = 0.5      # fewer of the segment's pixels inside the box -> background
@@ -75,14 +79,16 @@ class ImageDescriptors:
     box_estimated: bool      # True when the box came from the foreground estimate
 
 
-def feature_layout(config: DescriptorConfig, n_tokens: int) -> tuple[list[str], np.ndarray]:
-    """Feature names and per-feature weights for a store whose cross-attention has n_tokens."""
+def feature_layout(config: DescriptorConfig, n_tokens: int, n_channels: int = 0) -> tuple[list[str], np.ndarray]:
+    """Feature names and per-feature weights for a store whose cross-attention has n_tokens
+    and whose UNet features have n_channels (0: none)."""
     g = config.box_grid
     gx = (g + 1) // 2 if config.mirror_invariant else g
     t = min(config.cross_tokens, n_tokens) if config.weight_cross > 0 else 0
     groups = [
         ("attn", [f"attn_{i}_{j}" for i in range(g) for j in range(gx)] + ["attn_outside"], config.weight_attn),
         ("cross", [f"cross_{i}" for i in range(t)], config.weight_cross),
+        ("unet", [f"unet_{i}" for i in range(n_channels if config.weight_unet > 0 else 0)], config.weight_unet),
         ("position", ["cx", "cy", "sx", "sy", "extent_w", "extent_h"], config.weight_position),
         ("size", ["log_area"], config.weight_size),
     ]
@@ -175,12 +181,14 @@ def estimate_foreground_box(labels: np.ndarray, border_share_max: float = 0.15) 
 
 
 def describe_image(labels: np.ndarray, self_attn: np.ndarray, cross_attn: np.ndarray | None = None,
-                   box=None, config: DescriptorConfig = DescriptorConfig()) -> ImageDescriptors:
+                   box=None, config: DescriptorConfig = DescriptorConfig(),
+                   unet_features: np.ndarray | None = None) -> ImageDescriptors:
     """Describe every segment of one image.
 
     labels: (y, x) int segment map. self_attn: (qy, qx, ky, kx) aggregated self-attention, each
     key map a distribution. cross_attn: (token, qy, qx) or None. box: (x, y, width, height) of the
-    object in segment-map pixels, or None to estimate it.
+    object in segment-map pixels, or None to estimate it. unet_features: (channel, y, x) UNet
+    features on a square grid, or None (used when ``config.weight_unet`` > 0).
     """
     _validate_config(config)
     labels = np.asarray(labels)
@@ -255,6 +263,14 @@ def describe_image(labels: np.ndarray, self_attn: np.ndarray, cross_attn: np.nda
             raise ValueError(f"cross_attn must be (token, {res}, {res}), got {cross_attn.shape}")
         ct = cross_attn[:t].reshape(t, res * res).astype(np.float32)      # token q
         parts.append(wq.astype(np.float32) @ ct.T)                         # segment token
+    if config.weight_unet > 0:
+        if unet_features is None or unet_features.ndim != 3 or unet_features.shape[1] != unet_features.shape[2]:
+            raise ValueError("weight_unet > 0 needs unet_features (channel, y, x) on a square grid, got "
+                             f"{None if unet_features is None else unet_features.shape}")
+        c, fres = unet_features.shape[:2]
+        wf = area_weights(labels, segment_ids, fres).astype(np.float32)    # segment (y x)
+        pooled = wf @ unet_features.reshape(c, fres * fres).T.astype(np.float32)   # segment channel
+        parts.append(pooled / np.maximum(np.linalg.norm(pooled, axis=1, keepdims=True), 1e-12))
 
     # 5. Position and size in box units.
     lab = labels.ravel()

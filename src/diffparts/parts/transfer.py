@@ -27,6 +27,10 @@ import numpy as np
 
 from diffparts.metrics import KeypointPartScores, PCKScores, same_class_pairs
 
+#: Transfer methods: relative position through the parts (this module), or feature matching
+#: (``matching.transfer_by_features``) over the whole image, the object box, or the part.
+METHODS = {"parts": None, "features": "image", "features-box": "box", "features-part": "part"}
+
 
 def part_boxes(part_map: np.ndarray) -> dict[int, np.ndarray]:
     """Box (x0, y0, x1, y1) in map pixels (x1, y1 exclusive) of every category in a map."""
@@ -73,6 +77,19 @@ def _inside(shape: tuple[int, int], obj: np.ndarray) -> np.ndarray:
     return (xs >= obj[0]) & (xs <= obj[2]) & (ys >= obj[1]) & (ys <= obj[3])
 
 
+def object_corners(box, image_size: tuple[int, int], map_shape: tuple[int, int]) -> np.ndarray:
+    """An object box (x, y, w, h) in image pixels -> corners (x0, y0, x1, y1) in map pixels."""
+    b = np.asarray(box, np.float64)
+    scale = np.array([map_shape[1] / image_size[0], map_shape[0] / image_size[1]])   # image px -> map px
+    return np.array([b[0], b[1], b[0] + b[2], b[1] + b[3]]) * np.tile(scale, 2)
+
+
+def clip_to_box(part_map: np.ndarray, corners: np.ndarray, fill=0) -> np.ndarray:
+    """``part_map`` with the pixels outside the box corners (x0, y0, x1, y1) set to ``fill``."""
+    part_map = np.asarray(part_map)
+    return np.where(_inside(part_map.shape, corners), part_map, fill)
+
+
 def _snap(part_map: np.ndarray, category: int, x: float, y: float) -> tuple[float, float]:
     """The centre of the nearest pixel of ``category`` to map point (x, y) (itself if inside)."""
     ys, xs = np.nonzero(part_map == category)
@@ -107,13 +124,11 @@ def transfer_points(source_map: np.ndarray, target_map: np.ndarray, points: np.n
     th, tw = target_map.shape
     s_scale = np.array([sw / source_size[0], sh / source_size[1]])   # image px -> source map px
     t_scale = np.array([tw / target_size[0], th / target_size[1]])   # image px -> target map px
-    sb = np.asarray(source_box, np.float64)
-    tb = np.asarray(target_box, np.float64)
-    s_obj = np.array([sb[0], sb[1], sb[0] + sb[2], sb[1] + sb[3]]) * np.tile(s_scale, 2)
-    t_obj = np.array([tb[0], tb[1], tb[0] + tb[2], tb[1] + tb[3]]) * np.tile(t_scale, 2)
+    s_obj = object_corners(source_box, source_size, source_map.shape)
+    t_obj = object_corners(target_box, target_size, target_map.shape)
     # Parts are looked for inside the object boxes only (a category may also cover background).
-    source_map = np.where(_inside(source_map.shape, s_obj), source_map, 0)
-    target_map = np.where(_inside(target_map.shape, t_obj), target_map, 0)
+    source_map = clip_to_box(source_map, s_obj)
+    target_map = clip_to_box(target_map, t_obj)
     s_parts, t_parts = part_boxes(source_map), part_boxes(target_map)
     if flip is None:
         flip = relative_flip(source_map, target_map, s_obj, t_obj)
@@ -147,15 +162,21 @@ def transfer_points(source_map: np.ndarray, target_map: np.ndarray, points: np.n
 def evaluate_parts(get_map: Callable[[int], np.ndarray], keypoints: Sequence[np.ndarray],
                    boxes: Sequence, sizes: Sequence[tuple[int, int]], class_ids: Sequence[int],
                    max_pairs: int | None = 2000, random_state: int = 0,
-                   flips: Sequence[bool] | None = None, within: str = "part") -> dict:
+                   flips: Sequence[bool] | None = None, within: str = "part", method: str = "parts",
+                   get_features: Callable[[int], np.ndarray] | None = None) -> dict:
     """NMI/ARI at visible keypoints and PCK@0.05/0.1 over same-class pairs.
 
     get_map(i) -> (y, x) part-category map of image i (0 = background); keypoints[i]
     (part, 3) x, y, visible; boxes[i] (x, y, w, h); sizes[i] (width, height) in image pixels;
     class_ids[i] the class (pairs are drawn among images of the same class, at most max_pairs,
     seeded). flips[i]: whether image i faces the other way (transfer mirrors between the two);
-    None: decided per pair from the part maps (``relative_flip``).
+    None: decided per pair from the part maps (``relative_flip``). method: a key of ``METHODS``;
+    the feature methods need get_features(i) -> (channel, fy, fx) UNet features of image i.
     """
+    if method not in METHODS:
+        raise ValueError(f"method must be one of {sorted(METHODS)}, got {method!r}")
+    if METHODS[method] is not None and get_features is None:
+        raise ValueError(f"method {method!r} matches UNet features: give get_features")
     n = len(keypoints)
     if not (len(boxes) == len(sizes) == len(class_ids) == n):
         raise ValueError(f"got {n} keypoint arrays, {len(boxes)} boxes, {len(sizes)} sizes, "
@@ -184,8 +205,15 @@ def evaluate_parts(get_map: Callable[[int], np.ndarray], keypoints: Sequence[np.
     for s, t in pairs:
         kp_s = np.asarray(keypoints[s], np.float64)
         flip = bool(flips[s]) != bool(flips[t]) if flips is not None else None
-        pred, used = transfer_points(cached(int(s)), cached(int(t)), kp_s[:, :2], boxes[s], boxes[t],
-                                     sizes[s], sizes[t], flip=flip, within=within)
+        if METHODS[method] is None:
+            pred, used = transfer_points(cached(int(s)), cached(int(t)), kp_s[:, :2], boxes[s], boxes[t],
+                                         sizes[s], sizes[t], flip=flip, within=within)
+        else:
+            from diffparts.parts.matching import transfer_by_features
+
+            pred, used = transfer_by_features(get_features(int(s)), get_features(int(t)), kp_s[:, :2],
+                                              cached(int(s)), cached(int(t)), boxes[s], boxes[t], sizes[s],
+                                              sizes[t], within=METHODS[method], flip=flip)
         pred[kp_s[:, 2] <= 0.5] = np.nan
         vis = kp_s[:, 2] > 0.5
         via_part += int((used[vis] > 0).sum())

@@ -3,6 +3,7 @@
 ``layout``: opening, versions, per-image arrays, done markers, failures.
 ``manifest``: model/config/image hashes and the single-writer set-up before a fan-out.
 ``attention``: the ``attention/`` group, its storage precision, per-image writes and reads.
+``features``: the ``features/`` group, UNet up-block features per image (DIFT).
 """
 
 from diffparts.store.attention import (
@@ -19,6 +20,13 @@ from diffparts.store.attention import (
     read_cross_attention,
     read_self_attention,
     write_attention,
+)
+from diffparts.store.features import (
+    FEATURES,
+    create_feature_arrays,
+    has_features,
+    read_features,
+    write_features,
 )
 from diffparts.store.layout import (
     clear_failure,
@@ -42,6 +50,7 @@ from diffparts.store.manifest import (
     build_manifest,
     code_version,
     config_hash,
+    describe_corpus,
     describe_images,
     file_sha256,
     manifest,
@@ -50,6 +59,11 @@ from diffparts.store.manifest import (
 )
 
 __all__ = [
+    "FEATURES",
+    "create_feature_arrays",
+    "has_features",
+    "read_features",
+    "write_features",
     "PRECISIONS",
     "STAGE",
     "PreparedStore",
@@ -62,6 +76,7 @@ __all__ = [
     "config_hash",
     "create_attention_arrays",
     "create_stage_array",
+    "describe_corpus",
     "describe_images",
     "dequantise_key_maps",
     "dequantise_key_maps_log",

@@ -11,7 +11,12 @@ The manifest lives in the attributes of each version's root group::
         "config": {...},                       # capture settings + storage precision
         "precision": "float16",
         "images": [{"image_id", "name", "sha256"}, ...],
+        "corpus": {"path": "/abs/corpus", "kind": "cub" | "folder"},   # where the images came from
     }
+
+The ``corpus`` entry is not part of the identity: later stages (parts, evaluation, transfer)
+read the boxes, keypoints and classes from it when not told another corpus, and a corpus that
+moved (same images, new path) only updates it.
 
 A store written with one model or config never takes writes from another: ``prepare_store``
 raises ``StoreMismatchError`` unless told to start a new version, which becomes the group
@@ -183,6 +188,14 @@ class PreparedStore:
     changed: list[int] = field(default_factory=list)  # indices whose content hash changed
 
 
+def describe_corpus(path: str | Path) -> dict:
+    """The manifest's ``corpus`` entry: absolute path and reader kind (``cub`` or ``folder``)."""
+    path = Path(path).expanduser().resolve()
+    if not path.is_dir():
+        raise ValueError(f"corpus {path} is not a folder")
+    return {"path": str(path), "kind": "cub" if (path / "images.txt").is_file() else "folder"}
+
+
 def manifest(root: zarr.Group) -> dict:
     """The manifest of a version group ({} if none)."""
     return dict(root.attrs.get("manifest", {}))
@@ -194,6 +207,7 @@ def prepare_store(
     identity: dict,
     stages: Sequence[str] = ("attention",),
     new_version: bool = False,
+    corpus: dict | None = None,
 ) -> PreparedStore:
     """Create or extend a store before the fan-out (the single writer; DESIGN 6).
 
@@ -203,7 +217,9 @@ def prepare_store(
     2. Match ``images`` (``{"image_id", "name", "sha256"}``) to stored images by name; append
        new ones (growing every image axis), update changed ids, and for images whose content
        changed clear the done markers and failures of every stage so they are redone.
-    3. Create each stage's ``done`` and ``failures`` arrays; write the manifest.
+    3. Create each stage's ``done`` and ``failures`` arrays; write the manifest, with
+       ``corpus`` (``describe_corpus``) as its ``corpus`` entry when given (not identity: a
+       moved corpus updates it, it never refuses the store).
     """
     # 1. Open or create, check the identity (DESIGN 6: never a silent overwrite).
     store = _as_store(path)
@@ -267,6 +283,7 @@ def prepare_store(
     sha = root["images/sha256"][:]
     root.attrs["manifest"] = {
         **manifest(root),
+        **({"corpus": dict(corpus)} if corpus else {}),
         "last_code_version": identity.get("last_code_version", identity.get("code_version")),
         "images": [
             {"image_id": r["image_id"], "name": r["name"], "sha256": str(sha[r["index"]])}
