@@ -251,7 +251,7 @@ def descriptor_set(name: str, unet_weight: float, base: dict | None) -> dict:
     """DescriptorConfig overrides of one descriptor set."""
     base = dict(base or {})
     if name == "attention":
-        return base
+        return {**base, "weight_unet": 0.0}
     if name == "features":
         return {**base, "weight_attn": 0.0, "weight_unet": unet_weight}
     return {**base, "weight_unet": unet_weight}

@@ -41,13 +41,14 @@ def _markdown(store: str, pictures: dict, clusters: dict) -> str:
 def discover_parts(store: str, k: int | str | None = None, corpus: str | None = None, level: int = 0,
                    out_dir: str | None = None, evaluate: bool = True, max_pairs: int = 2000,
                    seed: int = 0, descriptor: dict | None = None, cluster: dict | None = None,
-                   method: str = "parts") -> dict:
+                   method: str = "auto") -> dict:
     """Discover part categories over every segmented image of ``store``.
 
     k: number of foreground part categories (None: ClusterConfig's fixed default, chosen on
     validation birds; "auto": silhouette on a fixed sample, 3..12).
     corpus: the corpus folder (boxes, keypoints, classes, pictures); default the manifest's.
-    method: keypoint transfer scored by PCK (``diffparts.parts.transfer.METHODS``).
+    method: keypoint transfer scored by PCK (``diffparts.parts.transfer.METHODS``; ``auto``:
+    feature matching when the store has features, else relative position through the parts).
     level: hierarchy level of the segments described (0 = finest). out_dir: where the PNGs go
     (default ``<store>.parts/``). descriptor/cluster: overrides of DescriptorConfig/ClusterConfig.
     Returns small summaries of every step.

@@ -72,3 +72,11 @@ def test_cli_help_and_errors(store, capsys):
     # transfer before the parts stage: a clear error, exit code 2
     assert cli_main(["transfer", "--store", store, "--source", "1", "--target", "2"]) == 2
     assert "source image 1 has no keypoints" in capsys.readouterr().err
+
+
+def test_transfer_by_features_refuses_a_store_without_features(store, capsys):
+    for method in ("features", "features-part"):
+        assert cli_main(["transfer", "--store", store, "--source", "1", "--target", "2", "--method", method]) == 2
+        err = capsys.readouterr().err
+        assert f"--method {method} matches UNet features, but the store has no features/ group" in err
+        assert "diffparts extract --features" in err

@@ -88,3 +88,35 @@ def test_transfer_between_two_images(parts_store):
     np.testing.assert_allclose(out["predicted"][:3], truth.infos[3].keypoints[:3, :2], atol=0.01)
     with pytest.raises(ValueError, match="target image id 99"):
         transfer_between(root, truth.infos, 1, 99)
+
+
+def test_manifest_corpus_is_used_by_parts_and_evaluation_when_not_given(tmp_path):
+    """A store whose manifest names its corpus: boxes, keypoints and classes come from it."""
+    from diffparts.corpus import SynthConfig, generate_birds, open_corpus
+    from diffparts.parts.dataset import evaluate_store, load_infos
+    from diffparts.store import (build_manifest, create_stage_array, describe_corpus, describe_images,
+                                 ensure_stage, prepare_store)
+    from tasks.parts import evaluate_store as evaluate_task
+
+    corpus = generate_birds(tmp_path / "birds", n=4, seed=3, config=SynthConfig(image_size=32, n_classes=2))
+    records = list(open_corpus(corpus))
+    path = tmp_path / "s.zarr"
+    prepare_store(path, describe_images(records), build_manifest("m", "sha256:0", {"c": 1}),
+                  stages=("attention", "segments"), corpus=describe_corpus(corpus))
+    root = open_store(path, "r+")
+    infos = load_infos(root)                                       # no corpus argument
+    assert [i.bbox for i in infos] == [tuple(float(v) for v in r.bbox) for r in records]
+    assert all(i.keypoints is not None and i.class_id is not None for i in infos)
+    # part maps: a 2 x 2 grid over each true box, so the scores exist and are not trivial
+    labels = create_stage_array(ensure_stage(root, "parts"), "labels", (4, 16, 16), "int16", ("image", "y", "x"))
+    ys, xs = np.mgrid[0:16, 0:16] + 0.5
+    for i, r in enumerate(records):
+        bx, by, bw, bh = (v / 2 for v in r.bbox)                  # 32 px image -> 16 px map
+        u, v = (xs - bx) / bw, (ys - by) / bh
+        inside = (u >= 0) & (u < 1) & (v >= 0) & (v < 1)
+        labels[i] = np.where(inside, 1 + (v >= 0.5) * 2 + (u >= 0.5), 0)
+        mark_done(root, "parts", i)
+    scores = evaluate_store(root, load_infos(root))
+    assert scores["n_images"] == 4 and scores["n_keypoints"] > 0 and 0 < scores["nmi"] <= 1
+    assert scores["n_pairs"] > 0 and 0 <= scores["pck@0.1"] <= 1     # pairs need the manifest's classes
+    assert evaluate_task.fn(str(path), None) == scores            # the task: corpus None -> the manifest's

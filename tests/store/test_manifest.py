@@ -101,3 +101,24 @@ def test_changed_image_content_is_redone(tmp_path):
     assert done_mask(open_store(path), "attention").tolist() == [True, False, False]
     assert failures(open_store(path)) == []
     assert open_store(path).attrs["manifest"]["images"][1]["sha256"] == "new"
+
+
+def test_manifest_records_the_corpus_and_a_moved_corpus_is_no_mismatch(tmp_path):
+    from diffparts.store import describe_corpus
+
+    folder = tmp_path / "birds"
+    folder.mkdir()
+    (folder / "images.txt").write_text("")
+    identity = build_manifest("m", "sha256:0", {"c": 1})
+    prepare_store(tmp_path / "s.zarr", IMAGES, identity, corpus=describe_corpus(folder))
+    entry = open_store(tmp_path / "s.zarr").attrs["manifest"]["corpus"]
+    assert entry == {"path": str(folder.resolve()), "kind": "cub"}
+    moved = tmp_path / "moved"
+    moved.mkdir()
+    prepare_store(tmp_path / "s.zarr", IMAGES, identity, corpus=describe_corpus(moved))   # no StoreMismatchError
+    assert open_store(tmp_path / "s.zarr").attrs["manifest"]["corpus"] == {"path": str(moved.resolve()),
+                                                                          "kind": "folder"}
+    prepare_store(tmp_path / "s.zarr", IMAGES, identity)                # not told: the entry stays
+    assert open_store(tmp_path / "s.zarr").attrs["manifest"]["corpus"]["path"] == str(moved.resolve())
+    with pytest.raises(ValueError, match="is not a folder"):
+        describe_corpus(tmp_path / "nowhere")

@@ -76,3 +76,33 @@ def test_record_batch_failure_marks_only_unfinished(tmp_path, corpus, tiny_pipel
     n = record_batch_failure.fn(store, 1, prepared["images"][:2], "extract: out of memory")
     assert n == 1
     assert [(f["index"], f["reason"]) for f in failures(open_store(store))] == [(1, "extract: out of memory")]
+
+
+def test_features_are_written_beside_attention_with_the_corpus_in_the_manifest(tmp_path, corpus, tiny_pipeline):
+    from diffparts.model.extract import CaptureConfig, extract_attention
+    from diffparts.model.features import FeatureConfig
+    from diffparts.store import read_features
+    from tasks.extract import stored_bytes
+
+    model, pipe = tiny_pipeline
+    features = {"blocks": [1]}
+    images = describe_images.fn(str(corpus))
+    identity = identify_run.fn(str(model), CAPTURE, "float16", features)
+    assert identity["config"]["features"]["blocks"] == (1,)
+    store = str(tmp_path / "f.zarr")
+    prepared = prepare_store.fn(store, images, identity, False, str(corpus), features)
+    assert open_store(store).attrs["manifest"]["corpus"] == {"path": str(corpus.resolve()), "kind": "folder"}
+    shapes = create_attention_arrays.fn(store, 1, str(model), CAPTURE, "float16", "cpu", "float32", features=features)
+    channels = pipe.unet.config.block_out_channels[0]
+    assert shapes["features"] == {"up_1": [channels, 16, 16]}
+    out = extract_batch.fn(store, 1, prepared["images"][:2], str(model), CAPTURE, "cpu", "float32", features=features)
+    assert out["written"] == 2 and stored_bytes.fn(store, 1) > 0
+    root = open_store(store)
+    assert done_mask(root, "features").tolist() == [True, True, False, False]
+    assert root["features/up_1"].metadata.dimension_names == ("image", "channel", "y", "x")
+    # read back equal (to float16) to the same forward run directly
+    from diffparts.corpus import load_rgb
+
+    pixels = np.stack([load_rgb(img["path"]) for img in prepared["images"][:2]])
+    direct = extract_attention(pipe, pixels, CaptureConfig(**CAPTURE), FeatureConfig(blocks=(1,))).features[1]
+    np.testing.assert_allclose(read_features(root, 1), direct[1], rtol=2e-3, atol=2e-3)

@@ -5,6 +5,7 @@ Registration imports nothing heavy; the handler imports the Prefect flow (flows/
 
 from __future__ import annotations
 
+import argparse
 import json
 
 
@@ -45,9 +46,10 @@ def register(subparsers) -> None:
     parser.add_argument("--new-version", action="store_true",
                         help="if the store was written with another model/config, start versions/<n> in it")
     feats = parser.add_argument_group("UNet features (DIFT) for dense correspondence, stored in features/")
-    feats.add_argument("--features", action="store_true",
+    feats.add_argument("--features", action=argparse.BooleanOptionalAction, default=True,
                        help="also store up-block features (default block: DIFT's up_blocks[1] adapted to the "
-                            "model, from the attention forward itself)")
+                            "model, from the attention forward itself); --no-features: attention only (stores "
+                            "extracted before issue 14 have none: extend them with --no-features)")
     feats.add_argument("--feature-blocks", type=int, nargs="+", default=None, metavar="I",
                        help="up_blocks indices to store (default: the block at half the latent side, else the nearest)")
     feats.add_argument("--feature-timestep", type=int, default=None, metavar="T",

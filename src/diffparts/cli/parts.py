@@ -6,7 +6,7 @@ import argparse
 import json
 
 #: ``diffparts.parts.transfer.METHODS`` (spelled out: registration imports nothing heavy).
-METHOD_CHOICES = ("parts", "features", "features-box", "features-part")
+METHOD_CHOICES = ("auto", "parts", "features", "features-box", "features-part")
 
 
 def register(subparsers) -> None:
@@ -36,7 +36,7 @@ def register(subparsers) -> None:
     parser.add_argument("--max-pairs", type=int, default=2000, help="same-class pairs drawn for PCK")
     parser.add_argument("--seed", type=int, default=0, help="seed of the clustering and of the pairs")
     parser.add_argument("--no-eval", action="store_true", help="skip NMI/ARI/PCK even if keypoints exist")
-    parser.add_argument("--method", choices=METHOD_CHOICES, default="parts",
+    parser.add_argument("--method", choices=METHOD_CHOICES, default="auto",
                         help="keypoint transfer scored by PCK (see `diffparts transfer --help`)")
     parser.set_defaults(handler=run_parts)
 
@@ -56,8 +56,8 @@ def register(subparsers) -> None:
     transfer.add_argument("--source", type=int, required=True, help="source image id (corpus image_id)")
     transfer.add_argument("--target", type=int, required=True, help="target image id (corpus image_id)")
     transfer.add_argument("--corpus", default=None, help="corpus folder; default: the store manifest's")
-    transfer.add_argument("--method", choices=METHOD_CHOICES, default="parts",
-                          help="parts: relative position through the part categories; features: cosine nearest "
+    transfer.add_argument("--method", choices=METHOD_CHOICES, default="auto",
+                          help="auto: features when the store has them, else parts; parts: relative position through the part categories; features: cosine nearest "
                                "neighbour of UNet features (DIFT) over the target image; features-box: inside the "
                                "target's object box; features-part: inside the corresponding part (the part decides "
                                "where, the features decide the point; relative position where the part is missing). "

@@ -48,9 +48,12 @@ class FeatureConfig:
                 and self.prompt in (None, prompt))
 
 
-def up_block_sides(unet) -> list[int]:
-    """Output side of every up-block for the UNet's native latent (each but the last upsamples x2)."""
-    sample = unet.config.sample_size
+def up_block_sides(unet, latent: int | None = None) -> list[int]:
+    """Output side of every up-block for a latent of side ``latent`` (default: the UNet's
+    ``sample_size``); every block with an upsampler doubles the side."""
+    sample = unet.config.sample_size if latent is None else latent
+    if sample is None:
+        raise ValueError("the UNet's config has no sample_size: give the latent side")
     side = int(sample[0] if isinstance(sample, (list, tuple)) else sample)
     n_down = sum(1 for block in unet.down_blocks if getattr(block, "downsamplers", None) is not None)
     side //= 2 ** n_down                                      # the mid block's side
@@ -62,9 +65,9 @@ def up_block_sides(unet) -> list[int]:
     return out
 
 
-def default_feature_blocks(unet) -> tuple[int, ...]:
+def default_feature_blocks(unet, latent: int | None = None) -> tuple[int, ...]:
     """DIFT's up-block adapted to this UNet: output side half the latent side, else the nearest."""
-    sides = up_block_sides(unet)
+    sides = up_block_sides(unet, latent)
     target = max(sides) / 2
     best = min(range(len(sides)), key=lambda i: (abs(sides[i] - target), i))
     return (best,)

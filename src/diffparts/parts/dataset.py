@@ -134,6 +134,8 @@ def build_descriptors(root: zarr.Group, infos: Sequence[ImageInfo],
     has_cross = "attention/cross" in root and config.cross_tokens > 0 and config.weight_cross > 0
     n_tokens = int(root["attention/cross"].shape[1]) if has_cross else 0
     n_channels = 0
+    if config.weight_unet is None:                       # default: use the features when the store has them
+        config = dataclasses.replace(config, weight_unet=1.0 if has_features(root) else 0.0)
     if config.weight_unet > 0:
         if not has_features(root):
             raise ValueError("DescriptorConfig.weight_unet > 0 needs UNet features, and the store has no "
@@ -359,25 +361,29 @@ def labelled_images(root: zarr.Group, infos: Sequence[ImageInfo]) -> list[ImageI
     return [i for i in infos if i.index < len(done) and done[i.index]]
 
 
-def require_features(root: zarr.Group, method: str) -> None:
-    """ValueError, saying what to do, when ``method`` matches features the store lacks."""
+def require_features(root: zarr.Group, method: str) -> str:
+    """The transfer method to use (``auto``: ``features`` when the store has them, else
+    ``parts``); ValueError, saying what to do, when ``method`` matches features the store lacks."""
     from diffparts.parts.transfer import METHODS
 
+    if method == "auto":
+        return "features" if has_features(root) else "parts"
     if method not in METHODS:
         raise ValueError(f"method must be one of {sorted(METHODS)}, got {method!r}")
     if METHODS[method] is not None and not has_features(root):
         raise ValueError(f"--method {method} matches UNet features, but the store has no features/ group: "
                          "re-extract with `diffparts extract --features` (into a new store or with "
                          "--new-version), or use --method parts")
+    return method
 
 
 def evaluate_store(root: zarr.Group, infos: Sequence[ImageInfo], max_pairs: int | None = 2000,
-                   random_state: int = 0, method: str = "parts") -> dict:
+                   random_state: int = 0, method: str = "auto") -> dict:
     """NMI/ARI at visible keypoints and PCK over same-class pairs for the labelled images that
     have keypoints, a box and a class (DESIGN 8); ``method`` as in ``transfer.METHODS``."""
     from diffparts.parts.transfer import evaluate_parts
 
-    require_features(root, method)
+    method = require_features(root, method)
     usable = [i for i in labelled_images(root, infos)
               if i.keypoints is not None and i.bbox is not None and i.class_id is not None]
     if not usable:
@@ -400,10 +406,10 @@ def object_box(root: zarr.Group, info: ImageInfo) -> tuple[float, float, float, 
 
 
 def transfer_between(root: zarr.Group, infos: Sequence[ImageInfo], source_id: int, target_id: int,
-                     method: str = "parts") -> dict:
+                     method: str = "auto") -> dict:
     """Transfer the source image's visible keypoints to the target (by corpus image id).
 
-    method: ``parts`` (relative position through the part categories), ``features`` (cosine
+    method: ``auto`` (``features`` when the store has them, else ``parts``), ``parts`` (relative position through the part categories), ``features`` (cosine
     nearest neighbour of UNet features over the target image), ``features-box`` (inside the
     target's object box) or ``features-part`` (inside the corresponding part, relative
     position as the fallback); the feature methods need the store's ``features/`` group.
@@ -415,7 +421,7 @@ def transfer_between(root: zarr.Group, infos: Sequence[ImageInfo], source_id: in
     from diffparts.parts.matching import transfer_by_features
     from diffparts.parts.transfer import METHODS, transfer_points
 
-    require_features(root, method)
+    method = require_features(root, method)
     by_id = {i.image_id: i for i in infos}
     for name, value in (("source", source_id), ("target", target_id)):
         if value not in by_id:
