@@ -1,0 +1,150 @@
+"""Flow: one learned text embedding per part category (DESIGN 5.6), after the parts stage.
+
+1. Set-up (single writer): refuse a store whose parts stage is not done; write the held-out
+   split ``embeddings/held_out`` (the corpus's test split, or a seeded half); create
+   ``embeddings/<loss>`` for each loss (redone when the categories, the model or the config
+   changed); list the (loss, category) pairs not yet done.
+2. Fan out one task per (loss, category) on a thread pool or Dask (GPU tasks annotated
+   ``resources={"GPU": 1}``); each trains on a fresh pipeline, resumes its own checkpoint after
+   a crash, shows a progress artifact, and writes its file, store rows and done marker.
+3. Index files, a table artifact of the final losses, and a picture per category (the token's
+   attention on held-out images and images generated from its prompt), embedded in a markdown
+   artifact so the dashboard shows it.
+4. Optionally (``measure=True``) the stage's measures on the held-out images, as a table.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+
+from prefect import flow, get_run_logger
+from prefect.artifacts import create_markdown_artifact, create_table_artifact
+from prefect.futures import as_completed
+
+from flows.extract import make_task_runner
+from tasks.embeddings import (category_pictures, embedding_summary, finish_index, measure_embeddings,
+                              setup_embeddings, train_part_embedding)
+
+
+@flow(name="embed-batches")
+def embed_batches(store: str, corpus: str | None, model: str, plan: list[dict], config: dict, out_dir: str | None,
+                  device: str, dtype: str, model_hash: str, gpu_annotate: bool = False) -> list[dict]:
+    """Map ``train_part_embedding`` over the plan on this flow's task runner."""
+    import dask
+
+    logger = get_run_logger()
+    annotate = dask.annotate(resources={"GPU": 1}) if gpu_annotate else contextlib.nullcontext()
+    with annotate:
+        futures = [train_part_embedding.submit(store, corpus, model, p["loss"], p["category"], config, out_dir,
+                                               device, dtype, model_hash) for p in plan]
+    which = {f.task_run_id: p for f, p in zip(futures, plan)}
+    rows = []
+    for future in as_completed(futures):
+        future.wait()
+        p = which[future.task_run_id]
+        if future.state.is_completed():
+            rows.append(future.result())
+            logger.info("<part-%d> %s: %d steps, final loss %.5f (%.1f s)", p["category"], p["loss"],
+                        rows[-1]["steps"], rows[-1]["final_loss"], rows[-1]["seconds"])
+        else:
+            rows.append({**p, "failed": str(future.state.message)})
+            logger.warning("<part-%d> %s failed: %s", p["category"], p["loss"], future.state.message)
+    return rows
+
+
+def _markdown(store: str, summary: list[dict], pictures: dict) -> str:
+    lines = [f"# Part embeddings of `{store}`", "",
+             "| loss | token | steps | final loss |", "| --- | --- | --- | --- |"]
+    lines += [f"| {r['loss']} | `{r['token']}` | {r['steps']} | {r['final_loss']:.5f} |" for r in summary]
+    for loss, pics in pictures.items():
+        lines += ["", f"## {loss} loss: token attention on held-out images (top), images from its prompt (bottom)", ""]
+        for c, pic in sorted(pics.items(), key=lambda kv: int(kv[0])):
+            lines += [f"### `<part-{c}>`", "", f"![<part-{c}>]({pic['uri']})", ""]
+    return "\n".join(lines)
+
+
+@flow(name="train-part-embeddings")
+def train_part_embeddings(
+    store: str,
+    model: str | None = None,
+    corpus: str | None = None,
+    loss: str = "noise",
+    steps: int = 300,
+    categories: list[int] | None = None,
+    config: dict | None = None,
+    out_dir: str | None = None,
+    max_workers: int = 2,
+    dask_address: str | None = None,
+    dask_workers: int | None = None,
+    device: str = "cpu",
+    dtype: str = "float32",
+    pictures: bool = True,
+    measure: bool = False,
+    measure_config: dict | None = None,
+    split_seed: int = 0,
+) -> dict:
+    """Learn ``<part-k>`` for every part category of ``store`` (or ``categories``).
+
+    loss: noise | noise-unmasked | attention | combined | all. model: hub id or folder (default:
+    the model the store was extracted with). corpus: the corpus folder (default: the manifest's).
+    config: overrides of ``InversionConfig`` (learning_rate, batch_size, num_vectors, ...).
+    out_dir: where the files go (default ``<store>.embeddings/``). Returns small summaries.
+    """
+    from diffparts.inversion.stage import parse_losses
+    from diffparts.inversion.train import InversionConfig
+
+    logger = get_run_logger()
+    store = str(store)
+    losses = parse_losses(loss)
+    cfg = dataclasses.asdict(InversionConfig(**{**(config or {}), "steps": int(steps)}))
+
+    # 1. Set-up (single writer) and the plan.
+    setup = setup_embeddings(store, corpus, model, losses, cfg, categories, split_seed, out_dir)
+    model = setup["model"]
+    for reason in setup["resets"]:
+        logger.info(reason)
+    logger.info("embeddings: K = %d categories, held out %d images (%s); %d (loss, category) to train%s",
+                setup["n_categories"] - 1, setup["held_out"], setup["split"], len(setup["plan"]),
+                f"; no training images for {setup['skipped_empty']}" if setup["skipped_empty"] else "")
+
+    # 2. Fan out.
+    rows = []
+    if setup["plan"]:
+        runner = make_task_runner(max_workers, dask_address, dask_workers, gpu=device.startswith("cuda"))
+        rows = embed_batches.with_options(task_runner=runner)(
+            store, corpus, model, setup["plan"], cfg, out_dir, device, dtype, setup["model_hash"],
+            gpu_annotate=bool(device.startswith("cuda") and (dask_address or dask_workers)))
+    failed = [r for r in rows if "failed" in r]
+
+    # 3. Index, table, pictures.
+    index = finish_index(store, losses, [r for r in rows if "failed" not in r], out_dir)
+    summary = embedding_summary(store, losses)
+    create_table_artifact(summary or [{"loss": "-", "category": "-", "steps": 0, "final_loss": None}],
+                          key="embeddings-losses", description="final loss (mean of the last 10 steps) per token")
+    pics = {}
+    if pictures and summary:
+        trained = sorted({r["category"] for r in rows if "failed" not in r} or {r["category"] for r in summary})
+        for name in losses:
+            pics[name] = category_pictures(store, corpus, model, name, trained, cfg, out_dir, device, dtype)
+        create_markdown_artifact(_markdown(store, summary, pics), key="embeddings-pictures",
+                                 description="part tokens: attention and generated images")
+    result = {"store": store, "model": model, "losses": losses, "split": setup["split"],
+              "held_out": setup["held_out"], "trained": [r for r in rows if "failed" not in r], "failed": failed,
+              "skipped_empty": setup["skipped_empty"], "index": index, "summary": summary,
+              "pictures": {loss: {c: p["path"] for c, p in v.items()} for loss, v in pics.items()}}
+
+    # 4. Measures on the held-out images.
+    if measure and summary:
+        table = measure_embeddings(store, corpus, model, losses, cfg, measure_config or {}, categories, out_dir,
+                                   device, dtype)
+        create_table_artifact(table["means"], key="embeddings-measures",
+                              description="held-out measures per prompt kind (mse: lower explains more)")
+        result["measures"] = table
+    return result
+
+
+if __name__ == "__main__":
+    import sys
+
+    print(train_part_embeddings(sys.argv[1] if len(sys.argv) > 1 else "runs/demo/store.zarr", steps=50))

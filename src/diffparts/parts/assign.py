@@ -1,0 +1,99 @@
+"""Part categories of a NEW image under a store's fitted categories (no refit).
+
+The same code path as the corpus: the store's capture settings (manifest), its segmentation
+settings (``segments`` attrs), its descriptor configuration and the clusterer's state
+(``parts/mean``, ``parts/scale``, ``parts/centers``, the feature weights). Each foreground unit
+goes to its nearest centre; background units are 0; small units take the nearest clustered
+pixel's category, as when the corpus was painted. Used to score generated images (the
+embeddings stage) and occluded ones (the occlusion stage).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields
+
+import numpy as np
+
+from diffparts.parts.dataset import fill_unassigned
+
+
+@dataclass(frozen=True)
+class FittedParts:
+    """Everything needed to assign categories to a new image, read once from a store."""
+
+    capture: dict          # CaptureConfig fields (manifest)
+    segment: dict          # the segment stage's settings
+    descriptor: dict       # DescriptorConfig fields
+    mean: np.ndarray       # (feature,)
+    scale: np.ndarray      # (feature,)
+    weights: np.ndarray    # (feature,)
+    centers: np.ndarray    # (part, feature), part 0 = category 1
+    n_categories: int      # K + 1 (background included)
+
+
+def fitted_parts(root) -> FittedParts:
+    """Read the fitted state; ValueError naming what is missing if the parts stage is not done."""
+    missing = [k for k in ("parts/centers", "parts/mean", "parts/scale", "parts/descriptors/features", "segments")
+               if k not in root]
+    if missing:
+        raise ValueError(f"the store has no {missing}: run the segment and parts stages first")
+    feats = root["parts/descriptors/features"]
+    return FittedParts(
+        capture=dict(root.attrs.get("manifest", {}).get("config", {}).get("capture", {})),
+        segment=dict(root["segments"].attrs["settings"]),
+        descriptor=dict(feats.attrs["config"]),
+        mean=np.asarray(root["parts/mean"][:], np.float32),
+        scale=np.asarray(root["parts/scale"][:], np.float32),
+        weights=np.asarray(feats.attrs["feature_weights"], np.float32),
+        centers=np.asarray(root["parts/centers"][:], np.float32),
+        n_categories=int(root["parts"].attrs["n_categories"]),
+    )
+
+
+def _known(cls, values: dict) -> dict:
+    names = {f.name for f in fields(cls)}
+    return {k: (tuple(v) if isinstance(v, list) else v) for k, v in values.items() if k in names}
+
+
+def assign_image(fitted: FittedParts, pipe, image: np.ndarray, box=None) -> np.ndarray:
+    """(y, x) int16 part categories (segment-map size) of one (y, x, 3) uint8 image.
+
+    ``box``: the object box (x, y, w, h) in segment-map pixels, or None to estimate it from the
+    segments (as for a folder corpus).
+    """
+    from diffparts.model.extract import CaptureConfig, extract_attention
+    from diffparts.parts.cluster import _nearest
+    from diffparts.parts.descriptors import DescriptorConfig, describe_image, unit_map
+    from diffparts.segment.hierarchy import segment_levels
+
+    # 1. Attention as extraction captured it for the corpus.
+    capture = CaptureConfig(**_known(CaptureConfig, fitted.capture))
+    result = extract_attention(pipe, np.asarray(image, np.uint8)[None], capture)
+    attn = result.self_attn[0]                                                 # qy qx ky kx
+    cross = None if result.cross_attn is None else result.cross_attn[0]        # token qy qx
+
+    # 2. Segments with the store's settings; the level the descriptors describe.
+    s = fitted.segment
+    levels = segment_levels(attn, method=s["method"], level_thresholds=s["level_thresholds"], rounds=s["rounds"],
+                            anchors_per_side=s["anchors_per_side"], out_size=tuple(s["out_shape"]), eps=s["eps"],
+                            ncut_params=s.get("ncut_params"))                  # level y x
+    config = DescriptorConfig(**_known(DescriptorConfig, fitted.descriptor))
+    labels = levels[min(config.level, len(levels) - 1)]
+
+    # 3. Descriptors -> nearest fitted centre (the clusterer's transform: standardise, weight).
+    d = describe_image(labels, attn, cross, box=box, config=config)
+    if d.features.shape[1] != len(fitted.mean):
+        raise ValueError(f"this image has {d.features.shape[1]} descriptor features, the store's clusterer "
+                         f"{len(fitted.mean)}: the parts stage was fitted with other inputs")
+    z = ((d.features - fitted.mean) / fitted.scale) * fitted.weights
+    nearest, _ = _nearest(z, fitted.centers)
+    cats = np.where(d.foreground & ~d.small, nearest + 1, np.where(d.foreground & d.small, -1, 0))
+
+    # 4. Paint as the parts stage paints the corpus.
+    seg = labels
+    if (config.split_at_box and not d.box_estimated) or config.connected_units:
+        seg = unit_map(labels, d.box if config.split_at_box and not d.box_estimated else None,
+                       config.connected_units)[0]
+    lut = np.zeros(int(max(seg.max(), d.segment_ids.max())) + 1, np.int16)
+    lut[d.segment_ids] = cats
+    return fill_unassigned(lut[seg]).astype(np.int16)
