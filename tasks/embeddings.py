@@ -41,11 +41,13 @@ def _config(config: dict, loss: str | None = None):
 def setup_embeddings(store: str, corpus: str | None, model: str | None, losses: list[str], config: dict,
                      categories: list[int] | None, split_seed: int = 0, out_dir: str | None = None) -> dict:
     """Held-out split, ``embeddings/<loss>`` groups, and the (loss, category) pairs to train."""
+    from diffparts.inversion.saving import require_parts
     from diffparts.inversion.stage import setup_embeddings as setup
     from diffparts.inversion.stage import store_model, text_channels
     from diffparts.store import model_hash
 
     root = _root(store, "r+")
+    require_parts(root)                     # refuse before touching the model
     model = store_model(root, model)
     digest = model_hash(model)
     plan = setup(root, corpus, losses, _config(config), digest, text_channels(model), categories, split_seed,

@@ -44,9 +44,11 @@ def text_channels(model: str | Path | None) -> int:
     """Width of the model's token embeddings, from its text encoder's config (no weights loaded)."""
     from transformers import AutoConfig
 
-    from diffparts.model.load import _hub_offline, _resolve
+    from diffparts.model.load import _check_folder, _hub_offline, _resolve
 
     source, local = _resolve(model)
+    if local:
+        _check_folder(Path(source))
     config = AutoConfig.from_pretrained(source, subfolder="text_encoder", local_files_only=local or _hub_offline())
     return int(config.hidden_size)
 

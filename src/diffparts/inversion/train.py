@@ -184,10 +184,12 @@ def load_checkpoint(path: Path, trainable: TrainableTokens, optimizer: torch.opt
     from safetensors.torch import load_file
 
     record = json.loads(Path(str(path) + ".json").read_text())
+    what = {"config": "other training settings (InversionConfig)", "images": "other training images",
+            "token": "another token", "category": "another category"}
     for key, value in meta.items():
         if record.get(key) != value:
-            raise ValueError(f"checkpoint {path} was made with {key}={record.get(key)!r}, this run has "
-                             f"{value!r}; delete it to start again")
+            raise ValueError(f"checkpoint {path} was made with {what.get(key, key)} ({key} {record.get(key)!r}, "
+                             f"this run {value!r}); delete it to start again")
     tensors = load_file(str(path))
     device = trainable.vectors.device
     with torch.no_grad():
