@@ -241,14 +241,69 @@ def oracle_parts(records, seed: int, max_pairs: int) -> dict:
     return _evaluate_maps(records, maps, max_pairs, seed)
 
 
+def feature_grid_ceiling(records, side: int, seed: int, max_pairs: int) -> dict:
+    """PCK of a perfect matcher that can only name the centre of a ``side`` x ``side`` cell:
+    every target keypoint moved to the centre of the feature cell holding it (the resolution
+    limit of matching on the stored feature grid)."""
+    from PIL import Image
+
+    from diffparts.metrics import PCKScores, same_class_pairs
+
+    sizes = []
+    for r in records:
+        with Image.open(r.path) as im:
+            sizes.append(im.size)
+    pairs = same_class_pairs(np.asarray([r.class_id for r in records]), max_pairs=max_pairs, random_state=seed)
+    pck = PCKScores()
+    for s, t in pairs:
+        kp_s, kp_t = np.asarray(records[s].keypoints, np.float64), np.asarray(records[t].keypoints, np.float64)
+        cell = np.asarray(sizes[t], np.float64) / side                       # image px per cell (x, y)
+        pred = (np.floor(kp_t[:, :2] / cell) + 0.5) * cell
+        pred[kp_s[:, 2] <= 0.5] = np.nan
+        pck.update(pred, kp_s, kp_t, records[t].bbox)
+    res = pck.result()
+    return {"feature_side": side, "pck@0.05": res.pck.get(0.05), "pck@0.1": res.pck.get(0.1), "n_pairs": res.n_pairs,
+            "n_pair_keypoints": res.n_keypoints}
+
+
+METHOD_NAMES = {"parts": "relative position in the part", "features": "features: cosine NN over the image (DIFT)",
+                "features-box": "features: cosine NN in the object box", "features-part": "features within the part"}
+
+
+def markdown_table(rows: dict) -> str:
+    """The README's table: one line per (row, transfer method)."""
+    lines = ["| part categories | transfer | NMI | ARI | PCK@0.05 | PCK@0.1 | through a part |",
+             "| --- | --- | --- | --- | --- | --- | --- |"]
+    global_done = False
+    for name, row in rows.items():
+        methods = dict(row.get("methods") or {"": row})
+        if global_done:           # global matching does not use the categories: its line is printed once
+            methods = {m: r for m, r in methods.items() if m not in ("features", "features-box")}
+        for method, r in methods.items():
+            nmi = f"{r['nmi']:.3f}" if "nmi" in r else "-"
+            ari = f"{r['ari']:.3f}" if "ari" in r else "-"
+            via = f"{r['share_via_part']:.2f}" if "share_via_part" in r else "-"
+            how = METHOD_NAMES.get(method, "relative position in the part" if "nmi" in r else "-")
+            label = name
+            if method in ("features", "features-box"):
+                nmi = ari = via = "-"
+                label = "features alone (no categories)"
+                global_done = True
+            lines.append(f"| {label} | {how} | {nmi} | {ari} | {r['pck@0.05']:.3f} | {r['pck@0.1']:.3f} | {via} |")
+    return "\n".join(lines)
+
+
 #: Descriptor sets of the trained arm (DescriptorConfig overrides; "unet" weight from --unet-weight).
 DESCRIPTOR_SETS = ("attention", "features", "features+attention")
 #: Transfer methods scored for every descriptor set (diffparts.parts.transfer.METHODS).
 TRANSFER_METHODS = ("parts", "features", "features-box", "features-part")
 
 
-def descriptor_set(name: str, unet_weight: float, base: dict | None) -> dict:
+def descriptor_set(name: str, unet_weight: float | None, base: dict | None) -> dict:
     """DescriptorConfig overrides of one descriptor set."""
+    from diffparts.parts.descriptors import UNET_WEIGHT
+
+    unet_weight = UNET_WEIGHT if unet_weight is None else unet_weight
     base = dict(base or {})
     if name == "attention":
         return {**base, "weight_unet": 0.0}
@@ -277,7 +332,9 @@ def main() -> None:
     parser.add_argument("--no-features", action="store_true", help="attention only (the table before issue 14)")
     parser.add_argument("--sets", nargs="*", default=list(DESCRIPTOR_SETS), choices=DESCRIPTOR_SETS,
                         help="descriptor sets of the trained arm")
-    parser.add_argument("--unet-weight", type=float, default=1.0, help="DescriptorConfig.weight_unet of the feature sets")
+    parser.add_argument("--unet-weight", type=float, default=None,
+                        help="DescriptorConfig.weight_unet of the feature sets (default: descriptors.UNET_WEIGHT)")
+    parser.add_argument("--markdown", action="store_true", help="after the JSON, print the README's table")
     parser.add_argument("--k-sweep", type=int, nargs="*", default=None, metavar="K",
                         help="only the trained arm's first descriptor set at each K (NMI/ARI/PCK per K)")
     args = parser.parse_args()
@@ -336,6 +393,13 @@ def main() -> None:
                                                                             args.seed, args.max_pairs)
         rows["box grid 3x3 (GT box)"] = box_grid(records, args.map_size, args.seed, args.max_pairs)
         rows["oracle: true part masks"] = oracle_parts(records, args.seed, args.max_pairs)
+        if features is not None and "trained" not in args.skip:
+            from diffparts.store import open_store
+
+            shapes = open_store(work / f"trained{feature_tag}.zarr")["features"].attrs["shapes"]
+            side = max(int(v[-1]) for v in shapes.values())
+            rows[f"ceiling: true point at its {side}x{side} feature cell centre"] = feature_grid_ceiling(
+                records, side, args.seed, args.max_pairs)
     training = {}
     if (model / "training.json").is_file():
         full = json.loads((model / "training.json").read_text())
@@ -345,6 +409,8 @@ def main() -> None:
                       "unet_weight": args.unet_weight, "level": args.level, "descriptor": args.descriptor,
                       "map_size": args.map_size, "corpus_seed": args.corpus_seed,
                       "rows": rows, "seconds": round(time.perf_counter() - t0, 1)}, default=float))
+    if args.markdown:
+        print(markdown_table(rows))
 
 
 if __name__ == "__main__":

@@ -146,7 +146,7 @@ def segment_dataset(
     also name level-0 segments from cross-attention. Finished images are skipped; other settings
     than the stored ones are refused unless ``overwrite``. Returns counts and measures.
     """
-    from diffparts.store import done_mask, image_table, manifest, open_store
+    from diffparts.store import done_mask, image_table, manifest_corpus, open_store
     from flows.extract import make_task_runner
 
     logger = get_run_logger()
@@ -189,7 +189,7 @@ def segment_dataset(
     counts["skipped"] = len(table) - len(pending) + sum(r["status"] == "skipped" for r in rows)
 
     # 4. Measures where ground truth exists
-    corpus = corpus or manifest(root).get("corpus")
+    corpus = corpus or manifest_corpus(root)
     finished = done_mask(open_store(store, mode="r"), STAGE)
     scores = {"rows": [], "summary": {}}
     if corpus and Path(corpus).exists():

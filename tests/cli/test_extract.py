@@ -29,3 +29,14 @@ def test_help_mentions_new_version(capsys):
         build_parser().parse_args(["extract", "--help"])
     assert exit_info.value.code == 0
     assert "--new-version" in capsys.readouterr().out
+
+
+def test_features_are_on_by_default_and_can_be_turned_off():
+    from diffparts.cli.extract import feature_settings
+
+    base = ["extract", "--corpus", "c", "--store", "s"]
+    assert feature_settings(build_parser().parse_args(base)) == {"noise_samples": 0}
+    assert feature_settings(build_parser().parse_args(base + ["--no-features"])) is None
+    dift = build_parser().parse_args(base + ["--feature-blocks", "1", "--feature-timestep", "261",
+                                             "--feature-noise-samples", "8", "--feature-prompt", "a photo of a bird"])
+    assert feature_settings(dift) == {"noise_samples": 8, "blocks": [1], "timestep": 261, "prompt": "a photo of a bird"}

@@ -11,6 +11,7 @@ from diffparts.segment.synthetic import make_region_attention
 from diffparts.store import (
     build_manifest,
     create_attention_arrays,
+    describe_corpus,
     describe_images,
     done_mask,
     failures,
@@ -29,7 +30,7 @@ def build_store(path, corpus) -> str:
     """A store whose attention follows each bird's part mask (regions known in advance)."""
     records = list(open_corpus(corpus))
     identity = build_manifest("synthetic", "sha256:test", {"precision": "float16"})
-    prepare_store(str(path), describe_images(records), identity)
+    prepare_store(str(path), describe_images(records), identity, corpus=describe_corpus(corpus))
     root = open_store(str(path), mode="r+")
     create_attention_arrays(root, R, TOKENS, image_size=32)
     for row in image_table(root):
@@ -115,8 +116,9 @@ def test_flow_segments_skips_and_scores(prefect_server, birds, tmp_path):
     stored = root["segments"].attrs["settings"]
     assert stored["thresholds"]["statistics"]["rule"] == "otsu"
     assert stored["thresholds"]["statistics"]["n_images"] == 3
-    second = segment_dataset(store, thresholds="auto", rule="otsu", corpus=str(birds), batch_size=2, sample=3)
+    second = segment_dataset(store, thresholds="auto", rule="otsu", batch_size=2, sample=3)   # manifest's corpus
     assert (second["done"], second["skipped"]) == (0, 3)
+    assert second["miou"] == first["miou"]
     assert second["level_thresholds"] == first["level_thresholds"]
 
     ncut = segment_dataset(store, method="ncut", ncut={"tau": 0.3, "max_depth": 3, "min_size": 2},

@@ -27,7 +27,7 @@ def register(subparsers) -> None:
     parser.add_argument("--store", required=True, help="the Zarr store (after extract and segment)")
     parser.add_argument("--k", type=_k_value, default=None,
                         help="foreground part categories, or 'auto' (silhouette on a fixed sample, 3..12; it "
-                             "picks the smallest K on bird parts); default: ClusterConfig's fixed K (10, chosen "
+                             "picks the smallest K on bird parts); default: ClusterConfig's fixed K (8, chosen "
                              "on validation birds)")
     parser.add_argument("--corpus", default=None,
                         help="corpus folder (boxes, keypoints, classes, pictures); default: the store manifest's")

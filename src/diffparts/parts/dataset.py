@@ -41,9 +41,11 @@ import numpy as np
 import zarr
 
 from diffparts.parts.cluster import ClusterConfig, StreamingPartClusterer
-from diffparts.parts.descriptors import DescriptorConfig, describe_image, feature_layout, scale_box, unit_map
+from diffparts.parts.descriptors import (UNET_WEIGHT, DescriptorConfig, describe_image, feature_layout, scale_box,
+                                        unit_map)
 from diffparts.store import (create_stage_array, done_mask, ensure_stage, failures, has_features, image_count,
-                             image_table, mark_done, read_cross_attention, read_features, read_self_attention)
+                             image_table, manifest_corpus, mark_done, read_cross_attention, read_features,
+                             read_self_attention)
 
 STAGE = "parts"
 SEGMENTS = "segments"
@@ -135,7 +137,7 @@ def build_descriptors(root: zarr.Group, infos: Sequence[ImageInfo],
     n_tokens = int(root["attention/cross"].shape[1]) if has_cross else 0
     n_channels = 0
     if config.weight_unet is None:                       # default: use the features when the store has them
-        config = dataclasses.replace(config, weight_unet=1.0 if has_features(root) else 0.0)
+        config = dataclasses.replace(config, weight_unet=UNET_WEIGHT if has_features(root) else 0.0)
     if config.weight_unet > 0:
         if not has_features(root):
             raise ValueError("DescriptorConfig.weight_unet > 0 needs UNet features, and the store has no "
@@ -345,14 +347,6 @@ def load_infos(root: zarr.Group, corpus: str | Path | None = None) -> list[Image
 
         records = list(open_corpus(corpus))
     return image_infos(root, records)
-
-
-def manifest_corpus(root: zarr.Group) -> str | None:
-    """The corpus path the store's manifest records (None if it records none)."""
-    entry = root.attrs.get("manifest", {}).get("corpus")
-    if isinstance(entry, dict):
-        return entry.get("path") or None
-    return str(entry) if entry else None
 
 
 def labelled_images(root: zarr.Group, infos: Sequence[ImageInfo]) -> list[ImageInfo]:

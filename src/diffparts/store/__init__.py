@@ -54,6 +54,7 @@ from diffparts.store.manifest import (
     describe_images,
     file_sha256,
     manifest,
+    manifest_corpus,
     model_hash,
     prepare_store,
 )
@@ -90,6 +91,7 @@ __all__ = [
     "image_table",
     "is_done",
     "manifest",
+    "manifest_corpus",
     "mark_done",
     "model_hash",
     "open_store",

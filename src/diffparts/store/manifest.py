@@ -196,6 +196,14 @@ def describe_corpus(path: str | Path) -> dict:
     return {"path": str(path), "kind": "cub" if (path / "images.txt").is_file() else "folder"}
 
 
+def manifest_corpus(root: zarr.Group) -> str | None:
+    """The corpus path the manifest records (``corpus.path``; a plain string is read too), or None."""
+    entry = manifest(root).get("corpus")
+    if isinstance(entry, dict):
+        return entry.get("path") or None
+    return str(entry) if entry else None
+
+
 def manifest(root: zarr.Group) -> dict:
     """The manifest of a version group ({} if none)."""
     return dict(root.attrs.get("manifest", {}))
