@@ -22,6 +22,8 @@ class FittedParts:
     """Everything needed to assign categories to a new image, read once from a store."""
 
     capture: dict          # CaptureConfig fields (manifest)
+    features: dict | None  # FeatureConfig fields (manifest) when the store has UNet features
+    feature_blocks: tuple  # the up_blocks stored, in the order read_features concatenates them
     segment: dict          # the segment stage's settings
     descriptor: dict       # DescriptorConfig fields
     mean: np.ndarray       # (feature,)
@@ -40,6 +42,8 @@ def fitted_parts(root) -> FittedParts:
     feats = root["parts/descriptors/features"]
     return FittedParts(
         capture=dict(root.attrs.get("manifest", {}).get("config", {}).get("capture", {})),
+        features=root.attrs.get("manifest", {}).get("config", {}).get("features"),
+        feature_blocks=tuple(root["features"].attrs.get("blocks", ())) if "features" in root else (),
         segment=dict(root["segments"].attrs["settings"]),
         descriptor=dict(feats.attrs["config"]),
         mean=np.asarray(root["parts/mean"][:], np.float32),
@@ -66,22 +70,38 @@ def assign_image(fitted: FittedParts, pipe, image: np.ndarray, box=None) -> np.n
     from diffparts.parts.descriptors import DescriptorConfig, describe_image, unit_map
     from diffparts.segment.hierarchy import segment_levels
 
-    # 1. Attention as extraction captured it for the corpus.
+    # 1. Attention (and UNet features, when the descriptors pool them) as extraction captured
+    #    them for the corpus.
     capture = CaptureConfig(**_known(CaptureConfig, fitted.capture))
-    result = extract_attention(pipe, np.asarray(image, np.uint8)[None], capture)
+    config = DescriptorConfig(**_known(DescriptorConfig, fitted.descriptor))
+    feature_config = None
+    if config.weight_unet:
+        if not fitted.features:
+            raise ValueError("the store's descriptors pool UNet features but its manifest records no feature settings")
+        from diffparts.model.features import FeatureConfig
+
+        feature_config = FeatureConfig(**_known(FeatureConfig, fitted.features))
+    batch = np.asarray(image, np.uint8)[None]
+    result = (extract_attention(pipe, batch, capture) if feature_config is None
+              else extract_attention(pipe, batch, capture, feature_config))
     attn = result.self_attn[0]                                                 # qy qx ky kx
     cross = None if result.cross_attn is None else result.cross_attn[0]        # token qy qx
+    unet_features = None
+    if feature_config is not None:                                             # as store.read_features: nearest
+        maps = [result.features[b][0] for b in (fitted.feature_blocks or sorted(result.features))]  # channel y x
+        side = max(m.shape[-1] for m in maps)
+        unet_features = np.concatenate([np.repeat(np.repeat(m, side // m.shape[-2], 1), side // m.shape[-1], 2)
+                                        for m in maps], 0)
 
     # 2. Segments with the store's settings; the level the descriptors describe.
     s = fitted.segment
     levels = segment_levels(attn, method=s["method"], level_thresholds=s["level_thresholds"], rounds=s["rounds"],
                             anchors_per_side=s["anchors_per_side"], out_size=tuple(s["out_shape"]), eps=s["eps"],
                             ncut_params=s.get("ncut_params"))                  # level y x
-    config = DescriptorConfig(**_known(DescriptorConfig, fitted.descriptor))
     labels = levels[min(config.level, len(levels) - 1)]
 
     # 3. Descriptors -> nearest fitted centre (the clusterer's transform: standardise, weight).
-    d = describe_image(labels, attn, cross, box=box, config=config)
+    d = describe_image(labels, attn, cross, box=box, config=config, unet_features=unet_features)
     if d.features.shape[1] != len(fitted.mean):
         raise ValueError(f"this image has {d.features.shape[1]} descriptor features, the store's clusterer "
                          f"{len(fitted.mean)}: the parts stage was fitted with other inputs")
