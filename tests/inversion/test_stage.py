@@ -62,6 +62,7 @@ def test_train_a_category_writes_files_rows_and_marker(parts_store, tiny_pipelin
     assert [p["category"] for p in plan["plan"]] == [2]                # the finished one is skipped
     redo = setup_embeddings(root, corpus, ["noise"], CONFIG, "other-model", 32, store=store)
     assert redo["resets"] and len(redo["plan"]) == 2                   # another model: redone
+    assert not (Path(index[0]).parent / "part-1.safetensors").exists()  # and its stale files gone
 
 
 def test_measures_have_every_kind(parts_store, tiny_pipeline):

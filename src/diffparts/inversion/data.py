@@ -65,20 +65,35 @@ def held_out_split(names: Sequence[str], records: Sequence | None, seed: int = 0
     return held, f"seeded: {fraction:g} of the images held out (seed {seed})"
 
 
-def category_indices(root, category: int, held_out: bool, min_pixels: int = 4) -> np.ndarray:
-    """Store indices of labelled images with at least ``min_pixels`` of ``category``, by split."""
+def category_pixels(root) -> np.ndarray:
+    """(image, part) int64 pixel count of every category in every labelled image (one pass;
+    images whose parts are not done count nothing)."""
     from diffparts.store import done_mask
 
+    k1 = int(root[PARTS].attrs["n_categories"])
+    done = done_mask(root, PARTS)
+    labels = root[f"{PARTS}/labels"]
+    counts = np.zeros((len(done), k1), np.int64)
+    for i in np.flatnonzero(done):
+        lab = np.asarray(labels[int(i)]).ravel()
+        counts[i] = np.bincount(lab[lab >= 0], minlength=k1)[:k1]
+    return counts
+
+
+def category_indices(root, category: int, held_out: bool, min_pixels: int = 4,
+                     pixels: np.ndarray | None = None) -> np.ndarray:
+    """Store indices of labelled images with at least ``min_pixels`` of ``category``, by split.
+
+    ``pixels``: :func:`category_pixels` of the store, to avoid reading the labels again.
+    """
     if f"{STAGE}/held_out" not in root:
         raise ValueError("the store has no embeddings/held_out split yet (run the embeddings set-up first)")
     split = np.asarray(root[f"{STAGE}/held_out"][:], dtype=bool)
-    done = done_mask(root, PARTS)
-    labels = root[f"{PARTS}/labels"]
-    out = []
-    for i in np.flatnonzero(done & (split == held_out)):
-        if int((np.asarray(labels[int(i)]) == category).sum()) >= min_pixels:
-            out.append(int(i))
-    return np.array(out, dtype=np.int64)
+    pixels = category_pixels(root) if pixels is None else pixels
+    if not 0 <= int(category) < pixels.shape[1]:
+        raise ValueError(f"category {category} is not a part category of this store (0..{pixels.shape[1] - 1})")
+    keep = (split[: len(pixels)] == held_out) & (pixels[:, int(category)] >= min_pixels)
+    return np.flatnonzero(keep).astype(np.int64)
 
 
 def resize_mask(mask: np.ndarray, size: int) -> np.ndarray:

@@ -120,6 +120,21 @@ def prepare_loss_group(root, loss: str, n_categories: int, num_vectors: int, cha
     return {"reset": reset, "done": done}
 
 
+def remove_embedding_files(directory: Path) -> list[str]:
+    """Delete this stage's own files in ``directory`` (part files, pictures, index, checkpoints)
+    when its categories, model or config changed; nothing else there is touched."""
+    directory = Path(directory)
+    removed = []
+    patterns = ("part-*.safetensors", "part-*.png", "index.json", "checkpoints/part-*.safetensors",
+                "checkpoints/part-*.safetensors.json")
+    for pattern in patterns:
+        for path in directory.glob(pattern):
+            if path.is_file() and not path.is_symlink():
+                path.unlink()
+                removed.append(path.name)
+    return removed
+
+
 def save_embedding(path: Path, token: str, vectors) -> Path:
     """``{token: (vector, channel) float32}`` as safetensors (diffusers' textual-inversion format)."""
     import torch

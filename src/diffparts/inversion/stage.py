@@ -14,9 +14,11 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-from diffparts.inversion.data import STAGE, category_indices, corpus_path, held_out_split, load_examples
+from diffparts.inversion.data import (STAGE, category_indices, category_pixels, corpus_path, held_out_split,
+                                     load_examples)
 from diffparts.inversion.saving import (embedding_file, embeddings_dir, prepare_loss_group, read_index,
-                                        record_embedding, require_parts, write_held_out, write_index)
+                                        record_embedding, remove_embedding_files, require_parts, write_held_out,
+                                        write_index)
 from diffparts.inversion.tokens import part_token
 from diffparts.inversion.train import LOSSES, InversionConfig, train_token
 
@@ -79,7 +81,9 @@ def setup_embeddings(root, corpus: str | Path | None, losses: Sequence[str], con
         bad = [c for c in wanted if c not in all_cats]
         if bad:
             raise ValueError(f"categories {bad} are not part categories of this store (1..{k1 - 1}; 0 is background)")
-    counts = {c: len(category_indices(root, c, held_out=False, min_pixels=min_pixels)) for c in wanted}
+    pixels = category_pixels(root)
+    counts = {c: len(category_indices(root, c, held_out=False, min_pixels=min_pixels, pixels=pixels))
+              for c in wanted}
     empty = [c for c in wanted if counts[c] == 0]
     if empty and categories is not None:
         raise ValueError(f"part categories {empty} have no training images (held-out split: {rule})")
@@ -87,10 +91,12 @@ def setup_embeddings(root, corpus: str | Path | None, losses: Sequence[str], con
     for loss in losses:
         cfg = dataclasses.replace(config, loss=loss)
         group = prepare_loss_group(root, loss, k1, cfg.num_vectors, channels, model_hash, _config_record(cfg))
+        directory = embeddings_dir(store, loss, out_dir) if store is not None else None
         if group["reset"]:
             resets.append(group["reset"])
+            if directory is not None:
+                remove_embedding_files(directory)
         steps = np.asarray(root[f"{STAGE}/{loss}/steps"][:])
-        directory = embeddings_dir(store, loss, out_dir) if store is not None else None
         done = [c for c in group["done"] if directory is None or embedding_file(directory, c).is_file()]
         # done with at least the steps asked: kept; fewer (a longer run asked): resumed
         plan += [{"loss": loss, "category": c, "images": counts[c]} for c in wanted
@@ -220,8 +226,9 @@ def measure_embeddings(root, store: str, corpus: str | Path | None, model: str, 
 
     # 1. Held-out data per category: images, discovered masks, latents, ground-truth parts.
     data = {}
+    pixels = category_pixels(root)
     for c in cats:
-        idx = category_indices(root, c, held_out=True, min_pixels=measure.min_pixels)
+        idx = category_indices(root, c, held_out=True, min_pixels=measure.min_pixels, pixels=pixels)
         if len(idx) == 0:
             continue
         ex = load_examples(root, corpus, c, idx, size)
