@@ -29,7 +29,8 @@ from tasks.parts import (build_descriptors, cluster_parts, evaluate_store, paint
 def _markdown(store: str, pictures: dict, clusters: dict) -> str:
     lines = [f"# Part categories of `{store}`", "",
              f"K = {clusters['k']} foreground categories (+ background = 0); "
-             f"K scores (silhouette): {clusters.get('k_scores') or 'K given'}", "",
+             + (f"K scores (silhouette): {clusters['k_scores']}" if clusters.get("k_scores")
+                else "K fixed (given, or ClusterConfig's default chosen on validation birds)"), "",
              "## Overlays (colour = category, same colour in every image)", ""]
     lines += [f"![overlays]({Path(p).resolve().as_uri()})  \n`{p}`" for p in pictures["overlays"]]
     lines += ["", "## Galleries (crops of each category from many images)", ""]
