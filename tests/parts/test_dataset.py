@@ -120,3 +120,23 @@ def test_manifest_corpus_is_used_by_parts_and_evaluation_when_not_given(tmp_path
     assert scores["n_images"] == 4 and scores["n_keypoints"] > 0 and 0 < scores["nmi"] <= 1
     assert scores["n_pairs"] > 0 and 0 <= scores["pck@0.1"] <= 1     # pairs need the manifest's classes
     assert evaluate_task.fn(str(path), None) == scores            # the task: corpus None -> the manifest's
+
+
+def test_descriptors_use_the_store_features_by_default_and_refuse_missing_ones(tmp_path):
+    from diffparts.parts.descriptors import UNET_WEIGHT, DescriptorConfig
+    from diffparts.store import create_feature_arrays, write_features
+
+    path = tmp_path / "s.zarr"
+    truth = make_part_store(path, n_images=4, seed=2)
+    root = open_store(path, "r+")
+    with pytest.raises(ValueError, match="store has no features/ group"):
+        build_descriptors(root, truth.infos, DescriptorConfig(weight_unet=1.0))
+    plain = build_descriptors(root, truth.infos)                   # default: no features, none used
+    create_feature_arrays(root, {0: (3, 8, 8)}, {})
+    rng = np.random.default_rng(0)
+    for i in range(4):
+        write_features(root, i, {0: rng.normal(size=(3, 8, 8)).astype(np.float32)})
+    with_features = build_descriptors(root, truth.infos)           # default: the store's features, UNET_WEIGHT
+    assert with_features["features"] == plain["features"] + 3
+    attrs = open_store(path)["parts/descriptors/features"].attrs
+    assert attrs["config"]["weight_unet"] == UNET_WEIGHT and "unet_2" in attrs["feature_names"]

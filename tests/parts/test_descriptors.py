@@ -131,3 +131,20 @@ def test_scale_box_and_errors():
         describe_image(seg, np.ones((8, 8, 4, 4), np.float32))
     with pytest.raises(ValueError, match="box_grid"):
         describe_image(seg, _uniform_attn(8), config=DescriptorConfig(box_grid=0))
+
+
+def test_pooled_unet_features_are_the_unit_mean_normalised():
+    seg = np.zeros((8, 8), np.int64)
+    seg[:, 4:] = 1                                   # two halves
+    feats = np.zeros((2, 4, 4), np.float32)          # (channel, y, x) on a coarser 4 x 4 grid
+    feats[0, :, :2] = 3.0                            # left half: channel 0
+    feats[1, :, 2:] = 0.5                            # right half: channel 1
+    config = DescriptorConfig(weight_unet=2.0, split_at_box=False, connected_units=False)
+    d = describe_image(seg, _uniform_attn(4), box=(0, 0, 8, 8), config=config, unet_features=feats)
+    names, weights = feature_layout(config, 0, n_channels=2)
+    cols = [names.index("unet_0"), names.index("unet_1")]
+    np.testing.assert_allclose(d.features[:, cols], [[1.0, 0.0], [0.0, 1.0]], atol=1e-6)
+    np.testing.assert_allclose(weights[cols], 2.0 / np.sqrt(2))
+    with pytest.raises(ValueError, match="weight_unet > 0 needs unet_features"):
+        describe_image(seg, _uniform_attn(4), box=(0, 0, 8, 8), config=config)
+    assert "unet_0" not in feature_layout(DescriptorConfig(), 0, n_channels=2)[0]   # None: off in the library
