@@ -204,3 +204,21 @@ def test_dask_local_cluster_gives_the_same_store(reference, birds, tiny_pipeline
             np.testing.assert_allclose(got[key], ref[key], rtol=2e-3, atol=1e-6, err_msg=key)
         else:
             np.testing.assert_array_equal(got[key], ref[key], err_msg=key)
+
+
+def test_flow_stores_features_and_a_store_without_them_refuses_feature_settings(reference, birds, tiny_pipeline,
+                                                                                tmp_path):
+    from diffparts.store import read_features
+
+    store = str(tmp_path / "f.zarr")
+    result = extract_attention(str(birds), str(tiny_pipeline[0]), store, batch_size=2, features={})
+    assert result["written"] == N_BIRDS
+    root = open_store(store)
+    assert root.attrs["manifest"]["corpus"] == {"path": str(birds.resolve()), "kind": "cub"}
+    assert done_mask(root, "features").all() and root["features"].attrs["blocks"] == [0]
+    c = tiny_pipeline[1].unet.config.block_out_channels[-1]
+    assert root["features/up_0"].shape == (N_BIRDS, c, 16, 16) and root["features/up_0"].chunks == (1, c, 16, 16)
+    assert np.ptp(read_features(root, N_BIRDS - 1)) > 0
+    # the store of the reference run has no features: asking for them is another config
+    with pytest.raises(StoreMismatchError, match="features"):
+        extract_attention(str(birds), str(tiny_pipeline[0]), reference[0], batch_size=2, features={})
