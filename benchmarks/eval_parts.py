@@ -158,7 +158,7 @@ def run_parts(store: Path, records, k: int, level: int, seed: int, max_pairs: in
     require_segments(root)
     infos = image_infos(root, records)
     desc = build_descriptors(root, infos, DescriptorConfig(**{"level": level, **(descriptor or {})}))
-    clusters = cluster_parts(root, ClusterConfig(n_clusters=k, random_state=seed))
+    clusters = cluster_parts(root, ClusterConfig(n_clusters=k or None, random_state=seed))   # 0: silhouette
     paint_part_labels(root)
     by_method = {m: evaluate_store(root, infos, max_pairs=max_pairs, random_state=seed, method=m) for m in methods}
     scores = by_method[methods[0]]
@@ -167,7 +167,8 @@ def run_parts(store: Path, records, k: int, level: int, seed: int, max_pairs: in
 
         save_store_pictures(root, infos, out_dir)
     return {**scores, "segments": desc["segments"], "foreground_segments": desc["foreground_segments"],
-            "cluster_counts": clusters["counts"], "methods": by_method}
+            "cluster_counts": clusters["counts"], "k": clusters["k"], "k_scores": clusters["k_scores"],
+            "methods": by_method}
 
 
 def _image_maps(records, size: int):
@@ -336,7 +337,8 @@ def main() -> None:
                         help="DescriptorConfig.weight_unet of the feature sets (default: descriptors.UNET_WEIGHT)")
     parser.add_argument("--markdown", action="store_true", help="after the JSON, print the README's table")
     parser.add_argument("--k-sweep", type=int, nargs="*", default=None, metavar="K",
-                        help="only the trained arm's first descriptor set at each K (NMI/ARI/PCK per K)")
+                        help="only the trained arm's first descriptor set at each K (NMI/ARI/PCK per K; "
+                             "0 = K chosen by silhouette, ClusterConfig(n_clusters=None))")
     args = parser.parse_args()
 
     from diffparts.model.features import FeatureConfig

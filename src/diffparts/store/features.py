@@ -94,5 +94,7 @@ def read_features(root: zarr.Group, index: int, block: int | None = None) -> np.
             raise ValueError(f"the store has no features for up_blocks[{b}] (it has {group.attrs['blocks']})")
         maps.append(to_float32(group[block_name(b)][int(index)]))
     side = max(m.shape[-1] for m in maps)
+    if any(side % m.shape[-1] for m in maps):
+        raise ValueError(f"feature sides {[m.shape[-1] for m in maps]} are not multiples of each other: read one block")
     maps = [np.repeat(np.repeat(m, side // m.shape[-2], 1), side // m.shape[-1], 2) for m in maps]
     return np.concatenate(maps, 0)
