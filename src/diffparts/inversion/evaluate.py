@@ -52,16 +52,22 @@ def encode_prompt_ids(pipe, ids: torch.Tensor) -> torch.Tensor:
 
 
 @torch.no_grad()
-def denoising_error(pipe, latents: torch.Tensor, masks: torch.Tensor, prompt: str,
+def denoising_error(pipe, latents: torch.Tensor, masks: torch.Tensor, prompt: str | list[str],
                     config: MeasureConfig = MeasureConfig(), image_keys=None) -> float:
     """Mean masked denoising MSE of ``prompt`` over images x ``config.timesteps``.
 
     latents (image, channel, ly, lx) float32; masks (image, y, x) the part at image size;
+    prompt: one for every image, or a list with one per image (e.g. their captions);
     image_keys: an id per image for its fixed noise (default 0..n-1).
     """
     unet, scheduler = pipe.unet, training_scheduler(pipe)
     keys = list(range(len(latents))) if image_keys is None else [int(k) for k in image_keys]
-    hidden = encode_prompt_ids(pipe, prompt_inputs(pipe.tokenizer, pipe.maybe_convert_prompt(prompt, pipe.tokenizer)))
+    prompts = [prompt] * len(latents) if isinstance(prompt, str) else list(prompt)
+    if len(prompts) != len(latents):
+        raise ValueError(f"{len(prompts)} prompts for {len(latents)} images")
+    hidden = torch.cat([encode_prompt_ids(pipe, prompt_inputs(pipe.tokenizer, pipe.maybe_convert_prompt(p, pipe.tokenizer)))
+                        for p in dict.fromkeys(prompts)])               # unique prompt token channel
+    which = torch.tensor([list(dict.fromkeys(prompts)).index(p) for p in prompts])
     cells = latent_mask(masks, tuple(latents.shape[-2:]))
     errors = []
     for j, t in enumerate(config.timesteps):
@@ -69,7 +75,7 @@ def denoising_error(pipe, latents: torch.Tensor, masks: torch.Tensor, prompt: st
         ts = torch.full((len(latents),), int(t), dtype=torch.long)
         lat, noise, ts = latents.to(unet.device), noise.to(unet.device), ts.to(unet.device)
         noisy = scheduler.add_noise(lat, noise, ts).to(unet.dtype)
-        pred = unet(noisy, ts, encoder_hidden_states=hidden.expand(len(lat), -1, -1).to(unet.dtype)).sample
+        pred = unet(noisy, ts, encoder_hidden_states=hidden[which.to(hidden.device)].to(unet.dtype)).sample
         target = noise_target(scheduler, lat, noise, ts)
         errors += [float(masked_mse(pred[i:i + 1], target[i:i + 1], cells[i:i + 1].to(unet.device)))
                    for i in range(len(lat)) if float(cells[i].sum()) > 0]

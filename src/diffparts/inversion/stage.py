@@ -184,6 +184,17 @@ def _gt_part_masks(root, corpus, indices: Sequence[int], size: int) -> np.ndarra
     return np.stack(out)
 
 
+def _captions(root, corpus, indices: Sequence[int]) -> list[str] | None:
+    """The corpus captions of the store images, or None when any is missing."""
+    from diffparts.corpus import open_corpus
+    from diffparts.store import image_table
+
+    table = image_table(root)
+    by_name = {str(r.name): r for r in open_corpus(corpus_path(root, corpus))}
+    caps = [getattr(by_name.get(table[int(i)]["name"]), "caption", None) for i in indices]
+    return None if any(c is None for c in caps) else caps
+
+
 def _untrained_pipeline(model, device, dtype, categories, config: InversionConfig):
     import torch
 
@@ -236,7 +247,7 @@ def measure_embeddings(root, store: str, corpus: str | Path | None, model: str, 
         masks = ex.masks > 0.5
         best = best_gt_part(masks, gt) if gt is not None else (None, float("nan"))
         data[c] = {"examples": ex, "latents": encode_latents(base, ex.images), "masks": masks, "gt": gt,
-                   "gt_part": best[0], "category_gt_iou": best[1]}
+                   "gt_part": best[0], "category_gt_iou": best[1], "captions": _captions(root, corpus, idx)}
     if not data:
         raise ValueError("no part category has held-out images to measure")
 
@@ -264,6 +275,9 @@ def measure_embeddings(root, store: str, corpus: str | Path | None, model: str, 
         rows.append({"kind": "class", "category": c, "images": len(ex),
                      "mse": denoising_error(base, lat, m, class_prompt, measure, ex.indices),
                      "generated_with_part": float(np.mean([(p == c).sum() >= measure.min_pixels for p in class_maps]))})
+        if d["captions"] is not None:      # the image's own caption: a reference that knows the answer
+            rows.append({"kind": "caption", "category": c, "images": len(ex),
+                         "mse": denoising_error(base, lat, m, d["captions"], measure, ex.indices)})
     say(f"references measured on {sum(len(d['examples']) for d in data.values())} held-out category images")
 
     # 4. Every token kind: explains, localises, generates.
@@ -302,7 +316,11 @@ def _assign_all(fitted, pipe, images):
 
 
 def _means(rows: Sequence[dict]) -> list[dict]:
-    """Mean of every numeric column per prompt kind, over categories (NaN-aware)."""
+    """Mean of every numeric column per prompt kind, over categories (NaN-aware), and the mean
+    relative change of the MSE against the empty prompt on the same category (percent)."""
+    empty = {r["category"]: r["mse"] for r in rows if r["kind"] == "empty"}
+    rows = [{**r, "mse_vs_empty_pct": 100.0 * (r["mse"] / empty[r["category"]] - 1.0)}
+            if r["category"] in empty and r["kind"] != "empty" else r for r in rows]
     out = []
     for kind in dict.fromkeys(r["kind"] for r in rows):
         sub = [r for r in rows if r["kind"] == kind]
@@ -310,7 +328,7 @@ def _means(rows: Sequence[dict]) -> list[dict]:
         mean = {"kind": kind, "categories": len(sub)}
         for k in keys:
             vals = np.array([r.get(k, np.nan) for r in sub], float)
-            mean[k] = round(float(np.nanmean(vals)), 4) if np.isfinite(vals).any() else None
+            mean[k] = round(float(np.nanmean(vals)), 5) if np.isfinite(vals).any() else None
         out.append(mean)
     return out
 
