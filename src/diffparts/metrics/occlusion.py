@@ -1,0 +1,149 @@
+"""Measures of the occlusion stage (DESIGN 5.7 and 8): detection and completion.
+
+Detection of missing part categories, per case a predicted set against the true set (a
+category is *hidden* when at least ``min_fraction`` of its pixels in that image are covered):
+
+- ``detection_scores``: precision, recall and F1 with TP/FP/FN summed over the cases (micro);
+- ``roc_auc``: ROC AUC of the per-(case, category) missing score against hidden or not (the
+  Mann-Whitney statistic, ties counted one half; NaN when one class is empty).
+
+Completion, per case and prompt, against the unoccluded original:
+
+- ``masked_psnr``: PSNR over the hidden pixels (all channels), data range 255;
+- ``masked_ssim``: scikit-image's ``structural_similarity`` map (Wang et al. 2004, uniform
+  window) averaged over the hidden pixels; the window is the largest odd side up to 7 that
+  fits the hidden region's bounding box (at least 3), so a 3 px eye still gets a window that
+  is mostly the eye;
+- ``restoration_scores``: the completed image's category map against the hidden part: the IoU
+  of the restored category's pixels with the part's true mask (whole image), the share of hidden
+  pixels given that category, and whether the hidden region holds it at all.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Iterable, Sequence
+
+import numpy as np
+
+from diffparts.metrics._checks import _check_same_shape
+
+
+@dataclass(frozen=True)
+class DetectionScores:
+    precision: float
+    recall: float
+    f1: float
+    tp: int
+    fp: int
+    fn: int
+    cases: int
+
+
+def hidden_categories(fractions: dict[int, float], min_fraction: float = 0.5) -> set[int]:
+    """Categories with at least ``min_fraction`` of their pixels hidden."""
+    if not 0.0 < min_fraction <= 1.0:
+        raise ValueError(f"min_fraction must be in (0, 1], got {min_fraction}")
+    return {int(k) for k, f in fractions.items() if int(k) > 0 and f >= min_fraction}
+
+
+def detection_scores(predicted: Sequence[Iterable[int]], truth: Sequence[Iterable[int]]) -> DetectionScores:
+    """Micro precision / recall / F1 of predicted missing sets against true hidden sets.
+
+    Undefined ratios (nothing predicted, nothing hidden) are NaN, not 0.
+    """
+    if len(predicted) != len(truth):
+        raise ValueError(f"{len(predicted)} predictions for {len(truth)} cases")
+    tp = fp = fn = 0
+    for p, t in zip(predicted, truth):
+        p, t = set(int(v) for v in p), set(int(v) for v in t)
+        tp, fp, fn = tp + len(p & t), fp + len(p - t), fn + len(t - p)
+    precision = tp / (tp + fp) if tp + fp else float("nan")
+    recall = tp / (tp + fn) if tp + fn else float("nan")
+    f1 = 2 * tp / (2 * tp + fp + fn) if tp + fp + fn else float("nan")
+    return DetectionScores(precision, recall, f1, tp, fp, fn, len(truth))
+
+
+def roc_auc(scores, labels) -> float:
+    """Area under the ROC curve of ``scores`` for binary ``labels`` (ties count one half)."""
+    from scipy.stats import rankdata
+
+    s, y = np.asarray(scores, np.float64).ravel(), np.asarray(labels).ravel()
+    if s.shape != y.shape:
+        raise ValueError(f"{s.size} scores for {y.size} labels")
+    y = y.astype(bool)
+    pos, neg = int(y.sum()), int((~y).sum())
+    if pos == 0 or neg == 0:
+        return float("nan")
+    ranks = rankdata(s)                     # average ranks: ties count one half
+    return float((ranks[y].sum() - pos * (pos + 1) / 2) / (pos * neg))
+
+
+def _check_images(pred, target, mask) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    pred, target, mask = np.asarray(pred), np.asarray(target), np.asarray(mask)
+    _check_same_shape(pred, target, "pred", "target")
+    if pred.ndim not in (2, 3):
+        raise ValueError(f"images must be (y, x) or (y, x, channel), got shape {pred.shape}")
+    _check_same_shape(mask, pred[..., 0] if pred.ndim == 3 else pred, "mask", "image (y, x)")
+    if mask.dtype != bool:
+        raise ValueError(f"mask must be boolean (True = hidden), got dtype {mask.dtype}")
+    if not mask.any():
+        raise ValueError("mask is empty: no hidden pixel to measure")
+    return pred.astype(np.float64), target.astype(np.float64), mask
+
+
+def masked_psnr(pred, target, mask, data_range: float = 255.0) -> float:
+    """PSNR in dB over the ``mask`` pixels (inf when they are equal)."""
+    p, t, m = _check_images(pred, target, mask)
+    mse = float(np.mean((p[m] - t[m]) ** 2))
+    return float("inf") if mse == 0 else float(10.0 * np.log10(data_range ** 2 / mse))
+
+
+def ssim_window(mask, largest: int = 7) -> int:
+    """The largest odd window side <= ``largest`` that fits the mask's bounding box (>= 3)."""
+    ys, xs = np.nonzero(np.asarray(mask, bool))
+    if len(ys) == 0:
+        raise ValueError("mask is empty")
+    side = min(largest, int(ys.max() - ys.min() + 1), int(xs.max() - xs.min() + 1))
+    side = side if side % 2 else side - 1
+    return max(3, side)
+
+
+def masked_ssim(pred, target, mask, data_range: float = 255.0, largest_window: int = 7) -> float:
+    """Mean SSIM over the ``mask`` pixels of scikit-image's full SSIM map (channels averaged)."""
+    from skimage.metrics import structural_similarity
+
+    p, t, m = _check_images(pred, target, mask)
+    win = min(ssim_window(m, largest_window), *(s if s % 2 else s - 1 for s in p.shape[:2]))
+    _, smap = structural_similarity(p, t, win_size=win, data_range=data_range, full=True,
+                                    channel_axis=-1 if p.ndim == 3 else None)
+    smap = smap.mean(-1) if smap.ndim == 3 else smap                       # y x
+    return float(smap[m].mean())
+
+
+def category_of_part(labels, part_mask) -> int:
+    """The category (>= 1) covering most of ``part_mask`` in a (y, x) category map; 0 if none."""
+    labels, part_mask = np.asarray(labels), np.asarray(part_mask, bool)
+    _check_same_shape(labels, part_mask, "labels", "part_mask")
+    under = labels[part_mask & (labels > 0)]
+    return int(np.bincount(under).argmax()) if under.size else 0
+
+
+def restoration_scores(labels, category: int, part_mask, hidden, min_pixels: int = 4) -> dict:
+    """How the completed image's (y, x) category map restores ``category`` at the hidden part.
+
+    iou: IoU of ``labels == category`` with the part's true mask over the whole image;
+    hidden_share: the fraction of ``hidden`` pixels labelled ``category``; assigned: at least
+    ``min_pixels`` hidden pixels (or all of them, if fewer) carry ``category``.
+    """
+    labels, part_mask, hidden = np.asarray(labels), np.asarray(part_mask, bool), np.asarray(hidden, bool)
+    _check_same_shape(labels, part_mask, "labels", "part_mask")
+    _check_same_shape(labels, hidden, "labels", "hidden")
+    if not hidden.any():
+        raise ValueError("hidden is empty: no restored region to measure")
+    pred = labels == int(category)
+    union = int((pred | part_mask).sum())
+    n = int((pred & hidden).sum())
+    return {"iou": float((pred & part_mask).sum() / union) if union else float("nan"),
+            "hidden_share": n / int(hidden.sum()),
+            "assigned": bool(category > 0 and n >= min(min_pixels, int(hidden.sum())))}

@@ -1,0 +1,28 @@
+"""The occlusion stage (DESIGN 5.7): hide parts, detect what is missing, inpaint it back.
+
+- ``occluders``: hide ground-truth parts, discovered categories or a random box; grey, noise
+  or background-patch fills; :class:`OcclusionRecord` of exactly what was hidden;
+- ``detect``: missing-part detection against the dataset's prevalence and typical sizes;
+- ``complete``: inpainting with the part tokens, the mask dilated to latent cells, the
+  original pasted back outside the hidden region;
+- ``stage``: the cases over a store (``occlusion/`` group), the table and the picture grid.
+
+Never imports Prefect; measures live in ``diffparts.metrics.occlusion``.
+"""
+
+from diffparts.occlusion.complete import (CompletionConfig, complete, encode_prompts, inpaint_pipeline,
+                                          latent_cell_mask, token_prompt)
+from diffparts.occlusion.detect import (DetectConfig, Detection, Expectation, dataset_expectation, detect_missing,
+                                        missing_scores, rank_missing, store_expectation)
+from diffparts.occlusion.occluders import (FILLS, OcclusionRecord, background_patch, fill_region, hidden_fractions,
+                                           label_mask, occlude, random_box, resize_labels)
+from diffparts.occlusion.stage import (OcclusionConfig, available_losses, occlusion_config, occlusion_dir,
+                                       occlusion_grid, plan_cases, run_cases, setup_occlusion, summarize_occlusion)
+
+__all__ = [
+    "FILLS", "CompletionConfig", "DetectConfig", "Detection", "Expectation", "OcclusionConfig", "OcclusionRecord",
+    "available_losses", "background_patch", "complete", "dataset_expectation", "detect_missing", "encode_prompts",
+    "fill_region", "hidden_fractions", "inpaint_pipeline", "label_mask", "latent_cell_mask", "missing_scores",
+    "occlude", "occlusion_config", "occlusion_dir", "occlusion_grid", "plan_cases", "random_box", "rank_missing",
+    "resize_labels", "run_cases", "setup_occlusion", "store_expectation", "summarize_occlusion", "token_prompt",
+]

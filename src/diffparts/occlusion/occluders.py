@@ -1,0 +1,176 @@
+"""Occluders: hide parts of an image and record exactly what was hidden (DESIGN 5.7).
+
+A hidden region is chosen by **ground-truth part** (where the corpus has part masks: the
+measurable case), by **discovered category** (the parts stage's map) or as a **random box**
+over the object; it is filled with flat grey, seeded noise, or a texture patch cut from another
+image's background. :class:`OcclusionRecord` says what was hidden: the pixel mask, the
+ground-truth parts and discovered categories under it with the fraction of each one's pixels
+that is covered, the fill and the seed. Arrays in, arrays out; all maps are at image size.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+
+import numpy as np
+
+FILLS = ("grey", "noise", "patch")
+GREY = 128  # the flat fill's value in every channel: mid-grey, no colour cue
+
+
+@dataclass(frozen=True)
+class OcclusionRecord:
+    """Exactly what one occluder hid in one image."""
+
+    mask: np.ndarray = field(repr=False)   # (y, x) bool, True = hidden
+    how: str                               # "part", "category" or "box"
+    target: tuple[int, ...]                # the parts or categories asked for (empty for a box)
+    gt_parts: dict[int, float]             # ground-truth part -> fraction of its pixels hidden (covered ones)
+    categories: dict[int, float]           # discovered category -> fraction of its pixels hidden
+    fill: str                              # grey | noise | patch
+    seed: int                              # seed of the noise, the patch and the box
+    patch_from: int | None = None          # where the patch came from (the caller's image id)
+
+    def to_json(self) -> str:
+        """Everything but the mask (stored as its own array) as one JSON string."""
+        return json.dumps({"how": self.how, "target": list(self.target),
+                           "gt_parts": {str(k): v for k, v in self.gt_parts.items()},
+                           "categories": {str(k): v for k, v in self.categories.items()},
+                           "fill": self.fill, "seed": self.seed, "patch_from": self.patch_from,
+                           "hidden_pixels": int(self.mask.sum())})
+
+    @staticmethod
+    def from_json(text: str, mask: np.ndarray) -> "OcclusionRecord":
+        d = json.loads(text)
+        return OcclusionRecord(np.asarray(mask, bool), d["how"], tuple(d["target"]),
+                               {int(k): float(v) for k, v in d["gt_parts"].items()},
+                               {int(k): float(v) for k, v in d["categories"].items()},
+                               d["fill"], int(d["seed"]), d.get("patch_from"))
+
+
+def hidden_fractions(labels: np.ndarray | None, mask: np.ndarray) -> dict[int, float]:
+    """{label: fraction of that label's pixels under ``mask``} for every label > 0 it touches.
+
+    labels (y, x) int, resized to the mask's shape by nearest neighbour when they differ.
+    """
+    if labels is None:
+        return {}
+    labels = resize_labels(np.asarray(labels), mask.shape)
+    counts = np.bincount(labels[labels > 0].ravel(), minlength=1)
+    under = np.bincount(labels[mask & (labels > 0)].ravel(), minlength=len(counts))
+    return {int(k): round(float(under[k] / counts[k]), 6) for k in np.flatnonzero(under)}
+
+
+def resize_labels(labels: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+    """(y, x) integer map -> ``shape`` by nearest neighbour at pixel centres (no new labels)."""
+    labels = np.asarray(labels)
+    if labels.ndim != 2:
+        raise ValueError(f"labels must be a (y, x) map, got shape {labels.shape}")
+    if labels.shape == tuple(shape):
+        return labels
+    h, w = labels.shape
+    ys = np.minimum(((np.arange(shape[0]) + 0.5) * h / shape[0]).astype(int), h - 1)
+    xs = np.minimum(((np.arange(shape[1]) + 0.5) * w / shape[1]).astype(int), w - 1)
+    return labels[ys][:, xs]
+
+
+def label_mask(labels: np.ndarray, wanted, shape: tuple[int, int]) -> np.ndarray:
+    """(y, x) bool at ``shape``: pixels whose label is in ``wanted``; ValueError if none is."""
+    wanted = [int(w) for w in wanted]
+    if not wanted or any(w <= 0 for w in wanted):
+        raise ValueError(f"parts to hide must be labels >= 1 (0 is background), got {wanted}")
+    mask = np.isin(resize_labels(labels, shape), wanted)
+    if not mask.any():
+        raise ValueError(f"labels {wanted} are not in this image: nothing to hide")
+    return mask
+
+
+def random_box(object_mask: np.ndarray, rng: np.random.Generator, scale: tuple[float, float] = (0.3, 0.5)) -> np.ndarray:
+    """(y, x) bool: an axis-aligned box of ``scale`` of the object's box sides, centred on a
+    random object pixel (clipped to the image)."""
+    ys, xs = np.nonzero(object_mask)
+    if len(ys) == 0:
+        raise ValueError("the object mask is empty: no object to put a box over")
+    h, w = object_mask.shape
+    bh = max(1, int(round(rng.uniform(*scale) * (ys.max() - ys.min() + 1))))
+    bw = max(1, int(round(rng.uniform(*scale) * (xs.max() - xs.min() + 1))))
+    i = int(rng.integers(len(ys)))
+    y0, x0 = max(0, ys[i] - bh // 2), max(0, xs[i] - bw // 2)
+    mask = np.zeros((h, w), bool)
+    mask[y0:min(h, y0 + bh), x0:min(w, x0 + bw)] = True
+    return mask
+
+
+def background_patch(source: np.ndarray, background: np.ndarray, shape: tuple[int, int],
+                     rng: np.random.Generator) -> np.ndarray:
+    """(y, x, 3) uint8 of ``shape``: the largest square of ``source``'s background, resized
+    (nearest) and tiled up to the size needed, at a random offset. background (y, x) bool."""
+    from PIL import Image
+
+    if source.shape[:2] != background.shape:
+        raise ValueError(f"patch source {source.shape[:2]} and its background mask {background.shape} differ")
+    # the largest square free of the object: cheapest robust choice is the bigger image corner
+    # strip without object pixels; fall back to the whole image when the object fills it
+    rows, cols = np.flatnonzero(background.all(1)), np.flatnonzero(background.all(0))
+    if len(rows) >= len(cols) and len(rows) >= 4:
+        block = source[rows]                                    # background rows, stacked
+    elif len(cols) >= 4:
+        block = source[:, cols]
+    else:
+        block = source
+    tile = np.asarray(Image.fromarray(block).resize((max(8, shape[1] // 2), max(8, shape[0] // 2)),
+                                                   Image.Resampling.NEAREST))
+    reps = (int(np.ceil(shape[0] / tile.shape[0])) + 1, int(np.ceil(shape[1] / tile.shape[1])) + 1, 1)
+    big = np.tile(tile, reps)
+    oy, ox = int(rng.integers(tile.shape[0])), int(rng.integers(tile.shape[1]))
+    return big[oy:oy + shape[0], ox:ox + shape[1]]
+
+
+def fill_region(image: np.ndarray, mask: np.ndarray, fill: str, rng: np.random.Generator,
+                patch: np.ndarray | None = None) -> np.ndarray:
+    """A copy of ``image`` (y, x, 3) uint8 with the ``mask`` pixels replaced by ``fill``."""
+    if fill not in FILLS:
+        raise ValueError(f"fill must be one of {FILLS}, got {fill!r}")
+    image = np.asarray(image)
+    if image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3:
+        raise ValueError(f"image must be (y, x, 3) uint8, got {image.dtype} {image.shape}")
+    if mask.shape != image.shape[:2] or mask.dtype != bool:
+        raise ValueError(f"mask must be a (y, x) bool map of the image's size {image.shape[:2]}, got "
+                         f"{mask.dtype} {mask.shape}")
+    out = image.copy()
+    if fill == "grey":
+        out[mask] = GREY
+    elif fill == "noise":
+        out[mask] = rng.integers(0, 256, (int(mask.sum()), 3), dtype=np.uint8)
+    else:
+        if patch is None or patch.shape != image.shape:
+            raise ValueError(f"the patch fill needs a patch of the image's shape {image.shape}, got "
+                             f"{None if patch is None else patch.shape}")
+        out[mask] = patch[mask]
+    return out
+
+
+def occlude(image: np.ndarray, mask: np.ndarray, fill: str = "grey", seed: int = 0, *, how: str = "part",
+            target=(), gt_labels: np.ndarray | None = None, categories: np.ndarray | None = None,
+            patch_source: tuple[np.ndarray, np.ndarray] | None = None,
+            patch_from: int | None = None) -> tuple[np.ndarray, OcclusionRecord]:
+    """Hide ``mask`` in ``image`` with ``fill``; the occluded image and its record.
+
+    gt_labels / categories: the image's ground-truth part map and discovered category map (any
+    size; nearest-resized) for the record's hidden fractions. patch_source: (image, background
+    mask) of another image, for ``fill="patch"``.
+    """
+    mask = np.asarray(mask, bool)
+    if not mask.any():
+        raise ValueError("the occluder's mask is empty: nothing is hidden")
+    rng = np.random.default_rng(seed)
+    patch = None
+    if fill == "patch":
+        if patch_source is None:
+            raise ValueError("fill 'patch' needs patch_source=(image, background mask) of another image")
+        patch = background_patch(patch_source[0], np.asarray(patch_source[1], bool), image.shape[:2], rng)
+    out = fill_region(image, mask, fill, rng, patch)
+    record = OcclusionRecord(mask, how, tuple(int(t) for t in target), hidden_fractions(gt_labels, mask),
+                             hidden_fractions(categories, mask), fill, int(seed), patch_from)
+    return out, record
