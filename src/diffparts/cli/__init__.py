@@ -21,7 +21,7 @@ PREFECT_DEFAULTS = {
 
 # Command modules, in the order their commands appear in --help. A module listed here that
 # does not exist yet is skipped, so stages can land one at a time.
-COMMAND_MODULES = ("corpus", "train", "extract", "segment", "parts", "embed")
+COMMAND_MODULES = ("corpus", "train", "extract", "segment", "parts", "embed", "occlude")
 
 
 def build_parser() -> argparse.ArgumentParser:

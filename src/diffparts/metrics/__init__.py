@@ -1,6 +1,6 @@
 """Measures of segmentation, part discovery and correspondence (DESIGN.md section 8).
 
-Arrays in, numbers out; numpy and scipy only (scikit-learn for NMI/ARI, imported lazily).
+Arrays in, numbers out; numpy and scipy (scikit-learn for NMI/ARI, scikit-image for SSIM, imported lazily).
 Every measure comes twice: a streaming accumulator with ``update(...)`` / ``result()`` that a
 pipeline feeds one image (or pair) at a time, and a plain function over whole lists. Each
 module's docstring states its protocol:
@@ -10,6 +10,8 @@ module's docstring states its protocol:
 - ``covering``: NFCovering of a hierarchy of predictions (HSG, Ke et al. 2022);
 - ``keypoints``: NMI and ARI between keypoint identity and predicted part (SCOPS / PDiscoNet);
 - ``correspondence``: PCK@alpha on same-class pairs, target-box normaliser (Hedlin et al.);
+- ``occlusion``: missing-part detection (P/R/F1, ROC AUC) and completion (IoU of the restored
+  category, PSNR / SSIM inside the hidden region; DESIGN 5.7);
 - ``_checks``: the input checks they share.
 
 Every public name is re-exported here.
@@ -38,6 +40,17 @@ from diffparts.metrics.keypoints import (
     keypoint_nmi_ari,
     keypoint_part_labels,
 )
+from diffparts.metrics.occlusion import (
+    DetectionScores,
+    category_of_part,
+    detection_scores,
+    hidden_categories,
+    masked_psnr,
+    masked_ssim,
+    restoration_scores,
+    roc_auc,
+    ssim_window,
+)
 from diffparts.metrics.segmentation import (
     MATCHINGS,
     SegmentationResult,
@@ -55,14 +68,20 @@ __all__ = [
     "ClusterAgreement",
     "CoveringResult",
     "CoveringScores",
+    "DetectionScores",
     "KeypointPartScores",
     "PCKResult",
     "PCKScores",
     "SegmentationResult",
     "SegmentationScores",
+    "category_of_part",
     "cluster_agreement",
+    "detection_scores",
+    "hidden_categories",
     "keypoint_nmi_ari",
     "keypoint_part_labels",
+    "masked_psnr",
+    "masked_ssim",
     "match_segments",
     "nf_covering",
     "nf_covering_scores",
@@ -70,7 +89,10 @@ __all__ = [
     "pck_scores",
     "region_best_iou",
     "relabel_to_classes",
+    "restoration_scores",
+    "roc_auc",
     "same_class_pairs",
     "segment_confusion",
     "segmentation_scores",
+    "ssim_window",
 ]

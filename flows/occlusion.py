@@ -1,0 +1,142 @@
+"""Flow: which parts are hidden, imagine them back with the part tokens, measure it (DESIGN 5.7).
+
+After the embeddings stage (its token files beside the store; without any, only the prompt
+baselines run).
+
+1. Set-up (single writer): refuse a store whose parts stage is not done; plan the cases (held-out
+   images, what each hides, the fill, a seed) and create ``occlusion/`` (redone whole when the
+   plan, the variants, the model or the categories changed); list the unfinished cases.
+2. Fan out one task per batch of cases (thread pool or Dask; GPU batches annotated
+   ``resources={"GPU": 1}``): occlude, detect the missing categories, inpaint every variant
+   from the same seed, re-segment and measure; each case's chunks, then its done marker. A case
+   that fails (e.g. its image cannot be segmented) is recorded and the others finish.
+3. The table (detection P/R/F1 and ROC AUC; per variant IoU, hidden share, assigned, PSNR,
+   SSIM) as a table artifact, and the picture grid as a markdown artifact.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+
+from prefect import flow, get_run_logger
+from prefect.artifacts import create_markdown_artifact, create_table_artifact
+from prefect.futures import as_completed
+
+from flows.extract import make_task_runner
+from tasks.occlusion import occlusion_grid, run_cases, setup_occlusion, summarize_occlusion
+
+
+@flow(name="occlusion-batches")
+def occlusion_batches(store: str, corpus: str | None, model: str, batches: list[list[int]], device: str,
+                      dtype: str, gpu_annotate: bool = False) -> list[dict]:
+    """Map ``run_cases`` over the batches on this flow's task runner."""
+    import dask
+
+    logger = get_run_logger()
+    annotate = dask.annotate(resources={"GPU": 1}) if gpu_annotate else contextlib.nullcontext()
+    with annotate:
+        futures = [run_cases.submit(store, corpus, model, b, device, dtype) for b in batches]
+    which = {f.task_run_id: b for f, b in zip(futures, batches)}
+    rows = []
+    for future in as_completed(futures):
+        future.wait()
+        batch = which[future.task_run_id]
+        if future.state.is_completed():
+            rows.append(future.result())
+            logger.info("cases %s: %d done, %d failed (%.1f s)", batch, len(rows[-1]["done"]),
+                        len(rows[-1]["failed"]), rows[-1]["seconds"])
+        else:
+            rows.append({"done": [], "failed": {c: str(future.state.message) for c in batch}, "skipped": []})
+            logger.warning("cases %s failed: %s", batch, future.state.message)
+    return rows
+
+
+def _markdown(store: str, summary: dict, grid: dict | None) -> str:
+    d = summary["detection"] or {}
+    lines = [f"# Occlusion on `{store}`: {summary['cases']} cases", "",
+             f"Detection: precision {d.get('precision')}, recall {d.get('recall')}, F1 {d.get('f1')}, "
+             f"ROC AUC {d.get('roc_auc')}", "",
+             "| variant | IoU | hidden share | assigned | PSNR | SSIM |", "| --- | --- | --- | --- | --- | --- |"]
+    lines += [f"| {r['variant']} | {r['iou']} | {r['hidden_share']} | {r['assigned']} | {r['psnr']} | {r['ssim']} |"
+              for r in summary["table"]]
+    if grid:
+        lines += ["", "Original, occluded, each completion (columns); one case per row:", "",
+                  f"![occlusion grid]({grid['uri']})"]
+    return "\n".join(lines)
+
+
+@flow(name="assess-occlusion")
+def assess_occlusion(
+    store: str,
+    model: str | None = None,
+    corpus: str | None = None,
+    n_cases: int = 50,
+    how: str = "part",
+    hide: list[str] | None = None,
+    fill: str = "grey",
+    losses: list[str] | None = None,
+    seed: int = 0,
+    config: dict | None = None,
+    batch_size: int = 8,
+    max_workers: int = 1,
+    dask_address: str | None = None,
+    dask_workers: int | None = None,
+    device: str = "cpu",
+    dtype: str = "float32",
+    grid_cases: int = 6,
+) -> dict:
+    """Occlude ``n_cases`` held-out images of ``store``, detect and complete what was hidden.
+
+    how: part (ground-truth part masks) | category (discovered) | box. hide: part names or ids
+    hidden in every case (default: one part per case, seeded). fill: grey | noise | patch.
+    losses: token losses to complete with (default: every loss with files beside the store).
+    config: other ``OcclusionConfig`` fields (min_fraction, detect, completion, ...).
+    """
+    from diffparts.occlusion.stage import occlusion_config
+
+    logger = get_run_logger()
+    store = str(store)
+    values = {**(config or {}), "n_cases": int(n_cases), "how": how, "hide": list(hide or []), "fill": fill,
+              "seed": int(seed), "losses": None if losses is None else list(losses)}
+    cfg = dataclasses.asdict(occlusion_config(values))
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+
+    # 1. Set-up (single writer) and the cases to run.
+    setup = setup_occlusion(store, corpus, model, cfg)
+    if setup["reset"]:
+        logger.info(setup["reset"])
+    logger.info("occlusion: %d cases on %d held-out images (%s), %d to run; variants %s", setup["cases"],
+                setup["held_out_images"], setup["split"], len(setup["todo"]), setup["variants"])
+
+    # 2. Fan out one task per fixed batch of cases (case // batch_size).
+    todo, rows = setup["todo"], []
+    if todo:
+        groups: dict[int, list[int]] = {}
+        for c in todo:
+            groups.setdefault(c // batch_size, []).append(c)
+        runner = make_task_runner(max_workers, dask_address, dask_workers, gpu=device.startswith("cuda"))
+        rows = occlusion_batches.with_options(task_runner=runner)(
+            store, corpus, setup["model"], list(groups.values()), device, dtype,
+            gpu_annotate=bool(device.startswith("cuda") and (dask_address or dask_workers)))
+
+    # 3. Table and grid.
+    summary = summarize_occlusion(store)
+    table = summary["table"] or [{"variant": "-", "cases": 0}]
+    create_table_artifact(table, key="occlusion-table",
+                          description="per variant: IoU of the restored category with the hidden part, share "
+                                      "of hidden pixels given it, assigned at all, PSNR/SSIM in the hidden region")
+    grid = occlusion_grid(store, grid_cases) if summary["cases"] else None
+    create_markdown_artifact(_markdown(store, summary, grid), key="occlusion-grid",
+                             description="detection, the table and the picture grid")
+    failed = {int(k): v for r in rows for k, v in r["failed"].items()}
+    return {"store": store, "model": setup["model"], "cases": setup["cases"], "variants": setup["variants"],
+            "losses": setup["losses"], "ran": sorted(c for r in rows for c in r["done"]), "failed": failed,
+            "summary": summary, "grid": None if grid is None else grid["path"]}
+
+
+if __name__ == "__main__":
+    import sys
+
+    print(assess_occlusion(sys.argv[1] if len(sys.argv) > 1 else "runs/demo/store.zarr", n_cases=8))

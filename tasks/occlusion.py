@@ -1,0 +1,62 @@
+"""Prefect tasks of the occlusion stage (DESIGN 5.7). Thin: open the store, call one library
+function of ``diffparts.occlusion.stage``, return small dicts (never arrays).
+
+Store-touching tasks retry, except on bad input (ValueError, FileNotFoundError).
+"""
+
+from __future__ import annotations
+
+from prefect import task
+from prefect.cache_policies import NO_CACHE
+
+from tasks.embeddings import _not_bad_input
+
+
+def _root(store: str, mode: str = "r"):
+    from diffparts.store import open_store
+
+    return open_store(store, mode)
+
+
+@task(retries=2, retry_delay_seconds=1, retry_condition_fn=_not_bad_input, cache_policy=NO_CACHE)
+def setup_occlusion(store: str, corpus: str | None, model: str | None, config: dict) -> dict:
+    """Plan the cases and create ``occlusion/`` (single writer); the cases still to run."""
+    from diffparts.inversion.saving import require_parts
+    from diffparts.inversion.stage import store_model
+    from diffparts.occlusion.stage import occlusion_config
+    from diffparts.occlusion.stage import setup_occlusion as setup
+    from diffparts.store import model_hash
+
+    root = _root(store, "r+")
+    require_parts(root)                      # refuse before touching the model
+    model = store_model(root, model)
+    digest = model_hash(model)
+    return {**setup(root, store, corpus, model, occlusion_config(config), digest), "model": model}
+
+
+@task(retries=1, retry_delay_seconds=1, retry_condition_fn=_not_bad_input, cache_policy=NO_CACHE)
+def run_cases(store: str, corpus: str | None, model: str, cases: list[int], device: str = "cpu",
+              dtype: str = "float32") -> dict:
+    """One batch of cases: occlude, detect, complete, measure, write; failures recorded per case."""
+    from diffparts.occlusion.stage import run_cases as run
+
+    return run(_root(store, "r+"), store, corpus, model, cases, device, dtype)
+
+
+@task(cache_policy=NO_CACHE)
+def summarize_occlusion(store: str) -> dict:
+    """The table over the finished cases: detection and one row per variant."""
+    from diffparts.occlusion.stage import summarize_occlusion as summarize
+
+    return summarize(_root(store))
+
+
+@task(cache_policy=NO_CACHE)
+def occlusion_grid(store: str, n: int = 6) -> dict:
+    """The picture grid (original, occluded, each completion) as a PNG beside the store and a data URI."""
+    from diffparts.inversion.pictures import data_uri, save_png
+    from diffparts.occlusion.stage import occlusion_dir
+    from diffparts.occlusion.stage import occlusion_grid as grid
+
+    picture = grid(_root(store), n=n)
+    return {"path": str(save_png(picture, occlusion_dir(store) / "grid.png")), "uri": data_uri(picture, 1600)}

@@ -1,0 +1,80 @@
+"""Occlusion measures on constructed inputs, against hand-computed values."""
+
+import math
+
+import numpy as np
+import pytest
+
+from diffparts.metrics.occlusion import (category_of_part, detection_scores, hidden_categories, masked_psnr,
+                                         masked_ssim, restoration_scores, roc_auc, ssim_window)
+
+
+def test_detection_precision_recall_f1_by_hand():
+    # case 1: predicted {1, 2}, hidden {1}; case 2: predicted {}, hidden {3}; case 3: {4} / {4, 5}
+    d = detection_scores([{1, 2}, set(), {4}], [{1}, {3}, {4, 5}])
+    assert (d.tp, d.fp, d.fn) == (2, 1, 2)
+    assert d.precision == pytest.approx(2 / 3) and d.recall == pytest.approx(0.5)
+    assert d.f1 == pytest.approx(2 * 2 / (2 * 2 + 1 + 2))
+    empty = detection_scores([set()], [set()])
+    assert math.isnan(empty.precision) and math.isnan(empty.recall) and math.isnan(empty.f1)
+    with pytest.raises(ValueError, match="2 predictions for 1 cases"):
+        detection_scores([set(), set()], [set()])
+
+
+def test_hidden_categories_threshold():
+    assert hidden_categories({1: 0.5, 2: 0.49, 0: 1.0}, 0.5) == {1}
+    with pytest.raises(ValueError):
+        hidden_categories({}, 0.0)
+
+
+def test_roc_auc_by_hand():
+    # positives 0.9, 0.4; negatives 0.5, 0.1: pairs (0.9>0.5, 0.9>0.1, 0.4<0.5, 0.4>0.1) = 3/4
+    assert roc_auc([0.9, 0.5, 0.4, 0.1], [1, 0, 1, 0]) == pytest.approx(0.75)
+    assert roc_auc([0.5, 0.5], [1, 0]) == pytest.approx(0.5)           # a tie counts one half
+    assert math.isnan(roc_auc([0.1, 0.2], [1, 1]))
+
+
+def test_psnr_by_hand():
+    a = np.zeros((4, 4, 3), np.uint8)
+    b = a.copy()
+    mask = np.zeros((4, 4), bool)
+    mask[0, 0] = mask[0, 1] = True
+    b[0, 0] = 10                                   # squared error 100 on 3 of the 6 masked values
+    b[3, 3] = 255                                  # outside the mask: ignored
+    assert masked_psnr(b, a, mask) == pytest.approx(10 * math.log10(255 ** 2 / 50))
+    assert masked_psnr(a, a, mask) == math.inf
+    with pytest.raises(ValueError, match="mask is empty"):
+        masked_psnr(a, b, np.zeros((4, 4), bool))
+    with pytest.raises(ValueError, match="boolean"):
+        masked_psnr(a, b, mask.astype(int))
+
+
+def test_ssim_inside_the_region():
+    rng = np.random.default_rng(0)
+    a = rng.integers(0, 256, (16, 16, 3), dtype=np.uint8)
+    mask = np.zeros((16, 16), bool)
+    mask[4:8, 4:9] = True
+    assert ssim_window(mask) == 3                   # a 4 x 5 box fits a 3 window
+    assert ssim_window(np.ones((16, 16), bool)) == 7
+    assert masked_ssim(a, a, mask) == pytest.approx(1.0)
+    b = a.copy()
+    b[mask] = 255 - b[mask]
+    worse = masked_ssim(b, a, mask)
+    assert worse < 0.5
+    c = a.copy()
+    c[12:, 12:] = 0                                 # a change far outside the region
+    assert masked_ssim(c, a, mask) == pytest.approx(1.0)
+
+
+def test_restoration_by_hand():
+    labels = np.zeros((4, 4), np.int16)
+    labels[0:2, 0:2] = 3                            # 4 px of category 3
+    part = np.zeros((4, 4), bool)
+    part[0:2, 0:3] = True                           # the true part: 6 px, 4 of them category 3
+    hidden = part.copy()
+    r = restoration_scores(labels, 3, part, hidden, min_pixels=4)
+    assert r["iou"] == pytest.approx(4 / 6) and r["hidden_share"] == pytest.approx(4 / 6) and r["assigned"]
+    r = restoration_scores(labels, 2, part, hidden)
+    assert r["iou"] == 0 and r["hidden_share"] == 0 and not r["assigned"]
+    assert category_of_part(labels, part) == 3
+    assert category_of_part(np.zeros((4, 4), np.int16), part) == 0

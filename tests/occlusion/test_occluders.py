@@ -1,0 +1,85 @@
+"""Occluders hide exactly the recorded pixels; the record names what was hidden; bad input errors."""
+
+import numpy as np
+import pytest
+
+from diffparts.occlusion.occluders import (GREY, OcclusionRecord, hidden_fractions, label_mask, occlude,
+                                           random_box, resize_labels)
+
+
+def _scene():
+    rng = np.random.default_rng(0)
+    image = rng.integers(0, 256, (16, 16, 3), dtype=np.uint8)
+    gt = np.zeros((16, 16), np.int64)
+    gt[2:6, 2:6] = 1            # head, 16 px
+    gt[6:14, 4:12] = 4          # breast, 64 px
+    cats = np.zeros((8, 8), np.int16)  # a coarser discovered map (half size)
+    cats[1:3, 1:3] = 2          # covers gt 1 exactly
+    cats[3:7, 2:6] = 5          # covers gt 4
+    return image, gt, cats
+
+
+@pytest.mark.parametrize("fill", ["grey", "noise", "patch"])
+def test_occluder_hides_exactly_the_recorded_pixels(fill):
+    image, gt, cats = _scene()
+    mask = label_mask(gt, [1], (16, 16))
+    other = np.full((16, 16, 3), 7, np.uint8)
+    out, rec = occlude(image, mask, fill, seed=3, target=[1], gt_labels=gt, categories=cats,
+                       patch_source=(other, gt == 0), patch_from=9)
+    changed = (out != image).any(-1)
+    assert not changed[~rec.mask].any()                        # nothing outside the record moved
+    assert np.array_equal(rec.mask, gt == 1) and rec.mask.sum() == 16
+    if fill == "grey":
+        assert (out[rec.mask] == GREY).all()
+    if fill == "patch":
+        assert (out[rec.mask] == 7).all() and rec.patch_from == 9
+    assert rec.gt_parts == {1: 1.0}                             # head wholly hidden, breast untouched
+    assert rec.categories == {2: 1.0}                           # the discovered category under it
+    assert rec.fill == fill and rec.seed == 3 and rec.target == (1,)
+    again = OcclusionRecord.from_json(rec.to_json(), rec.mask)
+    assert again.gt_parts == rec.gt_parts and again.categories == rec.categories and again.fill == fill
+
+
+def test_noise_is_seeded_and_fractions_are_partial():
+    image, gt, cats = _scene()
+    mask = np.zeros((16, 16), bool)
+    mask[6:10, 4:12] = True                                     # half of the breast
+    a, rec = occlude(image, mask, "noise", seed=5, gt_labels=gt, categories=cats)
+    b, _ = occlude(image, mask, "noise", seed=5)
+    c, _ = occlude(image, mask, "noise", seed=6)
+    assert np.array_equal(a, b) and not np.array_equal(a, c)
+    assert rec.gt_parts == {4: 0.5}
+    assert rec.categories == {5: 0.5}
+    assert hidden_fractions(None, mask) == {}
+
+
+def test_random_box_stays_in_the_image_and_touches_the_object():
+    _, gt, _ = _scene()
+    box = random_box(gt > 0, np.random.default_rng(1))
+    assert box.any() and (box & (gt > 0)).any()
+    ys, xs = np.nonzero(box)
+    assert box[ys.min():ys.max() + 1, xs.min():xs.max() + 1].all()   # a filled rectangle
+
+
+def test_resize_labels_is_nearest():
+    lab = np.array([[1, 2], [3, 4]])
+    assert resize_labels(lab, (4, 4)).tolist()[0] == [1, 1, 2, 2]
+    assert set(np.unique(resize_labels(np.arange(64).reshape(8, 8), (5, 3)))) <= set(range(64))
+
+
+def test_bad_input_errors():
+    image, gt, _ = _scene()
+    with pytest.raises(ValueError, match="labels \\[7\\] are not in this image"):
+        label_mask(gt, [7], (16, 16))
+    with pytest.raises(ValueError, match="0 is background"):
+        label_mask(gt, [0], (16, 16))
+    with pytest.raises(ValueError, match="fill must be one of"):
+        occlude(image, gt == 1, "blur")
+    with pytest.raises(ValueError, match="mask is empty"):
+        occlude(image, np.zeros((16, 16), bool))
+    with pytest.raises(ValueError, match="needs patch_source"):
+        occlude(image, gt == 1, "patch")
+    with pytest.raises(ValueError, match="mask must be a \\(y, x\\) bool map"):
+        occlude(image, np.ones((8, 8), bool))
+    with pytest.raises(ValueError, match="object mask is empty"):
+        random_box(np.zeros((4, 4), bool), np.random.default_rng(0))
