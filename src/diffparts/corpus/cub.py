@@ -15,47 +15,72 @@ Files read (relative to ``root``)::
     captions.txt             <image_id> <caption>  (synthetic set), or text_c10/<stem>.txt (first line)
 
 Only images.txt is required. A metadata file that exists must be well formed and must have a
-line for every image; otherwise ValueError names the file and line number.
+line for every image; otherwise ValueError names the file and line number (also for a box whose
+width or height is not positive, and for values that are not finite). The whole corpus is
+checked when it is read, once, so no later stage meets a bad line.
+
+Every path is checked before it is opened (``corpus.safety``): a metadata file that links outside
+the corpus or is not a regular file refuses the corpus; an image (or its mask or caption file)
+that resolves outside its folder, is not a regular file or is too large gives a record with
+``refused`` set, which every stage reports as that image's failure.
 """
 
 from __future__ import annotations
 
+import math
+import os
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 import numpy as np
 
 from diffparts.corpus.records import ImageRecord
+from diffparts.corpus.safety import DEFAULT_LIMITS, CorpusFileError, ReadLimits, corpus_file, read_text_checked
 
 SPLITS = (None, "train", "test")
 
 
-def _read_table(path: Path, n_fields: int | None, types: tuple, rest: bool = False):
+def _read_table(path: Path, n_fields: int | None, types: tuple, rest: bool = False,
+                limits: ReadLimits = DEFAULT_LIMITS):
     """Yield (line number, fields) of a whitespace table, ValueError on a malformed line.
 
     ``types`` converts the leading fields; with ``rest`` the last field takes the remainder of the
-    line (names with spaces, captions).
+    line (names with spaces, captions). The file is opened as ``corpus.safety.open_checked`` does.
     """
-    with open(path, encoding="utf-8") as fh:
-        for lineno, line in enumerate(fh, start=1):
-            text = line.strip()
-            if not text:
-                continue
-            if rest:
-                parts = text.split(None, len(types))
-                ok = len(parts) == len(types) + 1
-            else:
-                parts = text.split()
-                ok = len(parts) == n_fields
-            if not ok:
-                raise ValueError(
-                    f"{path}: line {lineno}: expected {n_fields if not rest else len(types) + 1} "
-                    f"fields, got {text!r}")
-            try:
-                values = [t(p) for t, p in zip(types, parts)] + parts[len(types):]
-            except ValueError:
-                raise ValueError(f"{path}: line {lineno}: malformed value in {text!r}") from None
-            yield lineno, values
+    try:
+        content = read_text_checked(path, limits)
+    except UnicodeDecodeError as err:
+        raise ValueError(f"{path}: not UTF-8 text ({err.reason} at byte {err.start})") from None
+    for lineno, line in enumerate(content.split("\n"), start=1):
+        text = line.strip()
+        if not text:
+            continue
+        if rest:
+            parts = text.split(None, len(types))
+            ok = len(parts) == len(types) + 1
+        else:
+            parts = text.split()
+            ok = len(parts) == n_fields
+        if not ok:
+            raise ValueError(
+                f"{path}: line {lineno}: expected {n_fields if not rest else len(types) + 1} "
+                f"fields, got {text!r}")
+        try:
+            values = [t(p) for t, p in zip(types, parts)] + parts[len(types):]
+        except ValueError:
+            raise ValueError(f"{path}: line {lineno}: malformed value in {text!r}") from None
+        if any(isinstance(v, float) and not math.isfinite(v) for v in values):
+            raise ValueError(f"{path}: line {lineno}: values must be finite, got {text!r}")
+        yield lineno, values
+
+
+def _checked_boxes(path: Path, table):
+    """bounding_boxes.txt rows, ValueError (file, line, values as written) unless width, height > 0."""
+    for lineno, (image_id, x, y, w, h) in table:
+        if not (w > 0 and h > 0):
+            raise ValueError(f"{path}: line {lineno}: image id {image_id}: box width and height must be "
+                             f"> 0, got x={x:g} y={y:g} width={w:g} height={h:g}")
+        yield lineno, (image_id, x, y, w, h)
 
 
 def _by_image(path: Path, table, image_lines: dict[int, int]) -> dict[int, list]:
@@ -94,11 +119,13 @@ class CubDataset:
     absent), ``class_names`` (class id -> name).
     """
 
-    def __init__(self, root, split: str | None = None, classes: Iterable | None = None):
+    def __init__(self, root, split: str | None = None, classes: Iterable | None = None,
+                 limits: ReadLimits = DEFAULT_LIMITS):
         if split not in SPLITS:
             raise ValueError(f"split={split!r} must be one of {SPLITS}")
         self.root = Path(root).resolve()
         self.split = split
+        self.limits = limits
         if not (self.root / "images.txt").is_file():
             raise FileNotFoundError(f"{self.root / 'images.txt'} not found (not a CUB-layout folder)")
         self.class_names: dict[int, str] = {}
@@ -107,13 +134,31 @@ class CubDataset:
         all_records = self._read_all()
         self.records: list[ImageRecord] = self._filter(all_records, split, classes)
 
+    def _table(self, path: Path, *args, **kwargs):
+        """``_read_table`` of a metadata file, refused (ValueError) if it leads outside the corpus."""
+        try:
+            corpus_file(self.root, path.relative_to(self.root), self.limits)
+        except CorpusFileError as err:
+            raise ValueError(f"{path}: {err.reason}") from None
+        return _read_table(path, *args, limits=self.limits, **kwargs)
+
+    def _optional_file(self, folder: str, name: str | Path) -> Path | None:
+        """A per-image file (mask, caption) if present; CorpusFileError if present but refused."""
+        path = self.root / folder / name
+        if not os.path.lexists(path):
+            return None
+        try:
+            return corpus_file(self.root / folder, name, self.limits)
+        except CorpusFileError as err:
+            raise CorpusFileError(path, f"{folder}/{Path(name).as_posix()}: {err.reason}") from None
+
     # 1. Read every metadata file (CUB-200-2011 README).
     def _read_all(self) -> list[ImageRecord]:
         root = self.root
         path = root / "images.txt"
         names: dict[int, str] = {}
         image_lines: dict[int, int] = {}
-        for lineno, (image_id, name) in _read_table(path, 2, (int, str)):
+        for lineno, (image_id, name) in self._table(path, 2, (int, str)):
             if image_id in names:
                 raise ValueError(f"{path}: line {lineno}: duplicate image id {image_id}")
             names[image_id] = name
@@ -121,7 +166,7 @@ class CubDataset:
 
         path = root / "classes.txt"
         if path.is_file():
-            for lineno, (class_id, name) in _read_table(path, 2, (int,), rest=True):
+            for lineno, (class_id, name) in self._table(path, 2, (int,), rest=True):
                 if class_id in self.class_names:
                     raise ValueError(f"{path}: line {lineno}: duplicate class id {class_id}")
                 self.class_names[class_id] = name
@@ -129,7 +174,7 @@ class CubDataset:
         labels = {}
         path = root / "image_class_labels.txt"
         if path.is_file():
-            labels = _by_image(path, _read_table(path, 2, (int, int)), image_lines)
+            labels = _by_image(path, self._table(path, 2, (int, int)), image_lines)
             for image_id, (class_id,) in labels.items():
                 if self.class_names and class_id not in self.class_names:
                     raise ValueError(f"{path}: image id {image_id}: class id {class_id} is not "
@@ -138,19 +183,19 @@ class CubDataset:
         split = {}
         path = root / "train_test_split.txt"
         if path.is_file():
-            split = _by_image(path, _read_table(path, 2, (int, int)), image_lines)
+            split = _by_image(path, self._table(path, 2, (int, int)), image_lines)
             split = {i: _flag(v[0], path, i) for i, v in split.items()}
 
         boxes = {}
         path = root / "bounding_boxes.txt"
         if path.is_file():
-            boxes = _by_image(path, _read_table(path, 5, (int, float, float, float, float)),
+            boxes = _by_image(path, _checked_boxes(path, self._table(path, 5, (int, float, float, float, float))),
                               image_lines)
 
         part_ids: dict[int, int] = {}
         path = root / "parts" / "parts.txt"
         if path.is_file():
-            for lineno, (part_id, name) in _read_table(path, 2, (int,), rest=True):
+            for lineno, (part_id, name) in self._table(path, 2, (int,), rest=True):
                 if part_id in part_ids:
                     raise ValueError(f"{path}: line {lineno}: duplicate part id {part_id}")
                 part_ids[part_id] = len(self.part_names)
@@ -161,7 +206,7 @@ class CubDataset:
         if path.is_file():
             if not part_ids:
                 raise ValueError(f"{path} needs {root / 'parts' / 'parts.txt'}")
-            table = _read_table(path, 5, (int, int, float, float, float))
+            table = self._table(path, 5, (int, int, float, float, float))
             for lineno, (image_id, part_id, x, y, vis) in table:
                 if image_id not in names:
                     raise ValueError(f"{path}: line {lineno}: image id {image_id} is not in "
@@ -177,7 +222,7 @@ class CubDataset:
 
         path = root / "part_segmentations" / "parts.txt"
         if path.is_file():
-            for lineno, (index, name) in _read_table(path, 2, (int,), rest=True):
+            for lineno, (index, name) in self._table(path, 2, (int,), rest=True):
                 self.part_legend[index] = name
             self.part_legend.setdefault(0, "background")
 
@@ -185,31 +230,40 @@ class CubDataset:
         path = root / "captions.txt"
         if path.is_file():
             captions = {i: v[0] for i, v in
-                        _by_image(path, _read_table(path, 2, (int,), rest=True), image_lines).items()}
+                        _by_image(path, self._table(path, 2, (int,), rest=True), image_lines).items()}
 
         # 2. One record per image, in images.txt order.
         records = []
         for image_id, name in names.items():
-            stem = Path(name).with_suffix(".png").as_posix()
-            mask = root / "segmentations" / stem
-            part_mask = root / "part_segmentations" / stem
-            caption = captions.get(image_id)
-            if caption is None:
-                text = root / "text_c10" / Path(name).with_suffix(".txt")
-                if text.is_file():
-                    caption = (text.read_text(encoding="utf-8").splitlines() or [None])[0]
+            path, mask, part_mask, caption, refused = root / "images" / name, None, None, None, None
+            try:  # an image outside the corpus is refused before any of its files is looked at
+                path = corpus_file(root / "images", name, self.limits)
+                stem = Path(name).with_suffix(".png").as_posix()
+                mask = self._optional_file("segmentations", stem)
+                part_mask = self._optional_file("part_segmentations", stem)
+                caption = captions.get(image_id)
+                text = None if caption is not None else self._optional_file(
+                    "text_c10", Path(name).with_suffix(".txt"))
+                if text is not None:
+                    caption = (read_text_checked(text, self.limits).splitlines() or [None])[0]
+            except CorpusFileError as err:
+                mask = part_mask = caption = None
+                refused = err.reason
+            except UnicodeDecodeError:
+                caption, refused = None, f"text_c10/{Path(name).with_suffix('.txt').as_posix()}: not UTF-8 text"
             class_id = labels[image_id][0] if labels else None
             records.append(ImageRecord(
                 image_id=image_id,
                 name=name,
-                path=root / "images" / name,
+                path=path,
+                refused=refused,
                 class_id=class_id,
                 class_name=self.class_names.get(class_id) if class_id is not None else None,
                 is_train=split.get(image_id),
                 bbox=tuple(boxes[image_id]) if boxes else None,
                 keypoints=keypoints.get(image_id),
-                mask_path=mask if mask.is_file() else None,
-                part_mask_path=part_mask if part_mask.is_file() else None,
+                mask_path=mask,
+                part_mask_path=part_mask,
                 caption=caption,
             ))
         return records

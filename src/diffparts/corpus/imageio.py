@@ -9,8 +9,10 @@ Conversions (issue 2, bad input):
 - palette images -> RGB; multi-frame files (GIF, TIFF) -> the first frame;
 - the EXIF orientation tag is applied.
 Everything else (unreadable or truncated file, not an image, float images, an image smaller than
-``min_size`` on a side, a decompression bomb) raises :class:`ImageLoadError` with the file name and reason;
-:class:`ImageIterator` turns those errors into a ``skipped`` list and goes on.
+``min_size`` on a side, a file that is not regular or is over ``ReadLimits.max_file_bytes``, an
+image whose header says more than ``ReadLimits.max_pixels`` pixels: refused before decoding) raises
+:class:`ImageLoadError` with the file name and reason; :class:`ImageIterator` turns those errors
+into a ``skipped`` list and goes on, as it does for records the corpus reader already refused.
 """
 
 from __future__ import annotations
@@ -21,37 +23,68 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from diffparts.corpus.safety import DEFAULT_LIMITS, CorpusFileError, ReadLimits, open_checked
+
 DEFAULT_MIN_SIZE = 16  # smallest side (pixels) an image may have; the model's latent needs >= 8
 
 
-class ImageLoadError(ValueError):
+class ImageLoadError(CorpusFileError):
     """An image that cannot be used: ``path`` and ``reason`` say which and why."""
 
-    def __init__(self, path, reason: str):
-        self.path = Path(path)
-        self.reason = reason
-        super().__init__(f"{self.path}: {reason}")
+
+def _check_pixels(path: Path, img: Image.Image, limits: ReadLimits) -> None:
+    w, h = img.size
+    if w * h > limits.max_pixels:
+        raise ImageLoadError(path, f"too many pixels: {w}x{h} = {w * h} > max_pixels {limits.max_pixels} "
+                                   "(refused before decoding)")
 
 
-def _open(path) -> Image.Image:
+def _open(path, limits: ReadLimits = DEFAULT_LIMITS) -> Image.Image:
+    """Open, check the header against ``limits``, then decode the first frame."""
     path = Path(path)
-    if not path.is_file():
-        raise ImageLoadError(path, "file not found")
     try:
-        img = Image.open(path)
-        img.seek(0)
-        img.load()
-    except UnidentifiedImageError:
-        raise ImageLoadError(path, "not an image (unrecognised format)") from None
-    except Image.DecompressionBombError as err:
-        raise ImageLoadError(path, f"too large ({err})") from None
-    except (OSError, SyntaxError, ValueError, EOFError) as err:
-        raise ImageLoadError(path, f"unreadable or truncated image ({err})") from None
-    try:
-        img = ImageOps.exif_transpose(img)
-    except Exception:  # a broken EXIF block must not lose an otherwise good image
-        pass
+        fh = open_checked(path, limits)
+    except CorpusFileError as err:
+        raise ImageLoadError(path, err.reason) from None
+    with fh:
+        try:
+            img = Image.open(fh)
+            _check_pixels(path, img, limits)
+            img.seek(0)
+            img.load()
+        except ImageLoadError:
+            raise
+        except UnidentifiedImageError:
+            raise ImageLoadError(path, "not an image (unrecognised format)") from None
+        except Image.DecompressionBombError as err:
+            raise ImageLoadError(path, f"too many pixels ({err})") from None
+        except (OSError, SyntaxError, ValueError, EOFError) as err:
+            raise ImageLoadError(path, f"unreadable or truncated image ({err})") from None
+        try:
+            img = ImageOps.exif_transpose(img)
+        except Exception:  # a broken EXIF block must not lose an otherwise good image
+            pass
     return img
+
+
+def image_size(path, limits: ReadLimits = DEFAULT_LIMITS) -> tuple[int, int]:
+    """(width, height) from the header only; ImageLoadError as :func:`load_rgb` would raise."""
+    path = Path(path)
+    try:
+        fh = open_checked(path, limits)
+    except CorpusFileError as err:
+        raise ImageLoadError(path, err.reason) from None
+    with fh:
+        try:
+            with Image.open(fh) as img:
+                _check_pixels(path, img, limits)
+                return tuple(int(v) for v in img.size)
+        except ImageLoadError:
+            raise
+        except Image.DecompressionBombError as err:
+            raise ImageLoadError(path, f"too many pixels ({err})") from None
+        except (OSError, SyntaxError, ValueError, EOFError) as err:
+            raise ImageLoadError(path, f"not an image or unreadable ({err})") from None
 
 
 def _scale_to_uint8(arr: np.ndarray) -> np.ndarray:
@@ -82,17 +115,17 @@ def to_rgb(img: Image.Image, path="<image>") -> np.ndarray:
     raise ImageLoadError(path, f"unsupported pixel mode {mode!r}")
 
 
-def load_rgb(path, min_size: int = DEFAULT_MIN_SIZE) -> np.ndarray:
+def load_rgb(path, min_size: int = DEFAULT_MIN_SIZE, limits: ReadLimits = DEFAULT_LIMITS) -> np.ndarray:
     """Read an image file as (y, x, 3) uint8 RGB; raises ImageLoadError(path, reason)."""
-    img = _open(path)
+    img = _open(path, limits)
     if min(img.size) < min_size:
         raise ImageLoadError(path, f"too small: {img.size[0]}x{img.size[1]} < {min_size} px")
     return to_rgb(img, path)
 
 
-def load_mask(path) -> np.ndarray:
+def load_mask(path, limits: ReadLimits = DEFAULT_LIMITS) -> np.ndarray:
     """Read a mask (foreground or part index) as (y, x) uint8; colour masks are made grey."""
-    img = _open(path)
+    img = _open(path, limits)
     if img.mode in ("L", "P"):
         return np.asarray(img, dtype=np.uint8).copy()
     if img.mode == "1":
@@ -111,22 +144,27 @@ class ImageIterator:
     complete once iteration has finished.
     """
 
-    def __init__(self, records: Iterable, min_size: int = DEFAULT_MIN_SIZE):
+    def __init__(self, records: Iterable, min_size: int = DEFAULT_MIN_SIZE, limits: ReadLimits = DEFAULT_LIMITS):
         self.records = records
         self.min_size = min_size
+        self.limits = limits
         self.skipped: list[tuple[object, str]] = []
 
     def __iter__(self) -> Iterator[tuple[object, np.ndarray]]:
         self.skipped = []
         for record in self.records:
+            if getattr(record, "refused", None):  # refused by the reader: never opened
+                self.skipped.append((record, record.refused))
+                continue
             try:
-                rgb = load_rgb(record.path, self.min_size)
+                rgb = load_rgb(record.path, self.min_size, self.limits)
             except ImageLoadError as err:
                 self.skipped.append((record, err.reason))
                 continue
             yield record, rgb
 
 
-def iter_images(records: Iterable, min_size: int = DEFAULT_MIN_SIZE) -> ImageIterator:
+def iter_images(records: Iterable, min_size: int = DEFAULT_MIN_SIZE,
+                limits: ReadLimits = DEFAULT_LIMITS) -> ImageIterator:
     """``for record, rgb in (it := iter_images(records)): ...``; then ``it.skipped``."""
-    return ImageIterator(records, min_size)
+    return ImageIterator(records, min_size, limits)

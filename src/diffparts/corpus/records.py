@@ -24,3 +24,6 @@ class ImageRecord:
     mask_path: Path | None = None       # segmentations/<name stem>.png, foreground mask
     part_mask_path: Path | None = None  # part_segmentations/<name stem>.png, 0 = background
     caption: str | None = None          # captions.txt (synthetic set) or text_c10 first line
+    # Why the reader refused the image (outside the corpus, not a regular file, too large; see
+    # corpus.safety), None if usable. A refused image is a named failure; none of it is opened.
+    refused: str | None = None

@@ -147,17 +147,28 @@ def code_version() -> str:
     return f"{__version__}+g{sha}" if sha else __version__
 
 
-def describe_images(records) -> list[dict]:
+def describe_images(records, limits=None) -> list[dict]:
     """``[{"image_id", "name", "sha256"}]`` of corpus records (``ImageRecord``-like objects).
 
-    The hash is of the file's bytes ("" when it cannot be read: the load step records why).
+    The hash is of the file's bytes ("" when it cannot be read: the load step records why). A
+    record the reader refused (``refused`` set: outside the corpus, not a regular file, too
+    large) is not opened; the others are opened as ``corpus.safety.open_checked`` does, so a
+    FIFO or device never blocks the hash. ``limits``: a ``corpus.ReadLimits`` (default: its defaults).
     """
+    from diffparts.corpus.safety import DEFAULT_LIMITS, CorpusFileError, open_checked
+
     rows = []
     for rec in records:
-        try:
-            digest = file_sha256(rec.path)
-        except OSError:
-            digest = ""
+        digest = ""
+        if not getattr(rec, "refused", None):
+            try:
+                with open_checked(rec.path, limits or DEFAULT_LIMITS) as fh:
+                    h = hashlib.sha256()
+                    while chunk := fh.read(1 << 20):
+                        h.update(chunk)
+                    digest = h.hexdigest()
+            except (OSError, CorpusFileError):
+                pass
         rows.append({"image_id": int(rec.image_id), "name": str(rec.name), "sha256": digest})
     return rows
 
