@@ -23,7 +23,6 @@ from prefect.futures import as_completed
 from prefect.task_runners import ThreadPoolTaskRunner
 
 from tasks.extract import (
-    DEFAULT_EXTRACTOR,
     create_attention_arrays,
     describe_images,
     extract_batch,
@@ -68,7 +67,7 @@ def fixed_batches(images: list[dict], pending: list[int], batch_size: int) -> li
 @flow(name="extract-batches")
 def extract_batches(
     store: str, version: int, batches: list[list[dict]], model: str, capture: dict, device: str, dtype: str,
-    gpu_annotate: bool = False, extractor: str = DEFAULT_EXTRACTOR, features: dict | None = None,
+    gpu_annotate: bool = False, features: dict | None = None, limits: dict | None = None,
 ) -> dict:
     """Map ``extract_batch`` over the batches on this flow's task runner; count as they finish."""
     import dask
@@ -79,7 +78,7 @@ def extract_batches(
     annotate = dask.annotate(resources={"GPU": 1}) if gpu_annotate else contextlib.nullcontext()
     with annotate:
         futures = [
-            extract_batch.submit(store, version, batch, model, capture, device, dtype, extractor, features)
+            extract_batch.submit(store, version, batch, model, capture, device, dtype, features, limits)
             for batch in batches
         ]
     which = {f.task_run_id: batch for f, batch in zip(futures, batches)}
@@ -113,8 +112,8 @@ def extract_attention(
     device: str = "cpu",
     dtype: str = "float32",
     new_version: bool = False,
-    extractor: str = DEFAULT_EXTRACTOR,
     features: dict | None = None,
+    limits: dict | None = None,
 ) -> dict:
     """Extract aggregated self- and cross-attention of every image of ``corpus`` into ``store``.
 
@@ -123,6 +122,8 @@ def extract_attention(
     config is refused unless ``new_version`` (then ``versions/<n>`` of the same store is used).
     ``features``: FeatureConfig fields as a dict (``{}`` = the defaults: DIFT's up-block from the
     attention forward) to also store UNet features in ``features/``; None = attention only.
+    ``limits``: ``diffparts.corpus.ReadLimits`` fields (``max_file_bytes``, ``max_pixels``;
+    None = the defaults): larger files and images are failures named by image, never read.
     The corpus's absolute path and kind go into the manifest for the later stages.
     Returns counts: written, skipped, failed, bytes (handed to Zarr), stored_bytes (added to the
     store, compressed), batches, task_seconds (summed over batch tasks), seconds, store, version.
@@ -139,7 +140,7 @@ def extract_attention(
     runner = make_task_runner(max_workers, dask_address, dask_workers, gpu=device.startswith("cuda"))
 
     # 1. Describe the corpus and the run.
-    images = describe_images(str(corpus))
+    images = describe_images(str(corpus), limits)
     identity = identify_run(model, capture, precision, features)
 
     # 2. Create or extend the store (single writer); pending = done marker unset.
@@ -155,14 +156,14 @@ def extract_attention(
 
     if pending:
         # 3. Attention arrays, created once from the model's shapes.
-        create_attention_arrays(store, version, model, capture, precision, device, dtype, extractor, features)
+        create_attention_arrays(store, version, model, capture, precision, device, dtype, features)
         # 4. Fan out over fixed batches of store indices.
         batches = fixed_batches(prepared["images"], pending, batch_size)
         fan_out = extract_batches.with_options(task_runner=runner)
         counts = fan_out(
             store, version, batches, model, capture, device, dtype,
-            gpu_annotate=bool(device.startswith("cuda") and (dask_address or dask_workers)), extractor=extractor,
-            features=features,
+            gpu_annotate=bool(device.startswith("cuda") and (dask_address or dask_workers)),
+            features=features, limits=limits,
         )
         # images of a batch that were done before count as skipped once, at the flow level
         totals.update({k: counts[k] for k in ("written", "failed", "bytes", "batches", "task_seconds")})

@@ -6,7 +6,6 @@ small pointers and counts, never arrays. Tasks that touch the store retry.
 
 from __future__ import annotations
 
-import importlib
 import threading
 import time
 from dataclasses import asdict
@@ -15,8 +14,7 @@ import numpy as np
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
-#: The library function that turns a batch of images into an AttentionResult.
-DEFAULT_EXTRACTOR = "diffparts.model.extract:extract_attention"
+from tasks.retry import retry_unless_bad_input
 
 # One pipeline per (model, device, dtype) per worker process, and one forward at a time on it:
 # the capture installs attention processors on the shared UNet (DESIGN 5.1). Task bodies reach
@@ -41,15 +39,26 @@ def _pipeline(model: str, device: str, dtype: str):
         return _PIPELINES[key]
 
 
-def _run_extractor(path: str, pipe, images: np.ndarray, config, features=None):
-    """Call the extractor ``module:function`` on a batch, one forward at a time per process.
+def _run_extractor(pipe, images: np.ndarray, config, features=None):
+    """``diffparts.model.extract.extract_attention`` on a batch, one forward at a time per process.
 
-    ``features`` (a FeatureConfig) is passed only when set, so extractors without it still work.
+    The function is looked up when called (tests replace it in-process with monkeypatch); no
+    flow parameter can name another one (issue 12: a deployment must not import and call any
+    function it is given).
     """
-    module, _, name = path.partition(":")
-    extract = getattr(importlib.import_module(module), name)
+    from diffparts.model import extract
+
     with _FORWARD_LOCK:
-        return extract(pipe, images, config) if features is None else extract(pipe, images, config, features)
+        if features is None:
+            return extract.extract_attention(pipe, images, config)
+        return extract.extract_attention(pipe, images, config, features)
+
+
+def _limits(limits: dict | None):
+    """ReadLimits from the flow's plain dict (None: the defaults)."""
+    from diffparts.corpus import ReadLimits
+
+    return ReadLimits(**(limits or {}))
 
 
 def _feature_config(features: dict | None):
@@ -74,15 +83,20 @@ def _capture_config(capture: dict):
     return CaptureConfig(**capture)
 
 
-@task(retries=2, retry_delay_seconds=1, cache_policy=NO_CACHE)
-def describe_images(corpus: str) -> list[dict]:
-    """Corpus records -> ``[{"image_id", "name", "sha256", "path"}]`` (content hashes)."""
+@task(retries=2, retry_delay_seconds=1, retry_condition_fn=retry_unless_bad_input, cache_policy=NO_CACHE)
+def describe_images(corpus: str, limits: dict | None = None) -> list[dict]:
+    """Corpus records -> ``[{"image_id", "name", "sha256", "path", "refused"}]`` (content hashes).
+
+    The corpus is validated here, once (a malformed metadata line fails the run at once, not
+    retried); ``refused`` is the reader's reason for an image it will not open, else None.
+    """
     from diffparts.corpus import open_corpus
     from diffparts.store import describe_images as describe
 
-    records = list(open_corpus(corpus))
-    rows = describe(records)
-    return [{**row, "path": str(rec.path)} for row, rec in zip(rows, records)]
+    read_limits = _limits(limits)
+    records = list(open_corpus(corpus, limits=read_limits))
+    rows = describe(records, read_limits)
+    return [{**row, "path": str(rec.path), "refused": rec.refused} for row, rec in zip(rows, records)]
 
 
 @task(cache_policy=NO_CACHE)
@@ -101,7 +115,7 @@ def identify_run(model: str, capture: dict, precision: str, features: dict | Non
     return build_manifest(str(model), model_hash(model), config)
 
 
-@task(retries=2, retry_delay_seconds=1, cache_policy=NO_CACHE)
+@task(retries=2, retry_delay_seconds=1, retry_condition_fn=retry_unless_bad_input, cache_policy=NO_CACHE)
 def prepare_store(store: str, images: list[dict], identity: dict, new_version: bool,
                   corpus: str | None = None, features: dict | None = None) -> dict:
     """Create or extend the store (single writer, before the fan-out); pending images.
@@ -127,10 +141,10 @@ def prepare_store(store: str, images: list[dict], identity: dict, new_version: b
     }
 
 
-@task(retries=2, retry_delay_seconds=1, cache_policy=NO_CACHE)
+@task(retries=2, retry_delay_seconds=1, retry_condition_fn=retry_unless_bad_input, cache_policy=NO_CACHE)
 def create_attention_arrays(
     store: str, version: int, model: str, capture: dict, precision: str, device: str, dtype: str,
-    extractor: str = DEFAULT_EXTRACTOR, features: dict | None = None,
+    features: dict | None = None,
 ) -> dict:
     """Learn R, the tokens (and feature shapes) from one blank image, then create the arrays."""
     from diffparts.model.extract import native_image_size
@@ -143,7 +157,7 @@ def create_attention_arrays(
         config = _capture_config(capture)
         pipe = _pipeline(model, device, dtype)
         size = config.image_size or native_image_size(pipe)
-        probe = _run_extractor(extractor, pipe, np.zeros((1, size, size, 3), np.uint8), config, feature_config)
+        probe = _run_extractor(pipe, np.zeros((1, size, size, 3), np.uint8), config, feature_config)
         create(root, probe.resolution, probe.tokens, probe.image_size, precision)
         if feature_config is not None:
             create_feature_arrays(root, {b: f.shape[1:] for b, f in probe.features.items()}, asdict(feature_config))
@@ -154,14 +168,16 @@ def create_attention_arrays(
     return out
 
 
-@task(retries=1, retry_delay_seconds=2, cache_policy=NO_CACHE)
+@task(retries=1, retry_delay_seconds=2, retry_condition_fn=retry_unless_bad_input, cache_policy=NO_CACHE)
 def extract_batch(
     store: str, version: int, batch: list[dict], model: str, capture: dict, device: str, dtype: str,
-    extractor: str = DEFAULT_EXTRACTOR, features: dict | None = None,
+    features: dict | None = None, limits: dict | None = None,
 ) -> dict:
     """Extract one fixed batch of images and write the ones not yet done.
 
-    ``batch``: ``[{"index", "image_id", "name", "path"}]``, a fixed run of store indices. All
+    ``batch``: ``[{"index", "image_id", "name", "path", "refused"}]``, a fixed run of store
+    indices; a refused image (``describe_images``) is recorded as failed without being opened,
+    and ``limits`` (ReadLimits fields) bound what the others may cost to load. All
     readable images of the batch go through the model together even if some are done already,
     so a resumed run computes every image in the same batch as an uninterrupted run (batched
     float arithmetic can differ in the last bit with the batch's make-up); only images whose
@@ -187,9 +203,12 @@ def extract_batch(
     size = config.image_size or native_image_size(pipe)
     pending = {img["index"] for img in todo}
     loaded, pixels = [], []
+    read_limits = _limits(limits)
     for img in batch:
         try:
-            pixels.append(prepare_images(load_rgb(img["path"])[None], size)[0])  # y x 3
+            if img.get("refused"):
+                raise ImageLoadError(img["path"], img["refused"])
+            pixels.append(prepare_images(load_rgb(img["path"], limits=read_limits)[None], size)[0])  # y x 3
             loaded.append(img)
         except ImageLoadError as err:
             if img["index"] in pending:
@@ -197,7 +216,7 @@ def extract_batch(
                 counts["failed"] += 1
     # 2. One forward for the batch (DESIGN 5.1), 3. write each pending image, then its marker.
     if any(img["index"] in pending for img in loaded):
-        result = _run_extractor(extractor, pipe, np.stack(pixels), config, _feature_config(features))  # image ...
+        result = _run_extractor(pipe, np.stack(pixels), config, _feature_config(features))  # image ...
         for k, img in enumerate(loaded):
             if img["index"] in pending:
                 if features is not None:
@@ -209,7 +228,7 @@ def extract_batch(
     return {**counts, "seconds": time.perf_counter() - start, "store": store}
 
 
-@task(retries=2, retry_delay_seconds=1, cache_policy=NO_CACHE)
+@task(retries=2, retry_delay_seconds=1, retry_condition_fn=retry_unless_bad_input, cache_policy=NO_CACHE)
 def record_batch_failure(store: str, version: int, batch: list[dict], reason: str) -> int:
     """A batch task failed for good: record every unfinished image of it as failed."""
     from diffparts.store import STAGE, is_done, open_store, record_failure

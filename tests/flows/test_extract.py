@@ -113,18 +113,18 @@ def test_corrupt_image_fails_alone_and_added_images_run_alone(prefect_server, bi
 
 
 def test_failed_batch_is_recorded_and_the_others_finish(prefect_server, birds, tiny_pipeline, tmp_path, monkeypatch):
-    (tmp_path / "flaky_extract.py").write_text(textwrap.dedent("""
-        from diffparts.model.extract import extract_attention
+    import diffparts.model.extract as library
 
-        def extract(pipe, images, config):
-            if len(images) == 1 and images.any():  # the last batch (the shape probe is blank)
-                raise RuntimeError("boom: out of memory")
-            return extract_attention(pipe, images, config)
-    """))
-    monkeypatch.syspath_prepend(str(tmp_path))
+    real = library.extract_attention
+
+    def flaky(pipe, images, config, *rest):
+        if len(images) == 1 and images.any():  # the last batch (the shape probe is blank)
+            raise RuntimeError("boom: out of memory")
+        return real(pipe, images, config, *rest)
+
+    monkeypatch.setattr(library, "extract_attention", flaky)
     store = tmp_path / "s.zarr"
-    result = extract_attention(str(birds), str(tiny_pipeline[0]), str(store), batch_size=2,
-                               extractor="flaky_extract:extract")
+    result = extract_attention(str(birds), str(tiny_pipeline[0]), str(store), batch_size=2)
     assert (result["written"], result["failed"]) == (N_BIRDS - 1, 1)
     [failure] = failures(open_store(store))
     assert failure["index"] == N_BIRDS - 1 and "boom: out of memory" in failure["reason"]
@@ -140,21 +140,22 @@ def test_kill_9_then_rerun_equals_uninterrupted(reference, birds, tiny_pipeline,
     ref_store, _ = reference
     store = tmp_path / "killed.zarr"
     # a slow extractor, so that the run is surely in the middle when the first batch is done
-    (tmp_path / "slow_extract.py").write_text(textwrap.dedent("""
-        import time
-        from diffparts.model.extract import extract_attention
-
-        def extract(pipe, images, config):
-            time.sleep(1.0)
-            return extract_attention(pipe, images, config)
-    """))
     (tmp_path / "run.py").write_text(textwrap.dedent("""
         import sys
+        import time
+
+        import diffparts.model.extract as library
         from flows.extract import extract_attention
 
+        real = library.extract_attention
+
+        def slow(*args):
+            time.sleep(1.0)
+            return real(*args)
+
         if __name__ == "__main__":
-            extract_attention(sys.argv[1], sys.argv[2], sys.argv[3], batch_size=2, max_workers=1,
-                              extractor="slow_extract:extract")
+            library.extract_attention = slow
+            extract_attention(sys.argv[1], sys.argv[2], sys.argv[3], batch_size=2, max_workers=1)
     """))
     env = {**os.environ, "PYTHONPATH": str(tmp_path), "PREFECT_API_URL": _api_url()}
     with open(tmp_path / "run.log", "w") as log:
