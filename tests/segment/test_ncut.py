@@ -329,3 +329,15 @@ def test_deterministic_given_random_state(region_attention, voronoi_labels):
     runs = [RecursiveNCut(tau_mode="auto", dense_max=32, random_state=7).fit(attn) for _ in range(2)]
     np.testing.assert_array_equal(runs[0].level_labels_, runs[1].level_labels_)
     assert [n.size for n in runs[0].tree_] == [n.size for n in runs[1].tree_]
+
+
+def test_arpack_is_seeded_from_the_config_so_reruns_are_identical(four_regions):
+    """Issue 12 item 11: with the defaults, the ARPACK path (dense_max below the node count)
+    starts from a seeded vector: two fits give the same tree, eigenvalues to the last bit."""
+    attn, _ = four_regions
+    assert NCutConfig().random_state is not None
+    assert RecursiveNCut().random_state == NCutConfig().random_state
+    config = {k: v for k, v in NCutConfig().__dict__.items() if k not in ("dense_max", "out_size")}
+    fits = [RecursiveNCut(**config, dense_max=16).fit(attn) for _ in range(2)]
+    np.testing.assert_array_equal(fits[0].level_labels_, fits[1].level_labels_)
+    assert [n.eigenvalue for n in fits[0].tree_] == [n.eigenvalue for n in fits[1].tree_]

@@ -100,7 +100,7 @@ class NCutConfig:
     teleport: float = 1e-6  # restart probability for the stationary distribution (uniqueness)
     dense_max: int = 768  # sub-problems up to this many nodes use dense eigh, larger ARPACK
     out_size: int | None = None  # nearest upsampling of the label maps to this side (None: R)
-    random_state: int | None = None  # seed of the eigensolver start vectors
+    random_state: int | None = 0  # seed of the ARPACK start vectors: a resumed run equals an uninterrupted one
 
 
 @dataclass(frozen=True, eq=False)  # eq=False: members is an array
@@ -604,7 +604,7 @@ class RecursiveNCut:
 
     def __init__(self, *, tau=0.3, tau_mode="auto", walk_steps=1, affinity="random_walk",
                  power=10.0, min_size=8, max_depth=6, tau_cap=0.8, n_eigs=24, eig_floor=0.35,
-                 teleport=1e-6, dense_max=768, out_size=None, random_state=None):
+                 teleport=1e-6, dense_max=768, out_size=None, random_state=0):
         self.tau = tau
         self.tau_mode = tau_mode
         self.walk_steps = walk_steps
