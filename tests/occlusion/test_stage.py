@@ -1,0 +1,118 @@
+"""The occlusion stage over a store: plan, cases, resume, a failing case, refusals, flow, CLI."""
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from diffparts.occlusion.stage import (OcclusionConfig, occlusion_config, occlusion_grid, run_cases,
+                                       setup_occlusion, summarize_occlusion)
+from diffparts.store import open_store
+
+FAST = {"how": "category", "n_cases": 3, "completion": {"steps": 2}}
+
+
+def test_cases_run_resume_and_keep_the_outside(occlusion_store):
+    store, corpus, model = occlusion_store
+    root = open_store(store, "r+")
+    cfg = occlusion_config(FAST)
+    setup = setup_occlusion(root, store, corpus, model, cfg)
+    assert setup["cases"] == 3 and setup["todo"] == [0, 1, 2] and setup["losses"] == ["noise"]
+    assert setup["variants"] == ["original", "occluded", "empty", "class", "noise:detected", "noise:true"]
+    held = np.asarray(root["embeddings/held_out"][:])
+    assert all(held[i] for i in root["occlusion/cases"][:])         # held-out images only
+    out = run_cases(root, store, corpus, model, setup["todo"])
+    assert out["done"] == [0, 1, 2] and not out["failed"]
+    g = root["occlusion"]
+    for k in range(3):
+        images, mask = np.asarray(g["images"][k]), np.asarray(g["masks"][k])
+        rec = json.loads(str(g["records"][k]))
+        assert rec["hidden_pixels"] == mask.sum() > 0
+        for j in range(1, images.shape[0]):                        # occluded and every completion
+            assert np.array_equal(images[j][~mask], images[0][~mask])
+        res = json.loads(str(g["results"][k]))
+        assert res["prompts"]["noise:true"].startswith("a photo of a bird with <part-")
+        assert set(res["measures"]) == set(setup["variants"])
+    summary = summarize_occlusion(root)
+    assert summary["cases"] == 3 and [r["variant"] for r in summary["table"]] == setup["variants"]
+    assert summary["table"][0]["ssim"] == pytest.approx(1.0)       # the original against itself
+    assert occlusion_grid(root).shape[1] == 6 * (g["images"].shape[2] * 2 + 2)
+    again = setup_occlusion(root, store, corpus, model, cfg)
+    assert again["todo"] == [] and again["reset"] is None          # finished cases are not redone
+    other = setup_occlusion(root, store, corpus, model, occlusion_config({**FAST, "fill": "noise"}))
+    assert other["reset"] and other["todo"] == [0, 1, 2]           # another fill: redone
+
+
+def test_a_case_that_cannot_be_segmented_fails_alone(occlusion_store, monkeypatch):
+    import diffparts.segment.hierarchy as hierarchy
+
+    store, corpus, model = occlusion_store
+    root = open_store(store, "r+")
+    setup = setup_occlusion(root, store, corpus, model, occlusion_config(FAST))
+    real, calls = hierarchy.segment_levels, []
+
+    def flaky(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 1:                                        # case 0's detection
+            raise ValueError("attention has no structure to segment")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(hierarchy, "segment_levels", flaky)
+    out = run_cases(root, store, corpus, model, setup["todo"])
+    assert list(out["failed"]) == [0] and out["done"] == [1, 2]
+    assert "no structure" in str(root["occlusion/failures"][0])
+    assert root["occlusion/done"][:].tolist() == [False, True, True]
+    monkeypatch.setattr(hierarchy, "segment_levels", real)
+    retry = run_cases(root, store, corpus, model, setup_occlusion(root, store, corpus, model,
+                                                                 occlusion_config(FAST))["todo"])
+    assert retry["done"] == [0] and str(root["occlusion/failures"][0]) == ""
+
+
+def test_setup_refusals(occlusion_store, tmp_path):
+    from diffparts.parts.synthetic import make_part_store
+
+    store, corpus, model = occlusion_store
+    root = open_store(store, "r+")
+    with pytest.raises(ValueError, match="needs ground-truth part masks"):
+        setup_occlusion(root, store, corpus, model, OcclusionConfig(how="part"))
+    with pytest.raises(ValueError, match=r"no part tokens for losses \['attention'\]"):
+        setup_occlusion(root, store, corpus, model, occlusion_config({**FAST, "losses": ["attention"]}))
+    with pytest.raises(ValueError, match="not part categories"):
+        setup_occlusion(root, store, corpus, model, occlusion_config({**FAST, "hide": [5]}))
+    with pytest.raises(ValueError, match="fill must be one of"):
+        OcclusionConfig(fill="blur")
+    with pytest.raises(ValueError, match="unknown occlusion settings"):
+        occlusion_config({"cases": 3})
+    make_part_store(tmp_path / "bare.zarr", n_images=2)
+    with pytest.raises(ValueError, match="parts stage is not done"):
+        setup_occlusion(open_store(tmp_path / "bare.zarr", "r+"), str(tmp_path / "bare.zarr"), corpus, model,
+                        OcclusionConfig(how="category"))
+
+
+@pytest.mark.flow
+def test_flow_runs_and_publishes(prefect_server, occlusion_store):
+    from flows.occlusion import assess_occlusion
+
+    store, corpus, model = occlusion_store
+    result = assess_occlusion(store, model=model, corpus=corpus, n_cases=2, how="category",
+                              config={"completion": {"steps": 2}}, batch_size=1)
+    assert result["ran"] == [0, 1] and not result["failed"] and Path(result["grid"]).is_file()
+    assert result["summary"]["cases"] == 2
+    again = assess_occlusion(store, model=model, corpus=corpus, n_cases=2, how="category",
+                             config={"completion": {"steps": 2}}, batch_size=1)
+    assert again["ran"] == []
+
+
+def test_cli_help_and_refusal(tmp_path, capsys):
+    from diffparts.cli import main
+    from diffparts.parts.synthetic import make_part_store
+
+    with pytest.raises(SystemExit):
+        main(["occlude", "--help"])
+    text = capsys.readouterr().out
+    for option in ("--store", "--model", "--cases", "--hide", "--fill", "--how", "--losses", "--threshold"):
+        assert option in text
+    make_part_store(tmp_path / "s.zarr", n_images=2)
+    assert main(["occlusion", "--store", str(tmp_path / "s.zarr"), "--model", str(tmp_path)]) == 2
+    assert "parts stage is not done" in capsys.readouterr().err
