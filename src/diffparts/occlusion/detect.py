@@ -24,7 +24,7 @@ import numpy as np
 
 @dataclass(frozen=True)
 class DetectConfig:
-    threshold: float = 0.3    # missing when score >= this (chosen on the validation birds, seed 999)
+    threshold: float = 0.1    # missing when score >= this (best F1 on the validation birds, seed 999: 0.085)
     min_pixels: int = 4       # a category counts as present in a dataset image from this many pixels
 
 
