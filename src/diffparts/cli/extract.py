@@ -57,6 +57,11 @@ def register(subparsers) -> None:
     feats.add_argument("--feature-noise-samples", type=int, default=0, metavar="N",
                        help="noised latents averaged in extra forwards (DIFT: 8); 0 = the attention forward")
     feats.add_argument("--feature-prompt", default=None, help="prompt of the feature forwards (default: --prompt)")
+    limits = parser.add_argument_group("what the corpus reader refuses (the image becomes a named failure)")
+    limits.add_argument("--max-file-mb", type=float, default=None, metavar="MB",
+                        help="largest image file read (default: ReadLimits' 256 MiB)")
+    limits.add_argument("--max-pixels", type=int, default=None, metavar="N",
+                        help="largest width x height decoded, checked on the header (default: ReadLimits' 40 M)")
     parser.add_argument("--json", action="store_true", help="print the run summary as JSON")
     parser.set_defaults(handler=run_extract)
 
@@ -73,7 +78,18 @@ def feature_settings(args) -> dict | None:
     return out
 
 
+def read_limits(args) -> dict | None:
+    """ReadLimits fields from --max-file-mb / --max-pixels (None: the defaults)."""
+    out = {}
+    if args.max_file_mb is not None:
+        out["max_file_bytes"] = int(args.max_file_mb * 2**20)
+    if args.max_pixels is not None:
+        out["max_pixels"] = args.max_pixels
+    return out or None
+
+
 def run_extract(args) -> int:
+    from diffparts.cli.failures import report_failures
     from flows.extract import extract_attention
 
     summary = extract_attention(
@@ -91,6 +107,7 @@ def run_extract(args) -> int:
         dtype=args.dtype,
         new_version=args.new_version,
         features=feature_settings(args),
+        limits=read_limits(args),
     )
     if args.json:
         print(json.dumps(summary))
@@ -100,4 +117,6 @@ def run_extract(args) -> int:
             f"{summary['failed']} failed; {summary['stored_bytes'] / 1e6:.2f} MB written to "
             f"{summary['store']} (version {summary['version']}) in {summary['seconds']:.1f} s"
         )
+    if summary["failed"]:
+        report_failures(summary["store"], ("attention",))
     return 0 if summary["failed"] == 0 else 1

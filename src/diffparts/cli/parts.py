@@ -75,12 +75,18 @@ def _k_value(text: str):
 
 
 def run_parts(args) -> int:
+    import sys
+
+    from diffparts.cli.failures import report_failures
     from flows.parts import discover_parts
 
     result = discover_parts(args.store, k=args.k, corpus=args.corpus, level=args.level, out_dir=args.out,
                             evaluate=not args.no_eval, max_pairs=args.max_pairs, seed=args.seed,
                             method=args.method)
     print(json.dumps(result, indent=1, default=str))
+    if result.get("left_out"):
+        print(f"{result['left_out']} images left out (an earlier stage failed on them):", file=sys.stderr)
+        report_failures(args.store, ("attention", "segments"))
     return 0
 
 

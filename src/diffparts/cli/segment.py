@@ -66,6 +66,7 @@ def register(subparsers) -> None:
 
 
 def run_segment(args) -> int:
+    from diffparts.cli.failures import report_failures
     from flows.segment import segment_dataset
 
     tau_mode = args.tau_mode or ("constant" if args.tau is not None else None)
@@ -78,4 +79,6 @@ def run_segment(args) -> int:
         max_workers=args.workers, dask_address=args.dask_address, overwrite=args.overwrite,
     )
     print(json.dumps(result, indent=1, default=str))
+    if result.get("failed", 0):
+        report_failures(args.store, ("segments",))
     return 0 if result.get("failed", 0) == 0 else 1
