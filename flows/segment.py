@@ -21,7 +21,8 @@ import numpy as np
 from prefect import flow, get_run_logger
 from prefect.artifacts import create_table_artifact
 
-from tasks.segment import STAGE, choose_thresholds, create_segment_arrays, score_segments, segment_images
+from tasks.segment import (STAGE, choose_thresholds, create_segment_arrays, record_batch_failure, score_segments,
+                           segment_images)
 
 #: Rows of the per-image table artifact (a huge corpus gets a truncated table, said in its description).
 MAX_TABLE_ROWS = 1000
@@ -36,8 +37,8 @@ def segment_batches(store: str, batches: list[list[dict]], settings: dict) -> li
         future.wait()
         if future.state.is_completed():
             rows.extend(future.result())
-        else:  # retries used up: the batch's images stay pending for the next run
-            rows.extend({**img, "status": "failed", "reason": str(future.state.message)} for img in batch)
+        else:  # retries used up: its unfinished images are recorded as failed; a re-run retries them
+            rows.extend(record_batch_failure(store, batch, str(future.state.message)))
     return rows
 
 
@@ -187,6 +188,10 @@ def segment_dataset(
     rows = segment_batches.with_options(task_runner=runner)(store, batches, settings) if batches else []
     counts = {s: sum(r["status"] == s for r in rows) for s in ("done", "failed")}
     counts["skipped"] = len(table) - len(pending) + sum(r["status"] == "skipped" for r in rows)
+    counts["left_out"] = len(table) - len(candidates)  # no attention (failed or not extracted): never read
+    if counts["left_out"]:
+        logger.info("segment: %d of %d images left out (no finished attention; `diffparts failures --store %s`)",
+                    counts["left_out"], len(table), store)
 
     # 4. Measures where ground truth exists
     corpus = corpus or manifest_corpus(root)

@@ -24,6 +24,8 @@ import numpy as np
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
+from tasks.retry import retry_unless_bad_input
+
 STAGE = "segments"
 
 
@@ -33,7 +35,7 @@ def _open(store: str, mode: str = "r+"):
     return open_store(store, mode=mode)
 
 
-@task(retries=2, retry_delay_seconds=1, cache_policy=NO_CACHE)
+@task(retries=2, retry_delay_seconds=1, retry_condition_fn=retry_unless_bad_input, cache_policy=NO_CACHE)
 def choose_thresholds(store: str, indices: list[int], rule: dict) -> dict:
     """Thresholds from the attention of the given images (``diffparts.segment.thresholds``)."""
     from diffparts.segment.thresholds import ThresholdRule, choose_thresholds as choose
@@ -44,14 +46,15 @@ def choose_thresholds(store: str, indices: list[int], rule: dict) -> dict:
     return choose((read_self_attention(root, k) for k in indices), rule).as_dict()
 
 
-@task(retries=2, retry_delay_seconds=1, cache_policy=NO_CACHE)
+@task(retries=2, retry_delay_seconds=1, retry_condition_fn=retry_unless_bad_input, cache_policy=NO_CACHE)
 def create_segment_arrays(store: str, settings: dict, overwrite: bool = False) -> dict:
     """Create (or check) the ``segments/`` arrays once, before the fan-out (single writer).
 
     Returns the array geometry ``{"n_levels", "max_segments", "y", "x"}``. Existing segments
-    made with other settings are refused unless ``overwrite`` (which deletes them).
+    made with other settings are refused unless ``overwrite`` (which deletes them and clears
+    the done markers of every stage that depends on segments: parts and after).
     """
-    from diffparts.store import create_stage_array, ensure_stage, image_count
+    from diffparts.store import clear_dependents, create_stage_array, ensure_stage, image_count
 
     root = _open(store)
     if STAGE in root:
@@ -67,6 +70,7 @@ def create_segment_arrays(store: str, settings: dict, overwrite: bool = False) -
             del root[STAGE]
             if f"failures/{STAGE}" in root:
                 del root[f"failures/{STAGE}"]
+            clear_dependents(root, STAGE)
     n = image_count(root)
     group = ensure_stage(root, STAGE)
     y, x = settings["out_shape"]
@@ -132,13 +136,14 @@ def _segment_one(root, index: int, settings: dict) -> dict:
     return {"segments": counts, "n_levels": n_levels, "names": names}
 
 
-@task(retries=2, retry_delay_seconds=1, cache_policy=NO_CACHE)
+@task(retries=2, retry_delay_seconds=1, retry_condition_fn=retry_unless_bad_input, cache_policy=NO_CACHE)
 def segment_images(store: str, images: list[dict], settings: dict) -> list[dict]:
     """Segment each image (``diffparts.segment.hierarchy.segment_levels``) and write its chunks.
 
     images: ``[{"image_id", "name", "index"}]``. Images already done are skipped; an image that
-    fails (bad attention, too many segments) gets a ``failures/segments`` record and the others
-    go on. Returns one small dict per image: index, image_id, name, status, segments per level.
+    fails for any reason (bad attention, too many segments, an ARPACK error, memory) gets a
+    ``failures/segments`` record naming the exception and the others go on. Returns one small
+    dict per image: index, image_id, name, status, segments per level.
     """
     from diffparts.store import is_done, record_failure
 
@@ -151,13 +156,28 @@ def segment_images(store: str, images: list[dict], settings: dict) -> list[dict]
             continue
         try:
             rows.append({**row, "status": "done", **_segment_one(root, img["index"], settings)})
-        except ValueError as err:
-            record_failure(root, STAGE, img["image_id"], img["name"], f"segment: {err}", index=img["index"])
-            rows.append({**row, "status": "failed", "reason": str(err)})
+        except Exception as err:  # noqa: BLE001 - one image's failure, whatever it is, is recorded
+            reason = str(err) if isinstance(err, ValueError) else f"{type(err).__name__}: {err}"
+            record_failure(root, STAGE, img["image_id"], img["name"], f"segment: {reason}", index=img["index"])
+            rows.append({**row, "status": "failed", "reason": reason})
     return rows
 
 
-@task(retries=2, retry_delay_seconds=1, cache_policy=NO_CACHE)
+@task(retries=2, retry_delay_seconds=1, retry_condition_fn=retry_unless_bad_input, cache_policy=NO_CACHE)
+def record_batch_failure(store: str, images: list[dict], reason: str) -> list[dict]:
+    """A batch task failed for good: record each of its unfinished images in ``failures/segments``."""
+    from diffparts.store import is_done, record_failure
+
+    root = _open(store)
+    rows = []
+    for img in images:
+        if not is_done(root, STAGE, img["index"]):
+            record_failure(root, STAGE, img["image_id"], img["name"], f"segment: {reason}", index=img["index"])
+            rows.append({**img, "status": "failed", "reason": reason})
+    return rows
+
+
+@task(retries=2, retry_delay_seconds=1, retry_condition_fn=retry_unless_bad_input, cache_policy=NO_CACHE)
 def score_segments(store: str, corpus: str, images: list[dict]) -> dict:
     """Measures against the corpus's part masks (``diffparts.metrics``; DESIGN 8).
 

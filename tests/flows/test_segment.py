@@ -138,3 +138,84 @@ def test_cli_help_lists_options():
     assert args.method == "ncut" and args.tau == 0.2 and args.levels == [0.1, 0.2]
     help_text = parser._subparsers._group_actions[0].choices["segment"].format_help()
     assert "--thresholds" in help_text and "--corpus" in help_text
+
+
+def _diffseg_settings(store):
+    from flows.segment import resolve_settings
+
+    request = {"method": "diffseg", "thresholds": "sd", "rule": "quantile", "quantile": 0.05,
+               "level_thresholds": [], "rounds": 2, "anchors_per_side": 16, "sample": 4,
+               "ncut": {}, "out_size": 16, "names": False}
+    return resolve_settings(store, request, [0, 1, 2], R, 32)
+
+
+def test_any_exception_for_one_image_is_recorded_and_the_others_go_on(birds, tmp_path, monkeypatch):
+    """Issue 12 item 6: not only ValueError: an ARPACK error or MemoryError fails one image."""
+    import tasks.segment
+    from tasks.segment import create_segment_arrays, segment_images
+
+    store = build_store(tmp_path / "s.zarr", birds)
+    settings = _diffseg_settings(store)
+    create_segment_arrays.fn(store, settings)
+    real = tasks.segment._segment_one
+    errors = {1: RuntimeError("ARPACK error -9999: no convergence"), 2: MemoryError("cannot allocate")}
+
+    def flaky(root, index, settings):
+        if index in errors:
+            raise errors[index]
+        return real(root, index, settings)
+
+    monkeypatch.setattr(tasks.segment, "_segment_one", flaky)
+    rows = segment_images.fn(store, image_table(open_store(store)), settings)
+    assert [r["status"] for r in rows] == ["done", "failed", "failed"]
+    reasons = {f["index"]: f["reason"] for f in failures(open_store(store), "segments")}
+    assert reasons == {1: "segment: RuntimeError: ARPACK error -9999: no convergence",
+                       2: "segment: MemoryError: cannot allocate"}
+
+
+def test_overwrite_clears_the_markers_of_the_stages_that_depend_on_segments(birds, tmp_path):
+    """Issue 12 item 10: after segment --overwrite, parts/done and its failures are cleared."""
+    from diffparts.store import ensure_stage, record_failure
+    from tasks.segment import create_segment_arrays
+
+    store = build_store(tmp_path / "s.zarr", birds)
+    settings = _diffseg_settings(store)
+    create_segment_arrays.fn(store, settings)
+    root = open_store(store, "r+")
+    ensure_stage(root, "parts")
+    for k in range(3):
+        mark_done(root, "parts", k)
+    record_failure(root, "parts", image_table(root)[2]["image_id"], image_table(root)[2]["name"],
+                   "parts: old", index=2)
+    create_segment_arrays.fn(store, settings, overwrite=True)          # same settings: nothing cleared
+    assert done_mask(open_store(store), "parts").all()
+    create_segment_arrays.fn(store, {**settings, "rounds": 3}, overwrite=True)
+    root = open_store(store)
+    assert not done_mask(root, "parts").any() and failures(root, "parts") == []
+
+
+@pytest.mark.flow
+def test_a_batch_that_fails_for_good_is_recorded_per_image(prefect_server, birds, tmp_path, monkeypatch):
+    """Issue 12 item 6: the batch's images go to failures/segments, so the parts stage can go on."""
+    from prefect import task
+
+    import flows.segment
+    from diffparts.parts.dataset import require_segments
+    from tasks.segment import create_segment_arrays
+
+    store = build_store(tmp_path / "s.zarr", birds)
+    settings = _diffseg_settings(store)
+    create_segment_arrays.fn(store, settings)
+
+    @task(retries=0)
+    def broken(store, images, settings):
+        raise OSError("disk went away")
+
+    table = image_table(open_store(store))
+    monkeypatch.setattr(flows.segment, "segment_images", broken)
+    rows = flows.segment.segment_batches(store, [table[:2]], settings)
+    assert [r["status"] for r in rows] == ["failed", "failed"] and "disk went away" in rows[0]["reason"]
+    root = open_store(store)
+    assert [f["index"] for f in failures(root, "segments")] == [0, 1]
+    mark_done(open_store(store, "r+"), "segments", 2)
+    assert require_segments(open_store(store)) == [2]           # the failed ones are left out, not waited for

@@ -190,6 +190,57 @@ def grow_image_axis(root: zarr.Group, n_images: int) -> None:
                 node.resize((n_images, *node.shape[1:]))
 
 
+#: The stages each stage reads (DESIGN 5): clearing one stage's markers clears every stage
+#: that depends on it, directly or not, so nothing downstream keeps results of the old data.
+STAGE_INPUTS = {
+    "segments": ("attention",),
+    "parts": ("segments",),
+    "embeddings": ("parts",),
+    "occlusion": ("parts", "embeddings"),
+}
+
+
+def dependent_stages(stage: str) -> list[str]:
+    """Every stage that reads ``stage``, directly or through others, in pipeline order."""
+    out: list[str] = []
+    frontier = [stage]
+    while frontier:
+        current = frontier.pop(0)
+        for name, inputs in STAGE_INPUTS.items():
+            if current in inputs and name not in out:
+                out.append(name)
+                frontier.append(name)
+    return out
+
+
+def clear_dependents(root: zarr.Group, stage: str, index: int | None = None) -> list[str]:
+    """Unset the done markers (every ``done`` array in the group) and failures of the stages
+    depending on ``stage``, for one image or (``index`` None) all. Returns the stages cleared.
+
+    Per-image markers are cleared at ``index``; markers on other axes (e.g. embeddings' per
+    part) cannot be told apart per image and are cleared whole. Set-up only (single writer).
+    """
+    cleared = []
+    for name in dependent_stages(stage):
+        if name not in root:
+            continue
+        for path, node in root[name].members(max_depth=None):
+            if isinstance(node, zarr.Array) and path.rsplit("/", 1)[-1] == "done":
+                per_image = tuple(node.metadata.dimension_names or ())[:1] == ("image",)
+                if index is None or not per_image:
+                    node[...] = False
+                else:
+                    node[int(index)] = False
+        key = f"{FAILURES_GROUP}/{name}"
+        if key in root:
+            if index is None:
+                root[key][...] = ""
+            else:
+                root[key][int(index)] = ""
+        cleared.append(name)
+    return cleared
+
+
 def stage_arrays(root: zarr.Group, stage: str) -> dict[str, zarr.Array]:
     """The arrays of one stage group, by name (``done`` included)."""
     if stage not in root:
