@@ -22,8 +22,8 @@ from pathlib import Path
 from prefect import flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 
-from tasks.parts import (build_descriptors, cluster_parts, evaluate_store, paint_part_labels, require_segments,
-                         save_store_pictures)
+from tasks.parts import (build_descriptors, cluster_parts, count_images, evaluate_store, paint_part_labels,
+                         require_segments, save_store_pictures)
 
 
 def _markdown(store: str, pictures: dict, clusters: dict) -> str:
@@ -62,7 +62,9 @@ def discover_parts(store: str, k: int | str | None = None, corpus: str | None = 
 
     # 1. Segmentation must be done for every image used.
     indices = require_segments(store)
-    logger.info("segments done for %d images", len(indices))
+    left_out = count_images(store) - len(indices)
+    logger.info("segments done for %d images; %d left out (failed in an earlier stage: "
+                "`diffparts failures --store %s`)", len(indices), left_out, store)
     # 2.-4. Descriptors, clustering, label maps.
     described = build_descriptors(store, corpus, descriptor, indices)
     logger.info("described %(segments)d segments (%(foreground_segments)d foreground)", described)
@@ -76,7 +78,7 @@ def discover_parts(store: str, k: int | str | None = None, corpus: str | None = 
     create_table_artifact([{"category": c, "name": "background" if c == 0 else f"part {c}",
                             "prevalence": p} for c, p in enumerate(painted["prevalence"])],
                           key="parts-prevalence", description="fraction of images containing each category")
-    result = {"store": store, "images": len(indices), "descriptors": described, "clusters": clusters,
+    result = {"store": store, "images": len(indices), "left_out": left_out, "descriptors": described, "clusters": clusters,
               "prevalence": painted["prevalence"], "pictures": pictures}
     # 6. Scores where the corpus has keypoints.
     if evaluate:

@@ -6,6 +6,8 @@ from __future__ import annotations
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
+from tasks.retry import retry_unless_bad_input
+
 
 def _root(store: str, mode: str = "r"):
     from diffparts.store import open_store
@@ -13,13 +15,13 @@ def _root(store: str, mode: str = "r"):
     return open_store(store, mode)
 
 
-def _infos(root, corpus: str | None):
+def _infos(root, corpus: str | None, indices: list[int] | None = None):
     from diffparts.parts.dataset import load_infos
 
-    return load_infos(root, corpus)
+    return load_infos(root, corpus, indices)
 
 
-@task(retries=2, retry_delay_seconds=1, cache_policy=NO_CACHE)
+@task(retries=2, retry_delay_seconds=1, retry_condition_fn=retry_unless_bad_input, cache_policy=NO_CACHE)
 def require_segments(store: str) -> list[int]:
     """Store indices to use; fails (ValueError) if any image's segmentation is not done."""
     from diffparts.parts.dataset import require_segments as require
@@ -27,19 +29,17 @@ def require_segments(store: str) -> list[int]:
     return require(_root(store))
 
 
-@task(retries=2, retry_delay_seconds=1, cache_policy=NO_CACHE)
+@task(retries=2, retry_delay_seconds=1, retry_condition_fn=retry_unless_bad_input, cache_policy=NO_CACHE)
 def build_descriptors(store: str, corpus: str | None, config: dict, indices: list[int]) -> dict:
     """parts/descriptors for the given images (one sequential pass, ragged rows)."""
     from diffparts.parts.dataset import build_descriptors as build
     from diffparts.parts.descriptors import DescriptorConfig
 
     root = _root(store, "r+")
-    wanted = set(indices)
-    infos = [i for i in _infos(root, corpus) if i.index in wanted]
-    return build(root, infos, DescriptorConfig(**config))
+    return build(root, _infos(root, corpus, indices), DescriptorConfig(**config))
 
 
-@task(retries=2, retry_delay_seconds=1, cache_policy=NO_CACHE)
+@task(retries=2, retry_delay_seconds=1, retry_condition_fn=retry_unless_bad_input, cache_policy=NO_CACHE)
 def cluster_parts(store: str, config: dict) -> dict:
     """Streaming clustering of the foreground descriptors into K part categories."""
     from diffparts.parts.cluster import ClusterConfig
@@ -53,7 +53,7 @@ def cluster_parts(store: str, config: dict) -> dict:
     return cluster(_root(store, "r+"), ClusterConfig(**cfg))
 
 
-@task(retries=2, retry_delay_seconds=1, cache_policy=NO_CACHE)
+@task(retries=2, retry_delay_seconds=1, retry_condition_fn=retry_unless_bad_input, cache_policy=NO_CACHE)
 def paint_part_labels(store: str) -> dict:
     """parts/labels (image, y, x), done markers, and per-category prevalence."""
     from diffparts.parts.dataset import paint_part_labels as paint
@@ -84,3 +84,11 @@ def evaluate_store(store: str, corpus: str | None, max_pairs: int = 2000, seed: 
         if "nothing to evaluate" in str(err):
             return None
         raise
+
+
+@task(cache_policy=NO_CACHE)
+def count_images(store: str) -> int:
+    """Images on the store's image axis (to say how many a stage left out)."""
+    from diffparts.store import image_count
+
+    return image_count(_root(store))

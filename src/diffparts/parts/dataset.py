@@ -65,24 +65,40 @@ class ImageInfo:
     path: Path | None = None
 
 
-def image_infos(root: zarr.Group, records: Sequence | None) -> list[ImageInfo]:
+def usable_indices(root: zarr.Group) -> list[int]:
+    """Store indices of the images no stage has recorded a failure for."""
+    failed = {row["index"] for row in failures(root)}
+    return [k for k in range(image_count(root)) if k not in failed]
+
+
+def image_infos(root: zarr.Group, records: Sequence | None, indices: Sequence[int] | None = None) -> list[ImageInfo]:
     """Match the store's images to corpus records by name; sizes from the image headers.
 
-    With no records, each image is given the attention input size and no box.
+    Only the images at ``indices`` (default: those no stage recorded a failure for) are looked
+    at, so an image an earlier stage could not use is never opened here (issue 12). One whose header
+    cannot be read now (the file changed since extraction, or the reader refuses it) is left
+    out. With no records, each image is given the attention input size and no box.
     """
-    from PIL import Image
+    from diffparts.corpus import ImageLoadError, image_size
 
     table = image_table(root)
+    wanted = set(usable_indices(root) if indices is None else (int(i) for i in indices))
     by_name = {str(r.name): r for r in (records or [])}
     size = int(root["attention"].attrs.get("image_size", 0)) if "attention" in root else 0
     out = []
     for row in table:
+        if row["index"] not in wanted:
+            continue
         rec = by_name.get(row["name"])
         if rec is None:
             out.append(ImageInfo(row["index"], row["image_id"], row["name"], (size, size)))
             continue
-        with Image.open(rec.path) as im:
-            wh = im.size
+        if getattr(rec, "refused", None):
+            continue
+        try:
+            wh = image_size(rec.path)
+        except ImageLoadError:
+            continue
         out.append(ImageInfo(row["index"], row["image_id"], row["name"], (int(wh[0]), int(wh[1])),
                              None if rec.bbox is None else tuple(float(v) for v in rec.bbox),
                              None if rec.keypoints is None else np.asarray(rec.keypoints, np.float32),
@@ -333,8 +349,10 @@ def read_part_labels(root: zarr.Group, index: int) -> np.ndarray:
     return np.asarray(root[f"{STAGE}/labels"][int(index)])
 
 
-def load_infos(root: zarr.Group, corpus: str | Path | None = None) -> list[ImageInfo]:
-    """Image infos for a store from its corpus (``corpus`` or the manifest's ``corpus`` entry).
+def load_infos(root: zarr.Group, corpus: str | Path | None = None,
+               indices: Sequence[int] | None = None) -> list[ImageInfo]:
+    """Image infos for a store from its corpus (``corpus`` or the manifest's ``corpus`` entry),
+    for the images at ``indices`` (default: those without a recorded failure; ``image_infos``).
 
     The manifest's entry is ``{"path", "kind"}`` (written by extraction; a plain path string is
     read too). With no corpus at all the images get no box (the foreground estimate is used)
@@ -346,7 +364,7 @@ def load_infos(root: zarr.Group, corpus: str | Path | None = None) -> list[Image
         from diffparts.corpus import open_corpus
 
         records = list(open_corpus(corpus))
-    return image_infos(root, records)
+    return image_infos(root, records, indices)
 
 
 def labelled_images(root: zarr.Group, infos: Sequence[ImageInfo]) -> list[ImageInfo]:

@@ -159,9 +159,10 @@ def save_store_pictures(root, infos, out_dir: str | Path, max_images: int = 64, 
                         max_crops: int = 8) -> dict[str, list[Path]]:
     """Pictures for the first ``max_images`` labelled images of a store (``ImageInfo`` list).
 
-    Images come from the corpus paths; an image without a path is drawn as mid-grey.
+    Images come from the corpus paths; an image without a path, or one that cannot be read
+    now, is drawn as mid-grey.
     """
-    from diffparts.corpus import load_rgb
+    from diffparts.corpus import ImageLoadError, load_rgb
     from diffparts.parts.dataset import STAGE, labelled_images, read_part_labels
 
     chosen = labelled_images(root, infos)[:max_images]
@@ -170,10 +171,12 @@ def save_store_pictures(root, infos, out_dir: str | Path, max_images: int = 64, 
     images, maps = [], []
     for info in chosen:
         lab = read_part_labels(root, info.index)
+        img = np.full((lab.shape[0] * 4, lab.shape[1] * 4, 3), 128, np.uint8)
         if info.path is not None:
-            img = load_rgb(info.path, min_size=1)
-        else:
-            img = np.full((lab.shape[0] * 4, lab.shape[1] * 4, 3), 128, np.uint8)
+            try:
+                img = load_rgb(info.path, min_size=1)
+            except ImageLoadError:
+                pass
         images.append(img)
         maps.append(lab)
     group = root[STAGE]
