@@ -28,8 +28,10 @@ _FORWARD_LOCK = threading.Lock()
 def _pipeline(model: str, device: str, dtype: str):
     import torch
 
+    from diffparts.logs import quiet_third_party
     from diffparts.model.load import load_pipeline
 
+    quiet_third_party(import_now=True)
     key = (str(model), device, dtype)
     with _PIPELINE_LOCK:
         if key not in _PIPELINES:

@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import os
-import struct
 import sys
-import zlib
 from pathlib import Path
 
 import numpy as np
@@ -14,6 +12,7 @@ from PIL import Image
 
 from diffparts.corpus import (CubDataset, ImageLoadError, ReadLimits, SynthConfig, generate_birds, image_size,
                               iter_images, load_rgb, open_corpus, read_folder)
+from diffparts.corpus.zoo import add_entries, png_header
 from diffparts.store import describe_images
 
 # -- an audit hook that records every file opened while a test asks it to -------------------------
@@ -41,14 +40,6 @@ class opened_files:
         _OPENED = None
 
 
-def png_header(width: int, height: int) -> bytes:
-    """A PNG whose header claims width x height pixels (its data is a few bytes: a bomb)."""
-    def chunk(kind: bytes, data: bytes) -> bytes:
-        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
-    ihdr = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)  # 8-bit greyscale
-    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\0" * 16)) + chunk(b"IEND", b"")
-
-
 @pytest.fixture
 def hostile(tmp_path):
     """A CUB-layout corpus of 3 good birds plus hostile entries, and the outside files it names."""
@@ -63,18 +54,7 @@ def hostile(tmp_path):
     (root / "images" / "bomb.png").write_bytes(png_header(9000, 9000))
     names = ["../../outside/secret.png", "../../outside/missing.png", str(outside / "secret.png"),
              "link.png", "fifo.png", "big.png", "bomb.png"]
-    lines = (root / "images.txt").read_text().splitlines()
-    n = len(lines)
-    extra = [f"{n + 1 + k} {name}" for k, name in enumerate(names)]
-    (root / "images.txt").write_text("\n".join(lines + extra) + "\n")
-    for meta in ("image_class_labels.txt", "train_test_split.txt", "bounding_boxes.txt", "captions.txt"):
-        rows = (root / meta).read_text().splitlines()
-        last = rows[-1].split(None, 1)[1]
-        (root / meta).write_text("\n".join(rows + [f"{n + 1 + k} {last}" for k in range(len(names))]) + "\n")
-    locs = (root / "parts" / "part_locs.txt").read_text().splitlines()
-    first = [row.split(None, 1)[1] for row in locs if row.split()[0] == "1"]
-    (root / "parts" / "part_locs.txt").write_text(
-        "\n".join(locs + [f"{n + 1 + k} {rest}" for k in range(len(names)) for rest in first]) + "\n")
+    add_entries(root, names)
     return root, outside, names
 
 
