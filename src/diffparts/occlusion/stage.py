@@ -285,11 +285,13 @@ class _Context:
     inpaint: object
     fitted: object
     expectation: object
+    tokens: dict            # loss -> categories that have a token file
 
 
 def _context(root, store, corpus, model, device, dtype) -> _Context:
     import torch
 
+    from diffparts.inversion.saving import embeddings_dir, read_index
     from diffparts.model.load import load_pipeline
     from diffparts.occlusion.complete import inpaint_pipeline
     from diffparts.occlusion.detect import store_expectation
@@ -304,7 +306,9 @@ def _context(root, store, corpus, model, device, dtype) -> _Context:
     return _Context(root, store, config, {c["case"]: c for c in attrs["plan"]}, list(attrs["variants"]),
                     list(attrs["losses"]), int(attrs["image_size"]), tuple(root["parts/labels"].shape[1:]),
                     records, [r["name"] for r in image_table(root)], pipe, inpaint_pipeline(pipe),
-                    fitted_parts(root), store_expectation(root, config.detect.min_pixels))
+                    fitted_parts(root), store_expectation(root, config.detect.min_pixels),
+                    {loss: {int(r["category"]) for r in read_index(embeddings_dir(store, loss))}
+                     for loss in attrs["losses"]})
 
 
 def _image(ctx: _Context, index: int) -> tuple[np.ndarray, np.ndarray | None, object]:
@@ -368,9 +372,11 @@ def _prepare(ctx: _Context, case: dict) -> dict:
     prompts = {"empty": "", "class": cfg.completion.class_prompt, "caption": rec.caption or ""}
     named = {}
     for loss in ctx.losses:
-        for which, cats_named in (("detected", detected_prompt), ("true", true_prompt)):
-            prompts[f"{loss}:{which}"] = token_prompt(cats_named, cfg.completion.template)
-            named[f"{loss}:{which}"] = [int(k) for k in cats_named]
+        for which, wanted in (("detected", detected_prompt), ("true", true_prompt)):
+            cats_named = [int(k) for k in wanted if int(k) in ctx.tokens[loss]]   # a category without a token
+            prompts[f"{loss}:{which}"] = (token_prompt(cats_named, cfg.completion.template) if cats_named
+                                          else cfg.completion.class_prompt)       # falls back to the class prompt
+            named[f"{loss}:{which}"] = cats_named
     return {"case": case, "image": image, "gt": gt, "cats": cats, "mask": mask, "occluded": occluded,
             "record": record, "detection": detection, "truth": sorted(truth), "prompts": prompts, "named": named,
             "box": box}
