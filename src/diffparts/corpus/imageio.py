@@ -39,9 +39,9 @@ def _check_pixels(path: Path, img: Image.Image, limits: ReadLimits) -> None:
                                    "(refused before decoding)")
 
 
-def _open(path, limits: ReadLimits = DEFAULT_LIMITS) -> Image.Image:
-    """Open, check the header against ``limits``, then decode the first frame."""
-    path = Path(path)
+def _header(path: Path, limits: ReadLimits, decode: bool) -> Image.Image:
+    """Open through ``open_checked``, check the header's pixel count, then (``decode``) the
+    first frame; every failure is an ImageLoadError naming the reason."""
     try:
         fh = open_checked(path, limits)
     except CorpusFileError as err:
@@ -50,8 +50,9 @@ def _open(path, limits: ReadLimits = DEFAULT_LIMITS) -> Image.Image:
         try:
             img = Image.open(fh)
             _check_pixels(path, img, limits)
-            img.seek(0)
-            img.load()
+            if decode:
+                img.seek(0)
+                img.load()
         except ImageLoadError:
             raise
         except UnidentifiedImageError:
@@ -60,31 +61,25 @@ def _open(path, limits: ReadLimits = DEFAULT_LIMITS) -> Image.Image:
             raise ImageLoadError(path, f"too many pixels ({err})") from None
         except (OSError, SyntaxError, ValueError, EOFError) as err:
             raise ImageLoadError(path, f"unreadable or truncated image ({err})") from None
-        try:
-            img = ImageOps.exif_transpose(img)
-        except Exception:  # a broken EXIF block must not lose an otherwise good image
-            pass
+    return img
+
+
+def _open(path, limits: ReadLimits = DEFAULT_LIMITS) -> Image.Image:
+    """Open, check the header against ``limits``, then decode the first frame."""
+    img = _header(Path(path), limits, decode=True)
+    try:
+        img = ImageOps.exif_transpose(img)
+    except Exception:  # a broken EXIF block must not lose an otherwise good image
+        pass
     return img
 
 
 def image_size(path, limits: ReadLimits = DEFAULT_LIMITS) -> tuple[int, int]:
     """(width, height) from the header only; ImageLoadError as :func:`load_rgb` would raise."""
-    path = Path(path)
-    try:
-        fh = open_checked(path, limits)
-    except CorpusFileError as err:
-        raise ImageLoadError(path, err.reason) from None
-    with fh:
-        try:
-            with Image.open(fh) as img:
-                _check_pixels(path, img, limits)
-                return tuple(int(v) for v in img.size)
-        except ImageLoadError:
-            raise
-        except Image.DecompressionBombError as err:
-            raise ImageLoadError(path, f"too many pixels ({err})") from None
-        except (OSError, SyntaxError, ValueError, EOFError) as err:
-            raise ImageLoadError(path, f"not an image or unreadable ({err})") from None
+    img = _header(Path(path), limits, decode=False)
+    width, height = img.size
+    img.close()
+    return int(width), int(height)
 
 
 def _scale_to_uint8(arr: np.ndarray) -> np.ndarray:
