@@ -1,8 +1,9 @@
 """The embeddings stage's quality table (issue 10) on held-out synthetic birds; prints JSON.
 
 1. Synthetic birds (CUB layout: a 50/50 train/test split per species, exact part masks) and the
-   first three stages as a user runs them (the extract, segment and parts flows, defaults
-   unless told), on the embedded checkpoint by default.
+   first three stages as a user runs them (the extract, segment and parts flows with the CLI's
+   defaults: UNet features extracted, so the part descriptors pool them), on the embedded
+   checkpoint by default.
 2. For each loss (noise masked, noise unmasked, attention, combined) one token per part
    category, trained on the TRAINING images only (discovered masks), with the same settings.
 3. The measures on the TEST images (``diffparts.inversion.stage.measure_embeddings``): masked
@@ -48,7 +49,7 @@ def run_stages(corpus: Path, store: Path, model: str | None, n: int, seed: int, 
     if not (corpus / "images.txt").is_file():
         generate_birds(corpus, n=n, seed=seed, config=SynthConfig(image_size=size))
     t0 = time.perf_counter()
-    extract_attention(str(corpus), model=model, store=str(store))
+    extract_attention(str(corpus), model=model, store=str(store), features={})   # as `diffparts extract`: + features
     segment_dataset(str(store), corpus=str(corpus))
     parts = discover_parts(str(store), k=k, corpus=str(corpus), evaluate=True)
     return {"seconds": round(time.perf_counter() - t0, 1), "k": parts["clusters"]["k"],
@@ -76,6 +77,47 @@ def train_all(store: str, corpus: str, model: str, losses: list[str], config, ca
             "final_loss": {f"{r['loss']}/{r['category']}": r["final_loss"] for r in rows}}
 
 
+def markdown(result: dict) -> str:
+    """The README's table: one row per prompt kind, means over categories."""
+    names = {"empty": "empty prompt (reference)", "class": "class prompt \"a photo of a bird\" (reference)",
+             "caption": "the image's own caption (reference that knows the answer)",
+             "initializer": "untrained token (= initializer \"bird\")"}
+    lines = []
+    for run in result["runs"]:
+        if run["setting"]:
+            lines += ["", f"setting: {run['setting']}"]
+        lines += ["| prompt | masked MSE | vs empty | IoU: discovered mask | IoU: best true part | "
+                  "generated: contain k | generated: share k |", "| --- | --- | --- | --- | --- | --- | --- |"]
+        for m in run["measures"]["means"]:
+            def cell(key, fmt="{:.3f}"):
+                return "" if m.get(key) is None else fmt.format(m[key])
+            lines.append(f"| {names.get(m['kind'], m['kind'] + ' loss')} | {cell('mse', '{:.5f}')} | "
+                         f"{cell('mse_vs_empty_pct', '{:+.2f} %')} | {cell('iou_discovered')} | {cell('iou_gt')} | "
+                         f"{cell('generated_with_part', '{:.2f}')} | {cell('generated_part_share', '{:.3f}')} |")
+    return "\n".join(lines)
+
+
+def markdown_categories(result: dict) -> str:
+    """Per category: its best true part, held-out images, and each kind's MSE change / IoUs."""
+    run = result["runs"][0]["measures"]
+    rows = run["rows"]
+    empty = {r["category"]: r["mse"] for r in rows if r["kind"] == "empty"}
+    kinds = [k for k in dict.fromkeys(r["kind"] for r in rows) if k not in ("empty", "class", "caption")]
+    lines = ["| category | best true part (IoU) | held-out images | caption: MSE vs empty | "
+             + " | ".join(f"{k}: MSE vs empty, IoU disc. / true" for k in kinds) + " |",
+             "| --- " * (4 + len(kinds)) + "|"]
+    for c in run["categories"]:
+        gt = run["category_gt"][str(c)] if str(c) in run["category_gt"] else run["category_gt"][c]
+        cap = [r for r in rows if r["kind"] == "caption" and r["category"] == c]
+        cells = [f"{c}", f"{gt['gt_part']} ({gt['iou']:.2f})", f"{run['held_out_images'][str(c)]}",
+                 f"{100 * (cap[0]['mse'] / empty[c] - 1):+.2f} %" if cap else ""]
+        for k in kinds:
+            r = next(r for r in rows if r["kind"] == k and r["category"] == c)
+            cells.append(f"{100 * (r['mse'] / empty[c] - 1):+.2f} %, {r['iou_discovered']:.2f} / {r['iou_gt']:.2f}")
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
 def main() -> None:
     from diffparts.inversion.evaluate import MeasureConfig
     from diffparts.inversion.stage import measure_embeddings, parse_losses
@@ -97,7 +139,13 @@ def main() -> None:
     ap.add_argument("--sweep", default=None, help="FIELD=v1,v2,...: one training and measure per value")
     ap.add_argument("--n-generate", type=int, default=MeasureConfig.n_generate)
     ap.add_argument("--out", default=None, help="also write the JSON here")
+    ap.add_argument("--markdown", default=None, metavar="JSON",
+                    help="print the README table of a JSON this script wrote, and exit")
     args = ap.parse_args()
+    if args.markdown:
+        result = json.loads(Path(args.markdown).read_text())
+        print(markdown(result) + "\n\n" + markdown_categories(result))
+        return
 
     import torch
 

@@ -22,6 +22,13 @@ def _not_bad_input(task, task_run, state) -> bool:
     return True
 
 
+def _quiet() -> None:
+    """Third-party warnings and loading bars off (their own settings) in tasks that load a model."""
+    from diffparts.logs import quiet_third_party
+
+    quiet_third_party(import_now=True)
+
+
 def _root(store: str, mode: str = "r"):
     from diffparts.store import open_store
 
@@ -46,6 +53,7 @@ def setup_embeddings(store: str, corpus: str | None, model: str | None, losses: 
     from diffparts.inversion.stage import store_model, text_channels
     from diffparts.store import model_hash
 
+    _quiet()
     root = _root(store, "r+")
     require_parts(root)                     # refuse before touching the model
     model = store_model(root, model)
@@ -64,6 +72,7 @@ def train_part_embedding(store: str, corpus: str | None, model: str, loss: str, 
     """
     from prefect.artifacts import create_progress_artifact, update_progress_artifact
 
+    _quiet()
     from diffparts.inversion.stage import train_category
 
     cfg = _config(config, loss)
@@ -103,6 +112,7 @@ def category_pictures(store: str, corpus: str | None, model: str, loss: str, cat
     from diffparts.inversion.saving import embeddings_dir
     from diffparts.inversion.stage import category_pictures as pictures
 
+    _quiet()
     pics = pictures(_root(store), store, corpus, model, loss, categories, config=_config(config, loss),
                     out_dir=out_dir, device=device, dtype=dtype)
     directory = embeddings_dir(store, loss, out_dir)
@@ -117,6 +127,7 @@ def measure_embeddings(store: str, corpus: str | None, model: str, losses: list[
     from diffparts.inversion.evaluate import MeasureConfig
     from diffparts.inversion.stage import measure_embeddings as run
 
+    _quiet()
     values = {k: (tuple(v) if isinstance(v, list) else v) for k, v in measure.items()}
     return run(_root(store), store, corpus, model, losses, _config(config), MeasureConfig(**values), categories,
                out_dir, device, dtype)

@@ -11,7 +11,8 @@ For part category k and one prompt (the token's, the initializer word's, or a re
   part that best matches k (highest pooled IoU over the held-out images).
 - **Generates the part**: images generated from the prompt with fixed seeds, segmented and
   assigned to the store's fitted categories (:func:`diffparts.parts.assign.assign_image`): the
-  fraction of them that contain k, against the class prompt alone.
+  fraction of them that contain k, and the share of their foreground that is k, against the
+  class prompt alone.
 """
 
 from __future__ import annotations
@@ -146,9 +147,18 @@ def generate_images(pipe, prompt: str, config: MeasureConfig = MeasureConfig()) 
         pipe.scheduler = original
 
 
-def contains_fraction(fitted, pipe, images: np.ndarray, category: int, min_pixels: int = 4) -> float:
-    """Fraction of ``images`` whose assigned part map holds at least ``min_pixels`` of ``category``."""
+def part_presence(part_maps, category: int, min_pixels: int = 4) -> tuple[float, float]:
+    """(fraction of maps holding >= ``min_pixels`` of ``category``, mean share of each map's
+    foreground that is ``category``) over assigned part maps (y, x)."""
+    if not len(part_maps):
+        return float("nan"), float("nan")
+    hits = [float((m == category).sum() >= min_pixels) for m in part_maps]
+    shares = [float((m == category).sum() / max(int((m > 0).sum()), 1)) for m in part_maps]
+    return float(np.mean(hits)), float(np.mean(shares))
+
+
+def contains_fraction(fitted, pipe, images: np.ndarray, category: int, min_pixels: int = 4) -> tuple[float, float]:
+    """:func:`part_presence` of ``images`` assigned to the store's fitted categories."""
     from diffparts.parts.assign import assign_image
 
-    hits = [int((assign_image(fitted, pipe, img) == category).sum() >= min_pixels) for img in images]
-    return float(np.mean(hits)) if hits else float("nan")
+    return part_presence([assign_image(fitted, pipe, img) for img in images], category, min_pixels)

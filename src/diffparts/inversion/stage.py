@@ -220,7 +220,7 @@ def measure_embeddings(root, store: str, corpus: str | Path | None, model: str, 
     import torch
 
     from diffparts.inversion.evaluate import (MeasureConfig, best_gt_part, contains_fraction, denoising_error,
-                                              generate_images, iou, threshold_maps, token_maps)
+                                              generate_images, iou, part_presence, threshold_maps, token_maps)
     from diffparts.inversion.saving import load_part_embeddings
     from diffparts.inversion.train import encode_latents
     from diffparts.model.extract import native_image_size
@@ -272,9 +272,10 @@ def measure_embeddings(root, store: str, corpus: str | Path | None, model: str, 
         m = torch.from_numpy(ex.masks)
         rows.append({"kind": "empty", "category": c, "images": len(ex),
                      "mse": denoising_error(base, lat, m, "", measure, ex.indices)})
+        with_part, share = part_presence(class_maps, c, measure.min_pixels)
         rows.append({"kind": "class", "category": c, "images": len(ex),
                      "mse": denoising_error(base, lat, m, class_prompt, measure, ex.indices),
-                     "generated_with_part": float(np.mean([(p == c).sum() >= measure.min_pixels for p in class_maps]))})
+                     "generated_with_part": with_part, "generated_part_share": share})
         if d["captions"] is not None:      # the image's own caption: a reference that knows the answer
             rows.append({"kind": "caption", "category": c, "images": len(ex),
                          "mse": denoising_error(base, lat, m, d["captions"], measure, ex.indices)})
@@ -294,13 +295,14 @@ def measure_embeddings(root, store: str, corpus: str | Path | None, model: str, 
             maps = token_maps(pipe, lat, prompt, token, size, measure, ex.indices)
             region = threshold_maps(maps, measure.attention_threshold)
             images = generate_images(pipe, prompt, measure)
+            with_part, share = contains_fraction(fitted, pipe, images, c, measure.min_pixels)
             rows.append({
                 "kind": kind, "category": c, "images": len(ex),
                 "mse": denoising_error(pipe, lat, torch.from_numpy(ex.masks), prompt, measure, ex.indices),
                 "iou_discovered": iou(region, d["masks"]),
                 "iou_gt": iou(region, d["gt"] == d["gt_part"]) if d["gt"] is not None else float("nan"),
                 "gt_part": d["gt_part"],
-                "generated_with_part": contains_fraction(fitted, pipe, images, c, measure.min_pixels),
+                "generated_with_part": with_part, "generated_part_share": share,
             })
         say(f"{kind}: measured {len(data)} categories")
     return {"rows": rows, "means": _means(rows), "categories": sorted(data),
