@@ -7,7 +7,8 @@
    up-blocks) once; their shapes come from one probe through the model.
 4. Fan out one task per fixed batch of ``batch_size`` store indices that has pending images,
    on a thread pool (default) or a Dask cluster (``dask_address`` / ``dask_workers``), GPU tasks
-   annotated ``resources={"GPU": 1}`` so each GPU worker takes one at a time.
+   annotated ``resources={"GPU": 1}`` so each GPU worker takes one at a time; on the flow's own
+   local cluster each worker uses its own GPU (``cuda:<worker number>``, issue 12 item 13).
 5. A progress artifact advances as batches finish; a table artifact summarises the run.
 """
 
@@ -68,6 +69,7 @@ def fixed_batches(images: list[dict], pending: list[int], batch_size: int) -> li
 def extract_batches(
     store: str, version: int, batches: list[list[dict]], model: str, capture: dict, device: str, dtype: str,
     gpu_annotate: bool = False, features: dict | None = None, limits: dict | None = None,
+    pin_gpu: bool = False,
 ) -> dict:
     """Map ``extract_batch`` over the batches on this flow's task runner; count as they finish."""
     import dask
@@ -78,7 +80,7 @@ def extract_batches(
     annotate = dask.annotate(resources={"GPU": 1}) if gpu_annotate else contextlib.nullcontext()
     with annotate:
         futures = [
-            extract_batch.submit(store, version, batch, model, capture, device, dtype, features, limits)
+            extract_batch.submit(store, version, batch, model, capture, device, dtype, features, limits, pin_gpu)
             for batch in batches
         ]
     which = {f.task_run_id: batch for f, batch in zip(futures, batches)}
@@ -114,17 +116,21 @@ def extract_attention(
     new_version: bool = False,
     features: dict | None = None,
     limits: dict | None = None,
+    lock_stale_s: float = 600.0,
 ) -> dict:
     """Extract aggregated self- and cross-attention of every image of ``corpus`` into ``store``.
 
     ``model``: hub id, diffusers folder, or None for the embedded checkpoint. ``precision``:
     ``float16`` or ``uint8`` storage of self-attention. A store written with another model or
-    config is refused unless ``new_version`` (then ``versions/<n>`` of the same store is used).
+    config is refused unless ``new_version`` (then ``versions/<n>`` of the same store is used);
+    so is another device kind, ``dtype`` or ``batch_size`` (they change the stored values).
     ``features``: FeatureConfig fields as a dict (``{}`` = the defaults: DIFT's up-block from the
     attention forward) to also store UNet features in ``features/``; None = attention only.
     ``limits``: ``diffparts.corpus.ReadLimits`` fields (``max_file_bytes``, ``max_pixels``;
     None = the defaults): larger files and images are failures named by image, never read.
     The corpus's absolute path and kind go into the manifest for the later stages.
+    ``lock_stale_s``: the set-up runs under a lock file beside a local store; a lock older than
+    this (or whose holder on this host is gone) is taken over.
     Returns counts: written, skipped, failed, bytes (handed to Zarr), stored_bytes (added to the
     store, compressed), batches, task_seconds (summed over batch tasks), seconds, store, version.
     """
@@ -141,10 +147,10 @@ def extract_attention(
 
     # 1. Describe the corpus and the run.
     images = describe_images(str(corpus), limits)
-    identity = identify_run(model, capture, precision, features)
+    identity = identify_run(model, capture, precision, features, device, dtype, batch_size)
 
     # 2. Create or extend the store (single writer); pending = done marker unset.
-    prepared = prepare_store(store, images, identity, new_version, str(corpus), features)
+    prepared = prepare_store(store, images, identity, new_version, str(corpus), features, lock_stale_s)
     version, pending = prepared["version"], prepared["pending"]
     logger.info(
         "store %s version %d: %d images, %d pending (%d new, %d changed)",
@@ -156,14 +162,14 @@ def extract_attention(
 
     if pending:
         # 3. Attention arrays, created once from the model's shapes.
-        create_attention_arrays(store, version, model, capture, precision, device, dtype, features)
+        create_attention_arrays(store, version, model, capture, precision, device, dtype, features, lock_stale_s)
         # 4. Fan out over fixed batches of store indices.
         batches = fixed_batches(prepared["images"], pending, batch_size)
         fan_out = extract_batches.with_options(task_runner=runner)
         counts = fan_out(
             store, version, batches, model, capture, device, dtype,
             gpu_annotate=bool(device.startswith("cuda") and (dask_address or dask_workers)),
-            features=features, limits=limits,
+            features=features, limits=limits, pin_gpu=bool(device == "cuda" and dask_workers),
         )
         # images of a batch that were done before count as skipped once, at the flow level
         totals.update({k: counts[k] for k in ("written", "failed", "bytes", "batches", "task_seconds")})

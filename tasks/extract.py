@@ -102,35 +102,41 @@ def describe_images(corpus: str, limits: dict | None = None) -> list[dict]:
 
 
 @task(cache_policy=NO_CACHE)
-def identify_run(model: str, capture: dict, precision: str, features: dict | None = None) -> dict:
-    """The store identity of this run: model id and content hash, config and its hash.
+def identify_run(model: str, capture: dict, precision: str, features: dict | None = None,
+                 device: str = "cpu", dtype: str = "float32", batch_size: int = 4) -> dict:
+    """The store identity of this run: model id and content hash, config and its hash, compute.
 
     Feature settings enter the config only when features are captured, so stores written
-    without them keep their config hash.
+    without them keep their config hash. ``compute`` (device kind, dtype, batch size) is
+    compared apart from the config hash, so stores written before it keep theirs.
     """
     from diffparts.model.extract import CaptureConfig
-    from diffparts.store import StoreConfig, build_manifest, model_hash
+    from diffparts.store import StoreConfig, build_manifest, compute_settings, model_hash
 
     config = {"capture": asdict(CaptureConfig(**capture)), "precision": StoreConfig(precision).precision}
     if features is not None:
         config["features"] = asdict(_feature_config(features))
-    return build_manifest(str(model), model_hash(model), config)
+    compute = compute_settings(device, dtype, batch_size)
+    return build_manifest(str(model), model_hash(model), config, compute)
 
 
 @task(retries=2, retry_delay_seconds=1, retry_condition_fn=retry_unless_bad_input, cache_policy=NO_CACHE)
 def prepare_store(store: str, images: list[dict], identity: dict, new_version: bool,
-                  corpus: str | None = None, features: dict | None = None) -> dict:
-    """Create or extend the store (single writer, before the fan-out); pending images.
+                  corpus: str | None = None, features: dict | None = None,
+                  lock_stale_s: float = 600.0) -> dict:
+    """Create or extend the store (single writer, under the set-up lock); pending images.
 
     ``corpus`` goes into the manifest (path and kind) for the later stages; with ``features``
-    an image is pending until both its attention and its features are done.
+    an image is pending until both its attention and its features are done. ``lock_stale_s``:
+    a set-up lock older than this is taken over (``LockConfig.stale_after_s``).
     """
-    from diffparts.store import describe_corpus, done_mask, open_store
+    from diffparts.store import LockConfig, describe_corpus, done_mask, open_store
     from diffparts.store import prepare_store as prepare
 
     stages = _stages(features)
     report = prepare(store, images, identity, stages=stages, new_version=new_version,
-                     corpus=describe_corpus(corpus) if corpus else None)
+                     corpus=describe_corpus(corpus) if corpus else None,
+                     lock=LockConfig(stale_after_s=lock_stale_s))
     root = open_store(store, "r", version=report.version)
     done = np.logical_and.reduce([done_mask(root, stage) for stage in stages])
     indexed = [{**img, "index": k} for img, k in zip(images, report.indices)]
@@ -146,12 +152,17 @@ def prepare_store(store: str, images: list[dict], identity: dict, new_version: b
 @task(retries=2, retry_delay_seconds=1, retry_condition_fn=retry_unless_bad_input, cache_policy=NO_CACHE)
 def create_attention_arrays(
     store: str, version: int, model: str, capture: dict, precision: str, device: str, dtype: str,
-    features: dict | None = None,
+    features: dict | None = None, lock_stale_s: float = 600.0,
 ) -> dict:
-    """Learn R, the tokens (and feature shapes) from one blank image, then create the arrays."""
+    """Learn R, the tokens (and feature shapes) from one blank image, then create the arrays.
+
+    The probe runs outside the set-up lock; creating (or checking and growing) the arrays runs
+    inside it, so a concurrent run's set-up never sees half-made arrays.
+    """
     from diffparts.model.extract import native_image_size
+    from diffparts.store import LockConfig, create_feature_arrays, has_attention_arrays, has_features, open_store
     from diffparts.store import create_attention_arrays as create
-    from diffparts.store import create_feature_arrays, has_attention_arrays, has_features, open_store
+    from diffparts.store import setup_lock
 
     root = open_store(store, "r+", version=version)
     feature_config = _feature_config(features)
@@ -160,9 +171,12 @@ def create_attention_arrays(
         pipe = _pipeline(model, device, dtype)
         size = config.image_size or native_image_size(pipe)
         probe = _run_extractor(pipe, np.zeros((1, size, size, 3), np.uint8), config, feature_config)
-        create(root, probe.resolution, probe.tokens, probe.image_size, precision)
-        if feature_config is not None:
-            create_feature_arrays(root, {b: f.shape[1:] for b, f in probe.features.items()}, asdict(feature_config))
+        with setup_lock(store, LockConfig(stale_after_s=lock_stale_s)):
+            root = open_store(store, "r+", version=version)  # as the last holder left it
+            create(root, probe.resolution, probe.tokens, probe.image_size, precision)
+            if feature_config is not None:
+                create_feature_arrays(root, {b: f.shape[1:] for b, f in probe.features.items()},
+                                      asdict(feature_config))
     attrs = dict(root["attention"].attrs)
     out = {"resolution": attrs["resolution"], "tokens": len(attrs["tokens"])}
     if feature_config is not None:
@@ -173,9 +187,12 @@ def create_attention_arrays(
 @task(retries=1, retry_delay_seconds=2, retry_condition_fn=retry_unless_bad_input, cache_policy=NO_CACHE)
 def extract_batch(
     store: str, version: int, batch: list[dict], model: str, capture: dict, device: str, dtype: str,
-    features: dict | None = None, limits: dict | None = None,
+    features: dict | None = None, limits: dict | None = None, pin_gpu: bool = False,
 ) -> dict:
     """Extract one fixed batch of images and write the ones not yet done.
+
+    ``pin_gpu``: on a worker of the flow's own local Dask cluster, a bare ``cuda`` becomes
+    this worker's GPU, ``cuda:<worker number mod GPUs>`` (``diffparts.model.devices``).
 
     ``batch``: ``[{"index", "image_id", "name", "path", "refused"}]``, a fixed run of store
     indices; a refused image (``describe_images``) is recorded as failed without being opened,
@@ -201,6 +218,10 @@ def extract_batch(
 
     # 1. Load: unreadable images become failures; the rest of the batch goes on.
     config = _capture_config(capture)
+    if pin_gpu:
+        from diffparts.model.devices import pinned_device
+
+        device = pinned_device(device)
     pipe = _pipeline(model, device, dtype)
     size = config.image_size or native_image_size(pipe)
     pending = {img["index"] for img in todo}

@@ -40,11 +40,16 @@ def register(subparsers) -> None:
                       help="run the batches on this Dask scheduler (tcp://host:8786)")
     dask.add_argument("--dask-workers", type=int, default=None, metavar="N",
                       help="run the batches on a local Dask cluster of N single-thread workers")
-    parser.add_argument("--device", default="cpu", help="torch device (default cpu; with cuda, Dask workers get GPU=1 resources)")
+    parser.add_argument("--device", default="cpu", help="torch device (default cpu; with cuda, Dask workers get GPU=1 resources, and the "
+                             "workers of --dask-workers each their own GPU, cuda:<worker number>)")
     parser.add_argument("--dtype", choices=("float32", "float16", "bfloat16"), default="float32",
                         help="model dtype (default float32)")
     parser.add_argument("--new-version", action="store_true",
-                        help="if the store was written with another model/config, start versions/<n> in it")
+                        help="if the store was written with another model, config, device kind, dtype or "
+                             "batch size, start versions/<n> in it")
+    parser.add_argument("--lock-stale-s", type=float, default=600.0, metavar="S",
+                        help="take over a set-up lock older than S seconds (default 600; a lock whose holder "
+                             "on this host is gone is taken over at once)")
     feats = parser.add_argument_group("UNet features (DIFT) for dense correspondence, stored in features/")
     feats.add_argument("--features", action=argparse.BooleanOptionalAction, default=True,
                        help="also store up-block features (default block: DIFT's up_blocks[1] adapted to the "
@@ -108,6 +113,7 @@ def run_extract(args) -> int:
         new_version=args.new_version,
         features=feature_settings(args),
         limits=read_limits(args),
+        lock_stale_s=args.lock_stale_s,
     )
     if args.json:
         print(json.dumps(summary))

@@ -1,7 +1,8 @@
 """diffparts.store: the Zarr v3 store every stage reads and writes (DESIGN.md section 6).
 
 ``layout``: opening, versions, per-image arrays, done markers, failures.
-``manifest``: model/config/image hashes and the single-writer set-up before a fan-out.
+``manifest``: model/config/compute identity, image hashes and the single-writer set-up.
+``lock``: the set-up lock (a lock file beside a local store, with a stale-lock rule).
 ``attention``: the ``attention/`` group, its storage precision, per-image writes and reads.
 ``features``: the ``features/`` group, UNet up-block features per image (DIFT).
 """
@@ -47,22 +48,32 @@ from diffparts.store.layout import (
     stage_arrays,
     version_group,
 )
+from diffparts.store.lock import LockConfig, lock_path, setup_lock
 from diffparts.store.manifest import (
+    COMPUTE_DEFAULTS,
     PreparedStore,
     StoreMismatchError,
     build_manifest,
     code_version,
+    compute_settings,
     config_hash,
     describe_corpus,
     describe_images,
     file_sha256,
     manifest,
+    manifest_compute,
     manifest_corpus,
     model_hash,
     prepare_store,
 )
 
 __all__ = [
+    "COMPUTE_DEFAULTS",
+    "LockConfig",
+    "compute_settings",
+    "lock_path",
+    "manifest_compute",
+    "setup_lock",
     "FEATURES",
     "create_feature_arrays",
     "has_features",

@@ -10,6 +10,7 @@ The manifest lives in the attributes of each version's root group::
         "config_hash": "sha256:...",           # hash of "config" below
         "config": {...},                       # capture settings + storage precision
         "precision": "float16",
+        "compute": {"device": "cpu", "dtype": "float32", "batch_size": 4},   # see below
         "images": [{"image_id", "name", "sha256"}, ...],
         "corpus": {"path": "/abs/corpus", "kind": "cub" | "folder"},   # where the images came from
     }
@@ -18,7 +19,14 @@ The ``corpus`` entry is not part of the identity: later stages (parts, evaluatio
 read the boxes, keypoints and classes from it when not told another corpus, and a corpus that
 moved (same images, new path) only updates it.
 
-A store written with one model or config never takes writes from another: ``prepare_store``
+``compute`` holds what else changes the stored values (issue 12, item 8): the device kind
+(``cuda:1`` counts as ``cuda``), the model dtype (float16 on a GPU and float32 on a CPU give
+different attention) and the batch size (a batch is computed with the same members, and batched
+float arithmetic can differ in the last bit with the batch's make-up). A manifest written before
+it was recorded, or by a caller that gives none, counts as ``COMPUTE_DEFAULTS`` (the CLI's and the
+flow's defaults), so a plain re-run of an old store goes on.
+
+A store written with one model, config or compute never takes writes from another: ``prepare_store``
 raises ``StoreMismatchError`` unless told to start a new version, which becomes the group
 ``versions/<n>`` of the same store (the root's ``current_version`` attribute points at it, so
 ``open_store(path)`` and every later stage use it; ``open_store(path, version=1)`` reads the old).
@@ -50,13 +58,37 @@ from diffparts.store.layout import (
     version_group,
     version_number,
 )
+from diffparts.store.lock import LockConfig, setup_lock
+
+#: The compute settings of a manifest without a ``compute`` entry (stores written before it
+#: was recorded): the defaults of ``diffparts extract`` and the extract flow.
+COMPUTE_DEFAULTS = {"device": "cpu", "dtype": "float32", "batch_size": 4}
+#: Model dtypes a run may use.
+DTYPES = ("float32", "float16", "bfloat16")
 
 #: Files of a model folder that do not change what the model computes.
 _UNHASHED_SUFFIXES = (".md", ".lock")
 
 
 class StoreMismatchError(ValueError):
-    """The store was written with another model or config (start a new version to go on)."""
+    """The store was written with another model, config or compute (start a new version to go on)."""
+
+
+def compute_settings(device: str = "cpu", dtype: str = "float32", batch_size: int = 4) -> dict:
+    """The manifest's ``compute`` entry: device kind (``cuda:1`` -> ``cuda``), dtype, batch size."""
+    kind = str(device).split(":", 1)[0].strip().lower()
+    if not kind:
+        raise ValueError(f"device must name a torch device (cpu, cuda, cuda:1, mps), got {device!r}")
+    if dtype not in DTYPES:
+        raise ValueError(f"dtype must be one of {DTYPES}, got {dtype!r}")
+    if int(batch_size) < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    return {"device": kind, "dtype": str(dtype), "batch_size": int(batch_size)}
+
+
+def manifest_compute(entry: dict) -> dict:
+    """The compute settings of a manifest or identity (``COMPUTE_DEFAULTS`` for what it lacks)."""
+    return {**COMPUTE_DEFAULTS, **dict(entry.get("compute") or {})}
 
 
 def file_sha256(path: str | Path, block: int = 1 << 20) -> str:
@@ -173,10 +205,15 @@ def describe_images(records, limits=None) -> list[dict]:
     return rows
 
 
-def build_manifest(model: str, model_hash: str, config: dict) -> dict:
-    """The identity part of a manifest (images are added by ``prepare_store``)."""
+def build_manifest(model: str, model_hash: str, config: dict, compute: dict | None = None) -> dict:
+    """The identity part of a manifest (images are added by ``prepare_store``).
+
+    ``compute``: ``compute_settings(...)`` of the run; None records none (``COMPUTE_DEFAULTS``
+    then stand for it, as for stores written before it was recorded).
+    """
     version = code_version()
     return {
+        **({"compute": dict(compute)} if compute is not None else {}),
         "code_version": version,
         "last_code_version": version,
         "model": str(model),
@@ -227,11 +264,17 @@ def prepare_store(
     stages: Sequence[str] = ("attention",),
     new_version: bool = False,
     corpus: dict | None = None,
+    lock: LockConfig | None = None,
 ) -> PreparedStore:
     """Create or extend a store before the fan-out (the single writer; DESIGN 6).
 
+    The whole set-up runs under the store's set-up lock (``store.lock.setup_lock``; ``lock``:
+    when a lock is stale), so concurrent runs on one local store take turns and the second sees
+    the first's images and manifest.
+
     1. Create the store with ``identity`` (``build_manifest``) or check that the current
-       version's model and config hashes equal it; on a mismatch raise
+       version's model hash, config hash and compute settings (``manifest_compute``: a manifest
+       without them counts as ``COMPUTE_DEFAULTS``) equal it; on a mismatch raise
        ``StoreMismatchError``, or with ``new_version`` start ``versions/<n>``.
     2. Match ``images`` (``{"image_id", "name", "sha256"}``) to stored images by name; append
        new ones (growing every image axis), update changed ids, and for images whose content
@@ -240,6 +283,12 @@ def prepare_store(
        ``corpus`` (``describe_corpus``) as its ``corpus`` entry when given (not identity: a
        moved corpus updates it, it never refuses the store).
     """
+    with setup_lock(path, lock):
+        return _prepare_store(path, images, identity, stages, new_version, corpus)
+
+
+def _prepare_store(path, images, identity, stages, new_version, corpus) -> PreparedStore:
+    """``prepare_store``'s steps, with the set-up lock held."""
     # 1. Open or create, check the identity (DESIGN 6: never a silent overwrite).
     store = _as_store(path)
     try:
@@ -250,9 +299,10 @@ def prepare_store(
         top.attrs[CURRENT_VERSION_ATTR] = ""
     root = version_group(top)
     old = manifest(root)
-    if old and (old.get("model_hash"), old.get("config_hash")) != (
+    if old and (old.get("model_hash"), old.get("config_hash"), manifest_compute(old)) != (
         identity["model_hash"],
         identity["config_hash"],
+        manifest_compute(identity),
     ):
         if not new_version:
             raise StoreMismatchError(_mismatch_message(path, version_number(root), old, identity))
@@ -354,9 +404,20 @@ def _mismatch_message(path, version: int, old: dict, new: dict) -> str:
         a, b = _flatten(old.get("config", {})), _flatten(new["config"])
         changed = [f"{k}: {a.get(k)!r} -> {b.get(k)!r}" for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k)]
         what.append("config changed: " + ", ".join(changed))
+    a, b = manifest_compute(old), manifest_compute(new)
+    hint = ""
+    if a != b:
+        changed = [f"{k}: {a.get(k)!r} -> {b.get(k)!r}" for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k)]
+        what.append("compute changed: " + ", ".join(changed))
+        if "compute" not in old:
+            hint = (
+                " The store was written before device, dtype and batch size were recorded; they are "
+                f"taken as the defaults {a} (to extend it as written, run with --device {a['device']} "
+                f"--dtype {a['dtype']} --batch-size {a['batch_size']})."
+            )
     return (
-        f"store {path} (version {version}) was written with another model or config: "
+        f"store {path} (version {version}) was written with another model, config or compute: "
         + "; ".join(what)
-        + ". Refusing to mix them. Pass new_version=True (CLI: --new-version) to start a new "
+        + ". Refusing to mix them." + hint + " Pass new_version=True (CLI: --new-version) to start a new "
         "version group in the same store, or choose another store path."
     )
