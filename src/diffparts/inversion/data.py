@@ -96,6 +96,14 @@ def category_indices(root, category: int, held_out: bool, min_pixels: int = 4,
     return np.flatnonzero(keep).astype(np.int64)
 
 
+def subset(indices: np.ndarray, limit: int | None, seed: int = 0) -> np.ndarray:
+    """At most ``limit`` of ``indices``: a seeded choice, kept in store order."""
+    indices = np.asarray(indices, np.int64)
+    if limit is None or len(indices) <= limit:
+        return indices
+    return np.sort(np.random.default_rng(seed).choice(indices, size=int(limit), replace=False))
+
+
 def resize_mask(mask: np.ndarray, size: int) -> np.ndarray:
     """(y, x) bool/int -> (size, size) float32 by nearest neighbour (pixel centres)."""
     h, w = mask.shape

@@ -40,6 +40,7 @@ class MeasureConfig:
     guidance: float = 7.0               # classifier-free guidance (the toy card's best)
     generate_seed: int = 0              # image j from seed generate_seed + j, for every prompt
     min_pixels: int = 4                 # a category is "in" an image with at least this many pixels
+    max_images: int = 128               # held-out images per category at most (a seeded subset)
 
 
 def _fixed_noise(shape, seed: int, index: int, j: int) -> torch.Tensor:

@@ -15,7 +15,7 @@ from typing import Callable, Sequence
 import numpy as np
 
 from diffparts.inversion.data import (STAGE, category_indices, category_pixels, corpus_path, held_out_split,
-                                     load_examples)
+                                     load_examples, subset)
 from diffparts.inversion.saving import (embedding_file, embeddings_dir, prepare_loss_group, read_index,
                                         record_embedding, remove_embedding_files, require_parts, write_held_out,
                                         write_index)
@@ -125,7 +125,8 @@ def train_category(root, store: str, corpus: str | Path | None, model: str, cate
 
     directory = embeddings_dir(store, config.loss, out_dir)
     pipe = load_pipeline(model, device=device, dtype=getattr(torch, dtype))
-    indices = category_indices(root, category, held_out=False, min_pixels=min_pixels)
+    indices = subset(category_indices(root, category, held_out=False, min_pixels=min_pixels), config.max_images,
+                     config.seed)
     examples = load_examples(root, corpus, category, indices, native_image_size(pipe))
     start = time.perf_counter()
     result = train_token(pipe, examples, part_token(category), config,
@@ -239,7 +240,8 @@ def measure_embeddings(root, store: str, corpus: str | Path | None, model: str, 
     data = {}
     pixels = category_pixels(root)
     for c in cats:
-        idx = category_indices(root, c, held_out=True, min_pixels=measure.min_pixels, pixels=pixels)
+        idx = subset(category_indices(root, c, held_out=True, min_pixels=measure.min_pixels, pixels=pixels),
+                     measure.max_images)
         if len(idx) == 0:
             continue
         ex = load_examples(root, corpus, c, idx, size)

@@ -66,6 +66,8 @@ class InversionConfig:
     crop_min_scale: float = 0.6         # smallest crop side as a fraction of the image side
     attention_weight: float = 1e-2      # lambda of the combined loss (Break-A-Scene)
     attention_resolutions: tuple[int, ...] | None = None  # up-block attn2 resolutions; None: two coarsest
+    max_images: int = 256               # training images per category at most (a seeded subset), so
+                                        # memory stays bounded on CUB-scale corpora
     seed: int = 0                       # every draw of step s comes from (seed, s, micro-batch)
     loss_scale: float | None = None     # static loss scale; None: 1024 for a float16 UNet, else 1
     checkpoint_every: int = 50          # steps between checkpoints (0: only at the end)
@@ -73,7 +75,7 @@ class InversionConfig:
     def __post_init__(self):
         if self.loss not in LOSSES:
             raise ValueError(f"loss must be one of {LOSSES}, got {self.loss!r}")
-        for name in ("steps", "batch_size", "gradient_accumulation", "num_vectors"):
+        for name in ("steps", "batch_size", "gradient_accumulation", "num_vectors", "max_images"):
             if int(getattr(self, name)) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         if not self.learning_rate > 0:
