@@ -104,14 +104,16 @@ def random_box(object_mask: np.ndarray, rng: np.random.Generator, scale: tuple[f
 
 def background_patch(source: np.ndarray, background: np.ndarray, shape: tuple[int, int],
                      rng: np.random.Generator) -> np.ndarray:
-    """(y, x, 3) uint8 of ``shape``: the largest square of ``source``'s background, resized
-    (nearest) and tiled up to the size needed, at a random offset. background (y, x) bool."""
+    """(y, x, 3) uint8 of ``shape``: a texture from ``source``'s background, tiled to the size
+    needed at a random offset. background (y, x) bool.
+
+    The texture is the source's rows (or columns, whichever are more) that hold no object pixel,
+    stacked and resized (nearest) to half the target side; the whole source when fewer than 4.
+    """
     from PIL import Image
 
     if source.shape[:2] != background.shape:
         raise ValueError(f"patch source {source.shape[:2]} and its background mask {background.shape} differ")
-    # the largest square free of the object: cheapest robust choice is the bigger image corner
-    # strip without object pixels; fall back to the whole image when the object fills it
     rows, cols = np.flatnonzero(background.all(1)), np.flatnonzero(background.all(0))
     if len(rows) >= len(cols) and len(rows) >= 4:
         block = source[rows]                                    # background rows, stacked

@@ -427,7 +427,9 @@ def _finish(ctx: _Context, prep: dict, embeds: dict) -> dict:
             part = resize_labels(prep["gt"], ctx.label_shape) == p
             targets.append((category_of_part(prep["cats"], part), part))
     else:
-        targets = [(c, prep["cats"] == c) for c in (prep["truth"] or list(prep["record"].categories)[:1])]
+        covered = prep["record"].categories                                   # no hidden one: the most covered
+        chosen = prep["truth"] or sorted(covered, key=lambda c: -covered[c])[:1]
+        targets = [(c, prep["cats"] == c) for c in chosen]
     measures = {}
     for v in ctx.variants:
         rows = [restoration_scores(labels[v], c, part, hidden, cfg.detect.min_pixels) for c, part in targets]
