@@ -85,7 +85,7 @@ def markdown(result: dict) -> str:
     lines = []
     for run in result["runs"]:
         if run["setting"]:
-            lines += ["", f"setting: {run['setting']}"]
+            lines += ["", "setting: " + ", ".join(f"{k} = {v}" for k, v in run["setting"].items()), ""]
         lines += ["| prompt | masked MSE | vs empty | IoU: discovered mask | IoU: best true part | "
                   "generated: contain k | generated: share k |", "| --- | --- | --- | --- | --- | --- | --- |"]
         for m in run["measures"]["means"]:
