@@ -87,6 +87,11 @@ def test_rerun_skips_everything_and_refuses_other_config(reference, birds, tiny_
     assert before.keys() == after.keys() and all(np.array_equal(before[k], after[k]) for k in before)
     with pytest.raises(StoreMismatchError, match="capture.timestep: 300 -> 100"):
         extract_attention(str(birds), str(tiny_pipeline[0]), store, batch_size=2, timestep=100)
+    # batch make-up and dtype change the values too (issue 12, item 8)
+    with pytest.raises(StoreMismatchError, match="compute changed: batch_size: 2 -> 3"):
+        extract_attention(str(birds), str(tiny_pipeline[0]), store, batch_size=3)
+    with pytest.raises(StoreMismatchError, match="dtype: 'float32' -> 'bfloat16'"):
+        extract_attention(str(birds), str(tiny_pipeline[0]), store, batch_size=2, dtype="bfloat16")
 
 
 def test_corrupt_image_fails_alone_and_added_images_run_alone(prefect_server, birds, tiny_pipeline, tmp_path):

@@ -1,15 +1,19 @@
-"""Manifest: hashes, refusal on a model or config change, new versions, changed images."""
+"""Manifest: hashes, refusal on a model, config or compute change, new versions, changed images."""
 
 from __future__ import annotations
 
 import pytest
 
 from diffparts.store import (
+    COMPUTE_DEFAULTS,
     StoreMismatchError,
     build_manifest,
+    compute_settings,
     config_hash,
     done_mask,
     failures,
+    manifest,
+    manifest_compute,
     mark_done,
     model_hash,
     open_store,
@@ -122,3 +126,39 @@ def test_manifest_records_the_corpus_and_a_moved_corpus_is_no_mismatch(tmp_path)
     assert open_store(tmp_path / "s.zarr").attrs["manifest"]["corpus"]["path"] == str(moved.resolve())
     with pytest.raises(ValueError, match="is not a folder"):
         describe_corpus(tmp_path / "nowhere")
+
+
+def test_compute_settings_are_identity_and_a_change_is_refused_naming_it(tmp_path):
+    path = tmp_path / "s.zarr"
+    cpu = compute_settings("cpu", "float32", 4)
+    prepare_store(path, IMAGES, build_manifest("m", "sha256:m", {"p": 1}, cpu))
+    assert manifest(open_store(path))["compute"] == {"device": "cpu", "dtype": "float32", "batch_size": 4}
+    assert compute_settings("cuda:1", "float16", 8) == {"device": "cuda", "dtype": "float16", "batch_size": 8}
+    # another GPU of the same kind is the same compute; another dtype, kind or batch size is not
+    prepare_store(path, IMAGES, build_manifest("m", "sha256:m", {"p": 1}, compute_settings("cpu:0", "float32", 4)))
+    for changed, words in (((("cuda", "float32", 4)), "device: 'cpu' -> 'cuda'"),
+                           (("cpu", "float16", 4), "dtype: 'float32' -> 'float16'"),
+                           (("cpu", "float32", 2), "batch_size: 4 -> 2")):
+        with pytest.raises(StoreMismatchError, match=f"compute changed: {words}"):
+            prepare_store(path, IMAGES, build_manifest("m", "sha256:m", {"p": 1}, compute_settings(*changed)))
+    gpu = build_manifest("m", "sha256:m", {"p": 1}, compute_settings("cuda", "float16", 4))
+    report = prepare_store(path, IMAGES, gpu, new_version=True)
+    assert report.version == 2 and manifest(open_store(path))["compute"]["dtype"] == "float16"
+    assert manifest(open_store(path, version=1))["compute"] == cpu
+    for bad in (("cpu", "float64", 4), ("cpu", "float32", 0), ("", "float32", 4)):
+        with pytest.raises(ValueError):
+            compute_settings(*bad)
+
+
+def test_store_without_compute_counts_as_the_old_defaults(tmp_path):
+    """A manifest written before compute was recorded goes on with the defaults, else says what to pass."""
+    path = tmp_path / "old.zarr"
+    prepare_store(path, IMAGES[:2], build_manifest("m", "sha256:m", {"p": 1}))  # no compute, as before
+    assert "compute" not in manifest(open_store(path)) and manifest_compute({}) == COMPUTE_DEFAULTS
+    report = prepare_store(path, IMAGES, build_manifest("m", "sha256:m", {"p": 1}, compute_settings()))
+    assert report.added == [2]  # a plain re-run with the defaults extends it
+    with pytest.raises(StoreMismatchError) as err:
+        prepare_store(path, IMAGES, build_manifest("m", "sha256:m", {"p": 1}, compute_settings("cuda", "float16", 4)))
+    message = str(err.value)
+    assert "dtype: 'float32' -> 'float16'" in message and "before device, dtype and batch size were recorded" in message
+    assert "--device cpu --dtype float32 --batch-size 4" in message and "--new-version" in message
