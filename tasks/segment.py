@@ -50,10 +50,21 @@ def choose_thresholds(store: str, indices: list[int], rule: dict) -> dict:
 def create_segment_arrays(store: str, settings: dict, overwrite: bool = False) -> dict:
     """Create (or check) the ``segments/`` arrays once, before the fan-out (single writer).
 
-    Returns the array geometry ``{"n_levels", "max_segments", "y", "x"}``. Existing segments
+    Runs under the store's set-up lock. Returns the array geometry
+    ``{"n_levels", "max_segments", "y", "x"}``. Existing segments
     made with other settings are refused unless ``overwrite`` (which deletes them and clears
     the done markers of every stage that depends on segments: parts and after).
     """
+    from diffparts.store import setup_lock
+
+    with setup_lock(store):  # one set-up at a time on a local store (issue 12, item 9)
+        _create_segment_arrays(store, settings, overwrite)
+    y, x = settings["out_shape"]
+    return {"n_levels": settings["n_levels"], "max_segments": settings["max_segments"], "y": y, "x": x}
+
+
+def _create_segment_arrays(store: str, settings: dict, overwrite: bool) -> None:
+    """``create_segment_arrays``' steps, with the set-up lock held."""
     from diffparts.store import clear_dependents, create_stage_array, ensure_stage, image_count
 
     root = _open(store)
@@ -83,7 +94,6 @@ def create_segment_arrays(store: str, settings: dict, overwrite: bool = False) -
     if settings.get("names"):
         create_stage_array(group, "name_token", (n, max_segments), "int16", ("image", "segment"), fill_value=-1)
     group.attrs["settings"] = settings
-    return {"n_levels": n_levels, "max_segments": max_segments, "y": y, "x": x}
 
 
 def _pad_levels(levels: np.ndarray, n_levels: int) -> np.ndarray:
