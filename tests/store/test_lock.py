@@ -96,6 +96,21 @@ def test_young_lock_of_a_live_holder_is_waited_for(tmp_path):
         assert time.monotonic() - start >= 0.25
 
 
+def test_take_over_waits_for_another_breaker_and_a_crashed_breaker_ages_out(tmp_path):
+    store = tmp_path / "s.zarr"
+    write_lock(store, dead_pid())
+    breaker = lock_path(store).with_name("s.zarr.lock.break")
+    breaker.write_text(json.dumps({"pid": os.getpid(), "host": socket.gethostname(), "created": time.time()}))
+    threading.Timer(0.3, breaker.unlink).start()  # another run is taking over for 0.3 s
+    start = time.monotonic()
+    with setup_lock(store, FAST):
+        assert time.monotonic() - start >= 0.25
+    write_lock(store, dead_pid())
+    breaker.write_text(json.dumps({"pid": 12345, "host": "elsewhere", "created": time.time() - 700}))
+    with setup_lock(store, FAST):  # a breaker left by a crash is older than stale_after_s: removed
+        assert not breaker.exists()
+
+
 def test_release_leaves_a_lock_that_another_run_took_over(tmp_path):
     store = tmp_path / "s.zarr"
     with setup_lock(store, FAST):

@@ -115,20 +115,24 @@ def _try_create(path: Path, holder: dict) -> bool:
         tmp.unlink(missing_ok=True)
 
 
-def _take_over(path: Path, token: str | None, me: dict, config: LockConfig) -> None:
-    """Remove the stale lock ``path`` if it still holds ``token`` (guarded by ``<lock>.break``)."""
+def _take_over(path: Path, token: str | None, me: dict, config: LockConfig) -> bool:
+    """Remove the stale lock ``path`` if it still holds ``token`` (guarded by ``<lock>.break``).
+
+    False if another run is taking over right now (then wait a poll and look again).
+    """
     breaker = path.with_name(path.name + ".break")
     if not _try_create(breaker, me):
         seen = _read(breaker)  # another run is taking over; a breaker left by a crash ages out
         if seen is not None and seen[1] > config.stale_after_s:
             breaker.unlink(missing_ok=True)
-        return
+        return False
     try:
         current = _read(path)
         if current is not None and current[0].get("token") == token:
             path.unlink(missing_ok=True)
     finally:
         breaker.unlink(missing_ok=True)
+    return True
 
 
 @contextlib.contextmanager
@@ -157,7 +161,8 @@ def setup_lock(store: str | Path, config: LockConfig | None = None) -> Iterator[
         reason = stale_reason(holder, age, config)
         if reason:
             log.warning("taking over the set-up lock %s: %s", path, reason)
-            _take_over(path, holder.get("token"), me, config)
+            if not _take_over(path, holder.get("token"), me, config):
+                time.sleep(config.poll_s)
             continue
         if not waited:
             log.info("waiting for the set-up lock %s (pid %s on %s)", path, holder.get("pid"), holder.get("host"))
