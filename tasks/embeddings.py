@@ -10,16 +10,7 @@ from __future__ import annotations
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
-
-def _not_bad_input(task, task_run, state) -> bool:
-    """Retry condition: retry anything but bad input."""
-    try:
-        state.result()
-    except (ValueError, FileNotFoundError):
-        return False
-    except Exception:  # noqa: BLE001 - any other failure (I/O, memory) may pass on a retry
-        return True
-    return True
+from tasks.retry import retry_unless_bad_input
 
 
 def _quiet() -> None:
@@ -44,7 +35,7 @@ def _config(config: dict, loss: str | None = None):
     return InversionConfig(**values)
 
 
-@task(retries=2, retry_delay_seconds=1, retry_condition_fn=_not_bad_input, cache_policy=NO_CACHE)
+@task(retries=2, retry_delay_seconds=1, retry_condition_fn=retry_unless_bad_input, cache_policy=NO_CACHE)
 def setup_embeddings(store: str, corpus: str | None, model: str | None, losses: list[str], config: dict,
                      categories: list[int] | None, split_seed: int = 0, out_dir: str | None = None) -> dict:
     """Held-out split, ``embeddings/<loss>`` groups, and the (loss, category) pairs to train."""
@@ -63,7 +54,7 @@ def setup_embeddings(store: str, corpus: str | None, model: str | None, losses: 
     return {**plan, "model": model, "model_hash": digest}
 
 
-@task(retries=1, retry_delay_seconds=1, retry_condition_fn=_not_bad_input, cache_policy=NO_CACHE)
+@task(retries=1, retry_delay_seconds=1, retry_condition_fn=retry_unless_bad_input, cache_policy=NO_CACHE)
 def train_part_embedding(store: str, corpus: str | None, model: str, loss: str, category: int, config: dict,
                          out_dir: str | None, device: str, dtype: str, model_hash: str) -> dict:
     """Train one category's token with one loss (resuming its checkpoint); its index row.

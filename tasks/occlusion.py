@@ -9,7 +9,7 @@ from __future__ import annotations
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
-from tasks.embeddings import _not_bad_input
+from tasks.retry import retry_unless_bad_input
 
 
 def _root(store: str, mode: str = "r"):
@@ -18,7 +18,7 @@ def _root(store: str, mode: str = "r"):
     return open_store(store, mode)
 
 
-@task(retries=2, retry_delay_seconds=1, retry_condition_fn=_not_bad_input, cache_policy=NO_CACHE)
+@task(retries=2, retry_delay_seconds=1, retry_condition_fn=retry_unless_bad_input, cache_policy=NO_CACHE)
 def setup_occlusion(store: str, corpus: str | None, model: str | None, config: dict) -> dict:
     """Plan the cases and create ``occlusion/`` (single writer); the cases still to run."""
     from diffparts.inversion.saving import require_parts
@@ -34,7 +34,7 @@ def setup_occlusion(store: str, corpus: str | None, model: str | None, config: d
     return {**setup(root, store, corpus, model, occlusion_config(config), digest), "model": model}
 
 
-@task(retries=1, retry_delay_seconds=1, retry_condition_fn=_not_bad_input, cache_policy=NO_CACHE)
+@task(retries=1, retry_delay_seconds=1, retry_condition_fn=retry_unless_bad_input, cache_policy=NO_CACHE)
 def run_cases(store: str, corpus: str | None, model: str, cases: list[int], device: str = "cpu",
               dtype: str = "float32") -> dict:
     """One batch of cases: occlude, detect, complete, measure, write; failures recorded per case."""

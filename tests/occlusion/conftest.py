@@ -1,21 +1,12 @@
 """A store after parts and embeddings (K = 2, noise-loss tokens), with a folder corpus.
 
-Built on the embeddings tests' ``parts_store`` fixture (tests/inversion/conftest.py), loaded
-from that file so the two stages test against the same store.
+Built on the shared ``parts_store`` fixture (tests/conftest.py), so the embeddings and the
+occlusion stages test against the same store.
 """
 
 from __future__ import annotations
 
-import importlib.util
-from pathlib import Path
-
 import pytest
-
-_spec = importlib.util.spec_from_file_location("_inversion_conftest",
-                                               Path(__file__).resolve().parents[1] / "inversion" / "conftest.py")
-_inversion = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(_inversion)
-parts_store = _inversion.parts_store      # re-exported: pytest finds fixtures by name in conftest
 
 
 @pytest.fixture()
