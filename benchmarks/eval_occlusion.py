@@ -72,7 +72,8 @@ def markdown(summary: dict) -> str:
     d = summary["detection"]
     lines = [f"detection ({summary['cases']} cases, {d['cases_with_hidden_category']} with a hidden category): "
              f"precision {d['precision']:.3f}, recall {d['recall']:.3f}, F1 {d['f1']:.3f}, "
-             f"ROC AUC {d['roc_auc']:.3f}, top-1 hidden {d['top1_hidden']:.3f}", "",
+             f"ROC AUC {d['roc_auc']:.3f}, top-1 hidden {d['top1_hidden']:.3f}"
+             + ("" if d.get("occlusion_map_iou") is None else f", occlusion map IoU {d['occlusion_map_iou']:.3f}"), "",
              "| variant | IoU restored category vs true part | hidden share | assigned | PSNR (dB) | SSIM |",
              "| --- | --- | --- | --- | --- | --- |"]
     fmt = lambda v: "-" if v is None else f"{v:.3f}"  # noqa: E731

@@ -44,3 +44,21 @@ def test_detection_refuses_unknown_categories():
         missing_scores(bad, exp)
     with pytest.raises(ValueError, match="\\(image, y, x\\)"):
         dataset_expectation(np.zeros((8, 8), np.int16))
+
+
+def test_unknown_pixels_are_no_evidence_and_make_the_occlusion_map():
+    from diffparts.occlusion.detect import rank_with_unknown
+
+    exp = dataset_expectation(_dataset())
+    labels = _dataset()[5].copy()                                # the occluder keeps category 1's label...
+    dist = np.full(labels.shape, 1.0, np.float32)
+    dist[labels == 0] = 0.0
+    dist[0:4, 0:4] = 50.0                                        # ...but is far from every centre
+    plain = rank_missing(labels, exp, DetectConfig(threshold=0.5))
+    assert plain.missing == () and plain.occlusion_map is None   # nearest centre: 1 looks present
+    det = rank_with_unknown(labels, dist, exp, 10.0, DetectConfig(threshold=0.5))
+    assert det.missing == (1,) and det.scores[1] == pytest.approx(1.0)
+    assert det.occlusion_map.tolist() == (dist > 10.0).tolist()   # exactly the occluder's pixels
+    assert (det.labels[0:4, 0:4] == -1).all() and (det.labels[4:6, 0:4] == 2).all()
+    none = rank_with_unknown(labels, dist, exp, None, DetectConfig(threshold=0.5))
+    assert none.missing == () and none.occlusion_map is None

@@ -10,9 +10,12 @@
    its typical size, p_k for one that is absent; a category rarely seen anyway scores low
    because its absence says little. Categories scoring at least ``threshold`` are predicted
    missing, ranked by score.
-
-This method gives no per-pixel occlusion map (``Detection.occlusion_map`` is None): it reasons
-over categories, not pixels.
+4. "Unknown" (``DetectConfig.unknown_quantile``, with the store's threshold from
+   :func:`diffparts.parts.assign.unknown_threshold`): a foreground pixel whose unit is farther
+   from its nearest centre than that quantile of the corpus's own units is not evidence of any
+   category (label -1, so present_k counts only confidently assigned pixels), and these unknown
+   pixels are the per-pixel occlusion map (``Detection.occlusion_map``). Without a threshold
+   the map is None and every unit counts for its nearest centre.
 """
 
 from __future__ import annotations
@@ -26,6 +29,8 @@ import numpy as np
 class DetectConfig:
     threshold: float = 0.1    # missing when score >= this (best F1 on the validation birds, seed 999: 0.085)
     min_pixels: int = 4       # a category counts as present in a dataset image from this many pixels
+    unknown_quantile: float | None = None   # corpus-distance quantile beyond which a unit is unknown; None = off
+                                            # (validation birds: no quantile helps, see docs/occlusion.md)
 
 
 @dataclass(frozen=True)
@@ -96,13 +101,32 @@ def rank_missing(labels: np.ndarray, expectation: Expectation, config: DetectCon
     return Detection(np.asarray(labels, np.int16), scores, tuple(order), missing, occlusion_map)
 
 
+def rank_with_unknown(labels: np.ndarray, distance: np.ndarray, expectation: Expectation,
+                      threshold: float | None, config: DetectConfig = DetectConfig()) -> Detection:
+    """:func:`rank_missing` counting only confidently assigned pixels: a foreground pixel farther
+    than ``threshold`` (squared distance to its nearest centre) is unknown (-1) and goes to the
+    occlusion map. threshold None: plain :func:`rank_missing`, no map."""
+    if threshold is None:
+        return rank_missing(labels, expectation, config)
+    from diffparts.parts.assign import mark_unknown
+
+    confident = mark_unknown(labels, distance, threshold)
+    return rank_missing(confident, expectation, config, occlusion_map=(confident < 0) & (np.asarray(labels) > 0))
+
+
 def detect_missing(fitted, pipe, image: np.ndarray, expectation: Expectation,
-                   config: DetectConfig = DetectConfig(), box=None) -> Detection:
+                   config: DetectConfig = DetectConfig(), box=None,
+                   unknown_threshold: float | None = None) -> Detection:
     """Assign the occluded (y, x, 3) uint8 ``image`` to the fitted categories and rank what is
-    missing. box: the object box (x, y, w, h) in segment-map pixels, as for the corpus."""
+    missing. box: the object box (x, y, w, h) in segment-map pixels, as for the corpus.
+    unknown_threshold: the store's :func:`diffparts.parts.assign.unknown_threshold` (used when
+    ``config.unknown_quantile`` is set); beyond it a pixel is unknown (step 4)."""
     from diffparts.parts.assign import assign_image
 
-    return rank_missing(assign_image(fitted, pipe, image, box=box), expectation, config)
+    if config.unknown_quantile is None or unknown_threshold is None:
+        return rank_missing(assign_image(fitted, pipe, image, box=box), expectation, config)
+    labels, distance = assign_image(fitted, pipe, image, box=box, return_distance=True)
+    return rank_with_unknown(labels, distance, expectation, unknown_threshold, config)
 
 
 def store_expectation(root, min_pixels: int = 4) -> Expectation:

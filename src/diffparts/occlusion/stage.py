@@ -286,6 +286,7 @@ class _Context:
     fitted: object
     expectation: object
     tokens: dict            # loss -> categories that have a token file
+    unknown_threshold: float | None = None   # parts.assign.unknown_threshold at config.detect.unknown_quantile
 
 
 def _context(root, store, corpus, model, device, dtype) -> _Context:
@@ -295,7 +296,7 @@ def _context(root, store, corpus, model, device, dtype) -> _Context:
     from diffparts.model.load import load_pipeline
     from diffparts.occlusion.complete import inpaint_pipeline
     from diffparts.occlusion.detect import store_expectation
-    from diffparts.parts.assign import fitted_parts
+    from diffparts.parts.assign import fitted_parts, unknown_threshold
     from diffparts.store import image_table
 
     attrs = dict(root[STAGE].attrs)
@@ -308,7 +309,9 @@ def _context(root, store, corpus, model, device, dtype) -> _Context:
                     records, [r["name"] for r in image_table(root)], pipe, inpaint_pipeline(pipe),
                     fitted_parts(root), store_expectation(root, config.detect.min_pixels),
                     {loss: {int(r["category"]) for r in read_index(embeddings_dir(store, loss))}
-                     for loss in attrs["losses"]})
+                     for loss in attrs["losses"]},
+                    None if config.detect.unknown_quantile is None
+                    else unknown_threshold(root, config.detect.unknown_quantile))
 
 
 def _image(ctx: _Context, index: int) -> tuple[np.ndarray, np.ndarray | None, object]:
@@ -365,7 +368,8 @@ def _prepare(ctx: _Context, case: dict) -> dict:
     occluded, record = occlude(image, mask, case["fill"], case["seed"], how=cfg.how, target=case["target"],
                                gt_labels=gt, categories=cats, patch_source=patch, patch_from=case["patch_image"])
     box = _box(ctx, rec)
-    detection = detect_missing(ctx.fitted, ctx.pipe, occluded, ctx.expectation, cfg.detect, box=box)
+    detection = detect_missing(ctx.fitted, ctx.pipe, occluded, ctx.expectation, cfg.detect, box=box,
+                               unknown_threshold=ctx.unknown_threshold)
     truth = hidden_categories(record.categories, cfg.min_fraction)
     true_prompt = sorted(truth or record.categories, key=lambda k: -record.categories.get(k, 0))[: cfg.completion.max_tokens]
     detected_prompt = list(detection.top(cfg.completion.max_tokens))
@@ -441,9 +445,14 @@ def _finish(ctx: _Context, prep: dict, embeds: dict) -> dict:
                        "ssim": masked_ssim(images[v], prep["image"], prep["mask"]),
                        "categories": prep["named"].get(v)}
     det = prep["detection"]
+    occlusion_iou = None                                                      # the unknown pixels vs the occluder
+    if det.occlusion_map is not None:
+        union = int((det.occlusion_map | hidden).sum())
+        occlusion_iou = float((det.occlusion_map & hidden).sum() / union) if union else None
     result = {"image": case["image"], "target": case["target"], "restore": [int(c) for c, _ in targets],
               "truth": prep["truth"], "missing": list(det.missing), "ranking": list(det.ranking),
-              "prompts": prep["prompts"], "measures": measures}
+              "prompts": prep["prompts"], "measures": measures, "occlusion_iou": occlusion_iou,
+              "unknown_pixels": None if det.occlusion_map is None else int(det.occlusion_map.sum())}
 
     # Write the case's chunks, then its marker.
     g = ctx.root[STAGE]
@@ -517,6 +526,8 @@ def summarize_occlusion(root, min_fraction: float | None = None) -> dict:
                  "top1_hidden": float(np.mean([r["ranking"][0] in t for r, t in zip(results, truth)])),
                  "cases_with_hidden_category": int(sum(bool(t) for t in truth)),
                  "mean_predicted": float(np.mean([len(r["missing"]) for r in results]))}
+    ious = [r["occlusion_iou"] for r in results if r.get("occlusion_iou") is not None]
+    detection["occlusion_map_iou"] = float(np.mean(ious)) if ious else None       # mean over cases with a map
     table = []
     for v in variants:
         rows = [r["measures"][v] for r in results]

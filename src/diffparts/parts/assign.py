@@ -6,6 +6,12 @@ settings (``segments`` attrs), its descriptor configuration and the clusterer's 
 goes to its nearest centre; background units are 0; small units take the nearest clustered
 pixel's category, as when the corpus was painted. Used to score generated images (the
 embeddings stage) and occluded ones (the occlusion stage).
+
+"Unknown": ``assign_image(..., return_distance=True)`` also returns each pixel's squared
+distance to its unit's nearest centre in the clusterer's space (standardised, weighted: as
+``parts.cluster._nearest``). :func:`corpus_distances` gives the same distances for the corpus's
+own clustered units, :func:`unknown_threshold` a high quantile of them, and
+:func:`mark_unknown` sets foreground pixels farther than that to -1 (no category).
 """
 
 from __future__ import annotations
@@ -59,11 +65,55 @@ def _known(cls, values: dict) -> dict:
     return {k: (tuple(v) if isinstance(v, list) else v) for k, v in values.items() if k in names}
 
 
-def assign_image(fitted: FittedParts, pipe, image: np.ndarray, box=None) -> np.ndarray:
+def corpus_distances(root, exclude_held_out: bool = True, block_size: int = 65536) -> np.ndarray:
+    """(unit,) float32 squared distance of every clustered corpus unit (foreground, not small)
+    to its nearest fitted centre, in the clusterer's space (``parts/mean``, ``parts/scale``, the
+    feature weights, ``parts/centers``). exclude_held_out: skip the images of
+    ``embeddings/held_out`` when the store has that split (they are the ones to test on)."""
+    from diffparts.parts.cluster import _nearest
+
+    fitted = fitted_parts(root)
+    desc = root["parts/descriptors"]
+    feats = desc["features"]
+    keep = np.asarray(desc["foreground"][:], bool) & ~np.asarray(desc["small"][:], bool)
+    if exclude_held_out and "embeddings/held_out" in root:
+        held = np.flatnonzero(np.asarray(root["embeddings/held_out"][:], bool))
+        keep &= ~np.isin(np.asarray(desc["image"][:], np.int64), held)
+    out = []
+    for start in range(0, int(feats.shape[0]), block_size):
+        k = keep[start:start + block_size]
+        if not k.any():
+            continue
+        block = np.asarray(feats[start:start + block_size], np.float32)[k]
+        out.append(_nearest(((block - fitted.mean) / fitted.scale) * fitted.weights, fitted.centers)[1])
+    if not out:
+        raise ValueError("the store has no clustered corpus unit to learn the unknown threshold from")
+    return np.concatenate(out).astype(np.float32)
+
+
+def unknown_threshold(root, quantile: float = 0.99, exclude_held_out: bool = True) -> float:
+    """The ``quantile`` of :func:`corpus_distances`: a unit farther than this is unknown."""
+    if not 0.0 < quantile <= 1.0:
+        raise ValueError(f"quantile must be in (0, 1], got {quantile}")
+    return float(np.quantile(corpus_distances(root, exclude_held_out), quantile))
+
+
+def mark_unknown(labels: np.ndarray, distance: np.ndarray, threshold: float) -> np.ndarray:
+    """(y, x) int16: ``labels`` with -1 where a foreground pixel (> 0) is farther than
+    ``threshold`` from its nearest centre (``distance`` from ``assign_image(..., return_distance=True)``)."""
+    labels, distance = np.asarray(labels), np.asarray(distance)
+    if labels.shape != distance.shape:
+        raise ValueError(f"labels {labels.shape} and distances {distance.shape} differ in shape")
+    return np.where((labels > 0) & (distance > threshold), -1, labels).astype(np.int16)
+
+
+def assign_image(fitted: FittedParts, pipe, image: np.ndarray, box=None, return_distance: bool = False):
     """(y, x) int16 part categories (segment-map size) of one (y, x, 3) uint8 image.
 
     ``box``: the object box (x, y, w, h) in segment-map pixels, or None to estimate it from the
-    segments (as for a folder corpus).
+    segments (as for a folder corpus). return_distance: also return (y, x) float32, each pixel's
+    squared distance from its unit's descriptor to the nearest centre (clusterer space; 0 on
+    background; small units take the nearest clustered pixel's, as their category does).
     """
     from diffparts.model.extract import CaptureConfig, extract_attention
     from diffparts.parts.cluster import _nearest
@@ -106,7 +156,7 @@ def assign_image(fitted: FittedParts, pipe, image: np.ndarray, box=None) -> np.n
         raise ValueError(f"this image has {d.features.shape[1]} descriptor features, the store's clusterer "
                          f"{len(fitted.mean)}: the parts stage was fitted with other inputs")
     z = ((d.features - fitted.mean) / fitted.scale) * fitted.weights
-    nearest, _ = _nearest(z, fitted.centers)
+    nearest, dist = _nearest(z, fitted.centers)
     cats = np.where(d.foreground & ~d.small, nearest + 1, np.where(d.foreground & d.small, -1, 0))
 
     # 4. Paint as the parts stage paints the corpus.
@@ -116,4 +166,9 @@ def assign_image(fitted: FittedParts, pipe, image: np.ndarray, box=None) -> np.n
                        config.connected_units)[0]
     lut = np.zeros(int(max(seg.max(), d.segment_ids.max())) + 1, np.int16)
     lut[d.segment_ids] = cats
-    return fill_unassigned(lut[seg]).astype(np.int16)
+    painted = fill_unassigned(lut[seg]).astype(np.int16)
+    if not return_distance:
+        return painted
+    dlut = np.zeros(len(lut), np.float32)
+    dlut[d.segment_ids] = np.where(d.foreground & ~d.small, dist, np.where(d.foreground & d.small, -1.0, 0.0))
+    return painted, fill_unassigned(dlut[seg]).astype(np.float32)
