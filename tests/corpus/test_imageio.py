@@ -155,3 +155,16 @@ def test_load_mask(tmp_path):
     np.testing.assert_array_equal(load_mask(tmp_path / "m.png"), m)
     Image.fromarray(m > 4).save(tmp_path / "b.png")           # mode "1"
     np.testing.assert_array_equal(load_mask(tmp_path / "b.png"), (m > 4) * 255)
+
+
+def test_load_rgb_max_side_shrinks_while_reading(tmp_path):
+    from PIL import Image
+
+    from diffparts.corpus import load_rgb
+
+    path = tmp_path / "big.jpg"
+    Image.new("RGB", (2000, 1000), (200, 10, 10)).save(path)
+    small = load_rgb(path, max_side=256)
+    assert small.shape == (128, 256, 3) and abs(int(small[64, 128, 0]) - 200) < 8
+    assert load_rgb(path).shape == (1000, 2000, 3)                      # default: unchanged
+    assert load_rgb(path, max_side=4000).shape == (1000, 2000, 3)

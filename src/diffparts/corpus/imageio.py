@@ -110,11 +110,20 @@ def to_rgb(img: Image.Image, path="<image>") -> np.ndarray:
     raise ImageLoadError(path, f"unsupported pixel mode {mode!r}")
 
 
-def load_rgb(path, min_size: int = DEFAULT_MIN_SIZE, limits: ReadLimits = DEFAULT_LIMITS) -> np.ndarray:
-    """Read an image file as (y, x, 3) uint8 RGB; raises ImageLoadError(path, reason)."""
+def load_rgb(path, min_size: int = DEFAULT_MIN_SIZE, limits: ReadLimits = DEFAULT_LIMITS,
+             max_side: int | None = None) -> np.ndarray:
+    """Read an image file as (y, x, 3) uint8 RGB; raises ImageLoadError(path, reason).
+
+    ``max_side``: shrink an image whose longer side is larger to that side (aspect kept) while
+    it is read (JPEG decodes at a reduced scale), before any conversion, so a picture of a huge
+    image costs what a picture of a small one does.
+    """
     img = _open(path, limits)
     if min(img.size) < min_size:
         raise ImageLoadError(path, f"too small: {img.size[0]}x{img.size[1]} < {min_size} px")
+    if max_side is not None and max(img.size) > max_side:
+        img.draft(img.mode, (max_side, max_side))
+        img.thumbnail((max_side, max_side), Image.Resampling.BICUBIC)
     return to_rgb(img, path)
 
 

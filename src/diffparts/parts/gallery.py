@@ -22,6 +22,8 @@ _COLOURS = np.array([
     (196, 156, 148), (247, 182, 210), (219, 219, 141), (158, 218, 229), (199, 199, 199),
 ], np.uint8)
 BACKGROUND = (40, 40, 40)
+#: Images are shrunk to this longer side when read for pictures (a huge image costs no more).
+PICTURE_MAX_SIDE = 512
 
 
 def palette(n_categories: int) -> np.ndarray:
@@ -174,7 +176,7 @@ def save_store_pictures(root, infos, out_dir: str | Path, max_images: int = 64, 
         img = np.full((lab.shape[0] * 4, lab.shape[1] * 4, 3), 128, np.uint8)
         if info.path is not None:
             try:
-                img = load_rgb(info.path, min_size=1)
+                img = load_rgb(info.path, min_size=1, max_side=PICTURE_MAX_SIDE)
             except ImageLoadError:
                 pass
         images.append(img)
