@@ -104,7 +104,8 @@ def main() -> None:
 
     from diffparts.inversion.stage import store_model
     from diffparts.inversion.pictures import save_png
-    from diffparts.occlusion.stage import (occlusion_config, occlusion_dir, occlusion_grid, run_cases,
+    from diffparts.occlusion.cases import run_cases
+    from diffparts.occlusion.stage import (occlusion_config, occlusion_dir, occlusion_grid,
                                            setup_occlusion, summarize_occlusion)
     from diffparts.store import model_hash, open_store
 

@@ -38,7 +38,7 @@ def setup_occlusion(store: str, corpus: str | None, model: str | None, config: d
 def run_cases(store: str, corpus: str | None, model: str, cases: list[int], device: str = "cpu",
               dtype: str = "float32") -> dict:
     """One batch of cases: occlude, detect, complete, measure, write; failures recorded per case."""
-    from diffparts.occlusion.stage import run_cases as run
+    from diffparts.occlusion.cases import run_cases as run
 
     return run(_root(store, "r+"), store, corpus, model, cases, device, dtype)
 

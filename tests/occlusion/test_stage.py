@@ -6,7 +6,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from diffparts.occlusion.stage import (OcclusionConfig, occlusion_config, occlusion_grid, run_cases,
+from diffparts.occlusion.cases import run_cases
+from diffparts.occlusion.stage import (OcclusionConfig, occlusion_config, occlusion_grid,
                                        setup_occlusion, summarize_occlusion)
 from diffparts.store import open_store
 

@@ -16,8 +16,9 @@ from diffparts.occlusion.detect import (DetectConfig, Detection, Expectation, da
                                         missing_scores, rank_missing, store_expectation)
 from diffparts.occlusion.occluders import (FILLS, OcclusionRecord, background_patch, fill_region, hidden_fractions,
                                            label_mask, occlude, random_box, resize_labels)
+from diffparts.occlusion.cases import run_cases
 from diffparts.occlusion.stage import (OcclusionConfig, available_losses, occlusion_config, occlusion_dir,
-                                       occlusion_grid, plan_cases, run_cases, setup_occlusion, summarize_occlusion)
+                                       occlusion_grid, plan_cases, setup_occlusion, summarize_occlusion)
 
 __all__ = [
     "FILLS", "CompletionConfig", "DetectConfig", "Detection", "Expectation", "OcclusionConfig", "OcclusionRecord",
