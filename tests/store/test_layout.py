@@ -105,3 +105,16 @@ def test_fsspec_url_store():
     prepare_store(url, images(2), build_manifest("m", "sha256:m", {}))
     mark_done(open_store(url, "r+"), "attention", 1)
     assert done_mask(open_store(url), "attention").tolist() == [False, True]
+
+
+def test_reset_if_changed_deletes_only_a_group_made_otherwise(tmp_path):
+    import zarr
+
+    from diffparts.store import reset_if_changed
+
+    root = zarr.open_group(str(tmp_path / "s.zarr"), mode="w")
+    assert reset_if_changed(root, "stage", {"model": "a"}) is None          # nothing there yet
+    root.require_group("stage").attrs.update({"model": "a", "k": 3})
+    assert reset_if_changed(root, "stage", {"model": "a", "k": 3}) is None and "stage" in root
+    reason = reset_if_changed(root, "stage", {"model": "b", "k": 3})
+    assert reason == "stage/ was made with other model: redone" and "stage" not in root

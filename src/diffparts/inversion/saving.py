@@ -94,16 +94,12 @@ def prepare_loss_group(root, loss: str, n_categories: int, num_vectors: int, cha
                        model_hash: str, config: dict) -> dict:
     """Create (or check) ``embeddings/<loss>``; a group made for other categories, another model
     or another config is deleted and redone. Returns {"reset": reason or None, "done": [k...]}."""
+    from diffparts.store import reset_if_changed
+
     group = root.require_group(STAGE)
     wanted = {"parts_fingerprint": parts_fingerprint(root), "model_hash": model_hash, "config": config,
               "num_vectors": int(num_vectors), "n_categories": int(n_categories)}
-    reset = None
-    if loss in group:
-        old = dict(group[loss].attrs)
-        changed = [k for k, v in wanted.items() if old.get(k) != v]
-        if changed:
-            reset = f"embeddings/{loss} was made with other {', '.join(changed)}: redone"
-            del group[loss]
+    reset = reset_if_changed(group, loss, wanted)
     sub = group.require_group(loss)
     shape = (int(n_categories), int(num_vectors), int(channels))
     if "vectors" not in sub:

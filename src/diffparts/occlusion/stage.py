@@ -195,7 +195,7 @@ def setup_occlusion(root, store: str, corpus, model: str, config: OcclusionConfi
     from diffparts.corpus import load_mask
     from diffparts.inversion.saving import parts_fingerprint, require_parts
     from diffparts.occlusion.occluders import resize_labels
-    from diffparts.store import create_stage_array, done_mask, image_table
+    from diffparts.store import create_stage_array, done_mask, image_table, reset_if_changed
 
     # 1. What exists: parts, the held-out split, the corpus, tokens.
     k1 = require_parts(root)
@@ -239,13 +239,7 @@ def setup_occlusion(root, store: str, corpus, model: str, config: OcclusionConfi
     identity = {"config": json.loads(json.dumps(dataclasses.asdict(config))), "plan": plan, "variants": variants,
                 "losses": losses, "model": str(model), "model_hash": model_hash,
                 "parts_fingerprint": parts_fingerprint(root), "image_size": size}
-    reset = None
-    if STAGE in root:
-        old = dict(root[STAGE].attrs)
-        changed = [k for k, v in identity.items() if old.get(k) != v]
-        if changed:
-            reset = f"occlusion/ was made with other {', '.join(changed)}: redone"
-            del root[STAGE]
+    reset = reset_if_changed(root, STAGE, identity)
     group = root.require_group(STAGE)
     n, nv = len(plan), len(variants)
     ly, lx = root["parts/labels"].shape[1:]

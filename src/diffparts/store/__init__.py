@@ -45,6 +45,7 @@ from diffparts.store.layout import (
     mark_done,
     open_store,
     record_failure,
+    reset_if_changed,
     stage_arrays,
     version_group,
 )
@@ -118,6 +119,7 @@ __all__ = [
     "read_cross_attention",
     "read_self_attention",
     "record_failure",
+    "reset_if_changed",
     "stage_arrays",
     "version_group",
     "write_attention",

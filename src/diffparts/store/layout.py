@@ -160,6 +160,24 @@ def ensure_stage(root: zarr.Group, stage: str) -> zarr.Group:
     return group
 
 
+def reset_if_changed(parent: zarr.Group, name: str, identity: dict) -> str | None:
+    """Delete the group ``parent/name`` when any ``identity`` key differs from its attributes.
+
+    For a stage whose output depends on settings made elsewhere (categories, model, config):
+    returns the reason (naming the keys that changed) or None. Set-up only (single writer); the
+    caller recreates the group and writes ``identity`` into its attributes.
+    """
+    if name not in parent:
+        return None
+    old = dict(parent[name].attrs)
+    changed = [k for k, v in identity.items() if old.get(k) != v]
+    if not changed:
+        return None
+    where = f"{parent.path}/{name}".lstrip("/")
+    del parent[name]
+    return f"{where}/ was made with other {', '.join(changed)}: redone"
+
+
 def image_count(root: zarr.Group) -> int:
     """Number of images on the store's image axis."""
     return int(root["images/image_id"].shape[0]) if "images/image_id" in root else 0
