@@ -7,14 +7,13 @@ prompt with fixed seeds. Drawn with PIL; small enough to embed in a dashboard ar
 
 from __future__ import annotations
 
-import base64
-import io
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
 
 from diffparts.parts.gallery import palette
+from diffparts.report.images import png_data_uri
 
 
 def heat(map_: np.ndarray) -> np.ndarray:
@@ -58,11 +57,6 @@ def save_png(picture: np.ndarray, path: str | Path) -> Path:
 
 
 def data_uri(picture: np.ndarray, max_side: int = 768) -> str:
-    """A PNG ``data:`` URI (downscaled so its longest side is at most ``max_side``) for markdown."""
-    img = Image.fromarray(picture)
-    if max(img.size) > max_side:
-        scale = max_side / max(img.size)
-        img = img.resize((max(1, int(img.width * scale)), max(1, int(img.height * scale))), Image.Resampling.BILINEAR)
-    buf = io.BytesIO()
-    img.save(buf, format="PNG", optimize=True)
-    return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode("ascii")
+    """A PNG ``data:`` URI for markdown: ``diffparts.report.png_data_uri`` (longest side at most
+    ``max_side``, within its default byte budget for one dashboard picture)."""
+    return png_data_uri(picture, max_side=max_side)
