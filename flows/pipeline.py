@@ -1,20 +1,84 @@
-"""The whole pipeline as dependent stages: extract -> segment -> parts (DESIGN.md section 5).
+"""The whole pipeline: extract -> segment -> parts -> embeddings -> occlusion, as dependent subflows.
 
-Each stage is its own flow (a subflow here), so a stage can also be run, scheduled and
-re-run on its own; each skips the images whose completion marker is set, so running the
-pipeline again on a grown corpus only does the new work.
+Each stage is its own flow (a subflow here), so a stage can also be run, scheduled and re-run
+on its own. Each skips its finished work: extraction and segmentation skip the images whose
+done marker is set; parts are kept when the same images were clustered with the same settings;
+embeddings skip finished (loss, category) pairs and resume interrupted ones; occlusion skips
+finished cases. A corpus that grew is extracted and segmented for its new images only, its
+parts are clustered again, and the embeddings and occlusion stages, which depend on the
+categories, redo themselves (each says so in the log).
+
+``from_stage`` / ``to_stage`` run a slice of the pipeline; ``force`` redoes one stage and every
+stage after it (``diffparts.pipeline.force_stage``). At the end (also when a stage failed) the
+run writes a self-contained HTML report beside the store and a markdown summary artifact.
 """
 
 from __future__ import annotations
 
+import datetime as dt
 import time
 from pathlib import Path
 
-from prefect import flow, get_run_logger
+from prefect import flow, get_run_logger, task
+from prefect.cache_policies import NO_CACHE
 
+from flows.embeddings import train_part_embeddings
 from flows.extract import extract_attention
+from flows.occlusion import assess_occlusion
 from flows.parts import discover_parts
 from flows.segment import segment_dataset
+from tasks.corpus import ensure_corpus
+from tasks.retry import retry_unless_bad_input
+
+#: Keys of ``stage_options``: extra keyword arguments of each stage's flow.
+STAGE_FLOWS = {"extract": extract_attention, "segment": segment_dataset, "parts": discover_parts,
+               "embeddings": train_part_embeddings, "occlusion": assess_occlusion}
+
+
+@task(retries=2, retry_delay_seconds=[1, 4], retry_condition_fn=retry_unless_bad_input, cache_policy=NO_CACHE)
+def force_stages(store: str, stage: str) -> list[str]:
+    """Clear ``stage`` and the stages after it in ``store`` (set-up lock held)."""
+    from diffparts.pipeline import force_stage
+
+    return force_stage(store, stage)
+
+
+def stage_status(name: str, summary: dict) -> tuple[str, str]:
+    """("done" | "skipped", one line) for a stage's returned summary: skipped = nothing new."""
+    if name == "extract":
+        line = (f"{summary.get('written', 0)} written, {summary.get('skipped', 0)} skipped, "
+                f"{summary.get('failed', 0)} failed of {summary.get('images', 0)} images")
+        busy = summary.get("written", 0) or summary.get("failed", 0)
+    elif name == "segment":
+        line = (f"{summary.get('done', 0)} segmented, {summary.get('skipped', 0)} skipped, "
+                f"{summary.get('failed', 0)} failed ({summary.get('method')})")
+        busy = summary.get("done", 0) or summary.get("failed", 0)
+    elif name == "parts":
+        clusters = summary.get("clusters") or {}
+        line = f"K = {clusters.get('k')} categories over {summary.get('images')} images"
+        busy = not summary.get("skipped")
+    elif name == "embeddings":
+        line = (f"{len(summary.get('trained') or [])} tokens trained, {len(summary.get('failed') or [])} failed, "
+                f"{len(summary.get('summary') or [])} in the store ({', '.join(summary.get('losses') or [])})")
+        busy = summary.get("trained") or summary.get("failed")
+    else:
+        line = f"{len(summary.get('ran') or [])} cases run, {len(summary.get('failed') or {})} failed of {summary.get('cases')}"
+        busy = summary.get("ran") or summary.get("failed")
+    return ("done" if busy else "skipped"), line
+
+
+def _measures(summary: dict) -> list[dict]:
+    """The stage's headline measures (its ``report`` entry when it has one)."""
+    report = summary.get("report") or {}
+    return list(report.get("measures") or [])
+
+
+def _report_path(store: str, started: dt.datetime, run_name: str | None) -> Path:
+    base = Path(f"{store.removeprefix('file://').rstrip('/')}.reports")
+    if "://" in str(base):  # an fsspec store: the report goes to the working directory
+        base = Path("diffparts-reports")
+    stamp = started.strftime("%Y%m%d-%H%M%S")
+    return base / f"{stamp}-{run_name or 'run'}.html"
 
 
 @flow(name="bird-parts")
@@ -22,55 +86,135 @@ def bird_parts(
     corpus: str,
     store: str,
     model: str | None = None,
+    from_stage: str | None = None,
+    to_stage: str | None = None,
+    force: str | None = None,
     method: str = "diffseg",
     k: int | None = None,
-    batch_size: int = 8,
+    features: bool = True,
+    embed_loss: str = "noise",
+    embed_steps: int = 300,
+    occlusion_cases: int = 50,
+    device: str = "cpu",
+    dtype: str = "float32",
     extract_batch_size: int = 4,
+    batch_size: int = 8,
     max_workers: int = 2,
     dask_address: str | None = None,
     dask_workers: int | None = None,
     evaluate: bool = True,
+    report: bool = True,
+    synthetic_birds: int | None = None,
+    stage_options: dict | None = None,
+    echo: bool = False,
 ) -> dict:
-    """Attention, segments and part categories of every image of ``corpus`` in ``store``.
+    """Run the stages ``from_stage`` .. ``to_stage`` of ``corpus`` into ``store``.
 
-    corpus: CUB-layout folder or a folder of images. model: hub id, diffusers folder or None
-    for the embedded checkpoint. method: "diffseg" or "ncut". k: part categories (None: chosen
-    by the clusterer's criterion). batch_size: images per segment task; extract_batch_size:
-    images per UNet forward, part of the store's identity, so the default equals the extract
-    flow's (the nightly ``extract`` and ``bird-parts`` deployments share one store).
-    Returns each stage's summary and seconds.
+    corpus: CUB-layout folder or a folder of images; with ``synthetic_birds`` = N and no folder
+    there yet, N synthetic birds are rendered into it first (what the deployments do on a fresh
+    clone). model: hub id, diffusers folder or None for the embedded checkpoint. force: a stage
+    to redo with every stage after it. features: also store UNet features (better parts).
+    extract_batch_size: images per UNet forward, part of the store's identity (the ``extract``
+    deployment uses the same default, 4). batch_size: images per segment task.
+    stage_options: {stage: {argument: value}} passed to that stage's flow (e.g.
+    ``{"embeddings": {"config": {"learning_rate": 0.01}}}``). echo: also print each stage's
+    line to stdout as it finishes (the CLI does). Returns each stage's record and the report.
     """
+    from diffparts.pipeline import STAGES, check_stage, select_stages, stages_from
+
     logger = get_run_logger()
+    store, corpus = str(store), str(corpus)
+    started = dt.datetime.now(dt.timezone.utc)
+    stages = select_stages(from_stage, to_stage)
+    options = dict(stage_options or {})
+    for name in options:
+        check_stage(name, "stage_options key")
+    if force is not None:
+        check_stage(force, "--force stage")
+        if STAGES.index(force) < STAGES.index(stages[0]):
+            raise ValueError(f"--force {force} comes before --from-stage {stages[0]}: it would not be redone")
+    if "extract" in stages:
+        made = ensure_corpus(corpus, synthetic_birds)
+        if made["rendered"]:
+            logger.info("corpus %s did not exist: rendered %d synthetic birds there", corpus, made["rendered"])
+
+    def say(line: str) -> None:
+        logger.info(line)
+        if echo:
+            print(line, flush=True)
+
+    if force is not None:
+        cleared = force_stages(store, force)
+        say(f"force {force}: redoing {', '.join(stages_from(force))}; cleared {', '.join(cleared) or 'nothing'}")
+
     fan_out = {"max_workers": max_workers, "dask_address": dask_address, "dask_workers": dask_workers}
-    seconds: dict[str, float] = {}
+    gpu = {"device": device, "dtype": dtype}
+    arguments = {
+        "extract": {"corpus": corpus, "model": model, "store": store, "batch_size": extract_batch_size,
+                    "features": {} if features else None, **fan_out, **gpu},
+        "segment": {"store": store, "method": method, "corpus": corpus, "batch_size": batch_size, **fan_out},
+        "parts": {"store": store, "k": k, "corpus": corpus, "evaluate": evaluate},
+        "embeddings": {"store": store, "model": model, "corpus": corpus, "loss": embed_loss,
+                       "steps": embed_steps, **fan_out, **gpu},
+        "occlusion": {"store": store, "model": model, "corpus": corpus, "n_cases": occlusion_cases,
+                      "dask_address": dask_address, "dask_workers": dask_workers, **gpu},
+    }
+    records: list[dict] = []
+    failure: BaseException | None = None
+    for name in STAGES:
+        if name not in stages:
+            records.append({"name": name, "status": "not run", "seconds": 0.0,
+                            "message": "outside --from-stage/--to-stage", "summary": {}})
+            continue
+        if failure is not None:
+            records.append({"name": name, "status": "not run", "seconds": 0.0,
+                            "message": "an earlier stage failed", "summary": {}})
+            continue
+        start = time.perf_counter()
+        try:
+            summary = STAGE_FLOWS[name](**{**arguments[name], **options.get(name, {})})
+        except Exception as err:  # recorded, reported, then raised after the report is written
+            failure = err
+            records.append({"name": name, "status": "failed", "seconds": round(time.perf_counter() - start, 2),
+                            "message": f"{type(err).__name__}: {err}", "summary": {}})
+            say(f"{name:<10} failed after {records[-1]['seconds']:.1f} s: {records[-1]['message']}")
+            continue
+        status, line = stage_status(name, summary)
+        records.append({"name": name, "status": status, "seconds": round(time.perf_counter() - start, 2),
+                        "message": line, "summary": summary, "report": summary.get("report") or {}})
+        say(f"{name:<10} {status:<8} {records[-1]['seconds']:6.1f} s  {line}")
 
-    # 1. Extract (DESIGN 5.1): one task per batch of images.
-    start = time.perf_counter()
-    extracted = extract_attention(corpus, model=model, store=store, batch_size=extract_batch_size, **fan_out)
-    seconds["extract"] = time.perf_counter() - start
+    result = {"corpus": corpus, "store": store, "model": model, "stages": records,
+              "seconds": round(sum(r["seconds"] for r in records), 2), "report": None}
+    if report:
+        result["report"] = write_run_report(result, started)
+        say(f"report     {result['report']}")
+    if failure is not None:
+        raise failure
+    return result
 
-    # 2. Segment (DESIGN 5.2-5.4), reading the attention the first stage wrote.
-    start = time.perf_counter()
-    segmented = segment_dataset(store, method=method, corpus=corpus, batch_size=batch_size, **fan_out)
-    seconds["segment"] = time.perf_counter() - start
 
-    # 3. Parts across the dataset (DESIGN 5.5).
-    start = time.perf_counter()
-    parts = discover_parts(store, k=k, corpus=corpus, evaluate=evaluate)
-    seconds["parts"] = time.perf_counter() - start
+def write_run_report(result: dict, started: dt.datetime) -> str | None:
+    """The HTML report of this run beside the store and the dashboard summary linking it."""
+    from prefect.runtime import flow_run
 
-    logger.info("bird-parts done in %.1f s: %s", sum(seconds.values()), seconds)
-    return {"extract": extracted, "segment": segmented, "parts": parts,
-            "seconds": {key: round(value, 2) for key, value in seconds.items()}}
+    from diffparts.report import write_report
+    from flows.artifacts import publish_run_summary
+
+    run_id = flow_run.get_id()
+    api = flow_run.get_flow_run_ui_url() if hasattr(flow_run, "get_flow_run_ui_url") else None
+    run = {"title": f"bird-parts {flow_run.get_name() or ''}".strip(), "flow_run_id": run_id,
+           "dashboard_url": api, "corpus": result["corpus"], "store": result["store"],
+           "model": result["model"] or "embedded default", "started": started.isoformat(timespec="seconds"),
+           "seconds": result["seconds"], "stages": result["stages"]}
+    path = write_report(_report_path(result["store"], started, flow_run.get_name()), run)
+    publish_run_summary(run, str(path))
+    return str(path)
 
 
 if __name__ == "__main__":
     import sys
 
-    from diffparts.corpus import generate_birds
-
     work = Path(sys.argv[1] if len(sys.argv) > 1 else "runs/pipeline")
-    corpus_dir = work / "corpus"
-    if not (corpus_dir / "images.txt").exists():
-        generate_birds(corpus_dir, n=16, seed=0)
-    print(bird_parts(str(corpus_dir), str(work / "store.zarr")))
+    print(bird_parts(str(work / "corpus"), str(work / "store.zarr"), synthetic_birds=16, embed_steps=20,
+                     occlusion_cases=4))

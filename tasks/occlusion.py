@@ -9,6 +9,7 @@ from __future__ import annotations
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
+from tasks.gpu import gpu_slot
 from tasks.retry import retry_unless_bad_input
 
 
@@ -40,7 +41,8 @@ def run_cases(store: str, corpus: str | None, model: str, cases: list[int], devi
     """One batch of cases: occlude, detect, complete, measure, write; failures recorded per case."""
     from diffparts.occlusion.cases import run_cases as run
 
-    return run(_root(store, "r+"), store, corpus, model, cases, device, dtype)
+    with gpu_slot(device):
+        return run(_root(store, "r+"), store, corpus, model, cases, device, dtype)
 
 
 @task(cache_policy=NO_CACHE)

@@ -92,3 +92,22 @@ def count_images(store: str) -> int:
     from diffparts.store import image_count
 
     return image_count(_root(store))
+
+
+@task(retries=2, retry_delay_seconds=1, retry_condition_fn=retry_unless_bad_input, cache_policy=NO_CACHE)
+def current_parts(store: str, indices: list[int], settings: dict) -> dict:
+    """{"identity", "summary"}: the summary of the last run when the parts stage is up to date
+    for these images and settings (else None: cluster again)."""
+    from diffparts.parts.freshness import parts_identity, stored_summary
+
+    root = _root(store)
+    identity = parts_identity(root, indices, settings)
+    return {"identity": identity, "summary": stored_summary(root, identity, indices)}
+
+
+@task(retries=2, retry_delay_seconds=1, retry_condition_fn=retry_unless_bad_input, cache_policy=NO_CACHE)
+def record_parts_run(store: str, identity: dict, summary: dict) -> None:
+    """Record this run's identity and summary on parts/, so the next run can skip the stage."""
+    from diffparts.parts.freshness import record_summary
+
+    record_summary(_root(store, "r+"), identity, summary)

@@ -1,0 +1,100 @@
+"""The five stages as one pipeline: their order, which of them a run does, and redoing one.
+
+No Prefect here: ``flows/pipeline.py`` runs the stages; this module says which, in what order,
+and clears a store so that a forced stage and every stage after it are computed again.
+
+    extract -> segment -> parts -> embeddings -> occlusion
+
+Each stage keeps its results in one group of the store (``attention/`` (+ ``features/``),
+``segments/``, ``parts/``, ``embeddings/``, ``occlusion/``) and some beside it
+(``<store>.parts/`` pictures, ``<store>.embeddings/`` token files, ``<store>.occlusion/``).
+"""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+from typing import Sequence
+
+#: The stages in pipeline order (the CLI's --from-stage / --to-stage / --force names).
+STAGES = ("extract", "segment", "parts", "embeddings", "occlusion")
+
+#: The store group of each stage.
+STORE_GROUPS = {"extract": "attention", "segment": "segments", "parts": "parts",
+                "embeddings": "embeddings", "occlusion": "occlusion"}
+
+
+def check_stage(name: str, what: str = "stage") -> str:
+    """``name`` if it is a stage; ValueError naming it and the stages otherwise."""
+    if name not in STAGES:
+        raise ValueError(f"unknown {what} {name!r}: the stages are {', '.join(STAGES)}")
+    return name
+
+
+def select_stages(from_stage: str | None = None, to_stage: str | None = None) -> list[str]:
+    """The stages a run does, in order: from ``from_stage`` (default the first) to ``to_stage``
+    (default the last), both included. ValueError for an unknown name or an empty range."""
+    first = STAGES.index(check_stage(from_stage or STAGES[0], "--from-stage"))
+    last = STAGES.index(check_stage(to_stage or STAGES[-1], "--to-stage"))
+    if first > last:
+        raise ValueError(f"--from-stage {STAGES[first]} comes after --to-stage {STAGES[last]}: nothing to run")
+    return list(STAGES[first : last + 1])
+
+
+def stages_from(stage: str) -> list[str]:
+    """``stage`` and every stage after it."""
+    return list(STAGES[STAGES.index(check_stage(stage, "--force stage")) :])
+
+
+def side_dir(store: str | Path, stage: str) -> Path | None:
+    """The folder beside a local store where ``stage`` keeps its files (None for extract/segment)."""
+    suffix = {"parts": ".parts", "embeddings": ".embeddings", "occlusion": ".occlusion"}.get(stage)
+    text = str(store)
+    if suffix is None or "://" in text.removeprefix("file://"):
+        return None
+    return Path(f"{text.removeprefix('file://').rstrip('/')}{suffix}")
+
+
+def force_stage(store: str | Path, stage: str) -> list[str]:
+    """Make the next run redo ``stage`` and every stage after it; returns what was cleared.
+
+    Per-image stages (extract, segment) get their done markers unset, so their flows compute
+    every image again over the existing arrays; the dataset-wide stages (parts, embeddings,
+    occlusion) lose their group and their side folder (pictures, token files, checkpoints), so
+    nothing of the old results can be resumed. Inputs of the forced stage are untouched. Runs
+    under the store's set-up lock. A store that does not exist yet: nothing to clear.
+    """
+    from diffparts.store import open_store, setup_lock
+    from diffparts.store.layout import FAILURES_GROUP, MISSING_STORE_ERRORS
+
+    todo = stages_from(stage)
+    cleared: list[str] = []
+    try:
+        root = open_store(store, "r+")
+    except MISSING_STORE_ERRORS:
+        return cleared
+    with setup_lock(store):
+        for name in todo:
+            group = STORE_GROUPS[name]
+            if name in ("extract", "segment"):
+                groups = [group] + (["features"] if name == "extract" else [])
+                for g in groups:
+                    if f"{g}/done" in root:
+                        root[f"{g}/done"][...] = False
+                        cleared.append(f"{g}/done")
+                    if f"{FAILURES_GROUP}/{g}" in root:
+                        root[f"{FAILURES_GROUP}/{g}"][...] = ""
+            elif group in root:
+                del root[group]
+                cleared.append(f"{group}/")
+            folder = side_dir(store, name)
+            if folder is not None and folder.is_dir() and not folder.is_symlink():
+                shutil.rmtree(folder)
+                cleared.append(str(folder))
+    return cleared
+
+
+def stage_table(results: Sequence[dict]) -> list[dict]:
+    """One row per stage record (name, status, seconds, message) for a printed summary."""
+    return [{"stage": r["name"], "status": r["status"], "seconds": round(float(r.get("seconds") or 0.0), 1),
+             "message": r.get("message", "")} for r in results]

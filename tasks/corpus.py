@@ -1,0 +1,26 @@
+"""Prefect task: the corpus a run starts from (rendered synthetic birds on a fresh clone)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from prefect import task
+from prefect.cache_policies import NO_CACHE
+
+
+@task(cache_policy=NO_CACHE)
+def ensure_corpus(corpus: str, synthetic_birds: int | None = None, seed: int = 0) -> dict:
+    """``corpus`` as given when it exists; else, with ``synthetic_birds`` = N, N synthetic birds
+    rendered there (what the deployments' defaults do on a fresh clone); else FileNotFoundError."""
+    from diffparts.corpus import generate_birds
+
+    path = Path(corpus)
+    if path.exists():
+        return {"corpus": str(path), "rendered": 0}
+    if not synthetic_birds:
+        raise FileNotFoundError(f"corpus {corpus} does not exist (give a CUB-layout folder or a folder of images, "
+                                "or synthetic_birds=N to render N synthetic birds there)")
+    if int(synthetic_birds) < 1:
+        raise ValueError(f"synthetic_birds must be >= 1, got {synthetic_birds}")
+    generate_birds(path, n=int(synthetic_birds), seed=int(seed))
+    return {"corpus": str(path), "rendered": int(synthetic_birds)}

@@ -1,0 +1,52 @@
+"""diffparts.pipeline: which stages a run does, and forcing one (no Prefect)."""
+
+import numpy as np
+import pytest
+
+from diffparts.pipeline import STAGES, force_stage, select_stages, side_dir, stages_from
+from diffparts.store import done_mask, open_store
+
+
+def test_select_stages_slices_in_order():
+    assert select_stages() == list(STAGES)
+    assert select_stages("segment", "embeddings") == ["segment", "parts", "embeddings"]
+    assert select_stages(to_stage="extract") == ["extract"]
+    assert select_stages(from_stage="occlusion") == ["occlusion"]
+    with pytest.raises(ValueError, match="--from-stage parts comes after --to-stage segment"):
+        select_stages("parts", "segment")
+    with pytest.raises(ValueError, match="unknown --to-stage 'part'.*extract, segment, parts"):
+        select_stages(to_stage="part")
+    assert stages_from("embeddings") == ["embeddings", "occlusion"]
+
+
+def test_side_dir_is_beside_local_stores_only(tmp_path):
+    assert side_dir(tmp_path / "s.zarr", "embeddings") == tmp_path / "s.zarr.embeddings"
+    assert side_dir(f"file://{tmp_path}/s.zarr/", "parts") == tmp_path / "s.zarr.parts"
+    assert side_dir("s3://bucket/s.zarr", "parts") is None
+    assert side_dir(tmp_path / "s.zarr", "segment") is None
+
+
+def test_force_clears_the_stage_and_everything_after_it(parts_store, tmp_path):
+    store, _ = parts_store
+    root = open_store(store, "r+")
+    root.require_group("embeddings").create_array("x", shape=(2,), dtype="int8")
+    pictures = side_dir(store, "parts")
+    pictures.mkdir()
+    (pictures / "overlays.png").write_bytes(b"png")
+    outside = tmp_path / "keep.txt"
+    outside.write_text("not the stage's")
+    before_attention = done_mask(root, "attention").copy() if "attention/done" in root else None
+
+    cleared = force_stage(store, "segment")
+    root = open_store(store)
+    assert "segments/done" in cleared and "parts/" in cleared and "embeddings/" in cleared
+    assert not done_mask(root, "segments").any()
+    assert "parts" not in root and "embeddings" not in root
+    assert "segments/labels" in root                       # arrays stay: the flow overwrites them
+    assert not pictures.exists() and outside.read_text() == "not the stage's"
+    if before_attention is not None:                        # the forced stage's input is untouched
+        assert np.array_equal(done_mask(root, "attention"), before_attention)
+
+
+def test_force_on_a_missing_store_clears_nothing(tmp_path):
+    assert force_stage(tmp_path / "none.zarr", "extract") == []
