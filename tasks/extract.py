@@ -20,7 +20,10 @@ from tasks.retry import retry_unless_bad_input
 # the capture installs attention processors on the shared UNet (DESIGN 5.1). Task bodies reach
 # these only through module functions: Dask pickles the task functions by value (the module
 # attribute is the Task), and functions referenced from them by reference, never the locks.
+# So a Dask worker process imports this module once and keeps its pipelines across tasks;
+# ``pipeline_stats`` counts loads and uses per key to show it (docs/cluster.md).
 _PIPELINES: dict[tuple, object] = {}
+_PIPELINE_STATS: dict[tuple, dict[str, int]] = {}
 _PIPELINE_LOCK = threading.Lock()
 _FORWARD_LOCK = threading.Lock()
 
@@ -34,11 +37,47 @@ def _pipeline(model: str, device: str, dtype: str):
     quiet_third_party(import_now=True)
     key = (str(model), device, dtype)
     with _PIPELINE_LOCK:
+        stats = _PIPELINE_STATS.setdefault(key, {"loads": 0, "uses": 0})
         if key not in _PIPELINES:
+            start = time.perf_counter()
             pipe = load_pipeline(model, device=device, dtype=getattr(torch, dtype))
             pipe.set_progress_bar_config(disable=True)
             _PIPELINES[key] = pipe
+            stats["loads"] += 1
+            _log_load(key, time.perf_counter() - start)
+        stats["uses"] += 1
         return _PIPELINES[key]
+
+
+def _log_load(key: tuple, seconds: float) -> None:
+    """One line per model load, naming the process (and Dask worker) that keeps it."""
+    import logging
+    import os
+    import socket
+
+    from prefect import get_run_logger
+    from prefect.exceptions import MissingContextError
+
+    try:
+        logger = get_run_logger()
+    except MissingContextError:  # outside a Prefect run (a notebook calling task.fn)
+        logger = logging.getLogger(__name__)
+    try:
+        from distributed import get_worker
+
+        where = f"dask worker {get_worker().address}"
+    except (ImportError, ValueError):  # not inside a Dask worker
+        where = "this process"
+    logger.info("loaded model %s (%s, %s) in %.1f s on %s, pid %d on %s; kept for the process's later tasks",
+                key[0], key[1], key[2], seconds, where, os.getpid(), socket.gethostname())
+
+
+def pipeline_stats() -> dict[str, dict[str, int]]:
+    """``{"model|device|dtype": {"loads", "uses"}}`` in this process: ``loads`` stays 1 per key
+    however many tasks (``uses``) ran here. Read it on every Dask worker with
+    ``distributed.Client.run(pipeline_stats)``."""
+    with _PIPELINE_LOCK:
+        return {"|".join(key): dict(stats) for key, stats in _PIPELINE_STATS.items()}
 
 
 def _run_extractor(pipe, images: np.ndarray, config, features=None):
