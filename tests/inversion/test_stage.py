@@ -35,7 +35,7 @@ def test_setup_split_plan_and_refusals(parts_store):
     held = np.asarray(root["embeddings/held_out"][:])
     assert plan["held_out"] == held.sum() == 4 and plan["split"].startswith("seeded")  # a folder: seeded half
     assert {(p["loss"], p["category"]) for p in plan["plan"]} == {(l, c) for l in ("noise", "attention") for c in (1, 2)}
-    assert root["embeddings/noise/vectors"].metadata.dimension_names == ("part", "vector", "channel")
+    assert root["embeddings/noise/vectors"].metadata.dimension_names == ("category", "vector", "channel")
     assert root["embeddings/noise/vectors"].shape == (3, 1, 32)
     with pytest.raises(ValueError, match=r"categories \[3\] are not part categories"):
         setup_embeddings(root, corpus, ["noise"], CONFIG, "h", 32, categories=[3])

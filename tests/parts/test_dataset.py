@@ -32,10 +32,10 @@ def test_descriptor_layout(parts_store):
     assert desc["features"].metadata.dimension_names == ("segment", "feature")
     np.testing.assert_array_equal(desc["start"][:], np.arange(8) * 5)
     np.testing.assert_array_equal(desc["count"][:], 5)
-    np.testing.assert_array_equal(desc["image"][:], np.repeat(np.arange(8), 5))
+    np.testing.assert_array_equal(desc["image_index"][:], np.repeat(np.arange(8), 5))
     # units 0..4: the background segments 0, 1 (outside the box) then the parts 2, 3, 4 (inside);
     # background is category 0, parts 1..3
-    np.testing.assert_array_equal(desc["segment"][:].reshape(8, 5), [[0, 1, 2, 3, 4]] * 8)
+    np.testing.assert_array_equal(desc["segment_id"][:].reshape(8, 5), [[0, 1, 2, 3, 4]] * 8)
     cat = desc["category"][:].reshape(8, 5)
     assert (cat[:, :2] == 0).all() and (cat[:, 2:] > 0).all()
 

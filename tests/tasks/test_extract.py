@@ -99,7 +99,7 @@ def test_features_are_written_beside_attention_with_the_corpus_in_the_manifest(t
     assert out["written"] == 2 and stored_bytes.fn(store, 1) > 0
     root = open_store(store)
     assert done_mask(root, "features").tolist() == [True, True, False, False]
-    assert root["features/up_1"].metadata.dimension_names == ("image", "channel", "y", "x")
+    assert root["features/up_1"].metadata.dimension_names == ("image", "up_1_channel", "up_1_y", "up_1_x")
     # read back equal (to float16) to the same forward run directly
     from diffparts.corpus import load_rgb
 

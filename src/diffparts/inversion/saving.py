@@ -11,16 +11,18 @@ Each ``.safetensors`` is diffusers' textual-inversion format: ``pipe.load_textua
 path, token="<part-k>")`` loads it into a fresh pipeline (a multi-vector token becomes
 ``<part-k>, <part-k>_1, ...`` and prompts naming ``<part-k>`` are expanded by the pipeline).
 
-The store's ``embeddings/`` group::
+The store's ``embeddings/`` group (``category`` = the K + 1 part categories, background
+included, as ``parts/prevalence``; the whole store: docs/store.md)::
 
     embeddings/held_out            (image,) bool     never trained on (attrs: rule)
-    embeddings/<loss>/vectors      (part, vector, channel) float32   row 0 (background) unused
-    embeddings/<loss>/final_loss   (part,) float32   mean of the last 10 step losses
-    embeddings/<loss>/steps        (part,) int32
-    embeddings/<loss>/done         (part,) bool      written after the three above
-    attrs (per loss): tokens, model_hash, config, parts_fingerprint, num_vectors
+    embeddings/<loss>/vectors      (category, vector, channel) float32   row 0 (background) unused
+    embeddings/<loss>/final_loss   (category,) float32   mean of the last 10 step losses
+    embeddings/<loss>/steps        (category,) int32
+    embeddings/<loss>/done         (category,) bool  written after the three above
+    attrs (per loss): tokens, model_hash, config, parts_fingerprint, num_vectors, n_categories
 
-One chunk per category, so tasks training different categories never share a chunk.
+One chunk per category, so tasks training different categories never share a chunk. Groups
+written before issue 13 name the axis ``part``; they are read and resumed as they are.
 """
 
 from __future__ import annotations
@@ -104,12 +106,12 @@ def prepare_loss_group(root, loss: str, n_categories: int, num_vectors: int, cha
     shape = (int(n_categories), int(num_vectors), int(channels))
     if "vectors" not in sub:
         sub.create_array("vectors", shape=shape, dtype="float32", chunks=(1, *shape[1:]),
-                         dimension_names=("part", "vector", "channel"), fill_value=0.0)
-        sub.create_array("final_loss", shape=shape[:1], dtype="float32", chunks=(1,), dimension_names=("part",),
+                         dimension_names=("category", "vector", "channel"), fill_value=0.0)
+        sub.create_array("final_loss", shape=shape[:1], dtype="float32", chunks=(1,), dimension_names=("category",),
                          fill_value=np.nan)
-        sub.create_array("steps", shape=shape[:1], dtype="int32", chunks=(1,), dimension_names=("part",),
+        sub.create_array("steps", shape=shape[:1], dtype="int32", chunks=(1,), dimension_names=("category",),
                          fill_value=0)
-        sub.create_array("done", shape=shape[:1], dtype="bool", chunks=(1,), dimension_names=("part",),
+        sub.create_array("done", shape=shape[:1], dtype="bool", chunks=(1,), dimension_names=("category",),
                          fill_value=False)
     sub.attrs.update({**wanted, "tokens": [None] + [part_token(k) for k in range(1, n_categories)]})
     done = [int(k) for k in np.flatnonzero(np.asarray(sub["done"][:], bool))]

@@ -37,14 +37,14 @@ class DetectConfig:
 class Expectation:
     """What a complete image of the dataset holds, per category (index = category, 0 unused)."""
 
-    prevalence: np.ndarray    # (part,) float32, fraction of images containing the category
-    typical: np.ndarray       # (part,) float32, median pixels where present (segment-map pixels)
+    prevalence: np.ndarray    # (category,) float32, fraction of images containing the category
+    typical: np.ndarray       # (category,) float32, median pixels where present (segment-map pixels)
 
 
 @dataclass(frozen=True)
 class Detection:
     labels: np.ndarray = field(repr=False)   # (y, x) int16 categories of the occluded image
-    scores: np.ndarray                       # (part,) float32 missing score, [0] = 0 (background)
+    scores: np.ndarray                       # (category,) float32 missing score, [0] = 0 (background)
     ranking: tuple[int, ...]                 # categories 1..K by decreasing score (ties: smaller k)
     missing: tuple[int, ...]                 # predicted missing (score >= threshold), ranked
     occlusion_map: np.ndarray | None = None  # (y, x) bool where occluded, if the method gives one
@@ -79,7 +79,7 @@ def dataset_expectation(labels: np.ndarray, prevalence: np.ndarray | None = None
 
 
 def missing_scores(labels: np.ndarray, expectation: Expectation) -> np.ndarray:
-    """(part,) float32 ``p_k * max(0, 1 - present_k / n_k)`` of one (y, x) category map."""
+    """(category,) float32 ``p_k * max(0, 1 - present_k / n_k)`` of one (y, x) category map."""
     k1 = len(expectation.prevalence)
     labels = np.asarray(labels)
     if labels.max(initial=0) >= k1:

@@ -16,18 +16,22 @@ One case (DESIGN 5.7):
 4. Every image (and the references: the original, the occluded image) re-segmented and assigned
    to the fitted categories; the measures of ``diffparts.metrics.occlusion``.
 
-Store::
+Store (``y x`` = the model's input size, ``ly lx`` = the segment map's, ``category`` = the K + 1
+categories, background included; the whole store: docs/store.md)::
 
     occlusion/cases        (case,) int64            store image index
     occlusion/masks        (case, y, x) bool        hidden pixels (model input size)
-    occlusion/images       (case, variant, y, x, 3) uint8   original, occluded, each completion
+    occlusion/images       (case, variant, y, x, channel) uint8   original, occluded, each completion
     occlusion/labels       (case, variant, ly, lx) int16    their assigned categories (segment-map size)
-    occlusion/scores       (case, part) float32     missing score per category
+    occlusion/scores       (case, category) float32 missing score per category
     occlusion/records      (case,) str              OcclusionRecord as JSON (what was hidden)
     occlusion/results      (case,) str              detection and per-variant measures as JSON
     occlusion/failures     (case,) str              "" or why the case failed
     occlusion/done         (case,) bool             written after the arrays above
-    attrs: config, plan, variants, losses, model, parts_fingerprint, image_size
+    attrs: config, plan, variants, losses, model, model_hash, parts_fingerprint, image_size
+
+Groups written before issue 13 name the labels' axes ``y x`` and the scores' ``part``; they are
+reopened and resumed as they are.
 """
 
 from __future__ import annotations
@@ -245,12 +249,14 @@ def setup_occlusion(root, store: str, corpus, model: str, config: OcclusionConfi
     ly, lx = root["parts/labels"].shape[1:]
     specs = {"cases": ((n,), "int64", ("case",), -1), "masks": ((n, size, size), bool, ("case", "y", "x"), False),
              "images": ((n, nv, size, size, 3), "uint8", ("case", "variant", "y", "x", "channel"), 0),
-             "labels": ((n, nv, ly, lx), "int16", ("case", "variant", "y", "x"), -1),
-             "scores": ((n, k1), "float32", ("case", "part"), np.nan),
+             "labels": ((n, nv, ly, lx), "int16", ("case", "variant", "ly", "lx"), -1),
+             "scores": ((n, k1), "float32", ("case", "category"), np.nan),
              "records": ((n,), str, ("case",), ""), "results": ((n,), str, ("case",), ""),
              "failures": ((n,), str, ("case",), ""), "done": ((n,), bool, ("case",), False)}
+    earlier = {"labels": ("case", "variant", "y", "x"), "scores": ("case", "part")}   # before issue 13
     for name, (shape, dtype, dims, fill) in specs.items():
-        create_stage_array(group, name, shape, dtype, dims, chunks=(1, *shape[1:]), fill_value=fill)
+        create_stage_array(group, name, shape, dtype, dims, chunks=(1, *shape[1:]), fill_value=fill,
+                           earlier_dimension_names=earlier.get(name))
     if reset or "plan" not in group.attrs:
         group["cases"][:] = np.array([c["image"] for c in plan], np.int64)
     group.attrs.update(identity)

@@ -20,7 +20,7 @@ from dataclasses import dataclass, fields
 
 import numpy as np
 
-from diffparts.parts.dataset import fill_unassigned
+from diffparts.parts.dataset import descriptor_column, fill_unassigned
 
 
 @dataclass(frozen=True)
@@ -78,7 +78,7 @@ def corpus_distances(root, exclude_held_out: bool = True, block_size: int = 6553
     keep = np.asarray(desc["foreground"][:], bool) & ~np.asarray(desc["small"][:], bool)
     if exclude_held_out and "embeddings/held_out" in root:
         held = np.flatnonzero(np.asarray(root["embeddings/held_out"][:], bool))
-        keep &= ~np.isin(np.asarray(desc["image"][:], np.int64), held)
+        keep &= ~np.isin(np.asarray(descriptor_column(desc, "image_index")[:], np.int64), held)
     out = []
     for start in range(0, int(feats.shape[0]), block_size):
         k = keep[start:start + block_size]

@@ -1,12 +1,13 @@
 """The parts stage over a whole store (DESIGN 5.5 and 6): descriptors, clustering, label maps.
 
 Layout of the ``parts/`` group (``segment`` = one row per described segment, ragged over
-images; rows of one image are contiguous, images in store order)::
+images; rows of one image are contiguous, images in store order; ``part`` = the K fitted
+clusters, ``category`` = the K + 1 categories 0 (background), 1..K; the whole store: docs/store.md)::
 
     parts/descriptors/features    (segment, feature) float32  chunks (block, feature)
         attrs: feature_names, feature_weights, config (DescriptorConfig), level, complete
-    parts/descriptors/image       (segment,) int64   store image index of the row
-    parts/descriptors/segment     (segment,) int32   unit id: value in unit_map(segments/labels[image,
+    parts/descriptors/image_index (segment,) int64   store image index of the row
+    parts/descriptors/segment_id  (segment,) int32   unit id: value in unit_map(segments/labels[image,
                                                      level], box, connected) (= the segment id when
                                                      split_at_box and connected_units are off)
     parts/descriptors/foreground  (segment,) bool    False = background (category 0)
@@ -16,18 +17,22 @@ images; rows of one image are contiguous, images in store order)::
     parts/descriptors/category    (segment,) int32   part category: 0 background, 1..K, -1 small
     parts/descriptors/start       (image,) int64     first row of the image (-1 = not described)
     parts/descriptors/count       (image,) int32     number of rows of the image
-    parts/box                     (image, 4) float32 object box x, y, w, h in segment-map pixels
+    parts/box                     (image, xywh) float32  object box x, y, w, h in segment-map pixels
     parts/box_estimated           (image,) bool      True = foreground estimate (no corpus box)
-    parts/centers                 (part, feature) float32  cluster centres (standardised, weighted)
+    parts/centers                 (part, feature) float32  cluster centres (standardised, weighted);
+                                                     row k - 1 is category k
     parts/mean, parts/scale       (feature,) float32 standardisation of the features
     parts/labels                  (image, y, x) int16 part category per pixel (-1 = not done)
-    parts/prevalence              (part,) float32    fraction of labelled images holding category
+    parts/prevalence              (category,) float32  fraction of labelled images holding category
     parts/done                    (image,) bool      labels of the image written
     attrs: n_categories (K + 1, background included), k_selection {criterion, scores, chosen},
            cluster_config
 
 Descriptors are written by one sequential pass (the rows are ragged, so no per-image shard
-exists for them); labels are written one image chunk at a time after clustering.
+exists for them); labels are written one image chunk at a time after clustering. In stores
+written before issue 13 the columns ``image_index`` and ``segment_id`` are called ``image`` and
+``segment`` (:func:`descriptor_column` reads either), the box axis ``box`` and prevalence's
+``part``; a parts run rewrites them with the new names.
 """
 
 from __future__ import annotations
@@ -49,6 +54,15 @@ from diffparts.store import (create_stage_array, done_mask, ensure_stage, failur
 
 STAGE = "parts"
 SEGMENTS = "segments"
+#: Earlier names of descriptor columns (before issue 13 they were named like dimensions).
+EARLIER_COLUMNS = {"image_index": "image", "segment_id": "segment"}
+
+
+def descriptor_column(desc: zarr.Group, name: str) -> zarr.Array:
+    """The column ``name`` of ``parts/descriptors``, under its earlier name in an older store."""
+    if name not in desc and EARLIER_COLUMNS.get(name) in desc:
+        return desc[EARLIER_COLUMNS[name]]
+    return desc[name]
 
 
 @dataclass(frozen=True)
@@ -173,11 +187,13 @@ def build_descriptors(root: zarr.Group, infos: Sequence[ImageInfo],
                                           "config": dataclasses.asdict(config), "level": config.level,
                                           "complete": False})
     columns = {name: desc.create_array(name, shape=(0,), dtype=dt, chunks=(block,), dimension_names=("segment",))
-               for name, dt in (("image", "int64"), ("segment", "int32"), ("foreground", "bool"),
+               for name, dt in (("image_index", "int64"), ("segment_id", "int32"), ("foreground", "bool"),
                                 ("pixels", "int64"), ("small", "bool"))}
     start = create_stage_array(desc, "start", (n,), "int64", ("image",), fill_value=-1)
     count = create_stage_array(desc, "count", (n,), "int32", ("image",), fill_value=0)
-    boxes = create_stage_array(group, "box", (n, 4), "float32", ("image", "box"))
+    if "box" in group and tuple(group["box"].metadata.dimension_names or ()) == ("image", "box"):
+        del group["box"]                                 # named before issue 13; rewritten below
+    boxes = create_stage_array(group, "box", (n, 4), "float32", ("image", "xywh"))
     box_est = create_stage_array(group, "box_estimated", (n,), "bool", ("image",), fill_value=False)
     start[:] = -1
     count[:] = 0
@@ -214,8 +230,8 @@ def build_descriptors(root: zarr.Group, infos: Sequence[ImageInfo],
         d = describe_image(labels, attn, cross, box=box, config=config, unet_features=unet)
         m = len(d.segment_ids)
         buf["features"].append(d.features)
-        buf["image"].append(np.full(m, info.index, np.int64))
-        buf["segment"].append(d.segment_ids)
+        buf["image_index"].append(np.full(m, info.index, np.int64))
+        buf["segment_id"].append(d.segment_ids)
         buf["foreground"].append(d.foreground)
         buf["pixels"].append(d.pixels)
         buf["small"].append(d.small)
@@ -312,7 +328,7 @@ def paint_part_labels(root: zarr.Group, indices: Sequence[int] | None = None) ->
         if starts[i] < 0:
             raise ValueError(f"image {i} has no descriptors")
         rows = slice(int(starts[i]), int(starts[i] + counts[i]))
-        seg_ids = np.asarray(desc["segment"][rows])
+        seg_ids = np.asarray(descriptor_column(desc, "segment_id")[rows])
         cats = np.asarray(desc["category"][rows])
         seg = segment_map(root, i, level)
         if (split and not estimated[i]) or connected:
@@ -331,14 +347,14 @@ def write_prevalence(root: zarr.Group) -> dict:
     k1 = int(group.attrs["n_categories"])
     done = done_mask(root, STAGE)
     present = np.zeros((k1,), np.int64)
-    img, cat = np.asarray(desc["image"][:]), np.asarray(desc["category"][:])
+    img, cat = np.asarray(descriptor_column(desc, "image_index")[:]), np.asarray(desc["category"][:])
     keep = done[img] & (cat >= 0)
     pairs = np.unique(img[keep].astype(np.int64) * k1 + cat[keep])
     present += np.bincount(pairs % k1, minlength=k1)
     prevalence = present / max(int(done.sum()), 1)
     if "prevalence" in group:
         del group["prevalence"]
-    group.create_array("prevalence", data=prevalence.astype(np.float32), dimension_names=("part",))
+    group.create_array("prevalence", data=prevalence.astype(np.float32), dimension_names=("category",))
     return {"images": int(done.sum()), "prevalence": prevalence.round(4).tolist()}
 
 

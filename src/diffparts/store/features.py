@@ -2,9 +2,14 @@
 
 ::
 
-    features/up_<i>   (image, channel, y, x) float16   output of unet.up_blocks[i], one chunk per image
+    features/up_<i>   (image, up_<i>_channel, up_<i>_y, up_<i>_x) float16
+                      output of unet.up_blocks[i], one chunk per image; the block's own axis
+                      names, since blocks differ in channels and side (one name, one length)
     features/done     (image,) bool                    written after every features/up_<i> of the image
     attrs: blocks [i, ...], shapes {"up_<i>": [channel, y, x]}, config (FeatureConfig as a dict)
+
+Stores written before issue 13 named the axes ``(image, channel, y, x)`` in every block; they
+are read and grown as they are (docs/store.md).
 
 Written by the extract stage beside ``attention/`` (same images, same markers convention); the
 parts stage reads them for pooled descriptors and for keypoint transfer by feature matching.
@@ -28,6 +33,12 @@ def block_name(block: int) -> str:
     return f"up_{int(block)}"
 
 
+def block_dimensions(block: int) -> tuple[str, str, str, str]:
+    """Dimension names of an up-block's array: ``("image", "up_1_channel", "up_1_y", "up_1_x")``."""
+    name = block_name(block)
+    return ("image", f"{name}_channel", f"{name}_y", f"{name}_x")
+
+
 def has_features(root: zarr.Group) -> bool:
     """Whether this store version has feature arrays (``create_feature_arrays`` ran)."""
     return FEATURES in root and bool(root[FEATURES].attrs.get("blocks"))
@@ -48,7 +59,8 @@ def create_feature_arrays(root: zarr.Group, shapes: Mapping[int, tuple[int, int,
         raise ValueError(f"feature arrays exist for up_blocks {old}; asked for {blocks}")
     for b in blocks:
         c, h, w = (int(v) for v in shapes[b])
-        create_stage_array(group, block_name(b), (n, c, h, w), "float16", ("image", "channel", "y", "x"))
+        create_stage_array(group, block_name(b), (n, c, h, w), "float16", block_dimensions(b),
+                           earlier_dimension_names=("image", "channel", "y", "x"))
     group.attrs.update({"blocks": blocks, "config": dict(config),
                         "shapes": {block_name(b): [int(v) for v in shapes[b]] for b in blocks}})
     return group

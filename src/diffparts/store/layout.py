@@ -1,9 +1,12 @@
 """The store's layout: opening, versions, per-image arrays, completion markers, failures.
 
-DESIGN.md section 6. One Zarr v3 store per run; one group per stage (``attention/``,
-``segments/``, ``parts/`` ...); every array has ``dimension_names`` from the shape vocabulary
-and, when it has an ``image`` axis, that axis first with chunks of one image, so that each task
-writes only whole chunks of its own images and two writers never share a chunk.
+DESIGN.md section 6; the whole schema, every group and array, is docs/store.md. One Zarr v3
+store per run; one group per stage (``attention/``, ``segments/``, ``parts/`` ...); every array
+has ``dimension_names`` from the shape vocabulary and, when it has an ``image`` axis, that axis
+first with chunks of one image, so that each task writes only whole chunks of its own images
+and two writers never share a chunk. Within a group one dimension name has one length, and no
+array is named like a dimension, so ``xarray.open_zarr(store, group=...)`` and
+``xarray.open_datatree(store, engine="zarr")`` read every group.
 
 ```
 <store>/                      attrs: manifest {...}, current_version
@@ -96,16 +99,20 @@ def create_stage_array(
     chunks: Sequence[int] | None = None,
     fill_value: Any = None,
     attributes: dict | None = None,
+    earlier_dimension_names: Sequence[str] | None = None,
 ) -> zarr.Array:
     """Create (or reopen, if it already matches) an array of a stage group.
 
     ``chunks`` default to one image per chunk along a leading ``image`` axis and the whole
     extent elsewhere. Reopening an existing array checks its dtype, dimension names and
     trailing shape and grows its image axis to ``shape[0]`` if needed; anything else raises.
+    ``earlier_dimension_names``: the names an older store wrote for this array (before a
+    rename); such an array is reopened as it is (readers index by position, not by name).
     Call this only from the single-writer set-up step, never from fanned-out tasks.
     """
     shape = tuple(int(s) for s in shape)
     dimension_names = tuple(dimension_names)
+    accepted = {dimension_names, tuple(earlier_dimension_names or dimension_names)}
     if len(dimension_names) != len(shape):
         raise ValueError(f"dimension_names {dimension_names} do not match shape {shape}")
     if chunks is None:
@@ -117,7 +124,7 @@ def create_stage_array(
         arr = group[name]
         if not isinstance(arr, zarr.Array):
             raise ValueError(f"{group.path}/{name} exists and is not an array")
-        if tuple(arr.metadata.dimension_names or ()) != dimension_names:
+        if tuple(arr.metadata.dimension_names or ()) not in accepted:
             raise ValueError(
                 f"{arr.path} has dimension_names {arr.metadata.dimension_names}, "
                 f"not {dimension_names}"
