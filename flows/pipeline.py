@@ -120,10 +120,11 @@ def bird_parts(
     ``{"embeddings": {"config": {"learning_rate": 0.01}}}``). echo: also print each stage's
     line to stdout as it finishes (the CLI does). Returns each stage's record and the report.
     """
-    from diffparts.pipeline import STAGES, check_stage, select_stages, stages_from
+    from diffparts.pipeline import STAGES, absolute, check_stage, select_stages, stages_from
 
     logger = get_run_logger()
-    store, corpus = str(store), str(corpus)
+    # absolute local paths: Dask workers on other machines resolve them from their own directory
+    store, corpus, model = absolute(store), absolute(corpus), absolute(model, must_exist=True)
     started = dt.datetime.now(dt.timezone.utc)
     stages = select_stages(from_stage, to_stage)
     options = dict(stage_options or {})

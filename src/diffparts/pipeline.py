@@ -46,6 +46,21 @@ def stages_from(stage: str) -> list[str]:
     return list(STAGES[STAGES.index(check_stage(stage, "--force stage")) :])
 
 
+def absolute(path: str | Path | None, must_exist: bool = False) -> str | None:
+    """A local path made absolute (Dask workers resolve paths from their own working directory);
+    URLs (``s3://``, ``file://``) are returned as given, and so is a path that does not exist
+    when ``must_exist`` (a model argument may be a hub id)."""
+    if path is None:
+        return None
+    text = str(path)
+    if "://" in text:
+        return text
+    local = Path(text).expanduser()
+    if must_exist and not local.exists():
+        return text
+    return str(local.resolve())
+
+
 def side_dir(store: str | Path, stage: str) -> Path | None:
     """The folder beside a local store where ``stage`` keeps its files (None for extract/segment)."""
     suffix = {"parts": ".parts", "embeddings": ".embeddings", "occlusion": ".occlusion"}.get(stage)

@@ -18,7 +18,7 @@ FAST = {"embed_steps": 2, "occlusion_cases": 2, "max_workers": 1,
 def birds(tmp_path_factory):
     from diffparts.corpus import SynthConfig, generate_birds
 
-    return generate_birds(tmp_path_factory.mktemp("birds") / "corpus", n=8, seed=3, config=SynthConfig(image_size=64))
+    return generate_birds(tmp_path_factory.mktemp("birds") / "corpus", n=8, seed=3, config=SynthConfig(image_size=64, n_classes=4))
 
 
 def statuses(result):
@@ -58,7 +58,7 @@ def test_grown_corpus_slices_and_force(prefect_server, birds, tmp_path):
 
     folder = tmp_path / "folder"
     folder.mkdir()
-    images = sorted((Path(birds) / "images").rglob("*.jpg"))
+    images = sorted((Path(birds) / "images").rglob("*.png"))
     for path in images[:6]:
         shutil.copy(path, folder / path.name)
     store = str(tmp_path / "grow.zarr")

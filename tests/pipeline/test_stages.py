@@ -50,3 +50,15 @@ def test_force_clears_the_stage_and_everything_after_it(parts_store, tmp_path):
 
 def test_force_on_a_missing_store_clears_nothing(tmp_path):
     assert force_stage(tmp_path / "none.zarr", "extract") == []
+
+
+def test_absolute_paths_for_workers(tmp_path, monkeypatch):
+    from diffparts.pipeline import absolute
+
+    monkeypatch.chdir(tmp_path)
+    assert absolute("rel.zarr") == str(tmp_path / "rel.zarr")
+    assert absolute("s3://bucket/x.zarr") == "s3://bucket/x.zarr"
+    assert absolute("org/some-model", must_exist=True) == "org/some-model"   # a hub id stays
+    (tmp_path / "model").mkdir()
+    assert absolute("model", must_exist=True) == str(tmp_path / "model")
+    assert absolute(None) is None
