@@ -6,11 +6,13 @@
    changed); list the (loss, category) pairs not yet done.
 2. Fan out one task per (loss, category) on a thread pool or Dask (GPU tasks annotated
    ``resources={"GPU": 1}``); each trains on a fresh pipeline, resumes its own checkpoint after
-   a crash, shows a progress artifact, and writes its file, store rows and done marker.
-3. Index files, a table artifact of the final losses, and a picture per category (the token's
-   attention on held-out images and images generated from its prompt), embedded in a markdown
-   artifact so the dashboard shows it.
-4. Optionally (``measure=True``) the stage's measures on the held-out images, as a table.
+   a crash, shows a progress artifact, and writes its file, store rows and done marker; the
+   stage's progress artifact (``embeddings-progress``) counts the finished tokens.
+3. Index files, a table artifact of the final losses (``embeddings-losses``), and a picture per
+   category (the token's attention on held-out images and images generated from its prompt),
+   embedded in a markdown artifact (``embeddings-pictures``) so the dashboard shows it.
+4. Optionally (``measure=True``) the stage's measures on the held-out images, as a table
+   (``embeddings-measures``).
 """
 
 from __future__ import annotations
@@ -19,9 +21,10 @@ import contextlib
 import dataclasses
 
 from prefect import flow, get_run_logger
-from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.futures import as_completed
 
+from flows.artifacts import (advance_progress, markdown_table, markdown_with_pictures, measure_rows,
+                             publish_markdown, publish_progress, publish_table, stage_report)
 from flows.extract import make_task_runner
 from tasks.embeddings import (category_pictures, embedding_summary, finish_index, measure_embeddings,
                               setup_embeddings, train_part_embedding)
@@ -34,13 +37,14 @@ def embed_batches(store: str, corpus: str | None, model: str, plan: list[dict], 
     import dask
 
     logger = get_run_logger()
+    progress = publish_progress("embeddings-progress", f"part tokens of {store}: (loss, category) done", 0, len(plan))
     annotate = dask.annotate(resources={"GPU": 1}) if gpu_annotate else contextlib.nullcontext()
     with annotate:
         futures = [train_part_embedding.submit(store, corpus, model, p["loss"], p["category"], config, out_dir,
                                                device, dtype, model_hash) for p in plan]
     which = {f.task_run_id: p for f, p in zip(futures, plan)}
     rows = []
-    for future in as_completed(futures):
+    for finished, future in enumerate(as_completed(futures), start=1):
         future.wait()
         p = which[future.task_run_id]
         if future.state.is_completed():
@@ -50,18 +54,21 @@ def embed_batches(store: str, corpus: str | None, model: str, plan: list[dict], 
         else:
             rows.append({**p, "failed": str(future.state.message)})
             logger.warning("<part-%d> %s failed: %s", p["category"], p["loss"], future.state.message)
+        advance_progress(progress, finished, len(futures))
     return rows
 
 
+def _pictures(pictures: dict) -> list[dict]:
+    return [{"title": f"{loss} loss, <part-{c}>: token attention on held-out images (top), images from its "
+                      f"prompt (bottom)", "path": pic["path"]}
+            for loss, pics in pictures.items() for c, pic in sorted(pics.items(), key=lambda kv: int(kv[0]))]
+
+
 def _markdown(store: str, summary: list[dict], pictures: dict) -> str:
-    lines = [f"# Part embeddings of `{store}`", "",
-             "| loss | token | steps | final loss |", "| --- | --- | --- | --- |"]
-    lines += [f"| {r['loss']} | `{r['token']}` | {r['steps']} | {r['final_loss']:.5f} |" for r in summary]
-    for loss, pics in pictures.items():
-        lines += ["", f"## {loss} loss: token attention on held-out images (top), images from its prompt (bottom)", ""]
-        for c, pic in sorted(pics.items(), key=lambda kv: int(kv[0])):
-            lines += [f"### `<part-{c}>`", "", f"![<part-{c}>]({pic['uri']})", ""]
-    return "\n".join(lines)
+    lines = [f"# Part embeddings of `{store}`", ""]
+    lines += markdown_table([{"loss": r["loss"], "token": f"`{r['token']}`", "steps": r["steps"],
+                              "final loss": f"{r['final_loss']:.5f}"} for r in summary])
+    return markdown_with_pictures(lines, _pictures(pictures))
 
 
 @flow(name="train-part-embeddings")
@@ -115,20 +122,22 @@ def train_part_embeddings(
         rows = embed_batches.with_options(task_runner=runner)(
             store, corpus, model, setup["plan"], cfg, out_dir, device, dtype, setup["model_hash"],
             gpu_annotate=bool(device.startswith("cuda") and (dask_address or dask_workers)))
+    else:
+        publish_progress("embeddings-progress", f"part tokens of {store}: nothing to train", 1, 1)
     failed = [r for r in rows if "failed" in r]
 
     # 3. Index, table, pictures.
     index = finish_index(store, losses, [r for r in rows if "failed" not in r], out_dir)
     summary = embedding_summary(store, losses)
-    create_table_artifact(summary or [{"loss": "-", "category": "-", "steps": 0, "final_loss": None}],
-                          key="embeddings-losses", description="final loss (mean of the last 10 steps) per token")
+    publish_table("embeddings-losses", summary or [{"loss": "-", "category": "-", "steps": 0, "final_loss": None}],
+                  "final loss (mean of the last 10 steps) per token")
     pics = {}
     if pictures and summary:
         trained = sorted({r["category"] for r in rows if "failed" not in r} or {r["category"] for r in summary})
         for name in losses:
             pics[name] = category_pictures(store, corpus, model, name, trained, cfg, out_dir, device, dtype)
-        create_markdown_artifact(_markdown(store, summary, pics), key="embeddings-pictures",
-                                 description="part tokens: attention and generated images")
+    publish_markdown("embeddings-pictures", _markdown(store, summary, pics),
+                     "part tokens: final losses, attention and generated images")
     result = {"store": store, "model": model, "losses": losses, "split": setup["split"],
               "held_out": setup["held_out"], "trained": [r for r in rows if "failed" not in r], "failed": failed,
               "skipped_empty": setup["skipped_empty"], "index": index, "summary": summary,
@@ -138,9 +147,14 @@ def train_part_embeddings(
     if measure and summary:
         table = measure_embeddings(store, corpus, model, losses, cfg, measure_config or {}, categories, out_dir,
                                    device, dtype)
-        create_table_artifact(table["means"], key="embeddings-measures",
-                              description="held-out measures per prompt kind (mse: lower explains more)")
+        publish_table("embeddings-measures", table["means"],
+                      "held-out measures per prompt kind (mse: lower explains more)")
         result["measures"] = table
+    measures = measure_rows({"tokens": len(summary), "trained now": len(result["trained"]), "failed": len(failed),
+                             "held out": setup["held_out"]})
+    tables = {"final losses": summary, **({"held-out measures": result["measures"]["means"]} if "measures" in result
+                                           else {})}
+    result["report"] = stage_report(measures, tables, _pictures(pics))
     return result
 
 

@@ -9,7 +9,8 @@
    on a thread pool (default) or a Dask cluster (``dask_address`` / ``dask_workers``), GPU tasks
    annotated ``resources={"GPU": 1}`` so each GPU worker takes one at a time; on the flow's own
    local cluster each worker uses its own GPU (``cuda:<worker number>``, issue 12 item 13).
-5. A progress artifact advances as batches finish; a table artifact summarises the run.
+5. A progress artifact (``extract-progress``) advances as batches finish; a table artifact
+   (``extract-summary``) and a markdown one (``extract-report``) summarise the run.
 """
 
 from __future__ import annotations
@@ -19,10 +20,11 @@ import time
 from pathlib import Path
 
 from prefect import flow, get_run_logger
-from prefect.artifacts import create_progress_artifact, create_table_artifact, update_progress_artifact
 from prefect.futures import as_completed
 from prefect.task_runners import ThreadPoolTaskRunner
 
+from flows.artifacts import (advance_progress, markdown_table, measure_rows, publish_markdown, publish_progress,
+                             publish_table, stage_report)
 from tasks.extract import (
     create_attention_arrays,
     describe_images,
@@ -74,9 +76,7 @@ def extract_batches(
     """Map ``extract_batch`` over the batches on this flow's task runner; count as they finish."""
     import dask
 
-    progress = create_progress_artifact(
-        progress=0.0, key="extract-progress", description=f"attention extraction into {store}"
-    )
+    progress = publish_progress("extract-progress", f"attention extraction into {store}: batches done", 0, len(batches))
     annotate = dask.annotate(resources={"GPU": 1}) if gpu_annotate else contextlib.nullcontext()
     with annotate:
         futures = [
@@ -95,7 +95,7 @@ def extract_batches(
         else:  # retries used up: record the batch's unfinished images, go on with the others
             reason = f"extract: {future.state.message or state}"
             totals["failed"] += record_batch_failure(store, version, which[future.task_run_id], reason)
-        update_progress_artifact(progress, progress=100.0 * finished / max(len(futures), 1))
+        advance_progress(progress, finished, len(futures))
     return totals
 
 
@@ -174,7 +174,9 @@ def extract_attention(
         # images of a batch that were done before count as skipped once, at the flow level
         totals.update({k: counts[k] for k in ("written", "failed", "bytes", "batches", "task_seconds")})
 
-    # 5. Summary artifact.
+    # 5. Summary artifacts.
+    if not pending:
+        publish_progress("extract-progress", f"attention extraction into {store}: nothing pending", 1, 1)
     written_bytes = stored_bytes(store, version) - before if pending else 0
     seconds = time.perf_counter() - start
     summary = {
@@ -185,15 +187,16 @@ def extract_attention(
         "version": version,
         "images": len(images),
     }
-    create_table_artifact(
-        key="extract-summary",
-        table=[
-            {"images": len(images), "done": totals["written"], "skipped": totals["skipped"],
-             "failed": totals["failed"], "seconds": round(seconds, 2),
-             "bytes_written": written_bytes, "store": store, "version": version}
-        ],
-        description="attention extraction summary (bytes_written: compressed bytes added to the store)",
-    )
+    row = {"images": len(images), "done": totals["written"], "skipped": totals["skipped"],
+           "failed": totals["failed"], "seconds": round(seconds, 2),
+           "bytes_written": written_bytes, "store": store, "version": version}
+    publish_table("extract-summary", [row],
+                  "attention extraction summary (bytes_written: compressed bytes added to the store)")
+    measures = measure_rows({k: row[k] for k in ("images", "done", "skipped", "failed", "bytes_written", "seconds")})
+    publish_markdown("extract-report", "\n".join(
+        [f"# Attention of `{store}` (version {version})", "", f"model `{model}`, {len(images)} images", ""]
+        + markdown_table(measures)), "attention extraction: counts and bytes")
+    summary["report"] = stage_report(measures)
     logger.info("extract: %s", summary)
     return summary
 

@@ -11,7 +11,8 @@ baselines run).
    from the same seed, re-segment and measure; each case's chunks, then its done marker. A case
    that fails (e.g. its image cannot be segmented) is recorded and the others finish.
 3. The table (detection P/R/F1 and ROC AUC; per variant IoU, hidden share, assigned, PSNR,
-   SSIM) as a table artifact, and the picture grid as a markdown artifact.
+   SSIM) as a table artifact (``occlusion-table``), and the picture grid embedded in a markdown
+   artifact (``occlusion-grid``); the progress artifact ``occlusion-progress`` counts batches.
 """
 
 from __future__ import annotations
@@ -20,9 +21,10 @@ import contextlib
 import dataclasses
 
 from prefect import flow, get_run_logger
-from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.futures import as_completed
 
+from flows.artifacts import (advance_progress, markdown_with_pictures, measure_rows, publish_markdown,
+                             publish_progress, publish_table, stage_report)
 from flows.extract import make_task_runner
 from tasks.occlusion import occlusion_grid, run_cases, setup_occlusion, summarize_occlusion
 
@@ -34,12 +36,13 @@ def occlusion_batches(store: str, corpus: str | None, model: str, batches: list[
     import dask
 
     logger = get_run_logger()
+    progress = publish_progress("occlusion-progress", f"occlusion cases of {store}: batches done", 0, len(batches))
     annotate = dask.annotate(resources={"GPU": 1}) if gpu_annotate else contextlib.nullcontext()
     with annotate:
         futures = [run_cases.submit(store, corpus, model, b, device, dtype) for b in batches]
     which = {f.task_run_id: b for f, b in zip(futures, batches)}
     rows = []
-    for future in as_completed(futures):
+    for finished, future in enumerate(as_completed(futures), start=1):
         future.wait()
         batch = which[future.task_run_id]
         if future.state.is_completed():
@@ -49,6 +52,7 @@ def occlusion_batches(store: str, corpus: str | None, model: str, batches: list[
         else:
             rows.append({"done": [], "failed": {c: str(future.state.message) for c in batch}, "skipped": []})
             logger.warning("cases %s failed: %s", batch, future.state.message)
+        advance_progress(progress, finished, len(futures))
     return rows
 
 
@@ -60,10 +64,8 @@ def _markdown(store: str, summary: dict, grid: dict | None) -> str:
              "| variant | IoU | hidden share | assigned | PSNR | SSIM |", "| --- | --- | --- | --- | --- | --- |"]
     lines += [f"| {r['variant']} | {r['iou']} | {r['hidden_share']} | {r['assigned']} | {r['psnr']} | {r['ssim']} |"
               for r in summary["table"]]
-    if grid:
-        lines += ["", "Original, occluded, each completion (columns); one case per row:", "",
-                  f"![occlusion grid]({grid['uri']})"]
-    return "\n".join(lines)
+    title = "Original, occluded, each completion (columns); one case per row"
+    return markdown_with_pictures(lines, [{"title": title, "path": grid["path"]}] if grid else [])
 
 
 @flow(name="assess-occlusion")
@@ -120,20 +122,26 @@ def assess_occlusion(
         rows = occlusion_batches.with_options(task_runner=runner)(
             store, corpus, setup["model"], list(groups.values()), device, dtype,
             gpu_annotate=bool(device.startswith("cuda") and (dask_address or dask_workers)))
+    else:
+        publish_progress("occlusion-progress", f"occlusion cases of {store}: nothing to run", 1, 1)
 
     # 3. Table and grid.
     summary = summarize_occlusion(store)
     table = summary["table"] or [{"variant": "-", "cases": 0}]
-    create_table_artifact(table, key="occlusion-table",
-                          description="per variant: IoU of the restored category with the hidden part, share "
-                                      "of hidden pixels given it, assigned at all, PSNR/SSIM in the hidden region")
+    publish_table("occlusion-table", table,
+                  "per variant: IoU of the restored category with the hidden part, share of hidden pixels "
+                  "given it, assigned at all, PSNR/SSIM in the hidden region")
     grid = occlusion_grid(store, grid_cases) if summary["cases"] else None
-    create_markdown_artifact(_markdown(store, summary, grid), key="occlusion-grid",
-                             description="detection, the table and the picture grid")
+    publish_markdown("occlusion-grid", _markdown(store, summary, grid), "detection, the table and the picture grid")
     failed = {int(k): v for r in rows for k, v in r["failed"].items()}
+    detection = {f"detection {k}": v for k, v in (summary["detection"] or {}).items()}
+    measures = measure_rows({"cases": summary["cases"], "failed": len(failed), **detection})
+    grid_picture = [{"title": "original, occluded, each completion; one case per row", "path": grid["path"]}
+                    ] if grid else []
     return {"store": store, "model": setup["model"], "cases": setup["cases"], "variants": setup["variants"],
             "losses": setup["losses"], "ran": sorted(c for r in rows for c in r["done"]), "failed": failed,
-            "summary": summary, "grid": None if grid is None else grid["path"]}
+            "summary": summary, "grid": None if grid is None else grid["path"],
+            "report": stage_report(measures, {"per variant": summary["table"]}, grid_picture)}
 
 
 if __name__ == "__main__":

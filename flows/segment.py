@@ -7,7 +7,9 @@
    as given) and create the ``segments/`` arrays once (single writer).
 3. Fan out over fixed batches of pending images (attention done, segments not done).
 4. Where the corpus has part masks, score the segments (``diffparts.metrics``).
-5. Table artifacts: per-image segment counts (and measures), and a summary.
+5. Artifacts: progress as batches finish (``segment-progress``), tables of per-image segment
+   counts and measures (``segment-images``) and of the stage's measures (``segment-summary``),
+   and a markdown summary (``segment-report``).
 
 The ``segments/`` layout is documented in ``tasks/segment.py``.
 """
@@ -19,8 +21,9 @@ from pathlib import Path
 
 import numpy as np
 from prefect import flow, get_run_logger
-from prefect.artifacts import create_table_artifact
 
+from flows.artifacts import (advance_progress, markdown_table, measure_rows, publish_markdown, publish_progress,
+                             publish_table, stage_report)
 from tasks.segment import (STAGE, choose_thresholds, create_segment_arrays, record_batch_failure, score_segments,
                            segment_images)
 
@@ -31,14 +34,16 @@ MAX_TABLE_ROWS = 1000
 @flow(name="segment-batches")
 def segment_batches(store: str, batches: list[list[dict]], settings: dict) -> list[dict]:
     """Map ``segment_images`` over the batches on this flow's task runner."""
+    progress = publish_progress("segment-progress", f"segmentation of {store}: batches done", 0, len(batches))
     futures = [segment_images.submit(store, batch, settings) for batch in batches]
     rows = []
-    for future, batch in zip(futures, batches):
+    for finished, (future, batch) in enumerate(zip(futures, batches), start=1):
         future.wait()
         if future.state.is_completed():
             rows.extend(future.result())
         else:  # retries used up: its unfinished images are recorded as failed; a re-run retries them
             rows.extend(record_batch_failure(store, batch, str(future.state.message)))
+        advance_progress(progress, finished, len(batches))
     return rows
 
 
@@ -186,6 +191,8 @@ def segment_dataset(
     pending = [row for row in table if with_attention[row["index"]] and not done[row["index"]]]
     batches = [pending[i : i + batch_size] for i in range(0, len(pending), batch_size)]
     rows = segment_batches.with_options(task_runner=runner)(store, batches, settings) if batches else []
+    if not batches:
+        publish_progress("segment-progress", f"segmentation of {store}: nothing pending", 1, 1)
     counts = {s: sum(r["status"] == s for r in rows) for s in ("done", "failed")}
     counts["skipped"] = len(table) - len(pending) + sum(r["status"] == "skipped" for r in rows)
     counts["left_out"] = len(table) - len(candidates)  # no attention (failed or not extracted): never read
@@ -213,10 +220,8 @@ def segment_dataset(
             entry.update({k: round(by_name[row["name"]][k], 4) for k in ("miou", "pixel_accuracy", "nf_covering")})
         table_rows.append(entry)
     if table_rows:
-        create_table_artifact(
-            key="segment-images", table=table_rows,
-            description=f"{method} segments per level (finest first) and measures, first {MAX_TABLE_ROWS} images",
-        )
+        publish_table("segment-images", table_rows,
+                      f"{method} segments per level (finest first) and measures, first {MAX_TABLE_ROWS} images")
     summary = {
         **counts,
         "images": len(table),
@@ -226,8 +231,13 @@ def segment_dataset(
         "seconds": round(time.perf_counter() - start, 3),
         **{k: v for k, v in scores["summary"].items()},
     }
-    create_table_artifact(key="segment-summary", table=[{k: str(v) for k, v in summary.items()}],
-                          description="segment stage summary")
+    measures = measure_rows({k: v for k, v in summary.items() if k not in ("store", "method")})
+    publish_table("segment-summary", measures, "segment stage: counts, thresholds and measures where the corpus "
+                                               "has part masks (miou, pixel accuracy, NFCovering)")
+    publish_markdown("segment-report", "\n".join(
+        [f"# Segments of `{store}` ({method})", "", *markdown_table(measures), "",
+         f"Per image: the `segment-images` table (first {MAX_TABLE_ROWS} images)."]), "segment stage summary")
+    summary["report"] = stage_report(measures, {"segments per image": table_rows[:50]})
     logger.info("segment: %s", summary)
     return summary
 

@@ -60,7 +60,8 @@ def test_data_uri_refuses_bad_input(tmp_path):
 def _run(tmp_path, pictures):
     return {
         "title": "run <b>1</b> & co", "flow_run_id": "abc", "dashboard_url": "http://127.0.0.1:4200/runs/flow-run/abc",
-        "corpus": "/data/<corpus>", "store": "s.zarr", "model": "toy", "started": "2026-01-01T00:00:00", "seconds": 12.5,
+        "corpus": "/data/<corpus>", "store": "s.zarr", "model": "toy", "started": "2026-01-01T00:00:00",
+        "seconds": 12.5,
         "stages": [
             {"name": "extract", "status": "done", "seconds": 3.0, "message": "",
              "summary": {"written": 6, "note": "<script>alert(1)</script>"},

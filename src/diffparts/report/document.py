@@ -132,7 +132,8 @@ def render_report(run: dict) -> str:
     meta = [("flow run", _e(format_value(run.get("flow_run_id")))), ("dashboard", link)]
     meta += [(k, _e(format_value(run.get(k)))) for k in ("corpus", "store", "model", "started")]
     seconds = run.get("seconds")
-    meta.append(("seconds", _e(format_value(round(float(seconds), 1) if isinstance(seconds, (int, float)) else seconds))))
+    seconds = round(float(seconds), 1) if isinstance(seconds, (int, float)) else seconds
+    meta.append(("seconds", _e(format_value(seconds))))
     stages = run.get("stages") or []
     overview = [{"stage": s.get("name"), "status": s.get("status"),
                  "seconds": round(float(s["seconds"]), 1) if isinstance(s.get("seconds"), (int, float)) else None,
