@@ -85,10 +85,13 @@ def build_deployments(spec: dict, only: list[str] | None = None) -> list:
             continue
         flow = load_flow(entry["entrypoint"])
         limit = entry.get("concurrency_limit")
+        if isinstance(limit, dict):
+            from prefect.client.schemas.objects import ConcurrencyLimitConfig
+
+            limit = ConcurrencyLimitConfig(**limit)
         out.append(flow.to_deployment(
             name=entry["name"], parameters=dict(entry.get("parameters") or {}), schedules=_schedules(entry),
-            description=entry.get("description"), tags=list(entry.get("tags") or []),
-            concurrency_limit=limit if limit is None or isinstance(limit, int) else dict(limit)))
+            description=entry.get("description"), tags=list(entry.get("tags") or []), concurrency_limit=limit))
     return out
 
 
