@@ -70,14 +70,15 @@ def _percent(done: int, total: int) -> float:
 # --- tables -----------------------------------------------------------------------------------
 
 def measure_rows(measures: dict) -> list[dict]:
-    """``{"name": value}`` -> ``[{"measure": name, "value": value}]``, lists joined, dicts left out."""
+    """``{"name": value}`` -> ``[{"measure": name, "value": value}]``; lists joined (floats to 4
+    significant digits), dicts left out."""
     rows = []
     for name, value in measures.items():
         value = plain(value)
         if isinstance(value, dict):
             continue
         if isinstance(value, list):
-            value = " ".join(str(v) for v in value)
+            value = " ".join(f"{v:.4g}" if isinstance(v, float) else str(v) for v in value)
         rows.append({"measure": str(name), "value": value})
     return rows
 

@@ -72,12 +72,12 @@ def test_markdown_leaves_out_what_cannot_fit(tmp_path):
 def test_stage_report_and_run_summary(tmp_path):
     from flows.artifacts import check_key, run_summary_markdown, stage_report
 
-    report = stage_report({"nmi": np.float32(0.25), "k": np.int64(3), "levels": (1, 2), "nested": {"a": 1},
+    report = stage_report({"nmi": np.float32(0.25), "k": np.int64(3), "levels": (1, 0.123456), "nested": {"a": 1},
                            "bad": float("nan")}, {"t": [{"a": np.float64(1.5)}]},
                           [{"title": "p", "path": tmp_path / "p.png"}, {"title": "none", "path": None}])
     assert json.loads(json.dumps(report)) == report               # JSON-plain for the run record
     assert report["measures"] == [{"measure": "nmi", "value": 0.25}, {"measure": "k", "value": 3},
-                                  {"measure": "levels", "value": "1 2"}, {"measure": "bad", "value": None}]
+                                  {"measure": "levels", "value": "1 0.1235"}, {"measure": "bad", "value": None}]
     assert report["pictures"] == [{"title": "p", "path": str(tmp_path / "p.png")}]
     run = {"title": "bird-parts | x", "stages": [{"name": "parts", "status": "done", "seconds": 2.0, "message": "",
                                                   "report": report}]}

@@ -1,0 +1,74 @@
+"""A screenshot of an artifact page of the Prefect dashboard, rendered in headless Chromium
+(issue 13 item 3; the picture in docs/dashboard.md). Prints one JSON object.
+
+Needs a running server that holds the artifact (``prefect server start``, then a run against
+it, e.g. ``diffparts run``) and Debian's Chromium (``/usr/bin/chromium``). It opens
+``<url>/artifacts/artifact/<id>`` of the newest artifact with ``--key``, waits until its
+data-URI pictures have loaded, and saves the page as PNG:
+
+    .venv/bin/python benchmarks/dashboard_screenshot.py --url http://127.0.0.1:4200 \\
+        --key parts-pictures --out docs/images/dashboard-artifact.png
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--url", default="http://127.0.0.1:4200", help="the server (UI and API)")
+    parser.add_argument("--key", default="parts-pictures", help="artifact key (newest artifact with it)")
+    parser.add_argument("--out", default="docs/images/dashboard-artifact.png", help="PNG to write")
+    parser.add_argument("--width", type=int, default=1400)
+    parser.add_argument("--height", type=int, default=1000)
+    parser.add_argument("--full-page", action="store_true", help="the whole page, not the first screen")
+    parser.add_argument("--timeout", type=float, default=90.0, help="seconds to wait for the pictures")
+    parser.add_argument("--full-colour", action="store_true", help="keep every colour (default: a 256-colour "
+                                                                   "palette, a third of the bytes)")
+    args = parser.parse_args(argv)
+
+    import httpx
+
+    sys.path.insert(0, str(REPO))
+    from tests.flows._cdp import LOADED_JS, Browser, chromium_available
+
+    if not chromium_available():
+        raise SystemExit("no Chromium at /usr/bin/chromium (apt install chromium) or $DIFFPARTS_CHROMIUM")
+    url = args.url.rstrip("/")
+    found = httpx.post(f"{url}/api/artifacts/filter", timeout=30,
+                       json={"artifacts": {"key": {"any_": [args.key]}}, "sort": "CREATED_DESC", "limit": 1}).json()
+    if not found:
+        raise SystemExit(f"no artifact with key {args.key!r} on {url}")
+    page = f"{url}/artifacts/artifact/{found[0]['id']}"
+    start = time.perf_counter()
+    with Browser(width=args.width, height=args.height) as browser:
+        browser.navigate(page)
+        loaded = browser.wait_for(LOADED_JS, timeout=args.timeout)
+        time.sleep(1.0)                         # let the layout settle after the last picture
+        png = browser.screenshot(full_page=args.full_page)
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    if args.full_colour:
+        out.write_bytes(png)
+    else:
+        import io
+
+        from PIL import Image
+
+        picture = Image.open(io.BytesIO(png)).convert("RGB")
+        picture.quantize(256, method=Image.Quantize.MEDIANCUT).save(out, optimize=True)
+    print(json.dumps({"page": page, "pictures_loaded": len(loaded or []),
+                      "natural_widths": [i["naturalWidth"] for i in loaded or []], "out": str(out),
+                      "bytes": out.stat().st_size, "seconds": round(time.perf_counter() - start, 1)}))
+    return 0 if loaded else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
