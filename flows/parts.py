@@ -46,6 +46,18 @@ def _markdown(store: str, pictures: dict, clusters: dict) -> str:
     return markdown_with_pictures(lines, _pictures(pictures))
 
 
+def _publish_skipped(store: str, summary: dict) -> None:
+    """The dashboard of a skipped run: done, and the last run's prevalence and pictures."""
+    report = summary.get("report") or {}
+    publish_progress("parts-progress", f"part discovery on {store}: up to date, skipped", 1, 1)
+    publish_table("parts-prevalence", (report.get("tables") or {}).get("prevalence") or [],
+                  "fraction of images containing each category (from the last run: up to date, skipped)")
+    lines = [f"# Part categories of `{store}`", "",
+             "Up to date for these images and settings: skipped; the last run's pictures."]
+    publish_markdown("parts-pictures", markdown_with_pictures(lines, report.get("pictures") or []),
+                     "part overlays and galleries (last run)")
+
+
 @flow(name="discover-parts")
 def discover_parts(store: str, k: int | str | None = None, corpus: str | None = None, level: int = 0,
                    out_dir: str | None = None, evaluate: bool = True, max_pairs: int = 2000,
@@ -82,6 +94,7 @@ def discover_parts(store: str, k: int | str | None = None, corpus: str | None = 
     if current["summary"] is not None:
         logger.info("parts: up to date for these %d images and settings: skipped (categories kept; "
                     "`diffparts run --force parts` redoes them)", len(indices))
+        _publish_skipped(store, current["summary"])
         return {**current["summary"], "skipped": True}
     if "parts/centers" in open_store(store):
         logger.info("parts: the images or settings changed since the last clustering: clustering again "

@@ -183,9 +183,11 @@ PIPELINE = textwrap.dedent("""
                "store": store, "model": "embedded", "started": "", "seconds": sum(times.values()),
                "stages": [{"name": n, "status": "done", "seconds": times[n], "message": "", "summary": {},
                            "report": s["report"]} for n, s in stages.items()]}
+        again = discover_parts(store, k=3, corpus=corpus, max_pairs=50)   # up to date: skipped
         report = write_report(work / "report.html", run)
         summary_id = publish_run_summary(run, str(report))
         return {"times": times, "report": str(report), "summary_id": str(summary_id),
+                "parts_again_skipped": bool(again.get("skipped")),
                 "reports": {n: s["report"] for n, s in stages.items()}}
 
     print("RESULT " + json.dumps(run_all()))
@@ -230,6 +232,9 @@ def test_every_stage_publishes_progress_table_and_markdown(server, pipeline_run)
         assert found[progress]["type"] == "progress" and found[progress]["data"] == 100.0, stage
         assert found[table]["type"] == "table" and found[table]["flow_run_id"], stage
         assert found[markdown]["type"] == "markdown" and found[markdown]["flow_run_id"], stage
+    # the newest parts artifacts are those of the skipped second run: still all there
+    assert pipeline_run["parts_again_skipped"]
+    assert "up to date, skipped" in found["parts-progress"]["description"]
     for key in WITH_PICTURES:
         text = found[key]["data"]
         assert "data:image/png;base64," in text, key
