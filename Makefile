@@ -15,6 +15,8 @@ export PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS ?= 180
 
 .PHONY: demo test test-slow bench venv clean
 
+# `make demo ARGS=--fresh` passes options to the demo (python -m flows.demo --help).
+
 venv: $(STAMP)
 
 $(BIN)/python:
@@ -29,7 +31,7 @@ $(STAMP): pyproject.toml | $(BIN)/python
 	touch $@
 
 demo: $(STAMP)
-	$(BIN)/python -m flows.demo
+	$(BIN)/python -m flows.demo $(ARGS)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q

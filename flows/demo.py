@@ -19,13 +19,6 @@ import sys
 import time
 from pathlib import Path
 
-#: Headline measures per stage when a stage's summary has no ``report`` entry.
-FALLBACK = {
-    "extract": ("written", "skipped", "failed"),
-    "segment": ("miou", "nf_covering", "pixel_accuracy"),
-}
-
-
 #: The token pictures: 2 images generated per token with 10 DDIM steps (the stage's default,
 #: 4 images with 25 steps, triples the demo's time on 2 cores).
 PICTURES = {"n_images": 2, "generate_steps": 10}
@@ -35,16 +28,33 @@ def _fmt(value, digits: int = 3) -> str:
     return f"{value:.{digits}f}" if isinstance(value, float) else str(value)
 
 
-def stage_measures(record: dict, limit: int = 4) -> list[tuple[str, object]]:
-    """(measure, value) pairs to print for one stage record."""
-    report = record.get("report") or {}
-    pairs = [(m["measure"], m["value"]) for m in report.get("measures") or []]
-    summary = record.get("summary") or {}
-    if not pairs:
-        pairs = [(key, summary[key]) for key in FALLBACK.get(record["name"], ()) if key in summary]
-    if not pairs and record["name"] == "parts":
-        pairs = [(k, v) for k, v in (summary.get("scores") or {}).items() if isinstance(v, (int, float))]
-    return pairs[:limit]
+def _mean(values) -> float | None:
+    values = [float(v) for v in values if isinstance(v, (int, float))]
+    return sum(values) / len(values) if values else None
+
+
+def stage_measures(record: dict) -> list[tuple[str, object]]:
+    """(measure, value) pairs to print for one stage record: its quality against the synthetic
+    ground truth where the stage has one, else what it did."""
+    s = record.get("summary") or {}
+    name = record["name"]
+    if name == "extract":
+        return [("images", s.get("images")), ("MB added", f"{(s.get("stored_bytes") or 0) / 1e6:.1f}")]
+    if name == "segment":
+        return [(k, s[k]) for k in ("miou", "nf_covering") if k in s]
+    if name == "parts":
+        scores = s.get("scores") or {}
+        return [("K", (s.get("clusters") or {}).get("k"))] + [(k, scores[k]) for k in ("nmi", "pck@0.1") if k in scores]
+    if name == "embeddings":
+        rows = s.get("summary") or []
+        return [("tokens", len(rows)), ("mean final loss", _mean(r.get("final_loss") for r in rows))]
+    if name == "occlusion":
+        summary = s.get("summary") or {}
+        detection = summary.get("detection") or {}
+        iou = {r["variant"]: r.get("iou") for r in summary.get("table") or []}
+        pairs = [("cases", s.get("cases")), ("detection AUC", detection.get("roc_auc"))]
+        return pairs + [(f"IoU {v}", iou[v]) for v in ("class", "noise:detected") if v in iou]
+    return []
 
 
 def print_summary(result: dict, wall: float) -> None:
@@ -55,7 +65,8 @@ def print_summary(result: dict, wall: float) -> None:
     print(f"store   {result['store']}")
     print(f"{'stage':<11}{'status':<9}{'seconds':>8}  measures")
     for record in result["stages"]:
-        measures = ", ".join(f"{k} {_fmt(v)}" for k, v in stage_measures(record)) or record.get("message", "")
+        measures = ", ".join(f"{k} {_fmt(v)}" for k, v in stage_measures(record) if v is not None)
+        measures = measures or record.get("message", "")
         print(f"{record['name']:<11}{record['status']:<9}{record['seconds']:>8.1f}  {measures}")
     print(f"report  {result.get('report') or '(none)'}")
     print(f"total   {wall:.1f} s wall")
@@ -93,7 +104,9 @@ def main(argv: list[str] | None = None) -> int:
     print(f"model:  {args.model or DEFAULT_MODEL}")
     result = bird_parts(str(corpus_dir), str(out / "store.zarr"), model=args.model, method=args.method,
                         embed_steps=args.steps, occlusion_cases=args.cases, echo=True,
-                        stage_options={"embeddings": {"picture_config": PICTURES}})
+                        stage_options={"embeddings": {"picture_config": PICTURES},
+                                       # a demo store made by an older diffparts: a new version group
+                                       "extract": {"new_version": True}})
     print_summary(result, time.perf_counter() - start)
     return 0
 
