@@ -39,7 +39,7 @@ def stage_measures(record: dict) -> list[tuple[str, object]]:
     s = record.get("summary") or {}
     name = record["name"]
     if name == "extract":
-        return [("images", s.get("images")), ("MB added", f"{(s.get("stored_bytes") or 0) / 1e6:.1f}")]
+        return [("images", s.get("images")), ("MB added", f"{(s.get('stored_bytes') or 0) / 1e6:.1f}")]
     if name == "segment":
         return [(k, s[k]) for k in ("miou", "nf_covering") if k in s]
     if name == "parts":
