@@ -3,6 +3,9 @@
 Files, in diffparts' ``<store>.<stage>/`` convention beside a local store::
 
     <store>.embeddings/<loss>/part-<k>.safetensors   {"<part-k>": (vector, channel) float32}
+    <store>.embeddings/<loss>/part-<k>.json          its index row, written with the file (so the
+                                                      row of a token finished by a run that crashed
+                                                      before the stage's end is not lost)
     <store>.embeddings/<loss>/index.json             one row per category: token, category, loss,
                                                       steps, final_loss, model_hash, file, config
     <store>.embeddings/<loss>/checkpoints/            resumable training state (train.py)
@@ -51,6 +54,11 @@ def embeddings_dir(store: str | Path, loss: str, out_dir: str | Path | None = No
 
 def embedding_file(directory: Path, category: int) -> Path:
     return Path(directory) / f"part-{int(category)}.safetensors"
+
+
+def row_file(directory: Path, category: int) -> Path:
+    """``part-<k>.json``: the category's ``index.json`` row, written when its file is."""
+    return Path(directory) / f"part-{int(category)}.json"
 
 
 def parts_fingerprint(root) -> str:
@@ -123,7 +131,7 @@ def remove_embedding_files(directory: Path) -> list[str]:
     when its categories, model or config changed; nothing else there is touched."""
     directory = Path(directory)
     removed = []
-    patterns = ("part-*.safetensors", "part-*.png", "index.json", "checkpoints/part-*.safetensors",
+    patterns = ("part-*.safetensors", "part-*.json", "part-*.png", "index.json", "checkpoints/part-*.safetensors",
                 "checkpoints/part-*.safetensors.json")
     for pattern in patterns:
         for path in directory.glob(pattern):
@@ -147,17 +155,22 @@ def save_embedding(path: Path, token: str, vectors) -> Path:
 
 
 def record_embedding(root, directory: Path, result, model_hash: str, config) -> dict:
-    """Write one trained category: its file, its store rows, then its done marker; index row back."""
+    """Write one trained category: its file and index row, its store rows, then its done marker;
+    the index row back (``finish_index`` gathers the rows into ``index.json``)."""
     k = int(result.category)
     path = save_embedding(embedding_file(directory, k), result.token, result.vectors)
+    row = {"token": result.token, "category": k, "loss": result.loss, "steps": int(result.steps),
+           "final_loss": round(float(result.final_loss), 6), "model_hash": model_hash, "file": path.name,
+           "config": dataclasses.asdict(config) if dataclasses.is_dataclass(config) else dict(config)}
+    tmp = row_file(directory, k).with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(row, indent=1))
+    tmp.replace(row_file(directory, k))
     sub = root[f"{STAGE}/{result.loss}"]
     sub["vectors"][k] = np.asarray(result.vectors, np.float32)
     sub["final_loss"][k] = np.float32(result.final_loss)
     sub["steps"][k] = np.int32(result.steps)
     sub["done"][k] = True
-    return {"token": result.token, "category": k, "loss": result.loss, "steps": int(result.steps),
-            "final_loss": round(float(result.final_loss), 6), "model_hash": model_hash, "file": path.name,
-            "config": dataclasses.asdict(config) if dataclasses.is_dataclass(config) else dict(config)}
+    return row
 
 
 def write_index(directory: Path, rows: Sequence[dict]) -> Path:

@@ -8,6 +8,7 @@ only its own chunk of ``embeddings/<loss>/*`` and its own files.
 from __future__ import annotations
 
 import dataclasses
+import json
 import time
 from pathlib import Path
 from typing import Callable, Sequence
@@ -137,7 +138,11 @@ def train_category(root, store: str, corpus: str | Path | None, model: str, cate
 
 
 def finish_index(store: str, losses: Sequence[str], rows: Sequence[dict], out_dir=None) -> list[str]:
-    """Merge this run's rows into each loss's ``index.json`` (rows of earlier runs kept)."""
+    """Merge this run's rows into each loss's ``index.json`` (rows of earlier runs kept).
+
+    Rows of earlier runs come from ``index.json`` and from each category's ``part-<k>.json``
+    (newer): a token finished by a run killed before its own ``finish_index`` keeps its row.
+    """
     paths = []
     for loss in losses:
         directory = embeddings_dir(store, loss, out_dir)
@@ -145,6 +150,9 @@ def finish_index(store: str, losses: Sequence[str], rows: Sequence[dict], out_di
             old = {r["category"]: r for r in read_index(directory)}
         except FileNotFoundError:
             old = {}
+        for path in sorted(directory.glob("part-*.json")):
+            row = json.loads(path.read_text())
+            old[int(row["category"])] = row
         for row in rows:
             if row["loss"] == loss:
                 old[row["category"]] = {k: v for k, v in row.items() if k not in ("images", "seconds", "resumed_from")}
