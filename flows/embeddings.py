@@ -87,6 +87,7 @@ def train_part_embeddings(
     device: str = "cpu",
     dtype: str = "float32",
     pictures: bool = True,
+    picture_config: dict | None = None,
     measure: bool = False,
     measure_config: dict | None = None,
     split_seed: int = 0,
@@ -96,6 +97,8 @@ def train_part_embeddings(
     loss: noise | noise-unmasked | attention | combined | all. model: hub id or folder (default:
     the model the store was extracted with). corpus: the corpus folder (default: the manifest's).
     config: overrides of ``InversionConfig`` (learning_rate, batch_size, num_vectors, ...).
+    picture_config: the pictures' ``n_images`` (4) and generation settings (``generate_steps``,
+    ``guidance``); a re-run redraws only the categories it trained.
     out_dir: where the files go (default ``<store>.embeddings/``). Returns small summaries.
     """
     from diffparts.inversion.stage import parse_losses
@@ -133,9 +136,11 @@ def train_part_embeddings(
                   "final loss (mean of the last 10 steps) per token")
     pics = {}
     if pictures and summary:
-        trained = sorted({r["category"] for r in rows if "failed" not in r} or {r["category"] for r in summary})
+        trained = sorted({r["category"] for r in rows if "failed" not in r})
         for name in losses:
-            pics[name] = category_pictures(store, corpus, model, name, trained, cfg, out_dir, device, dtype)
+            have = sorted({r["category"] for r in summary if r["loss"] == name})
+            pics[name] = category_pictures(store, corpus, model, name, have, cfg, out_dir, device, dtype,
+                                           picture_config, redraw=trained)
     publish_markdown("embeddings-pictures", _markdown(store, summary, pics),
                      "part tokens: final losses, attention and generated images")
     result = {"store": store, "model": model, "losses": losses, "split": setup["split"],

@@ -117,6 +117,7 @@ def extract_attention(
     features: dict | None = None,
     limits: dict | None = None,
     lock_stale_s: float = 600.0,
+    synthetic_birds: int | None = None,
 ) -> dict:
     """Extract aggregated self- and cross-attention of every image of ``corpus`` into ``store``.
 
@@ -130,7 +131,9 @@ def extract_attention(
     None = the defaults): larger files and images are failures named by image, never read.
     The corpus's absolute path and kind go into the manifest for the later stages.
     ``lock_stale_s``: the set-up runs under a lock file beside a local store; a lock older than
-    this (or whose holder on this host is gone) is taken over.
+    this (or whose holder on this host is gone) is taken over. ``synthetic_birds``: when
+    ``corpus`` does not exist, render that many synthetic birds there first (the deployment's
+    default, so that its first run works on a fresh clone).
     Returns counts: written, skipped, failed, bytes (handed to Zarr), stored_bytes (added to the
     store, compressed), batches, task_seconds (summed over batch tasks), seconds, store, version.
     """
@@ -140,9 +143,18 @@ def extract_attention(
     start = time.perf_counter()
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-    model = str(model or DEFAULT_MODEL)
-    store = str(store)
+    from diffparts.pipeline import absolute
+
+    # absolute local paths: a Dask worker resolves a relative one from its own directory
+    model = absolute(str(model or DEFAULT_MODEL), must_exist=True)
+    store = absolute(store)
     capture = {"timestep": int(timestep), "prompt": prompt}
+    if synthetic_birds:   # a fresh clone's deployment: render the corpus the defaults point at
+        from tasks.corpus import ensure_corpus
+
+        made = ensure_corpus(str(corpus), synthetic_birds)
+        if made["rendered"]:
+            logger.info("corpus %s did not exist: rendered %d synthetic birds there", corpus, made["rendered"])
     runner = make_task_runner(max_workers, dask_address, dask_workers, gpu=device.startswith("cuda"))
 
     # 1. Describe the corpus and the run.

@@ -28,14 +28,14 @@ from flows.occlusion import assess_occlusion
 from flows.parts import discover_parts
 from flows.segment import segment_dataset
 from tasks.corpus import ensure_corpus
-from tasks.retry import retry_unless_bad_input
+from tasks.retry import STORAGE_RETRIES
 
 #: Keys of ``stage_options``: extra keyword arguments of each stage's flow.
 STAGE_FLOWS = {"extract": extract_attention, "segment": segment_dataset, "parts": discover_parts,
                "embeddings": train_part_embeddings, "occlusion": assess_occlusion}
 
 
-@task(retries=2, retry_delay_seconds=[1, 4], retry_condition_fn=retry_unless_bad_input, cache_policy=NO_CACHE)
+@task(**STORAGE_RETRIES, cache_policy=NO_CACHE)
 def force_stages(store: str, stage: str) -> list[str]:
     """Clear ``stage`` and the stages after it in ``store`` (set-up lock held)."""
     from diffparts.pipeline import force_stage
@@ -203,9 +203,10 @@ def write_run_report(result: dict, started: dt.datetime) -> str | None:
     from flows.artifacts import publish_run_summary
 
     run_id = flow_run.get_id()
-    api = flow_run.get_flow_run_ui_url() if hasattr(flow_run, "get_flow_run_ui_url") else None
+    ui = flow_run.get_flow_run_ui_url() if hasattr(flow_run, "get_flow_run_ui_url") else None
+    ui = ui if ui and ui.startswith("http") else None   # no UI (a temporary server): no link
     run = {"title": f"bird-parts {flow_run.get_name() or ''}".strip(), "flow_run_id": run_id,
-           "dashboard_url": api, "corpus": result["corpus"], "store": result["store"],
+           "dashboard_url": ui, "corpus": result["corpus"], "store": result["store"],
            "model": result["model"] or "embedded default", "started": started.isoformat(timespec="seconds"),
            "seconds": result["seconds"], "stages": result["stages"]}
     path = write_report(_report_path(result["store"], started, flow_run.get_name()), run)

@@ -7,12 +7,14 @@ from pathlib import Path
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
+from tasks.retry import NO_RETRIES
 
-@task(cache_policy=NO_CACHE)
+
+@task(**NO_RETRIES, cache_policy=NO_CACHE)  # no retry: after a half-rendered corpus the folder exists and would be taken as given
 def ensure_corpus(corpus: str, synthetic_birds: int | None = None, seed: int = 0) -> dict:
     """``corpus`` as given when it exists; else, with ``synthetic_birds`` = N, N synthetic birds
     rendered there (what the deployments' defaults do on a fresh clone); else FileNotFoundError."""
-    from diffparts.corpus import generate_birds
+    from diffparts.corpus import SynthConfig, generate_birds
 
     path = Path(corpus)
     if path.exists():
@@ -22,5 +24,8 @@ def ensure_corpus(corpus: str, synthetic_birds: int | None = None, seed: int = 0
                                 "or synthetic_birds=N to render N synthetic birds there)")
     if int(synthetic_birds) < 1:
         raise ValueError(f"synthetic_birds must be >= 1, got {synthetic_birds}")
-    generate_birds(path, n=int(synthetic_birds), seed=int(seed))
+    # at least 3 birds per species, so each species has held-out birds (test split) for the
+    # embeddings and occlusion stages: 48 birds = 16 species (the default), 16 birds = 5
+    n = int(synthetic_birds)
+    generate_birds(path, n=n, seed=int(seed), config=SynthConfig(n_classes=max(1, min(16, n // 3))))
     return {"corpus": str(path), "rendered": int(synthetic_birds)}

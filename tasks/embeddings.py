@@ -10,7 +10,8 @@ from __future__ import annotations
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
-from tasks.retry import retry_unless_bad_input
+from tasks.gpu import gpu_slot
+from tasks.retry import NO_RETRIES, QUICK_STORAGE, STORAGE_RETRIES
 
 
 def _quiet() -> None:
@@ -35,7 +36,7 @@ def _config(config: dict, loss: str | None = None):
     return InversionConfig(**values)
 
 
-@task(retries=2, retry_delay_seconds=1, retry_condition_fn=retry_unless_bad_input, cache_policy=NO_CACHE)
+@task(**STORAGE_RETRIES, cache_policy=NO_CACHE)
 def setup_embeddings(store: str, corpus: str | None, model: str | None, losses: list[str], config: dict,
                      categories: list[int] | None, split_seed: int = 0, out_dir: str | None = None) -> dict:
     """Held-out split, ``embeddings/<loss>`` groups, and the (loss, category) pairs to train."""
@@ -54,7 +55,7 @@ def setup_embeddings(store: str, corpus: str | None, model: str | None, losses: 
     return {**plan, "model": model, "model_hash": digest}
 
 
-@task(retries=1, retry_delay_seconds=1, retry_condition_fn=retry_unless_bad_input, cache_policy=NO_CACHE)
+@task(**NO_RETRIES, cache_policy=NO_CACHE)  # compute: an error or OOM would repeat; a re-run resumes its checkpoint
 def train_part_embedding(store: str, corpus: str | None, model: str, loss: str, category: int, config: dict,
                          out_dir: str | None, device: str, dtype: str, model_hash: str) -> dict:
     """Train one category's token with one loss (resuming its checkpoint); its index row.
@@ -75,11 +76,12 @@ def train_part_embedding(store: str, corpus: str | None, model: str, loss: str, 
         if step % every == 0 or step == steps:
             update_progress_artifact(artifact, progress=100.0 * step / steps)
 
-    return train_category(_root(store, "r+"), store, corpus, model, category, cfg, out_dir, device, dtype,
-                          model_hash, progress)
+    with gpu_slot(device):
+        return train_category(_root(store, "r+"), store, corpus, model, category, cfg, out_dir, device, dtype,
+                              model_hash, progress)
 
 
-@task(retries=2, retry_delay_seconds=1, cache_policy=NO_CACHE)
+@task(**QUICK_STORAGE, cache_policy=NO_CACHE)
 def finish_index(store: str, losses: list[str], rows: list[dict], out_dir: str | None) -> list[str]:
     """Each loss's ``index.json`` with this run's rows merged in."""
     from diffparts.inversion.stage import finish_index as finish
@@ -87,7 +89,7 @@ def finish_index(store: str, losses: list[str], rows: list[dict], out_dir: str |
     return finish(store, losses, rows, out_dir)
 
 
-@task(cache_policy=NO_CACHE)
+@task(**QUICK_STORAGE, cache_policy=NO_CACHE)
 def embedding_summary(store: str, losses: list[str]) -> list[dict]:
     """(loss, category) rows of the store: steps and final loss of every finished token."""
     from diffparts.inversion.stage import embedding_summary as summary
@@ -95,22 +97,45 @@ def embedding_summary(store: str, losses: list[str]) -> list[dict]:
     return summary(_root(store), losses)
 
 
-@task(cache_policy=NO_CACHE)
+@task(**NO_RETRIES, cache_policy=NO_CACHE)  # pictures: an error or OOM would repeat
 def category_pictures(store: str, corpus: str | None, model: str, loss: str, categories: list[int] | None,
-                      config: dict, out_dir: str | None, device: str, dtype: str) -> dict:
-    """{category: {"path": PNG, "uri": data URI}}: token attention and generated images."""
+                      config: dict, out_dir: str | None, device: str, dtype: str,
+                      picture_config: dict | None = None, redraw: list[int] | None = None) -> dict:
+    """{category: {"path": PNG, "uri": data URI}}: token attention and generated images.
+
+    picture_config: ``n_images`` (default 4) and MeasureConfig fields (generate_steps, guidance).
+    redraw: with a list, only those categories are drawn again; the others reuse their saved
+    PNG where it exists (a re-run that trained nothing draws nothing).
+    """
+    import numpy as np
+    from PIL import Image
+
+    from diffparts.inversion.evaluate import MeasureConfig
     from diffparts.inversion.pictures import data_uri, save_png
     from diffparts.inversion.saving import embeddings_dir
     from diffparts.inversion.stage import category_pictures as pictures
 
     _quiet()
-    pics = pictures(_root(store), store, corpus, model, loss, categories, config=_config(config, loss),
-                    out_dir=out_dir, device=device, dtype=dtype)
     directory = embeddings_dir(store, loss, out_dir)
-    return {c: {"path": str(save_png(p, directory / f"part-{c}.png")), "uri": data_uri(p)} for c, p in pics.items()}
+    out = {}
+    draw = list(categories) if categories is not None else None
+    if redraw is not None and draw is not None:
+        for c in [c for c in draw if c not in set(redraw) and (directory / f"part-{c}.png").is_file()]:
+            path = directory / f"part-{c}.png"
+            out[c] = {"path": str(path), "uri": data_uri(np.asarray(Image.open(path).convert("RGB")))}
+        draw = [c for c in draw if c not in out]
+    if draw is None or draw:
+        options = dict(picture_config or {})
+        n_images = int(options.pop("n_images", 4))
+        pics = pictures(_root(store), store, corpus, model, loss, draw, n_images=n_images,
+                        config=_config(config, loss), measure=MeasureConfig(**options), out_dir=out_dir,
+                        device=device, dtype=dtype)
+        out.update({c: {"path": str(save_png(p, directory / f"part-{c}.png")), "uri": data_uri(p)}
+                    for c, p in pics.items()})
+    return dict(sorted(out.items()))
 
 
-@task(cache_policy=NO_CACHE)
+@task(**NO_RETRIES, cache_policy=NO_CACHE)  # compute: an error or OOM would repeat
 def measure_embeddings(store: str, corpus: str | None, model: str, losses: list[str], config: dict,
                        measure: dict, categories: list[int] | None, out_dir: str | None, device: str,
                        dtype: str) -> dict:
