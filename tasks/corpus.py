@@ -10,7 +10,7 @@ from prefect.cache_policies import NO_CACHE
 from tasks.retry import NO_RETRIES
 
 
-@task(**NO_RETRIES, cache_policy=NO_CACHE)  # no retry: after a half-rendered corpus the folder exists and would be taken as given
+@task(**NO_RETRIES, cache_policy=NO_CACHE)  # half-rendered, the folder exists: a retry would take it as given
 def ensure_corpus(corpus: str, synthetic_birds: int | None = None, seed: int = 0) -> dict:
     """``corpus`` as given when it exists; else, with ``synthetic_birds`` = N, N synthetic birds
     rendered there (what the deployments' defaults do on a fresh clone); else FileNotFoundError."""

@@ -55,7 +55,7 @@ def setup_embeddings(store: str, corpus: str | None, model: str | None, losses: 
     return {**plan, "model": model, "model_hash": digest}
 
 
-@task(**NO_RETRIES, cache_policy=NO_CACHE)  # compute: an error or OOM would repeat; a re-run resumes its checkpoint
+@task(**NO_RETRIES, cache_policy=NO_CACHE)  # compute: an error or OOM would only repeat
 def train_part_embedding(store: str, corpus: str | None, model: str, loss: str, category: int, config: dict,
                          out_dir: str | None, device: str, dtype: str, model_hash: str) -> dict:
     """Train one category's token with one loss (resuming its checkpoint); its index row.
@@ -97,7 +97,7 @@ def embedding_summary(store: str, losses: list[str]) -> list[dict]:
     return summary(_root(store), losses)
 
 
-@task(**NO_RETRIES, cache_policy=NO_CACHE)  # pictures: an error or OOM would repeat
+@task(**NO_RETRIES, cache_policy=NO_CACHE)  # pictures: an error or OOM would only repeat
 def category_pictures(store: str, corpus: str | None, model: str, loss: str, categories: list[int] | None,
                       config: dict, out_dir: str | None, device: str, dtype: str,
                       picture_config: dict | None = None, redraw: list[int] | None = None) -> dict:
@@ -135,7 +135,7 @@ def category_pictures(store: str, corpus: str | None, model: str, loss: str, cat
     return dict(sorted(out.items()))
 
 
-@task(**NO_RETRIES, cache_policy=NO_CACHE)  # compute: an error or OOM would repeat
+@task(**NO_RETRIES, cache_policy=NO_CACHE)  # compute: an error or OOM would only repeat
 def measure_embeddings(store: str, corpus: str | None, model: str, losses: list[str], config: dict,
                        measure: dict, categories: list[int] | None, out_dir: str | None, device: str,
                        dtype: str) -> dict:

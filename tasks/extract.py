@@ -14,7 +14,7 @@ import numpy as np
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
-from tasks.retry import retry_unless_bad_input
+from tasks.retry import NO_RETRIES, QUICK_STORAGE, STORAGE_RETRIES
 
 # One pipeline per (model, device, dtype) per worker process, and one forward at a time on it:
 # the capture installs attention processors on the shared UNet (DESIGN 5.1). Task bodies reach
@@ -124,7 +124,7 @@ def _capture_config(capture: dict):
     return CaptureConfig(**capture)
 
 
-@task(retries=2, retry_delay_seconds=1, retry_condition_fn=retry_unless_bad_input, cache_policy=NO_CACHE)
+@task(**STORAGE_RETRIES, cache_policy=NO_CACHE)
 def describe_images(corpus: str, limits: dict | None = None) -> list[dict]:
     """Corpus records -> ``[{"image_id", "name", "sha256", "path", "refused"}]`` (content hashes).
 
@@ -140,7 +140,7 @@ def describe_images(corpus: str, limits: dict | None = None) -> list[dict]:
     return [{**row, "path": str(rec.path), "refused": rec.refused} for row, rec in zip(rows, records)]
 
 
-@task(cache_policy=NO_CACHE)
+@task(**STORAGE_RETRIES, cache_policy=NO_CACHE)
 def identify_run(model: str, capture: dict, precision: str, features: dict | None = None,
                  device: str = "cpu", dtype: str = "float32", batch_size: int = 4) -> dict:
     """The store identity of this run: model id and content hash, config and its hash, compute.
@@ -159,7 +159,7 @@ def identify_run(model: str, capture: dict, precision: str, features: dict | Non
     return build_manifest(str(model), model_hash(model), config, compute)
 
 
-@task(retries=2, retry_delay_seconds=1, retry_condition_fn=retry_unless_bad_input, cache_policy=NO_CACHE)
+@task(**STORAGE_RETRIES, cache_policy=NO_CACHE)
 def prepare_store(store: str, images: list[dict], identity: dict, new_version: bool,
                   corpus: str | None = None, features: dict | None = None,
                   lock_stale_s: float = 600.0) -> dict:
@@ -188,7 +188,7 @@ def prepare_store(store: str, images: list[dict], identity: dict, new_version: b
     }
 
 
-@task(retries=2, retry_delay_seconds=1, retry_condition_fn=retry_unless_bad_input, cache_policy=NO_CACHE)
+@task(**STORAGE_RETRIES, cache_policy=NO_CACHE)
 def create_attention_arrays(
     store: str, version: int, model: str, capture: dict, precision: str, device: str, dtype: str,
     features: dict | None = None, lock_stale_s: float = 600.0,
@@ -223,7 +223,7 @@ def create_attention_arrays(
     return out
 
 
-@task(retries=1, retry_delay_seconds=2, retry_condition_fn=retry_unless_bad_input, cache_policy=NO_CACHE)
+@task(**NO_RETRIES, cache_policy=NO_CACHE)  # compute: an error or OOM would only repeat
 def extract_batch(
     store: str, version: int, batch: list[dict], model: str, capture: dict, device: str, dtype: str,
     features: dict | None = None, limits: dict | None = None, pin_gpu: bool = False,
@@ -290,7 +290,7 @@ def extract_batch(
     return {**counts, "seconds": time.perf_counter() - start, "store": store}
 
 
-@task(retries=2, retry_delay_seconds=1, retry_condition_fn=retry_unless_bad_input, cache_policy=NO_CACHE)
+@task(**QUICK_STORAGE, cache_policy=NO_CACHE)
 def record_batch_failure(store: str, version: int, batch: list[dict], reason: str) -> int:
     """A batch task failed for good: record every unfinished image of it as failed."""
     from diffparts.store import STAGE, is_done, open_store, record_failure
@@ -304,7 +304,7 @@ def record_batch_failure(store: str, version: int, batch: list[dict], reason: st
     return failed
 
 
-@task(cache_policy=NO_CACHE)
+@task(**QUICK_STORAGE, cache_policy=NO_CACHE)
 def stored_bytes(store: str, version: int) -> int:
     """Bytes the attention (and feature) arrays occupy in the store (after compression)."""
     from diffparts.store import FEATURES, STAGE, open_store, stage_arrays

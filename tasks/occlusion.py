@@ -10,7 +10,7 @@ from prefect import task
 from prefect.cache_policies import NO_CACHE
 
 from tasks.gpu import gpu_slot
-from tasks.retry import retry_unless_bad_input
+from tasks.retry import NO_RETRIES, QUICK_STORAGE, STORAGE_RETRIES
 
 
 def _root(store: str, mode: str = "r"):
@@ -19,7 +19,7 @@ def _root(store: str, mode: str = "r"):
     return open_store(store, mode)
 
 
-@task(retries=2, retry_delay_seconds=1, retry_condition_fn=retry_unless_bad_input, cache_policy=NO_CACHE)
+@task(**STORAGE_RETRIES, cache_policy=NO_CACHE)
 def setup_occlusion(store: str, corpus: str | None, model: str | None, config: dict) -> dict:
     """Plan the cases and create ``occlusion/`` (single writer); the cases still to run."""
     from diffparts.inversion.saving import require_parts
@@ -35,7 +35,7 @@ def setup_occlusion(store: str, corpus: str | None, model: str | None, config: d
     return {**setup(root, store, corpus, model, occlusion_config(config), digest), "model": model}
 
 
-@task(retries=1, retry_delay_seconds=1, retry_condition_fn=retry_unless_bad_input, cache_policy=NO_CACHE)
+@task(**NO_RETRIES, cache_policy=NO_CACHE)  # compute: an error or OOM would only repeat
 def run_cases(store: str, corpus: str | None, model: str, cases: list[int], device: str = "cpu",
               dtype: str = "float32") -> dict:
     """One batch of cases: occlude, detect, complete, measure, write; failures recorded per case."""
@@ -45,7 +45,7 @@ def run_cases(store: str, corpus: str | None, model: str, cases: list[int], devi
         return run(_root(store, "r+"), store, corpus, model, cases, device, dtype)
 
 
-@task(cache_policy=NO_CACHE)
+@task(**QUICK_STORAGE, cache_policy=NO_CACHE)
 def summarize_occlusion(store: str) -> dict:
     """The table over the finished cases: detection and one row per variant."""
     from diffparts.occlusion.stage import summarize_occlusion as summarize
@@ -53,7 +53,7 @@ def summarize_occlusion(store: str) -> dict:
     return summarize(_root(store))
 
 
-@task(cache_policy=NO_CACHE)
+@task(**NO_RETRIES, cache_policy=NO_CACHE)  # picture: an error would only repeat
 def occlusion_grid(store: str, n: int = 6) -> dict:
     """The picture grid (original, occluded, each completion) as a PNG beside the store and a data URI."""
     from diffparts.inversion.pictures import data_uri, save_png

@@ -6,7 +6,7 @@ from __future__ import annotations
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
-from tasks.retry import retry_unless_bad_input
+from tasks.retry import NO_RETRIES, QUICK_STORAGE, STORAGE_RETRIES
 
 
 def _root(store: str, mode: str = "r"):
@@ -21,7 +21,7 @@ def _infos(root, corpus: str | None, indices: list[int] | None = None):
     return load_infos(root, corpus, indices)
 
 
-@task(retries=2, retry_delay_seconds=1, retry_condition_fn=retry_unless_bad_input, cache_policy=NO_CACHE)
+@task(**QUICK_STORAGE, cache_policy=NO_CACHE)
 def require_segments(store: str) -> list[int]:
     """Store indices to use; fails (ValueError) if any image's segmentation is not done."""
     from diffparts.parts.dataset import require_segments as require
@@ -29,7 +29,7 @@ def require_segments(store: str) -> list[int]:
     return require(_root(store))
 
 
-@task(retries=2, retry_delay_seconds=1, retry_condition_fn=retry_unless_bad_input, cache_policy=NO_CACHE)
+@task(**STORAGE_RETRIES, cache_policy=NO_CACHE)
 def build_descriptors(store: str, corpus: str | None, config: dict, indices: list[int]) -> dict:
     """parts/descriptors for the given images (one sequential pass, ragged rows)."""
     from diffparts.parts.dataset import build_descriptors as build
@@ -39,7 +39,7 @@ def build_descriptors(store: str, corpus: str | None, config: dict, indices: lis
     return build(root, _infos(root, corpus, indices), DescriptorConfig(**config))
 
 
-@task(retries=2, retry_delay_seconds=1, retry_condition_fn=retry_unless_bad_input, cache_policy=NO_CACHE)
+@task(**STORAGE_RETRIES, cache_policy=NO_CACHE)
 def cluster_parts(store: str, config: dict) -> dict:
     """Streaming clustering of the foreground descriptors into K part categories."""
     from diffparts.parts.cluster import ClusterConfig
@@ -53,7 +53,7 @@ def cluster_parts(store: str, config: dict) -> dict:
     return cluster(_root(store, "r+"), ClusterConfig(**cfg))
 
 
-@task(retries=2, retry_delay_seconds=1, retry_condition_fn=retry_unless_bad_input, cache_policy=NO_CACHE)
+@task(**STORAGE_RETRIES, cache_policy=NO_CACHE)
 def paint_part_labels(store: str) -> dict:
     """parts/labels (image, y, x), done markers, and per-category prevalence."""
     from diffparts.parts.dataset import paint_part_labels as paint
@@ -61,7 +61,7 @@ def paint_part_labels(store: str) -> dict:
     return paint(_root(store, "r+"))
 
 
-@task(cache_policy=NO_CACHE)
+@task(**NO_RETRIES, cache_policy=NO_CACHE)  # pictures: an error would only repeat
 def save_store_pictures(store: str, corpus: str | None, out_dir: str, max_images: int = 64) -> dict:
     """Overlay grid and per-category galleries as PNG; returns their paths."""
     from diffparts.parts.gallery import save_store_pictures as save
@@ -71,7 +71,7 @@ def save_store_pictures(store: str, corpus: str | None, out_dir: str, max_images
     return {k: [str(p) for p in v] for k, v in paths.items()}
 
 
-@task(cache_policy=NO_CACHE)
+@task(**NO_RETRIES, cache_policy=NO_CACHE)  # compute: an error would only repeat
 def evaluate_store(store: str, corpus: str | None, max_pairs: int = 2000, seed: int = 0,
                    method: str = "auto") -> dict | None:
     """NMI/ARI at keypoints and PCK@0.05/0.1 over same-class pairs; None without keypoints."""
@@ -86,7 +86,7 @@ def evaluate_store(store: str, corpus: str | None, max_pairs: int = 2000, seed: 
         raise
 
 
-@task(cache_policy=NO_CACHE)
+@task(**QUICK_STORAGE, cache_policy=NO_CACHE)
 def count_images(store: str) -> int:
     """Images on the store's image axis (to say how many a stage left out)."""
     from diffparts.store import image_count
@@ -94,7 +94,7 @@ def count_images(store: str) -> int:
     return image_count(_root(store))
 
 
-@task(retries=2, retry_delay_seconds=1, retry_condition_fn=retry_unless_bad_input, cache_policy=NO_CACHE)
+@task(**QUICK_STORAGE, cache_policy=NO_CACHE)
 def current_parts(store: str, indices: list[int], settings: dict) -> dict:
     """{"identity", "summary"}: the summary of the last run when the parts stage is up to date
     for these images and settings (else None: cluster again)."""
@@ -105,7 +105,7 @@ def current_parts(store: str, indices: list[int], settings: dict) -> dict:
     return {"identity": identity, "summary": stored_summary(root, identity, indices)}
 
 
-@task(retries=2, retry_delay_seconds=1, retry_condition_fn=retry_unless_bad_input, cache_policy=NO_CACHE)
+@task(**QUICK_STORAGE, cache_policy=NO_CACHE)
 def record_parts_run(store: str, identity: dict, summary: dict) -> None:
     """Record this run's identity and summary on parts/, so the next run can skip the stage."""
     from diffparts.parts.freshness import record_summary

@@ -24,7 +24,7 @@ import numpy as np
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
-from tasks.retry import retry_unless_bad_input
+from tasks.retry import QUICK_STORAGE, STORAGE_RETRIES
 
 STAGE = "segments"
 
@@ -35,7 +35,7 @@ def _open(store: str, mode: str = "r+"):
     return open_store(store, mode=mode)
 
 
-@task(retries=2, retry_delay_seconds=1, retry_condition_fn=retry_unless_bad_input, cache_policy=NO_CACHE)
+@task(**STORAGE_RETRIES, cache_policy=NO_CACHE)
 def choose_thresholds(store: str, indices: list[int], rule: dict) -> dict:
     """Thresholds from the attention of the given images (``diffparts.segment.thresholds``)."""
     from diffparts.segment.thresholds import ThresholdRule, choose_thresholds as choose
@@ -46,7 +46,7 @@ def choose_thresholds(store: str, indices: list[int], rule: dict) -> dict:
     return choose((read_self_attention(root, k) for k in indices), rule).as_dict()
 
 
-@task(retries=2, retry_delay_seconds=1, retry_condition_fn=retry_unless_bad_input, cache_policy=NO_CACHE)
+@task(**STORAGE_RETRIES, cache_policy=NO_CACHE)
 def create_segment_arrays(store: str, settings: dict, overwrite: bool = False) -> dict:
     """Create (or check) the ``segments/`` arrays once, before the fan-out (single writer).
 
@@ -146,7 +146,7 @@ def _segment_one(root, index: int, settings: dict) -> dict:
     return {"segments": counts, "n_levels": n_levels, "names": names}
 
 
-@task(retries=2, retry_delay_seconds=1, retry_condition_fn=retry_unless_bad_input, cache_policy=NO_CACHE)
+@task(**STORAGE_RETRIES, cache_policy=NO_CACHE)  # image errors are recorded inside: the store fails it
 def segment_images(store: str, images: list[dict], settings: dict) -> list[dict]:
     """Segment each image (``diffparts.segment.hierarchy.segment_levels``) and write its chunks.
 
@@ -173,7 +173,7 @@ def segment_images(store: str, images: list[dict], settings: dict) -> list[dict]
     return rows
 
 
-@task(retries=2, retry_delay_seconds=1, retry_condition_fn=retry_unless_bad_input, cache_policy=NO_CACHE)
+@task(**QUICK_STORAGE, cache_policy=NO_CACHE)
 def record_batch_failure(store: str, images: list[dict], reason: str) -> list[dict]:
     """A batch task failed for good: record each of its unfinished images in ``failures/segments``."""
     from diffparts.store import is_done, record_failure
@@ -187,7 +187,7 @@ def record_batch_failure(store: str, images: list[dict], reason: str) -> list[di
     return rows
 
 
-@task(retries=2, retry_delay_seconds=1, retry_condition_fn=retry_unless_bad_input, cache_policy=NO_CACHE)
+@task(**STORAGE_RETRIES, cache_policy=NO_CACHE)
 def score_segments(store: str, corpus: str, images: list[dict]) -> dict:
     """Measures against the corpus's part masks (``diffparts.metrics``; DESIGN 8).
 
