@@ -116,3 +116,33 @@ def test_serve_registers_the_deployments_and_runs_one(prefect_server, tmp_path):
             proc.wait(timeout=30)
         except subprocess.TimeoutExpired:
             os.killpg(proc.pid, signal.SIGKILL)
+
+
+@pytest.mark.flow
+def test_gpu_tasks_queue_on_the_global_limit(prefect_server):
+    """Two CUDA tasks under a 1-slot diffparts-gpu limit never hold the GPU at once; CPU tasks
+    take no slot (the device string is all a task looks at: no GPU is needed here)."""
+    import threading
+
+    from flows.serve import ensure_gpu_limit
+    from tasks.gpu import GPU_LIMIT, gpu_slot
+
+    ensure_gpu_limit(GPU_LIMIT, 1)
+    spans = []
+
+    def work(device):
+        with gpu_slot(device):
+            start = time.monotonic()
+            time.sleep(1.0)
+            spans.append((device, start, time.monotonic()))
+
+    threads = [threading.Thread(target=work, args=(d,)) for d in ("cuda:0", "cuda:1", "cpu")]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    gpu = sorted((s, e) for d, s, e in spans if d.startswith("cuda"))
+    assert len(gpu) == 2 and gpu[1][0] >= gpu[0][1] - 0.05, gpu      # one after the other
+    cpu = [(s, e) for d, s, e in spans if d == "cpu"]
+    assert cpu and cpu[0][0] < gpu[1][0]                              # the CPU task did not wait
+    ensure_gpu_limit(GPU_LIMIT, 2)                                    # as the serve test left it
