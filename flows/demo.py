@@ -28,33 +28,11 @@ def _fmt(value, digits: int = 3) -> str:
     return f"{value:.{digits}f}" if isinstance(value, float) else str(value)
 
 
-def _mean(values) -> float | None:
-    values = [float(v) for v in values if isinstance(v, (int, float))]
-    return sum(values) / len(values) if values else None
-
-
 def stage_measures(record: dict) -> list[tuple[str, object]]:
-    """(measure, value) pairs to print for one stage record: its quality against the synthetic
-    ground truth where the stage has one, else what it did."""
-    s = record.get("summary") or {}
-    name = record["name"]
-    if name == "extract":
-        return [("images", s.get("images")), ("MB added", f"{(s.get('stored_bytes') or 0) / 1e6:.1f}")]
-    if name == "segment":
-        return [(k, s[k]) for k in ("miou", "nf_covering") if k in s]
-    if name == "parts":
-        scores = s.get("scores") or {}
-        return [("K", (s.get("clusters") or {}).get("k"))] + [(k, scores[k]) for k in ("nmi", "pck@0.1") if k in scores]
-    if name == "embeddings":
-        rows = s.get("summary") or []
-        return [("tokens", len(rows)), ("mean final loss", _mean(r.get("final_loss") for r in rows))]
-    if name == "occlusion":
-        summary = s.get("summary") or {}
-        detection = summary.get("detection") or {}
-        iou = {r["variant"]: r.get("iou") for r in summary.get("table") or []}
-        pairs = [("cases", s.get("cases")), ("detection AUC", detection.get("roc_auc"))]
-        return pairs + [(f"IoU {v}", iou[v]) for v in ("class", "noise:detected") if v in iou]
-    return []
+    """(measure, value) pairs to print for one stage record."""
+    from diffparts.pipeline import headline_measures
+
+    return headline_measures(record["name"], record.get("summary") or {})
 
 
 def print_summary(result: dict, wall: float) -> None:

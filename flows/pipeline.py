@@ -67,10 +67,15 @@ def stage_status(name: str, summary: dict) -> tuple[str, str]:
     return ("done" if busy else "skipped"), line
 
 
-def _measures(summary: dict) -> list[dict]:
-    """The stage's headline measures (its ``report`` entry when it has one)."""
-    report = summary.get("report") or {}
-    return list(report.get("measures") or [])
+def _with_headline(name: str, summary: dict) -> dict:
+    """The stage's ``report`` entry with its headline measures (quality first) at the top."""
+    from diffparts.pipeline import headline_measures
+
+    report = dict(summary.get("report") or {})
+    head = [{"measure": k, "value": v} for k, v in headline_measures(name, summary) if v is not None]
+    seen = {m["measure"] for m in head}
+    report["measures"] = head + [m for m in report.get("measures") or [] if m.get("measure") not in seen]
+    return report
 
 
 def _report_path(store: str, started: dt.datetime, run_name: str | None) -> Path:
@@ -182,7 +187,7 @@ def bird_parts(
             continue
         status, line = stage_status(name, summary)
         records.append({"name": name, "status": status, "seconds": round(time.perf_counter() - start, 2),
-                        "message": line, "summary": summary, "report": summary.get("report") or {}})
+                        "message": line, "summary": summary, "report": _with_headline(name, summary)})
         say(f"{name:<10} {status:<8} {records[-1]['seconds']:6.1f} s  {line}")
 
     result = {"corpus": corpus, "store": store, "model": model, "stages": records,

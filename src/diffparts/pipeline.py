@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import shutil
 from pathlib import Path
-from typing import Sequence
 
 #: The stages in pipeline order (the CLI's --from-stage / --to-stage / --force names).
 STAGES = ("extract", "segment", "parts", "embeddings", "occlusion")
@@ -109,7 +108,28 @@ def force_stage(store: str | Path, stage: str) -> list[str]:
     return cleared
 
 
-def stage_table(results: Sequence[dict]) -> list[dict]:
-    """One row per stage record (name, status, seconds, message) for a printed summary."""
-    return [{"stage": r["name"], "status": r["status"], "seconds": round(float(r.get("seconds") or 0.0), 1),
-             "message": r.get("message", "")} for r in results]
+def _mean(values) -> float | None:
+    values = [float(v) for v in values if isinstance(v, (int, float))]
+    return sum(values) / len(values) if values else None
+
+
+def headline_measures(name: str, s: dict) -> list[tuple[str, object]]:
+    """(measure, value) pairs that say how a stage went, from its flow's summary ``s``: its
+    quality against the ground truth where the corpus has one, else what it did."""
+    if name == "extract":
+        return [("images", s.get("images")), ("MB added", f"{(s.get('stored_bytes') or 0) / 1e6:.1f}")]
+    if name == "segment":
+        return [(k, s[k]) for k in ("miou", "nf_covering") if k in s]
+    if name == "parts":
+        scores = s.get("scores") or {}
+        return [("K", (s.get("clusters") or {}).get("k"))] + [(k, scores[k]) for k in ("nmi", "pck@0.1") if k in scores]
+    if name == "embeddings":
+        rows = s.get("summary") or []
+        return [("tokens", len(rows)), ("mean final loss", _mean(r.get("final_loss") for r in rows))]
+    if name == "occlusion":
+        summary = s.get("summary") or {}
+        detection = summary.get("detection") or {}
+        iou = {r["variant"]: r.get("iou") for r in summary.get("table") or []}
+        pairs = [("cases", s.get("cases")), ("detection AUC", detection.get("roc_auc"))]
+        return pairs + [(f"IoU {v}", iou[v]) for v in ("class", "noise:detected") if v in iou]
+    return []

@@ -62,3 +62,16 @@ def test_absolute_paths_for_workers(tmp_path, monkeypatch):
     (tmp_path / "model").mkdir()
     assert absolute("model", must_exist=True) == str(tmp_path / "model")
     assert absolute(None) is None
+
+
+def test_headline_measures_put_quality_first():
+    from diffparts.pipeline import headline_measures
+
+    parts = {"clusters": {"k": 8}, "scores": {"nmi": 0.5, "ari": 0.3, "pck@0.1": 0.7}}
+    assert headline_measures("parts", parts) == [("K", 8), ("nmi", 0.5), ("pck@0.1", 0.7)]
+    occlusion = {"cases": 4, "summary": {"detection": {"roc_auc": 0.6},
+                                         "table": [{"variant": "class", "iou": 0.3}, {"variant": "empty", "iou": 0.2}]}}
+    assert headline_measures("occlusion", occlusion) == [("cases", 4), ("detection AUC", 0.6), ("IoU class", 0.3)]
+    assert headline_measures("embeddings", {"summary": [{"final_loss": 0.1}, {"final_loss": 0.3}]})[1][1] == \
+        pytest.approx(0.2)
+    assert headline_measures("segment", {"done": 3}) == []     # no ground truth: no quality figure
