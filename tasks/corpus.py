@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 from prefect import task
@@ -26,6 +27,12 @@ def ensure_corpus(corpus: str, synthetic_birds: int | None = None, seed: int = 0
         raise ValueError(f"synthetic_birds must be >= 1, got {synthetic_birds}")
     # at least 3 birds per species, so each species has held-out birds (test split) for the
     # embeddings and occlusion stages: 48 birds = 16 species (the default), 16 birds = 5
+    # rendered beside it and renamed when complete: a run killed while rendering leaves no
+    # half-made corpus that the next run would take as the corpus
     n = int(synthetic_birds)
-    generate_birds(path, n=n, seed=int(seed), config=SynthConfig(n_classes=max(1, min(16, n // 3))))
+    partial = path.with_name(f"{path.name}.partial")
+    if partial.exists():
+        shutil.rmtree(partial)
+    generate_birds(partial, n=n, seed=int(seed), config=SynthConfig(n_classes=max(1, min(16, n // 3))))
+    partial.rename(path)
     return {"corpus": str(path), "rendered": int(synthetic_birds)}

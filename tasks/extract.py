@@ -14,6 +14,7 @@ import numpy as np
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
+from tasks.gpu import gpu_slot
 from tasks.retry import NO_RETRIES, QUICK_STORAGE, STORAGE_RETRIES
 
 # One pipeline per (model, device, dtype) per worker process, and one forward at a time on it:
@@ -278,7 +279,8 @@ def extract_batch(
                 counts["failed"] += 1
     # 2. One forward for the batch (DESIGN 5.1), 3. write each pending image, then its marker.
     if any(img["index"] in pending for img in loaded):
-        result = _run_extractor(pipe, np.stack(pixels), config, _feature_config(features))  # image ...
+        with gpu_slot(device):   # one slot of prefect.yaml's GPU limit while the GPU works
+            result = _run_extractor(pipe, np.stack(pixels), config, _feature_config(features))  # image ...
         for k, img in enumerate(loaded):
             if img["index"] in pending:
                 if features is not None:
