@@ -62,17 +62,21 @@ def test_grown_corpus_slices_and_force(prefect_server, birds, tmp_path):
     for path in images[:6]:
         shutil.copy(path, folder / path.name)
     store = str(tmp_path / "grow.zarr")
-    first = bird_parts(str(folder), store, to_stage="parts", report=False, **FAST)
-    assert statuses(first)["parts"] == "done" and statuses(first)["embeddings"] == "not run"
-    assert "embeddings" not in open_store(store)
+    first = bird_parts(str(folder), store, to_stage="embeddings", report=False, **FAST)
+    assert statuses(first)["embeddings"] == "done" and statuses(first)["occlusion"] == "not run"
+    assert "occlusion" not in open_store(store)
+    centers = open_store(store)["parts/centers"][:]
 
     for path in images[6:]:
         shutil.copy(path, folder / path.name)
-    grown = bird_parts(str(folder), store, to_stage="parts", report=False, **FAST)
-    extract, segment, parts = (r["summary"] for r in grown["stages"][:3])
+    grown = bird_parts(str(folder), store, to_stage="embeddings", report=False, **FAST)
+    extract, segment, parts, embeddings = (r["summary"] for r in grown["stages"][:4])
     assert (extract["written"], extract["skipped"]) == (2, 6)
     assert (segment["done"], segment["skipped"]) == (2, 6)
     assert statuses(grown)["parts"] == "done" and parts["images"] == 8
+    # new categories: the tokens of the old ones are stale, so the embeddings stage redid them
+    assert not np.array_equal(open_store(store)["parts/centers"][:], centers)
+    assert statuses(grown)["embeddings"] == "done" and len(embeddings["trained"]) == len(embeddings["summary"]) > 0
 
     only_parts = bird_parts(str(folder), store, from_stage="parts", to_stage="parts", report=False, **FAST)
     assert statuses(only_parts) == {"extract": "not run", "segment": "not run", "parts": "skipped",
@@ -98,3 +102,18 @@ def test_missing_corpus_is_named_or_rendered(prefect_server, tmp_path):
     made = bird_parts(str(missing), str(tmp_path / "s.zarr"), synthetic_birds=4, to_stage="extract", report=False,
                       max_workers=1)
     assert made["stages"][0]["summary"]["written"] == 4 and (missing / "images.txt").is_file()
+
+
+@pytest.mark.flow
+def test_cli_run_prints_each_stage_and_names_bad_options(prefect_server, birds, tmp_path, capsys):
+    from diffparts.cli import main
+
+    store = str(tmp_path / "cli.zarr")
+    assert main(["run", "--corpus", str(birds), "--store", store, "--to-stage", "segment", "--no-report",
+                 "--max-workers", "1"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert [line.split()[:2] for line in lines if line.split()[:1] in (["extract"], ["segment"])] == \
+        [["extract", "done"], ["segment", "done"]]
+    assert main(["run", "--corpus", str(birds), "--store", store, "--from-stage", "parts",
+                 "--to-stage", "segment"]) == 2
+    assert "diffparts run: error: --from-stage parts comes after --to-stage segment" in capsys.readouterr().err
