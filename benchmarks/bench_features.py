@@ -5,7 +5,7 @@
   batch of synthetic birds, alternated with the same call plus ``FeatureConfig()`` (forward hooks
   on DIFT's up-block in the same forward), and with DIFT's ensemble (extra forward over
   ``--noise-samples`` noised copies at t=261, class prompt) for comparison.
-- ``sd`` (``--sd``): an SD-1.5-shaped ``UNet2DConditionModel()`` (random weights, no download),
+- ``sd`` (``--sd``): an SD-1.5-shaped UNet (``build_unet(SD15_ARCH)``, random weights, no download),
   one 512 px forward (latent 64, 77 tokens) with attention capture, alternated with the same
   forward plus the feature hooks. Several minutes on 2 cores.
 
@@ -79,17 +79,16 @@ def toy(model, batch: int, repeats: int, noise_samples: int) -> dict:
 
 
 def sd(repeats: int) -> dict:
-    from diffusers import UNet2DConditionModel
-
     from diffparts.attention.aggregate import aggregate_cross_attention, aggregate_self_attention
+    from diffparts.model.build import SD15_ARCH, build_unet
     from diffparts.model.capture import AttentionCapture
     from diffparts.model.features import FeatureCapture, default_feature_blocks, up_block_sides
 
     torch.manual_seed(0)
-    unet = UNet2DConditionModel().eval()          # SD-1.5 shape, random weights
-    latent = 512 // 8
+    unet = build_unet(SD15_ARCH).eval()           # SD-1.5 shape, random weights
+    latent = unet.config.sample_size              # 512 px / the VAE's 8
     blocks = default_feature_blocks(unet, latent)
-    inputs = (torch.randn(1, 4, latent, latent), torch.tensor([300]), torch.randn(1, 77, unet.config.cross_attention_dim))
+    inputs = (torch.randn(1, 4, latent, latent), torch.tensor([300]), torch.randn(1, SD15_ARCH.max_length, unet.config.cross_attention_dim))
     shapes = {}
 
     def forward(with_features: bool):

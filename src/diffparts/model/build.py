@@ -4,7 +4,8 @@ The same builders make the tiny random pipelines of the tests and the embedded t
 checkpoint: a VAE (``AutoencoderKL``), a ``UNet2DConditionModel`` with self- and
 cross-attention, a small ``CLIPTextModel`` and a ``CLIPTokenizer`` whose vocabulary and merges
 files are written here (no hub download). The result saves as a complete diffusers Stable
-Diffusion folder that ``StableDiffusionPipeline.from_pretrained`` loads.
+Diffusion folder that ``StableDiffusionPipeline.from_pretrained`` loads. :data:`SD15_ARCH` has
+Stable Diffusion 1.5's shapes (random weights: for sizes, memory and time, never for results).
 """
 
 from __future__ import annotations
@@ -43,12 +44,40 @@ class SDArchConfig:
     text_heads: int = 2
     text_intermediate_size: int = 64
     max_length: int = 16  # tokenizer model_max_length = text encoder positions
+    # Rows of the text encoder's embedding: None = the tokenizer's own size; a larger number pads
+    # the vocabulary with unused entries up to it (the special tokens then take the last two ids).
+    text_vocab_size: int | None = None
     # SD-1.x noise schedule, so that t=300 means the same noise level as in DiffSeg's setting.
     beta_start: float = 0.00085
     beta_end: float = 0.012
     beta_schedule: str = "scaled_linear"
     num_train_timesteps: int = 1000
     vae_scaling_factor: float = 1.0  # set from the latent std after VAE training
+
+
+# Stable Diffusion 1.5's architecture (runwayml / stable-diffusion-v1-5 configs): 512 px, a VAE
+# with 8x downsampling to 64 x 64 x 4, the 860 M-parameter UNet with attention at 64, 32 and 16
+# (and the 8 x 8 mid block), CLIP ViT-L/14's text encoder (768 wide, 12 layers, 77 positions,
+# 49,408 tokens). About 1.07 G parameters.
+SD15_ARCH = SDArchConfig(
+    sample_size=512,
+    vae_block_out_channels=(128, 256, 512, 512),
+    vae_layers_per_block=2,
+    vae_norm_num_groups=32,
+    unet_block_out_channels=(320, 640, 1280, 1280),
+    unet_down_block_types=("CrossAttnDownBlock2D",) * 3 + ("DownBlock2D",),
+    unet_up_block_types=("UpBlock2D",) + ("CrossAttnUpBlock2D",) * 3,
+    unet_layers_per_block=2,
+    unet_norm_num_groups=32,
+    unet_attention_heads=8,
+    cross_attention_dim=768,
+    text_layers=12,
+    text_heads=12,
+    text_intermediate_size=3072,
+    max_length=77,
+    text_vocab_size=49408,
+    vae_scaling_factor=0.18215,
+)
 
 
 @dataclass
@@ -125,12 +154,15 @@ def learn_bpe_merges(words: Iterable[str]) -> list[tuple[str, str]]:
         corpus = [symbols for symbols in corpus if len(symbols) > 1]
 
 
-def write_clip_tokenizer_files(out_dir: str | Path, words: Iterable[str]) -> tuple[Path, Path]:
+def write_clip_tokenizer_files(out_dir: str | Path, words: Iterable[str],
+                               vocab_size: int | None = None) -> tuple[Path, Path]:
     """Write ``vocab.json`` and ``merges.txt`` for a byte-level BPE CLIP tokenizer.
 
     The vocabulary holds the 256 byte symbols (alone and word-final, as CLIP's does), every
     merge product of :func:`learn_bpe_merges` over the words (so each word is one token) and the
-    two special tokens. Any text tokenizes without unknowns.
+    two special tokens. Any text tokenizes without unknowns. ``vocab_size``: pad with unused
+    entries ``<|unused_i|>`` (never produced by the merges) to that many tokens, the special
+    tokens last, as in CLIP's 49,408-token vocabulary.
     """
     from transformers.convert_slow_tokenizer import bytes_to_unicode
 
@@ -143,6 +175,11 @@ def write_clip_tokenizer_files(out_dir: str | Path, words: Iterable[str]) -> tup
     merges = learn_bpe_merges(w.lower() for w in [*BASE_WORDS, *words])
     for a, b in merges:
         vocab.setdefault(a + b, len(vocab))
+    if vocab_size is not None:
+        if vocab_size < len(vocab) + 2:
+            raise ValueError(f"vocab_size {vocab_size} is below the {len(vocab) + 2} tokens the words need")
+        for i in range(vocab_size - 2 - len(vocab)):
+            vocab[f"<|unused_{i}|>"] = len(vocab)
     for special in ("<|startoftext|>", "<|endoftext|>"):
         vocab.setdefault(special, len(vocab))
     vocab_path, merges_path = out_dir / "vocab.json", out_dir / "merges.txt"
@@ -151,17 +188,40 @@ def write_clip_tokenizer_files(out_dir: str | Path, words: Iterable[str]) -> tup
     return vocab_path, merges_path
 
 
-def build_tokenizer(out_dir: str | Path, words: Iterable[str] = (), max_length: int = 16):
+def build_tokenizer(out_dir: str | Path, words: Iterable[str] = (), max_length: int = 16,
+                    vocab_size: int | None = None):
     """A ``CLIPTokenizer`` over :func:`write_clip_tokenizer_files`' files in ``out_dir``."""
     from transformers import CLIPTokenizer
 
-    vocab_path, merges_path = write_clip_tokenizer_files(out_dir, words)
+    vocab_path, merges_path = write_clip_tokenizer_files(out_dir, words, vocab_size)
     merges = merges_path.read_text().splitlines()[1:]
     return CLIPTokenizer(
         vocab=json.loads(vocab_path.read_text()),
         merges=[tuple(line.split(" ")) for line in merges if line],
         model_max_length=max_length,
         pad_token="<|endoftext|>",
+    )
+
+
+def build_unet(config: SDArchConfig = SDArchConfig()):
+    """A randomly initialised ``UNet2DConditionModel`` for ``config`` (seed torch first).
+
+    Its latent side is ``sample_size`` over the VAE's downsampling (SD15_ARCH: 512 px -> 64).
+    """
+    from diffusers import UNet2DConditionModel
+
+    latent_size = config.sample_size // 2 ** (len(config.vae_block_out_channels) - 1)
+    return UNet2DConditionModel(
+        sample_size=latent_size,
+        in_channels=config.latent_channels,
+        out_channels=config.latent_channels,
+        down_block_types=config.unet_down_block_types,
+        up_block_types=config.unet_up_block_types,
+        block_out_channels=config.unet_block_out_channels,
+        layers_per_block=config.unet_layers_per_block,
+        norm_num_groups=config.unet_norm_num_groups,
+        attention_head_dim=config.unet_attention_heads,
+        cross_attention_dim=config.cross_attention_dim,
     )
 
 
@@ -177,12 +237,12 @@ def build_components(
     """
     import tempfile
 
-    from diffusers import AutoencoderKL, DDPMScheduler, UNet2DConditionModel
+    from diffusers import AutoencoderKL, DDPMScheduler
     from transformers import CLIPTextConfig, CLIPTextModel
 
     if tokenizer_dir is None:
         tokenizer_dir = tempfile.mkdtemp(prefix="diffparts-tok-")
-    tokenizer = build_tokenizer(tokenizer_dir, words, config.max_length)
+    tokenizer = build_tokenizer(tokenizer_dir, words, config.max_length, config.text_vocab_size)
     n_down = len(config.vae_block_out_channels)
     torch.manual_seed(seed)
     vae = AutoencoderKL(
@@ -198,22 +258,10 @@ def build_components(
         scaling_factor=config.vae_scaling_factor,
         mid_block_add_attention=config.vae_mid_block_attention,
     )
-    latent_size = config.sample_size // 2 ** (n_down - 1)
-    unet = UNet2DConditionModel(
-        sample_size=latent_size,
-        in_channels=config.latent_channels,
-        out_channels=config.latent_channels,
-        down_block_types=config.unet_down_block_types,
-        up_block_types=config.unet_up_block_types,
-        block_out_channels=config.unet_block_out_channels,
-        layers_per_block=config.unet_layers_per_block,
-        norm_num_groups=config.unet_norm_num_groups,
-        attention_head_dim=config.unet_attention_heads,
-        cross_attention_dim=config.cross_attention_dim,
-    )
+    unet = build_unet(config)
     text_encoder = CLIPTextModel(
         CLIPTextConfig(
-            vocab_size=len(tokenizer),
+            vocab_size=len(tokenizer),  # = config.text_vocab_size when that is set
             hidden_size=config.cross_attention_dim,
             intermediate_size=config.text_intermediate_size,
             num_hidden_layers=config.text_layers,
