@@ -49,3 +49,21 @@ def test_within_part_restricts_the_search_and_falls_back_to_relative_position():
     assert used.tolist() == [1, 0]
     with pytest.raises(ValueError, match="within must be one of"):
         transfer_by_features(src, tgt, points, part, part, box, box, (8, 8), (8, 8), within="bogus")
+
+
+def test_large_part_maps_are_matched_on_a_subsampled_grid():
+    """SD-1.5-sized maps (512 x 512) are matched on at most MATCH_GRID_MAX a side: the point
+    lands on the right cell, within one subsampling step of the full-grid answer."""
+    from diffparts.parts.matching import MATCH_GRID_MAX, match_grid
+
+    assert match_grid(np.zeros((64, 64))).shape == (64, 64)                  # the toy's maps: untouched
+    assert match_grid(np.zeros((512, 512))).shape == (MATCH_GRID_MAX, MATCH_GRID_MAX)
+    assert match_grid(np.zeros((500, 300))).shape == (125, 75)
+    src = unique_features(side=8)
+    tgt = np.roll(src, (2, 3), axis=(1, 2))
+    maps = np.zeros((512, 512), np.int64)
+    points = np.array([[96.0, 32.0], [224.0, 160.0]])                      # image = 512 px, cells of 64 px
+    pred, used = transfer_by_features(src, tgt, points, maps, maps, (0, 0, 512, 512), (0, 0, 512, 512),
+                                      (512, 512), (512, 512), within="image")
+    truth = points + [3 * 64, 2 * 64]
+    assert (used == -1).all() and np.abs(pred - truth).max() <= 512 / MATCH_GRID_MAX

@@ -20,6 +20,22 @@ from diffparts.parts.transfer import clip_to_box, object_corners, transfer_point
 
 WITHIN = ("image", "box", "part")
 
+#: Longest side of the grid the features are matched on. Part maps larger than this (512 px at
+#: SD 1.5's size) are subsampled to it: matching 1280-channel features on the full 512 x 512
+#: grid costs 4.3 GB and 6-15 s per pair (docs/real-sizes.md), at 128 it costs 1/16 of that,
+#: and a 4-pixel step is far inside PCK@0.05's tolerance. The 64 px toy maps are not touched.
+MATCH_GRID_MAX = 128
+
+
+def match_grid(part_map: np.ndarray, longest: int = MATCH_GRID_MAX) -> np.ndarray:
+    """``part_map`` subsampled (nearest, every s-th pixel from s // 2) so that neither side
+    exceeds ``longest``; unchanged when it is already small enough."""
+    part_map = np.asarray(part_map)
+    step = -(-max(part_map.shape) // int(longest))          # ceil
+    if step <= 1:
+        return part_map
+    return part_map[step // 2 :: step, step // 2 :: step]
+
 
 def dense_features(features: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
     """(channel, fy, fx) features -> (y, x, channel) float32 on a ``shape`` grid, unit vectors.
@@ -78,7 +94,8 @@ def transfer_by_features(source_features: np.ndarray, target_features: np.ndarra
                          source_map: np.ndarray, target_map: np.ndarray, source_box, target_box,
                          source_size: tuple[int, int], target_size: tuple[int, int],
                          within: str = "part", flip: bool | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """Transfer points (point, 2) by feature matching; the grid is the part maps' (y, x).
+    """Transfer points (point, 2) by feature matching; the grid is the part maps' (y, x),
+    subsampled to at most ``MATCH_GRID_MAX`` a side.
 
     Same arguments and returns as ``transfer_points`` plus the two images' features
     (channel, fy, fx). ``used[i]`` is the category that restricted the match (``within="part"``),
@@ -89,9 +106,10 @@ def transfer_by_features(source_features: np.ndarray, target_features: np.ndarra
         raise ValueError(f"within must be one of {WITHIN}, got {within!r}")
     source_map, target_map = np.asarray(source_map), np.asarray(target_map)
     pts = np.asarray(points, np.float64).reshape(-1, 2)
-    grid = target_map.shape
-    if source_map.shape != grid:
+    if source_map.shape != target_map.shape:
         raise ValueError(f"part maps must have one shape, got {source_map.shape} and {target_map.shape}")
+    source_map, target_map = match_grid(source_map), match_grid(target_map)
+    grid = target_map.shape
     t_inside = clip_to_box(np.ones(grid, bool), object_corners(target_box, target_size, grid), 0)
     if within == "image":
         pred = match_points(source_features, target_features, pts, source_size, target_size, grid)
