@@ -27,10 +27,11 @@ WITHIN = ("image", "box", "part")
 MATCH_GRID_MAX = 128
 
 
-def match_grid(part_map: np.ndarray, longest: int = MATCH_GRID_MAX) -> np.ndarray:
+def match_grid(part_map: np.ndarray, longest: int | None = None) -> np.ndarray:
     """``part_map`` subsampled (nearest, every s-th pixel from s // 2) so that neither side
-    exceeds ``longest``; unchanged when it is already small enough."""
+    exceeds ``longest`` (default ``MATCH_GRID_MAX``); unchanged when it is already small enough."""
     part_map = np.asarray(part_map)
+    longest = MATCH_GRID_MAX if longest is None else longest
     step = -(-max(part_map.shape) // int(longest))          # ceil
     if step <= 1:
         return part_map
