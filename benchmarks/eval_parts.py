@@ -5,7 +5,7 @@ categories K + 1 including background):
 
 - ``diffparts``: extract attention with the model, DiffSeg levels (thresholds from the data,
   ``diffparts.segment.thresholds``), then the parts stage (descriptors, streaming clustering,
-  part maps), evaluated with ``diffparts.parts.dataset.evaluate_store``;
+  part maps), evaluated with ``diffparts.parts.scoring.evaluate_store``;
 - ``diffparts, random UNet``: the same pipeline with the checkpoint's UNet re-initialised at
   random (same shape; VAE, text encoder and tokenizer kept);
 - ``k-means colour+position (dataset)``: one k-means over the pixels of all images on RGB and
@@ -149,8 +149,9 @@ def run_parts(store: Path, records, k: int, level: int, seed: int, max_pairs: in
     Returns the first method's scores at the top level and every method's under ``methods``.
     """
     from diffparts.parts.cluster import ClusterConfig
-    from diffparts.parts.dataset import (build_descriptors, cluster_parts, evaluate_store, image_infos,
-                                         paint_part_labels, require_segments)
+    from diffparts.parts.dataset import (build_descriptors, cluster_parts, image_infos, paint_part_labels,
+                                         require_segments)
+    from diffparts.parts.scoring import evaluate_store
     from diffparts.parts.descriptors import DescriptorConfig
     from diffparts.store import open_store
 

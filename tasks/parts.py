@@ -75,7 +75,7 @@ def save_store_pictures(store: str, corpus: str | None, out_dir: str, max_images
 def evaluate_store(store: str, corpus: str | None, max_pairs: int = 2000, seed: int = 0,
                    method: str = "auto") -> dict | None:
     """NMI/ARI at keypoints and PCK@0.05/0.1 over same-class pairs; None without keypoints."""
-    from diffparts.parts.dataset import evaluate_store as evaluate
+    from diffparts.parts.scoring import evaluate_store as evaluate
 
     root = _root(store)
     try:

@@ -78,7 +78,7 @@ def test_refuses_unfinished_segmentation(tmp_path):
 
 
 def test_transfer_between_two_images(parts_store):
-    from diffparts.parts.dataset import transfer_between
+    from diffparts.parts.scoring import transfer_between
 
     path, truth, _, _ = parts_store
     root = open_store(path)
@@ -93,7 +93,8 @@ def test_transfer_between_two_images(parts_store):
 def test_manifest_corpus_is_used_by_parts_and_evaluation_when_not_given(tmp_path):
     """A store whose manifest names its corpus: boxes, keypoints and classes come from it."""
     from diffparts.corpus import SynthConfig, generate_birds, open_corpus
-    from diffparts.parts.dataset import evaluate_store, load_infos
+    from diffparts.parts.dataset import load_infos
+    from diffparts.parts.scoring import evaluate_store
     from diffparts.store import (build_manifest, create_stage_array, describe_corpus, describe_images,
                                  ensure_stage, prepare_store)
     from tasks.parts import evaluate_store as evaluate_task

@@ -91,7 +91,8 @@ def run_parts(args) -> int:
 
 
 def run_transfer(args) -> int:
-    from diffparts.parts.dataset import load_infos, transfer_between
+    from diffparts.parts.dataset import load_infos
+    from diffparts.parts.scoring import transfer_between
     from diffparts.store import open_store
 
     root = open_store(args.store)
