@@ -17,15 +17,14 @@
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 
 from prefect import flow, get_run_logger
-from prefect.futures import as_completed
 
-from flows.artifacts import (advance_progress, markdown_table, markdown_with_pictures, measure_rows,
+from flows.artifacts import (markdown_table, markdown_with_pictures, measure_rows,
                              publish_markdown, publish_progress, publish_table, stage_report)
 from flows.extract import make_task_runner
+from flows.fanout import as_finished, submit_all
 from tasks.embeddings import (category_pictures, embedding_summary, finish_index, measure_embeddings,
                               setup_embeddings, train_part_embedding)
 
@@ -34,19 +33,12 @@ from tasks.embeddings import (category_pictures, embedding_summary, finish_index
 def embed_batches(store: str, corpus: str | None, model: str, plan: list[dict], config: dict, out_dir: str | None,
                   device: str, dtype: str, model_hash: str, gpu_annotate: bool = False) -> list[dict]:
     """Map ``train_part_embedding`` over the plan on this flow's task runner."""
-    import dask
-
     logger = get_run_logger()
-    progress = publish_progress("embeddings-progress", f"part tokens of {store}: (loss, category) done", 0, len(plan))
-    annotate = dask.annotate(resources={"GPU": 1}) if gpu_annotate else contextlib.nullcontext()
-    with annotate:
-        futures = [train_part_embedding.submit(store, corpus, model, p["loss"], p["category"], config, out_dir,
-                                               device, dtype, model_hash) for p in plan]
-    which = {f.task_run_id: p for f, p in zip(futures, plan)}
+    futures = submit_all(train_part_embedding, plan, lambda p: (store, corpus, model, p["loss"], p["category"], config,
+                                                                out_dir, device, dtype, model_hash), gpu_annotate)
     rows = []
-    for finished, future in enumerate(as_completed(futures), start=1):
-        future.wait()
-        p = which[future.task_run_id]
+    for p, future in as_finished(futures, plan, "embeddings-progress",
+                                 f"part tokens of {store}: (loss, category) done"):
         if future.state.is_completed():
             rows.append(future.result())
             logger.info("<part-%d> %s: %d steps, final loss %.5f (%.1f s)", p["category"], p["loss"],
@@ -54,7 +46,6 @@ def embed_batches(store: str, corpus: str | None, model: str, plan: list[dict], 
         else:
             rows.append({**p, "failed": str(future.state.message)})
             logger.warning("<part-%d> %s failed: %s", p["category"], p["loss"], future.state.message)
-        advance_progress(progress, finished, len(futures))
     return rows
 
 

@@ -15,16 +15,15 @@
 
 from __future__ import annotations
 
-import contextlib
 import time
 from pathlib import Path
 
 from prefect import flow, get_run_logger
-from prefect.futures import as_completed
 from prefect.task_runners import ThreadPoolTaskRunner
 
-from flows.artifacts import (advance_progress, markdown_table, measure_rows, publish_markdown, publish_progress,
+from flows.artifacts import (markdown_table, measure_rows, publish_markdown, publish_progress,
                              publish_table, stage_report)
+from flows.fanout import as_finished, submit_all
 from tasks.extract import (
     create_attention_arrays,
     describe_images,
@@ -74,28 +73,19 @@ def extract_batches(
     pin_gpu: bool = False,
 ) -> dict:
     """Map ``extract_batch`` over the batches on this flow's task runner; count as they finish."""
-    import dask
-
-    progress = publish_progress("extract-progress", f"attention extraction into {store}: batches done", 0, len(batches))
-    annotate = dask.annotate(resources={"GPU": 1}) if gpu_annotate else contextlib.nullcontext()
-    with annotate:
-        futures = [
-            extract_batch.submit(store, version, batch, model, capture, device, dtype, features, limits, pin_gpu)
-            for batch in batches
-        ]
-    which = {f.task_run_id: batch for f, batch in zip(futures, batches)}
+    futures = submit_all(extract_batch, batches, lambda batch: (store, version, batch, model, capture, device, dtype,
+                                                               features, limits, pin_gpu), gpu_annotate)
     totals = {"written": 0, "skipped": 0, "failed": 0, "bytes": 0, "batches": len(batches), "task_seconds": 0.0}
-    for finished, future in enumerate(as_completed(futures), start=1):
-        state = future.wait() or future.state
+    for batch, future in as_finished(futures, batches, "extract-progress",
+                                     f"attention extraction into {store}: batches done"):
         if future.state.is_completed():
             result = future.result()
             for key in ("written", "skipped", "failed", "bytes"):
                 totals[key] += result[key]
             totals["task_seconds"] += result["seconds"]
         else:  # retries used up: record the batch's unfinished images, go on with the others
-            reason = f"extract: {future.state.message or state}"
-            totals["failed"] += record_batch_failure(store, version, which[future.task_run_id], reason)
-        advance_progress(progress, finished, len(futures))
+            reason = f"extract: {future.state.message or future.state}"
+            totals["failed"] += record_batch_failure(store, version, batch, reason)
     return totals
 
 

@@ -17,15 +17,14 @@ baselines run).
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 
 from prefect import flow, get_run_logger
-from prefect.futures import as_completed
 
-from flows.artifacts import (advance_progress, markdown_with_pictures, measure_rows, publish_markdown,
+from flows.artifacts import (markdown_with_pictures, measure_rows, publish_markdown,
                              publish_progress, publish_table, stage_report)
 from flows.extract import make_task_runner
+from flows.fanout import as_finished, submit_all
 from tasks.occlusion import occlusion_grid, run_cases, setup_occlusion, summarize_occlusion
 
 
@@ -33,18 +32,11 @@ from tasks.occlusion import occlusion_grid, run_cases, setup_occlusion, summariz
 def occlusion_batches(store: str, corpus: str | None, model: str, batches: list[list[int]], device: str,
                       dtype: str, gpu_annotate: bool = False) -> list[dict]:
     """Map ``run_cases`` over the batches on this flow's task runner."""
-    import dask
-
     logger = get_run_logger()
-    progress = publish_progress("occlusion-progress", f"occlusion cases of {store}: batches done", 0, len(batches))
-    annotate = dask.annotate(resources={"GPU": 1}) if gpu_annotate else contextlib.nullcontext()
-    with annotate:
-        futures = [run_cases.submit(store, corpus, model, b, device, dtype) for b in batches]
-    which = {f.task_run_id: b for f, b in zip(futures, batches)}
+    futures = submit_all(run_cases, batches, lambda b: (store, corpus, model, b, device, dtype), gpu_annotate)
     rows = []
-    for finished, future in enumerate(as_completed(futures), start=1):
-        future.wait()
-        batch = which[future.task_run_id]
+    for batch, future in as_finished(futures, batches, "occlusion-progress",
+                                     f"occlusion cases of {store}: batches done"):
         if future.state.is_completed():
             rows.append(future.result())
             logger.info("cases %s: %d done, %d failed (%.1f s)", batch, len(rows[-1]["done"]),
@@ -52,7 +44,6 @@ def occlusion_batches(store: str, corpus: str | None, model: str, batches: list[
         else:
             rows.append({"done": [], "failed": {c: str(future.state.message) for c in batch}, "skipped": []})
             logger.warning("cases %s failed: %s", batch, future.state.message)
-        advance_progress(progress, finished, len(futures))
     return rows
 
 

@@ -22,8 +22,9 @@ from pathlib import Path
 import numpy as np
 from prefect import flow, get_run_logger
 
-from flows.artifacts import (advance_progress, markdown_table, measure_rows, publish_markdown, publish_progress,
+from flows.artifacts import (markdown_table, measure_rows, publish_markdown, publish_progress,
                              publish_table, stage_report)
+from flows.fanout import as_finished, submit_all
 from tasks.segment import (STAGE, choose_thresholds, create_segment_arrays, record_batch_failure, score_segments,
                            segment_images)
 
@@ -34,16 +35,13 @@ MAX_TABLE_ROWS = 1000
 @flow(name="segment-batches")
 def segment_batches(store: str, batches: list[list[dict]], settings: dict) -> list[dict]:
     """Map ``segment_images`` over the batches on this flow's task runner."""
-    progress = publish_progress("segment-progress", f"segmentation of {store}: batches done", 0, len(batches))
-    futures = [segment_images.submit(store, batch, settings) for batch in batches]
+    futures = submit_all(segment_images, batches, lambda batch: (store, batch, settings))
     rows = []
-    for finished, (future, batch) in enumerate(zip(futures, batches), start=1):
-        future.wait()
+    for batch, future in as_finished(futures, batches, "segment-progress", f"segmentation of {store}: batches done"):
         if future.state.is_completed():
             rows.extend(future.result())
         else:  # retries used up: its unfinished images are recorded as failed; a re-run retries them
             rows.extend(record_batch_failure(store, batch, str(future.state.message)))
-        advance_progress(progress, finished, len(batches))
     return rows
 
 
