@@ -43,30 +43,6 @@ def force_stages(store: str, stage: str) -> list[str]:
     return force_stage(store, stage)
 
 
-def stage_status(name: str, summary: dict) -> tuple[str, str]:
-    """("done" | "skipped", one line) for a stage's returned summary: skipped = nothing new."""
-    if name == "extract":
-        line = (f"{summary.get('written', 0)} written, {summary.get('skipped', 0)} skipped, "
-                f"{summary.get('failed', 0)} failed of {summary.get('images', 0)} images")
-        busy = summary.get("written", 0) or summary.get("failed", 0)
-    elif name == "segment":
-        line = (f"{summary.get('done', 0)} segmented, {summary.get('skipped', 0)} skipped, "
-                f"{summary.get('failed', 0)} failed ({summary.get('method')})")
-        busy = summary.get("done", 0) or summary.get("failed", 0)
-    elif name == "parts":
-        clusters = summary.get("clusters") or {}
-        line = f"K = {clusters.get('k')} categories over {summary.get('images')} images"
-        busy = not summary.get("skipped")
-    elif name == "embeddings":
-        line = (f"{len(summary.get('trained') or [])} tokens trained, {len(summary.get('failed') or [])} failed, "
-                f"{len(summary.get('summary') or [])} in the store ({', '.join(summary.get('losses') or [])})")
-        busy = summary.get("trained") or summary.get("failed")
-    else:
-        line = f"{len(summary.get('ran') or [])} cases run, {len(summary.get('failed') or {})} failed of {summary.get('cases')}"
-        busy = summary.get("ran") or summary.get("failed")
-    return ("done" if busy else "skipped"), line
-
-
 def _with_headline(name: str, summary: dict) -> dict:
     """The stage's ``report`` entry with its headline measures (quality first) at the top."""
     from diffparts.pipeline import headline_measures
@@ -79,9 +55,10 @@ def _with_headline(name: str, summary: dict) -> dict:
 
 
 def _report_path(store: str, started: dt.datetime, run_name: str | None) -> Path:
-    base = Path(f"{store.removeprefix('file://').rstrip('/')}.reports")
-    if "://" in str(base):  # an fsspec store: the report goes to the working directory
-        base = Path("diffparts-reports")
+    """``<store>.reports/<time>-<run>.html``; for a store at a URL, ``diffparts-reports/`` here."""
+    from diffparts.pipeline import side_dir
+
+    base = side_dir(store, "reports") or Path("diffparts-reports")
     stamp = started.strftime("%Y%m%d-%H%M%S")
     return base / f"{stamp}-{run_name or 'run'}.html"
 
@@ -125,7 +102,7 @@ def bird_parts(
     ``{"embeddings": {"config": {"learning_rate": 0.01}}}``). echo: also print each stage's
     line to stdout as it finishes (the CLI does). Returns each stage's record and the report.
     """
-    from diffparts.pipeline import STAGES, absolute, check_stage, select_stages, stages_from
+    from diffparts.pipeline import STAGES, absolute, check_stage, select_stages, stage_status, stages_from
 
     logger = get_run_logger()
     # absolute local paths: Dask workers on other machines resolve them from their own directory

@@ -61,8 +61,10 @@ def absolute(path: str | Path | None, must_exist: bool = False) -> str | None:
 
 
 def side_dir(store: str | Path, stage: str) -> Path | None:
-    """The folder beside a local store where ``stage`` keeps its files (None for extract/segment)."""
-    suffix = {"parts": ".parts", "embeddings": ".embeddings", "occlusion": ".occlusion"}.get(stage)
+    """The folder beside a local store where ``stage`` keeps its files (None for extract/segment,
+    and for a store that is a URL); ``"reports"``: where the pipeline's HTML reports go."""
+    suffix = {"parts": ".parts", "embeddings": ".embeddings", "occlusion": ".occlusion",
+              "reports": ".reports"}.get(stage)
     text = str(store)
     if suffix is None or "://" in text.removeprefix("file://"):
         return None
@@ -106,6 +108,30 @@ def force_stage(store: str | Path, stage: str) -> list[str]:
                 shutil.rmtree(folder)
                 cleared.append(str(folder))
     return cleared
+
+
+def stage_status(name: str, summary: dict) -> tuple[str, str]:
+    """("done" | "skipped", one line) for a stage's returned summary: skipped = nothing new."""
+    if name == "extract":
+        line = (f"{summary.get('written', 0)} written, {summary.get('skipped', 0)} skipped, "
+                f"{summary.get('failed', 0)} failed of {summary.get('images', 0)} images")
+        busy = summary.get("written", 0) or summary.get("failed", 0)
+    elif name == "segment":
+        line = (f"{summary.get('done', 0)} segmented, {summary.get('skipped', 0)} skipped, "
+                f"{summary.get('failed', 0)} failed ({summary.get('method')})")
+        busy = summary.get("done", 0) or summary.get("failed", 0)
+    elif name == "parts":
+        clusters = summary.get("clusters") or {}
+        line = f"K = {clusters.get('k')} categories over {summary.get('images')} images"
+        busy = not summary.get("skipped")
+    elif name == "embeddings":
+        line = (f"{len(summary.get('trained') or [])} tokens trained, {len(summary.get('failed') or [])} failed, "
+                f"{len(summary.get('summary') or [])} in the store ({', '.join(summary.get('losses') or [])})")
+        busy = summary.get("trained") or summary.get("failed")
+    else:
+        line = f"{len(summary.get('ran') or [])} cases run, {len(summary.get('failed') or {})} failed of {summary.get('cases')}"
+        busy = summary.get("ran") or summary.get("failed")
+    return ("done" if busy else "skipped"), line
 
 
 def _mean(values) -> float | None:

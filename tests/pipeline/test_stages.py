@@ -75,3 +75,18 @@ def test_headline_measures_put_quality_first():
     assert headline_measures("embeddings", {"summary": [{"final_loss": 0.1}, {"final_loss": 0.3}]})[1][1] == \
         pytest.approx(0.2)
     assert headline_measures("segment", {"done": 3}) == []     # no ground truth: no quality figure
+
+
+def test_reports_go_beside_a_local_store_only(tmp_path):
+    assert side_dir(tmp_path / "s.zarr", "reports") == tmp_path / "s.zarr.reports"
+    assert side_dir("s3://bucket/s.zarr", "reports") is None     # the flow writes to diffparts-reports/
+
+
+def test_stage_status_says_skipped_when_nothing_was_done():
+    from diffparts.pipeline import stage_status
+
+    assert stage_status("extract", {"written": 0, "skipped": 8, "failed": 0, "images": 8})[0] == "skipped"
+    assert stage_status("extract", {"written": 0, "skipped": 7, "failed": 1, "images": 8})[0] == "done"
+    assert stage_status("parts", {"clusters": {"k": 8}, "images": 8, "skipped": True}) == \
+        ("skipped", "K = 8 categories over 8 images")
+    assert stage_status("occlusion", {"ran": [], "failed": {}, "cases": 4})[0] == "skipped"

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 
-STAGE_NAMES = ("extract", "segment", "parts", "embeddings", "occlusion")  # diffparts.pipeline.STAGES
+from diffparts.pipeline import STAGES as STAGE_NAMES  # cheap: no torch, no Prefect (--help stays instant)
 
 
 def register(subparsers) -> None:
@@ -66,6 +66,7 @@ def run_pipeline(args) -> int:
         synthetic_birds=args.synthetic_birds, echo=True,
     )
     if args.json:
-        print(json.dumps({k: v for k, v in result.items()}, default=str))
-    failed = [r["name"] for r in result["stages"] if r["status"] == "failed"]
-    return 1 if failed else 0
+        print(json.dumps(result, default=str))
+    # a failed stage raised above; exit 1 when a stage finished but left images, tokens or cases
+    # failed (as `diffparts extract` does), so a script or scheduler sees it
+    return 1 if any(r["summary"].get("failed") for r in result["stages"]) else 0
