@@ -101,17 +101,14 @@ def embedding_summary(store: str, losses: list[str]) -> list[dict]:
 def category_pictures(store: str, corpus: str | None, model: str, loss: str, categories: list[int] | None,
                       config: dict, out_dir: str | None, device: str, dtype: str,
                       picture_config: dict | None = None, redraw: list[int] | None = None) -> dict:
-    """{category: {"path": PNG, "uri": data URI}}: token attention and generated images.
+    """{category: {"path": PNG}}: token attention and generated images (the flow embeds them).
 
     picture_config: ``n_images`` (default 4) and MeasureConfig fields (generate_steps, guidance).
     redraw: with a list, only those categories are drawn again; the others reuse their saved
     PNG where it exists (a re-run that trained nothing draws nothing).
     """
-    import numpy as np
-    from PIL import Image
-
     from diffparts.inversion.evaluate import MeasureConfig
-    from diffparts.inversion.pictures import data_uri, save_png
+    from diffparts.inversion.pictures import save_png
     from diffparts.inversion.saving import embeddings_dir
     from diffparts.inversion.stage import category_pictures as pictures
 
@@ -121,8 +118,7 @@ def category_pictures(store: str, corpus: str | None, model: str, loss: str, cat
     draw = list(categories) if categories is not None else None
     if redraw is not None and draw is not None:
         for c in [c for c in draw if c not in set(redraw) and (directory / f"part-{c}.png").is_file()]:
-            path = directory / f"part-{c}.png"
-            out[c] = {"path": str(path), "uri": data_uri(np.asarray(Image.open(path).convert("RGB")))}
+            out[c] = {"path": str(directory / f"part-{c}.png")}
         draw = [c for c in draw if c not in out]
     if draw is None or draw:
         options = dict(picture_config or {})
@@ -130,8 +126,7 @@ def category_pictures(store: str, corpus: str | None, model: str, loss: str, cat
         pics = pictures(_root(store), store, corpus, model, loss, draw, n_images=n_images,
                         config=_config(config, loss), measure=MeasureConfig(**options), out_dir=out_dir,
                         device=device, dtype=dtype)
-        out.update({c: {"path": str(save_png(p, directory / f"part-{c}.png")), "uri": data_uri(p)}
-                    for c, p in pics.items()})
+        out.update({c: {"path": str(save_png(p, directory / f"part-{c}.png"))} for c, p in pics.items()})
     return dict(sorted(out.items()))
 
 

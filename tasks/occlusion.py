@@ -55,10 +55,10 @@ def summarize_occlusion(store: str) -> dict:
 
 @task(**NO_RETRIES, cache_policy=NO_CACHE)  # picture: an error would only repeat
 def occlusion_grid(store: str, n: int = 6) -> dict:
-    """The picture grid (original, occluded, each completion) as a PNG beside the store and a data URI."""
-    from diffparts.inversion.pictures import data_uri, save_png
+    """The picture grid (original, occluded, each completion) as a PNG beside the store (the flow embeds it)."""
+    from diffparts.inversion.pictures import save_png
     from diffparts.occlusion.stage import occlusion_dir
     from diffparts.occlusion.stage import occlusion_grid as grid
 
     picture = grid(_root(store), n=n)
-    return {"path": str(save_png(picture, occlusion_dir(store) / "grid.png")), "uri": data_uri(picture, 1600)}
+    return {"path": str(save_png(picture, occlusion_dir(store) / "grid.png"))}

@@ -13,7 +13,6 @@ import numpy as np
 from PIL import Image
 
 from diffparts.parts.gallery import palette
-from diffparts.report.images import png_data_uri
 
 
 def heat(map_: np.ndarray) -> np.ndarray:
@@ -54,9 +53,3 @@ def save_png(picture: np.ndarray, path: str | Path) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     Image.fromarray(picture).save(path, optimize=True)
     return path
-
-
-def data_uri(picture: np.ndarray, max_side: int = 768) -> str:
-    """A PNG ``data:`` URI for markdown: ``diffparts.report.png_data_uri`` (longest side at most
-    ``max_side``, within its default byte budget for one dashboard picture)."""
-    return png_data_uri(picture, max_side=max_side)
