@@ -40,12 +40,16 @@ def all_tasks() -> dict[str, Task]:
 
 
 def submitted_tasks() -> set[str]:
-    """Names of tasks any flow starts with ``.submit`` (they run in worker threads)."""
+    """Names of tasks any flow starts with ``.submit`` or hands to ``flows.fanout.submit_all``
+    (they run in worker threads)."""
     names = set()
     for path in (Path(REPO_ROOT) / "flows").glob("*.py"):
         for node in ast.walk(ast.parse(path.read_text())):
             if isinstance(node, ast.Attribute) and node.attr == "submit" and isinstance(node.value, ast.Name):
                 names.add(node.value.id)
+            if (isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id == "submit_all"
+                    and node.args and isinstance(node.args[0], ast.Name)):
+                names.add(node.args[0].id)
     return names
 
 
