@@ -1,4 +1,4 @@
-"""Capture overhead and peak memory (issue 4; DESIGN.md section 7). Prints one JSON object.
+"""Capture overhead and peak memory (issue 4; docs/design.md §7 "Performance"). Prints one JSON object.
 
 overhead = (UNet forward with AttentionCapture + DiffSeg aggregation) / plain UNet forward, same
 model and batch, timed alternately (median over repeats). Models:

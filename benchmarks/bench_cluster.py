@@ -1,4 +1,4 @@
-"""Dataset clustering throughput and peak memory (DESIGN 7): prints one JSON object.
+"""Dataset clustering throughput and peak memory (docs/design.md §7 "Performance"): prints one JSON object.
 
 For each size (10^4, 10^5, 10^6 synthetic segments by default) a fresh subprocess writes a
 Zarr array (segment, feature) of descriptors in blocks (a mixture of K Gaussians, the shape of

@@ -1,4 +1,4 @@
-"""DiffSeg merge speed and peak memory on one 64 x 64 x 64 x 64 tensor (DESIGN 7): one JSON object.
+"""DiffSeg merge speed and peak memory on one 64 x 64 x 64 x 64 tensor (docs/design.md §7 "Performance"): one JSON object.
 
 The tensor is synthetic but SD-like (``diffparts.segment.synthetic.realistic_attention``: smooth,
 local, peaky, six regions). Timed, each the median of ``--repeats`` runs in this process:
@@ -25,7 +25,7 @@ segments the stored attention of up to ``--max-images`` images with fixed thresh
 reference 1.1 and small values), with the data rules (quantile, Otsu; thresholds chosen from
 the first ``--sample`` images) and with random-walk NCut (constant and automatic tau), and
 prints per setting: Hungarian mIoU and pixel accuracy of the finest level against the part
-masks (per-image matching, DESIGN 8), NFCovering over the hierarchy levels, mean segments.
+masks (per-image matching, docs/design.md §8 "Measures"), NFCovering over the hierarchy levels, mean segments.
 
     .venv/bin/python benchmarks/bench_diffseg.py --compare-store STORE --corpus CORPUS [--max-images 40]
     .venv/bin/python benchmarks/bench_diffseg.py --synthetic-sharpness 4 --corpus CORPUS  # no model

@@ -1,4 +1,4 @@
-"""Extract throughput: images per second of the extract flow on this CPU (DESIGN 7).
+"""Extract throughput: images per second of the extract flow on this CPU (docs/design.md §7 "Performance").
 
 Runs ``flows.extract.extract_attention`` on synthetic birds into a fresh store for each task
 runner: the thread pool (1 and 2 threads) and a local Dask cluster (1 and 2 single-thread

@@ -1,4 +1,4 @@
-"""Cost of UNet feature capture (issue 14, DESIGN 5.5 and 7): prints one JSON object.
+"""Cost of UNet feature capture (issue 14, docs/design.md §5.5 and §7): prints one JSON object.
 
 - ``toy``: the embedded checkpoint (or ``--model``), one extraction forward
   (``extract_attention``: VAE encode, UNet forward with attention capture, aggregation) on a

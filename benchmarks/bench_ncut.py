@@ -1,4 +1,4 @@
-"""Random-walk recursive NCut (DESIGN 5.3, 7): speed, memory and constant-vs-auto tau; JSON out.
+"""Random-walk recursive NCut (docs/design.md §5.3, §7): speed, memory and constant-vs-auto tau; JSON out.
 
 Three figures, one JSON object on stdout:
 
@@ -22,7 +22,7 @@ seeds from ``--seed-offset`` (100) on, so it is held out.
 
 ``birds``: the same comparison, for both affinities, on the embedded checkpoint's attention of
 synthetic birds with part masks (needs data/models/diffparts-toy-birds, or ``--model``):
-per-image Hungarian matching with TP/FP/FN summed over the set (DESIGN 8, 10 part classes incl.
+per-image Hungarian matching with TP/FP/FN summed over the set (docs/design.md §8 "Measures", 10 part classes incl.
 background) and NFCovering of the foreground parts. DiffSeg is not run here.
 
     .venv/bin/python benchmarks/bench_ncut.py speed   [--size 64] [--repeats 3]
@@ -210,7 +210,7 @@ def birds(args) -> dict:
     from diffparts.metrics import CoveringScores, SegmentationScores
     from diffparts.segment.ncut import RecursiveNCut
 
-    # DESIGN 8: per-image Hungarian matching, TP/FP/FN summed over the set; NFCovering (fg parts)
+    # docs/design.md §8 "Measures": per-image Hungarian matching, TP/FP/FN summed over the set; NFCovering (fg parts)
     n_classes = int(max(m.max() for m in masks)) + 1
     methods = {}
     all_methods = {**_methods(args.walk_steps, "random_walk", "random_walk/"),

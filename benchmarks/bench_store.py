@@ -1,4 +1,4 @@
-"""Store figures per storage precision (DESIGN 6 and 7): size, write speed, DiffSeg agreement.
+"""Store figures per storage precision (docs/design.md §6 and §7): size, write speed, DiffSeg agreement.
 
 For each precision (float16, uint8, uint8-log) it writes attention tensors into a fresh store through
 ``diffparts.store.write_attention`` (one chunk per image, zstd as zarr's default), then reads them
@@ -101,7 +101,7 @@ def bench_precision(attn: np.ndarray, precision: str, tmp: Path, thresholds: tup
     back = np.stack([read_self_attention(open_store(store), k) for k in range(n)])
     read_s = time.perf_counter() - start
 
-    # 3. DiffSeg masks before and after (DESIGN 5.2 defaults).
+    # 3. DiffSeg masks before and after (docs/design.md §5.2 "DiffSeg merge" defaults).
     raw, matched, segments = [], [], []
     for k in range(n):
         before = DiffSeg(kl_thresholds=thresholds).fit(attn[k]).labels_

@@ -2,7 +2,7 @@
 
 Generates the default synthetic corpus (or reads --data), clusters every image's pixels with
 diffparts.baselines.kmeans_pixels (k-means on r, g, b, w*y, w*x) using the TRUE number of
-parts + background, and scores the clusters against the part masks with per-image Hungarian matching (DESIGN section 8, via
+parts + background, and scores the clusters against the part masks with per-image Hungarian matching (docs/design.md §8 "Measures", via
 diffparts.metrics). Several position weights w are tried; the headline is the best one, so the
 figure is generous to the baseline. Prints one JSON object.
 
@@ -96,7 +96,7 @@ def main(argv=None) -> int:
         "settings": {"n": args.n, "seed": args.seed, "image_size": args.size,
                      "features": "rgb/255 + w*(x/W, y/H)",
                      "kmeans": "diffparts.baselines.kmeans_pixels (sklearn, n_init=4)",
-                     "matching": "per-image Hungarian, TP/FP/FN summed (DESIGN 8)",
+                     "matching": "per-image Hungarian, TP/FP/FN summed (docs/design.md §8 "Measures")",
                      "data": str(args.data) if args.data else "generated"},
         "by_position_weight": results,
         "kmeans_on_true_foreground": {"miou_parts": oracle.miou,

@@ -1,9 +1,9 @@
 """Part-segmentation quality of the toy checkpoint on held-out synthetic birds (issue 3).
 
-Four methods, scored against the part masks with per-image Hungarian matching (DESIGN 8,
+Four methods, scored against the part masks with per-image Hungarian matching (docs/design.md §8 "Measures",
 ``diffparts.metrics``), every one at the model's native image size (64 px):
 
-- ``trained``: DiffSeg (DESIGN 5.2) on the checkpoint's aggregated self-attention (clean latent,
+- ``trained``: DiffSeg (docs/design.md §5.2 "DiffSeg merge") on the checkpoint's aggregated self-attention (clean latent,
   t=300, empty prompt: ``diffparts.model.extract`` defaults);
 - ``random_init``: the same, for the same architecture at random initialisation (all components);
 - ``kmeans_vae_latent``: k-means on the checkpoint's VAE latent (posterior mean), true K;

@@ -1,4 +1,4 @@
-"""Quality of the parts stage on synthetic birds (issue 6, DESIGN 8): prints one JSON object.
+"""Quality of the parts stage on synthetic birds (issue 6, docs/design.md §8 "Measures"): prints one JSON object.
 
 Rows of the table (all on the same held-out synthetic birds, all with the same number of
 categories K + 1 including background):

@@ -1,1 +1,1 @@
-"""Prefect layer: see DESIGN.md section 3."""
+"""Prefect layer: see docs/design.md §3 "Layers"."""

@@ -1,4 +1,4 @@
-"""Flow: one learned text embedding per part category (DESIGN 5.6), after the parts stage.
+"""Flow: one learned text embedding per part category (docs/design.md §5.6 "Part embeddings"), after the parts stage.
 
 1. Set-up (single writer): refuse a store whose parts stage is not done; write the held-out
    split ``embeddings/held_out`` (the corpus's test split, or a seeded half); create

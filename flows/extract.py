@@ -1,4 +1,4 @@
-"""Flow: diffusion attention of every corpus image into a chunked Zarr store (DESIGN 5.1, 6).
+"""Flow: diffusion attention of every corpus image into a chunked Zarr store (docs/design.md §5.1, §6).
 
 1. Describe the corpus (ids, names, content hashes) and the run (model hash, config hash).
 2. Create or extend the store from the schema (one task, the only writer of metadata) and list

@@ -1,4 +1,4 @@
-"""Flow: which parts are hidden, imagine them back with the part tokens, measure it (DESIGN 5.7).
+"""Flow: which parts are hidden, imagine them back with the part tokens, measure it (docs/design.md §5.7 "Occlusion").
 
 After the embeddings stage (its token files beside the store; without any, only the prompt
 baselines run).

@@ -1,4 +1,4 @@
-"""Flow: part categories across the whole dataset (DESIGN 5.5).
+"""Flow: part categories across the whole dataset (docs/design.md §5.5 "Parts").
 
 Depends on the segment stage: it refuses to start unless every image's ``segments/done`` marker
 is set. Then, in order (each a thin task over ``diffparts.parts``):

@@ -1,4 +1,4 @@
-"""Flow: nested segments of every image from its stored attention (DESIGN 5.2-5.4, 6).
+"""Flow: nested segments of every image from its stored attention (docs/design.md §5.2-5.4, §6).
 
 1. Read the store: images, which have attention, the attention's resolution and image size.
 2. Settings: reuse those stored with earlier segments when the request is the same; otherwise

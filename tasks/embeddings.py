@@ -1,4 +1,4 @@
-"""Prefect tasks of the embeddings stage (DESIGN 5.6). Thin: open the store, call one library
+"""Prefect tasks of the embeddings stage (docs/design.md §5.6 "Part embeddings"). Thin: open the store, call one library
 function of ``diffparts.inversion.stage``, return small rows (never tensors).
 
 Store-touching tasks retry, except on bad input (ValueError, FileNotFoundError): those are

@@ -1,4 +1,4 @@
-"""Prefect tasks of the extract stage (DESIGN.md sections 5.1 and 6).
+"""Prefect tasks of the extract stage (docs/design.md §5.1 and §6).
 
 Thin: each reads its inputs, calls the library, writes through ``diffparts.store`` and returns
 small pointers and counts, never arrays. Tasks that touch the store retry.
@@ -18,7 +18,7 @@ from tasks.gpu import gpu_slot
 from tasks.retry import NO_RETRIES, QUICK_STORAGE, STORAGE_RETRIES
 
 # One pipeline per (model, device, dtype) per worker process, and one forward at a time on it:
-# the capture installs attention processors on the shared UNet (DESIGN 5.1). Task bodies reach
+# the capture installs attention processors on the shared UNet (docs/design.md §5.1 "Extract"). Task bodies reach
 # these only through module functions: Dask pickles the task functions by value (the module
 # attribute is the Task), and functions referenced from them by reference, never the locks.
 # So a Dask worker process imports this module once and keeps its pipelines across tasks;
@@ -277,7 +277,7 @@ def extract_batch(
             if img["index"] in pending:
                 record_failure(root, STAGE, img["image_id"], img["name"], f"load: {err.reason}", index=img["index"])
                 counts["failed"] += 1
-    # 2. One forward for the batch (DESIGN 5.1), 3. write each pending image, then its marker.
+    # 2. One forward for the batch (docs/design.md §5.1 "Extract"), 3. write each pending image, then its marker.
     if any(img["index"] in pending for img in loaded):
         with gpu_slot(device):   # one slot of prefect.yaml's GPU limit while the GPU works
             result = _run_extractor(pipe, np.stack(pixels), config, _feature_config(features))  # image ...

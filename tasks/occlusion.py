@@ -1,4 +1,4 @@
-"""Prefect tasks of the occlusion stage (DESIGN 5.7). Thin: open the store, call one library
+"""Prefect tasks of the occlusion stage (docs/design.md §5.7 "Occlusion"). Thin: open the store, call one library
 function of ``diffparts.occlusion.stage``, return small dicts (never arrays).
 
 Store-touching tasks retry, except on bad input (ValueError, FileNotFoundError).

@@ -1,4 +1,4 @@
-"""Prefect tasks of the parts stage (DESIGN 5.5). Thin: open the store, call one library
+"""Prefect tasks of the parts stage (docs/design.md §5.5 "Parts"). Thin: open the store, call one library
 function, return a small summary (never arrays). Tasks that touch the store retry."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Prefect tasks of the segment stage (DESIGN 5.2-5.4, 6).
+"""Prefect tasks of the segment stage (docs/design.md §5.2-5.4, §6).
 
 Thin: each reads from the store through ``diffparts.store``, calls the library
 (``diffparts.segment``), writes its own images' chunks and returns small dicts, never arrays.
@@ -189,7 +189,7 @@ def record_batch_failure(store: str, images: list[dict], reason: str) -> list[di
 
 @task(**STORAGE_RETRIES, cache_policy=NO_CACHE)
 def score_segments(store: str, corpus: str, images: list[dict]) -> dict:
-    """Measures against the corpus's part masks (``diffparts.metrics``; DESIGN 8).
+    """Measures against the corpus's part masks (``diffparts.metrics``; docs/design.md §8 "Measures").
 
     Per image: Hungarian mIoU and pixel accuracy of level 0 and NFCovering over all levels;
     overall: the same summed over the images (per-image matching) and mIoU per level. Labels

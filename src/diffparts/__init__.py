@@ -1,7 +1,7 @@
 """diffparts: unsupervised part discovery and correspondence from diffusion attention.
 
 The library: arrays in, arrays out. It never imports Prefect; the Prefect layer lives in the
-top-level ``flows`` and ``tasks`` packages (DESIGN.md section 3).
+top-level ``flows`` and ``tasks`` packages (docs/design.md §3 "Layers").
 """
 
 from pathlib import Path

@@ -1,4 +1,4 @@
-"""Label-free baselines to compare discovered parts against (issue 2; DESIGN.md section 8).
+"""Label-free baselines to compare discovered parts against (issue 2; docs/design.md §8 "Measures").
 
 ``kmeans_pixels`` clusters the pixels of one image on colour plus scaled position: the
 baseline the synthetic corpus must defeat (colour alone should not solve part discovery).

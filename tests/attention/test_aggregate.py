@@ -1,4 +1,4 @@
-"""DiffSeg aggregation (DESIGN 5.1) on small cases whose answer is computed by hand."""
+"""DiffSeg aggregation (docs/design.md §5.1 "Extract") on small cases whose answer is computed by hand."""
 
 from __future__ import annotations
 

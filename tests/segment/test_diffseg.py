@@ -1,4 +1,4 @@
-"""DiffSeg merge (DESIGN 5.2) on hand-made attention whose regions are known in advance."""
+"""DiffSeg merge (docs/design.md §5.2 "DiffSeg merge") on hand-made attention whose regions are known in advance."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Nested levels and HSG transition matrices (DESIGN 5.4)."""
+"""Nested levels and HSG transition matrices (docs/design.md §5.4 "Hierarchy")."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Random-walk recursive NCut (DESIGN 5.3) on small hand-made attention with known regions."""
+"""Random-walk recursive NCut (docs/design.md §5.3 "Random-walk NCut") on small hand-made attention with known regions."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Attention arrays after capture: aggregation over resolutions (DiffSeg, DESIGN.md 5.1)."""
+"""Attention arrays after capture: aggregation over resolutions (DiffSeg, docs/design.md §5.1 "Extract")."""
 
 from diffparts.attention.aggregate import (
     WEIGHT_PRESETS,

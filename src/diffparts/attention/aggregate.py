@@ -1,4 +1,4 @@
-"""DiffSeg's aggregation of attention over resolutions (DESIGN.md section 5.1; Tian et al. 2024, 3.1).
+"""DiffSeg's aggregation of attention over resolutions (docs/design.md §5.1 "Extract"; Tian et al. 2024, 3.1).
 
 Input: per resolution ``r`` (the side of the query grid), the attention of that resolution's
 layers, in any of these forms (values may be numpy arrays or torch tensors):

@@ -1,4 +1,4 @@
-"""``diffparts embed``: one learned text embedding per part category (DESIGN 5.6)."""
+"""``diffparts embed``: one learned text embedding per part category (docs/design.md §5.6 "Part embeddings")."""
 
 from __future__ import annotations
 

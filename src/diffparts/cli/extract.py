@@ -1,4 +1,4 @@
-"""``diffparts extract``: attention of every corpus image into a Zarr store (DESIGN 5.1, 6).
+"""``diffparts extract``: attention of every corpus image into a Zarr store (docs/design.md §5.1, §6).
 
 Registration imports nothing heavy; the handler imports the Prefect flow (flows/extract.py).
 """

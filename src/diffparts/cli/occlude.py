@@ -1,4 +1,4 @@
-"""``diffparts occlude`` (alias ``occlusion``): hide parts, detect them, inpaint them back (DESIGN 5.7)."""
+"""``diffparts occlude`` (alias ``occlusion``): hide parts, detect them, inpaint them back (docs/design.md §5.7 "Occlusion")."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""``diffparts parts`` and ``diffparts transfer``: part categories across a store (DESIGN 5.5)."""
+"""``diffparts parts`` and ``diffparts transfer``: part categories across a store (docs/design.md §5.5 "Parts")."""
 
 from __future__ import annotations
 

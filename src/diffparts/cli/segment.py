@@ -1,4 +1,4 @@
-"""``diffparts segment``: nested segments of every image of a store (DESIGN 5.2-5.4)."""
+"""``diffparts segment``: nested segments of every image of a store (docs/design.md §5.2-5.4)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""``diffparts train-toy``: train the embedded toy checkpoint from scratch (DESIGN.md section 4)."""
+"""``diffparts train-toy``: train the embedded toy checkpoint from scratch (docs/design.md §4 "The embedded default")."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Reader for the CUB-200-2011 layout (real CUB and the synthetic birds of DESIGN section 4).
+"""Reader for the CUB-200-2011 layout (real CUB and the synthetic birds of docs/design.md §4 "The embedded default").
 
 Files read (relative to ``root``)::
 

@@ -1,4 +1,4 @@
-"""Synthetic birds written in the CUB-200-2011 layout (DESIGN section 4).
+"""Synthetic birds written in the CUB-200-2011 layout (docs/design.md §4 "The embedded default").
 
 Every bird is drawn from a species prior (colours per part, patterns, shape) and then varied per
 image: colour swaps between neighbouring parts, colour jitter, patterns (stripes, spots,
@@ -10,7 +10,7 @@ part mask is the per-pixel majority of the supersamples.
 Determinism: image ``i`` is drawn from ``numpy.random.default_rng((seed, i))``, so the same seed
 gives byte-identical files, and the first ``n`` images do not depend on ``n``.
 
-Output under ``out_dir`` (CUB names, plus the extras of DESIGN section 4)::
+Output under ``out_dir`` (CUB names, plus the extras of docs/design.md §4 "The embedded default")::
 
     images.txt  image_class_labels.txt  classes.txt  train_test_split.txt  bounding_boxes.txt
     parts/parts.txt  parts/part_locs.txt                 # CUB's 15 keypoints, with visibility

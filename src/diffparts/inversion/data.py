@@ -1,6 +1,6 @@
 """Training and held-out data of one part category, read from a store and its corpus.
 
-DESIGN 5.6 and issue 10 item 2: the examples of category k are the images whose
+docs/design.md §5.6 "Part embeddings" and issue 10 item 2: the examples of category k are the images whose
 ``parts/labels`` contain k (at least ``min_pixels`` of it), each with k's **discovered** mask
 (never a ground-truth mask). The held-out split is decided once per store and written to
 ``embeddings/held_out`` (image,) bool: the corpus's own test split where it has one

@@ -1,4 +1,4 @@
-"""The noise-estimation loss of textual inversion, optionally masked to a part (DESIGN 5.6).
+"""The noise-estimation loss of textual inversion, optionally masked to a part (docs/design.md §5.6 "Part embeddings").
 
 The standard objective (Gal et al. 2023; diffusers' ``textual_inversion.py``): noise the
 latent to a random timestep, predict with the UNet conditioned on the prompt, and take the MSE

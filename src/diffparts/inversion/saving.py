@@ -1,4 +1,4 @@
-"""Learned part embeddings on disk and in the store (issue 10 item 3, DESIGN 6).
+"""Learned part embeddings on disk and in the store (issue 10 item 3, docs/design.md §6 "The store").
 
 Files, in diffparts' ``<store>.<stage>/`` convention beside a local store::
 

@@ -1,4 +1,4 @@
-"""Placeholder tokens for part categories and the only embedding rows that learn (DESIGN 5.6).
+"""Placeholder tokens for part categories and the only embedding rows that learn (docs/design.md §5.6 "Part embeddings").
 
 One token per part category, ``<part-k>`` (background, category 0, gets none). With
 ``num_vectors = n > 1`` a token is the multi-vector form diffusers' ``load_textual_inversion``

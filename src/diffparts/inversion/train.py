@@ -1,4 +1,4 @@
-"""Learn one text embedding for a part category (textual inversion, DESIGN 5.6).
+"""Learn one text embedding for a part category (textual inversion, docs/design.md §5.6 "Part embeddings").
 
 Four objectives, all on the same data and the same frozen model:
 

@@ -1,4 +1,4 @@
-"""Measures of segmentation, part discovery and correspondence (DESIGN.md section 8).
+"""Measures of segmentation, part discovery and correspondence (docs/design.md §8 "Measures").
 
 Arrays in, numbers out; numpy and scipy (scikit-learn for NMI/ARI, scikit-image for SSIM, imported lazily).
 Every measure comes twice: a streaming accumulator with ``update(...)`` / ``result()`` that a
@@ -11,7 +11,7 @@ module's docstring states its protocol:
 - ``keypoints``: NMI and ARI between keypoint identity and predicted part (SCOPS / PDiscoNet);
 - ``correspondence``: PCK@alpha on same-class pairs, target-box normaliser (Hedlin et al.);
 - ``occlusion``: missing-part detection (P/R/F1, ROC AUC) and completion (IoU of the restored
-  category, PSNR / SSIM inside the hidden region; DESIGN 5.7);
+  category, PSNR / SSIM inside the hidden region; docs/design.md §5.7 "Occlusion");
 - ``_checks``: the input checks they share.
 
 Every public name is re-exported here.

@@ -13,7 +13,7 @@ import numpy as np
 
 from diffparts.metrics._checks import _check_keypoints
 
-PCK_ALPHAS = (0.05, 0.1)  # DESIGN 8: PCK@0.05 and PCK@0.1
+PCK_ALPHAS = (0.05, 0.1)  # docs/design.md §8 "Measures": PCK@0.05 and PCK@0.1
 _PCK_TOLERANCE = 1e-9  # the threshold is inclusive; absorb float rounding at the boundary
 
 

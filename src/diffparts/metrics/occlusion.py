@@ -1,4 +1,4 @@
-"""Measures of the occlusion stage (DESIGN 5.7 and 8): detection and completion.
+"""Measures of the occlusion stage (docs/design.md §5.7 and §8): detection and completion.
 
 Detection of missing part categories, per case a predicted set against the true set (a
 category is *hidden* when at least ``min_fraction`` of its pixels in that image are covered):

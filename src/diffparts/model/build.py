@@ -1,4 +1,4 @@
-"""Build Stable-Diffusion-format components from scratch (DESIGN.md section 4).
+"""Build Stable-Diffusion-format components from scratch (docs/design.md §4 "The embedded default").
 
 The same builders make the tiny random pipelines of the tests and the embedded toy
 checkpoint: a VAE (``AutoencoderKL``), a ``UNet2DConditionModel`` with self- and

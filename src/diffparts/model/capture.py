@@ -1,4 +1,4 @@
-"""Capture head-averaged attention probabilities from a UNet forward (DESIGN.md section 5.1).
+"""Capture head-averaged attention probabilities from a UNet forward (docs/design.md §5.1 "Extract").
 
 A :class:`CaptureProcessor` replaces the processor of every ``attn1`` (self-attention) and
 ``attn2`` (cross-attention) of a ``UNet2DConditionModel`` through ``unet.set_attn_processor``;

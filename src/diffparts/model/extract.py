@@ -1,4 +1,4 @@
-"""Extract DiffSeg-aggregated attention from a batch of images (DESIGN.md section 5.1).
+"""Extract DiffSeg-aggregated attention from a batch of images (docs/design.md §5.1 "Extract").
 
 One UNet forward per call: the VAE posterior mean of each image (times the VAE's scaling
 factor) at timestep ``t`` (300 by default: DiffSeg's convention) with the prompt's embedding and
@@ -125,7 +125,7 @@ def extract_attention(pipe, images: np.ndarray, config: CaptureConfig = CaptureC
         x = torch.from_numpy(pixels).permute(0, 3, 1, 2).to(vae.device, torch.float32) / 127.5 - 1.0
         x = x.to(vae.dtype)
 
-        # 2. Latent: VAE posterior mean x scaling factor (DESIGN 5.1); optionally noised to t.
+        # 2. Latent: VAE posterior mean x scaling factor (docs/design.md §5.1 "Extract"); optionally noised to t.
         latents = vae.encode(x).latent_dist.mean * vae.config.scaling_factor  # image channel y x
         timestep = torch.tensor([config.timestep], device=unet.device)
         clean = latents
@@ -156,7 +156,7 @@ def extract_attention(pipe, images: np.ndarray, config: CaptureConfig = CaptureC
                 noised_forwards(pipe, clean, feat_embedding, features, t_feat, hooks)
         feats = {b: hooks.mean(b).cpu().numpy() for b in blocks} if features is not None else None
 
-        # 5. Aggregate over resolutions (DiffSeg, DESIGN 5.1).
+        # 5. Aggregate over resolutions (DiffSeg, docs/design.md §5.1 "Extract").
         self_attn = cross_attn = None
         resolutions = []
         if config.self_attn:

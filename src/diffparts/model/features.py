@@ -1,4 +1,4 @@
-"""UNet features for dense correspondence (DIFT, Tang et al. NeurIPS 2023; DESIGN 5.5).
+"""UNet features for dense correspondence (DIFT, Tang et al. NeurIPS 2023; docs/design.md §5.5 "Parts").
 
 DIFT takes the output of one up-block (SD 2.1: ``up_blocks[1]``, 1/16 of the image, i.e. half
 the latent side) for the latent noised to a moderate timestep (t=261), averages it over a few

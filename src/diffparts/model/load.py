@@ -1,6 +1,6 @@
 """Load a Stable Diffusion pipeline from a hub id, a local folder or the embedded checkpoint.
 
-DESIGN.md section 5.1: ``use_safetensors=True`` always (weights are never unpickled), explicit
+docs/design.md §5.1 "Extract": ``use_safetensors=True`` always (weights are never unpickled), explicit
 device and dtype, no safety checker, and an error that names the id or path and says what to do
 when the weights are missing or the hub cannot be reached.
 """
@@ -16,7 +16,7 @@ import torch
 
 from diffparts import REPO_ROOT
 
-#: The embedded toy checkpoint (DESIGN.md section 4), trained by ``diffparts train-toy``.
+#: The embedded toy checkpoint (docs/design.md §4 "The embedded default"), trained by ``diffparts train-toy``.
 DEFAULT_MODEL = REPO_ROOT / "data" / "models" / "diffparts-toy-birds"
 
 # A hub id: "name" or "owner/name" (letters, digits, - _ .), as huggingface_hub validates them.

@@ -1,4 +1,4 @@
-"""The occlusion stage (DESIGN 5.7): hide parts, detect what is missing, inpaint it back.
+"""The occlusion stage (docs/design.md §5.7 "Occlusion"): hide parts, detect what is missing, inpaint it back.
 
 - ``occluders``: hide ground-truth parts, discovered categories or a random box; grey, noise
   or background-patch fills; :class:`OcclusionRecord` of exactly what was hidden;

@@ -1,4 +1,4 @@
-"""Completion: inpaint the hidden region, the original pasted back outside it (DESIGN 5.7).
+"""Completion: inpaint the hidden region, the original pasted back outside it (docs/design.md §5.7 "Occlusion").
 
 diffusers' ``StableDiffusionInpaintPipeline`` built from the same components as the pipeline
 the store was made with. With a standard 4-channel UNet it starts the masked latents from noise

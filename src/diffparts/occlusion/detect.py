@@ -1,4 +1,4 @@
-"""Missing-part detection (DESIGN 5.7): which part categories does an occluded image lack?
+"""Missing-part detection (docs/design.md §5.7 "Occlusion"): which part categories does an occluded image lack?
 
 1. The occluded image goes through the corpus's own capture, segmentation and descriptor code
    and its segments are assigned to the store's **fitted** categories, no refit

@@ -1,4 +1,4 @@
-"""Occluders: hide parts of an image and record exactly what was hidden (DESIGN 5.7).
+"""Occluders: hide parts of an image and record exactly what was hidden (docs/design.md §5.7 "Occlusion").
 
 A hidden region is chosen by **ground-truth part** (where the corpus has part masks: the
 measurable case), by **discovered category** (the parts stage's map) or as a **random box**

@@ -5,7 +5,7 @@ a server. The set-up is the single writer of metadata: it plans every case (a he
 what to hide, the fill, a seed) and creates ``occlusion/``; each batch writes only its own
 cases' chunks and then their done markers, so a re-run redoes only unfinished cases.
 
-One case (DESIGN 5.7):
+One case (docs/design.md §5.7 "Occlusion"):
 
 1. The image at the model's input size; what to hide (ground-truth parts, discovered
    categories or a random box over the object), filled; the record of what was hidden.

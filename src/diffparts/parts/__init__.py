@@ -1,4 +1,4 @@
-"""Parts across the dataset (DESIGN 5.5): segment descriptors, streaming clustering into part
+"""Parts across the dataset (docs/design.md §5.5 "Parts"): segment descriptors, streaming clustering into part
 categories, per-pixel part maps consistent across images, keypoint transfer and its scores,
 and pictures (galleries, overlays).
 

@@ -1,4 +1,4 @@
-"""Dataset-wide clustering of segment descriptors into part categories (DESIGN 5.5).
+"""Dataset-wide clustering of segment descriptors into part categories (docs/design.md §5.5 "Parts").
 
 The clusterer streams: it reads the descriptor matrix ``(segment, feature)`` block by block
 (a NumPy array or a Zarr array; both are sliced the same way), so its memory is a few blocks

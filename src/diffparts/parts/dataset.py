@@ -1,4 +1,4 @@
-"""The parts stage over a whole store (DESIGN 5.5 and 6): descriptors, clustering, label maps.
+"""The parts stage over a whole store (docs/design.md §5.5 and §6): descriptors, clustering, label maps.
 
 Layout of the ``parts/`` group (``segment`` = one row per described segment, ragged over
 images; rows of one image are contiguous, images in store order; ``part`` = the K fitted

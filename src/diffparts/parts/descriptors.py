@@ -1,4 +1,4 @@
-"""A descriptor for every segment of one image (DESIGN 5.5), and foreground/background.
+"""A descriptor for every segment of one image (docs/design.md §5.5 "Parts"), and foreground/background.
 
 A segment is described by what it attends to, where it sits in the object and how big it is,
 all relative to the object's box so that descriptors compare across images:

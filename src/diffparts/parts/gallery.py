@@ -1,4 +1,4 @@
-"""Pictures of the part categories (DESIGN 5.5): a crop gallery per category and
+"""Pictures of the part categories (docs/design.md §5.5 "Parts"): a crop gallery per category and
 colour-consistent overlays for a grid of images, drawn with PIL and saved as PNG.
 
 Colours are fixed per category id (``palette``), so category 3 is the same colour in every

@@ -1,4 +1,4 @@
-"""Keypoint transfer by dense feature matching (DIFT, Tang et al. NeurIPS 2023; DESIGN 5.5).
+"""Keypoint transfer by dense feature matching (DIFT, Tang et al. NeurIPS 2023; docs/design.md §5.5 "Parts").
 
 A source point's UNet feature (the feature map upsampled bilinearly to a pixel grid, every
 pixel's vector L2-normalised) is compared by cosine similarity with every allowed target pixel;

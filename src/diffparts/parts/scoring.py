@@ -1,4 +1,4 @@
-"""Scores and keypoint transfer on a store whose parts stage is done (DESIGN 8).
+"""Scores and keypoint transfer on a store whose parts stage is done (docs/design.md §8 "Measures").
 
 ``evaluate_store``: NMI/ARI of the categories at the keypoints and PCK of transferred keypoints
 over same-class pairs; ``transfer_between``: one pair, by image id (``diffparts transfer``);
@@ -36,7 +36,7 @@ def require_features(root: zarr.Group, method: str) -> str:
 def evaluate_store(root: zarr.Group, infos: Sequence[ImageInfo], max_pairs: int | None = 2000,
                    random_state: int = 0, method: str = "auto") -> dict:
     """NMI/ARI at visible keypoints and PCK over same-class pairs for the labelled images that
-    have keypoints, a box and a class (DESIGN 8); ``method`` as in ``transfer.METHODS``."""
+    have keypoints, a box and a class (docs/design.md §8 "Measures"); ``method`` as in ``transfer.METHODS``."""
     from diffparts.parts.transfer import evaluate_parts
 
     method = require_features(root, method)

@@ -1,5 +1,5 @@
-"""Keypoint transfer between two images through the part categories (DESIGN 5.5), and its
-evaluation (DESIGN 8: PCK@0.05/0.1 over same-class pairs, NMI/ARI at visible keypoints).
+"""Keypoint transfer between two images through the part categories (docs/design.md §5.5 "Parts"), and its
+evaluation (docs/design.md §8 "Measures": PCK@0.05/0.1 over same-class pairs, NMI/ARI at visible keypoints).
 
 Transfer of a source point p (steps in ``transfer_points``):
 

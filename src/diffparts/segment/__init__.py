@@ -1,4 +1,4 @@
-"""Segmentation of one image from its aggregated self-attention (DESIGN 5.2-5.4).
+"""Segmentation of one image from its aggregated self-attention (docs/design.md §5.2-5.4).
 
 - ``diffseg``: DiffSeg's iterative KL merge (``DiffSeg``, ``diffseg_segment``)
 - ``ncut``: random-walk Normalised Cuts (``RecursiveNCut``)

@@ -1,4 +1,4 @@
-"""DiffSeg: iterative KL merging of aggregated self-attention (Tian et al., CVPR 2024; DESIGN 5.2).
+"""DiffSeg: iterative KL merging of aggregated self-attention (Tian et al., CVPR 2024; docs/design.md §5.2 "DiffSeg merge").
 
 Follows the reference implementation (google/diffseg, ``diffseg/segmentor.py``) step by step:
 
@@ -127,7 +127,7 @@ def symmetric_kl(
 ) -> np.ndarray:
     """Pairwise ``0.5 KL(p_i || q_j) + 0.5 KL(q_j || p_i)``: p (m, k), q (n, k) -> (m, n) float32.
 
-    Expanded into matrix products (DESIGN 5.2): ``KL(p || q) = sum p log p - p . log q``.
+    Expanded into matrix products (docs/design.md §5.2 "DiffSeg merge"): ``KL(p || q) = sum p log p - p . log q``.
     ``log_q`` and ``neg_entropy_q`` (sum q log q per row) may be passed to reuse them.
     """
     log_p = _log_floor(p, eps)  # m k
@@ -164,7 +164,7 @@ def _check_thresholds(kl_thresholds) -> tuple[float, ...]:
 def merge_proposals(
     proposals: np.ndarray, threshold: float, eps: float = 1e-10
 ) -> tuple[np.ndarray, list[np.ndarray]]:
-    """One greedy merge round (DESIGN 5.2 rounds 1..N-1): proposals (segment, k) -> merged.
+    """One greedy merge round (docs/design.md §5.2 "DiffSeg merge" rounds 1..N-1): proposals (segment, k) -> merged.
 
     Walk the proposals in order, skip the already matched; the new proposal is the mean of all
     proposals within ``threshold`` of the current one, matched ones included (reference); mark
@@ -232,7 +232,7 @@ def proposals_to_labels(
 
 
 class DiffSeg:
-    """DiffSeg merge of one image's aggregated self-attention (DESIGN 5.2).
+    """DiffSeg merge of one image's aggregated self-attention (docs/design.md §5.2 "DiffSeg merge").
 
     Parameters are those of ``DiffSegConfig``. ``fit(attn)`` takes attention (qy, qx, ky, kx)
     (or (q, k)), each key map a distribution, and sets:

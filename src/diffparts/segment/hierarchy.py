@@ -1,4 +1,4 @@
-"""Nested segment levels and HSG's transition matrices (Ke et al., CVPR 2022; DESIGN 5.4).
+"""Nested segment levels and HSG's transition matrices (Ke et al., CVPR 2022; docs/design.md §5.4 "Hierarchy").
 
 A hierarchy is ``level_labels`` (level, y, x) int, level 0 the FINEST, labels 0..K_l-1 at every
 level. Levels are nested when every fine segment lies inside one coarse segment. HSG writes the
@@ -14,7 +14,7 @@ Two sources of nested levels:
 
 - ``diffseg_levels``: a DiffSeg threshold sweep, nested by construction: level 0 is DiffSeg at
   the first threshold; each coarser level merges the previous level's proposals with one greedy
-  round at a larger threshold (DESIGN 5.2 step 4), takes the argmax of the merged proposals, and
+  round at a larger threshold (docs/design.md §5.2 "DiffSeg merge" step 4), takes the argmax of the merged proposals, and
   gives every previous-level segment the coarse label that covers most of its pixels (a majority
   vote, so coarse segments are unions of fine ones);
 - the random-walk NCut tree (``diffparts.segment.ncut.RecursiveNCut.level_labels_``), nested
@@ -153,7 +153,7 @@ def diffseg_levels(
     if rounds < 1:
         raise ValueError(f"rounds must be >= 1, got {rounds}")
 
-    # 1. Finest level: the DiffSeg merge itself (DESIGN 5.2)
+    # 1. Finest level: the DiffSeg merge itself (docs/design.md §5.2 "DiffSeg merge")
     model = DiffSeg((thresholds[0],) * rounds, anchors_per_side, False, out_size, eps).fit(attn)
     labels, proposals = model.labels_, model.proposals_  # y x ; segment ky kx
     _, ky, kx = proposals.shape

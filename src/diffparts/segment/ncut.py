@@ -1,10 +1,10 @@
-"""Random-walk Normalised Cuts on diffusion self-attention (DESIGN 5.3, seed 002).
+"""Random-walk Normalised Cuts on diffusion self-attention (docs/design.md §5.3 "Random-walk NCut", Ivanova et al.).
 
 Each aggregated self-attention row ``attn[q, :]`` is a distribution over keys, so the attention
 matrix is the transition matrix ``P`` of a random walk over the image's positions (Ivanova et
 al., WACV 2026). The image is cut recursively in two by Shi-Malik Normalised Cuts on a symmetric
 affinity built from ``P``; the cuts form a binary tree of segments whose depths give nested
-levels (DESIGN 5.4).
+levels (docs/design.md §5.4 "Hierarchy").
 
 Affinities (``affinity=``):
 - ``"random_walk"``: ``W = (Pi P^k + (P^k)^T Pi) / 2`` with ``pi`` the stationary distribution of
@@ -138,7 +138,7 @@ class NCutPartition(NamedTuple):
 
 
 # ----------------------------------------------------------------------------------------------
-# Affinities (DESIGN 5.3: transition matrix, stationary distribution, multi-step walks)
+# Affinities (docs/design.md §5.3 "Random-walk NCut": transition matrix, stationary distribution, multi-step walks)
 # ----------------------------------------------------------------------------------------------
 
 
@@ -234,7 +234,7 @@ def _walk_power(P: np.ndarray, steps: int) -> np.ndarray:
 
 def random_walk_affinity(P: np.ndarray, walk_steps: int = 1, pi: np.ndarray | None = None,
                          teleport: float = 1e-6, random_state=None) -> np.ndarray:
-    """``W = (Pi P^k + (P^k)^T Pi) / 2`` (q, k) float32; its degrees are ``pi`` (DESIGN 5.3)."""
+    """``W = (Pi P^k + (P^k)^T Pi) / 2`` (q, k) float32; its degrees are ``pi`` (docs/design.md §5.3 "Random-walk NCut")."""
     if pi is None:
         pi = stationary_distribution(P, teleport, random_state)
     W = _walk_power(P, walk_steps) * pi[:, None].astype(np.float32)  # q k: flow pi_q P^k_qk
@@ -291,7 +291,7 @@ def cosine_affinity(features: np.ndarray, power: float = 10.0) -> np.ndarray:
 def attention_affinity(attn: np.ndarray, affinity: str = "random_walk", walk_steps: int = 1,
                        power: float = 10.0, features: np.ndarray | None = None,
                        teleport: float = 1e-6, random_state=None) -> tuple[np.ndarray, tuple[int, int]]:
-    """Affinity (q, k) float32 and the (height, width) grid from attention (DESIGN 5.3)."""
+    """Affinity (q, k) float32 and the (height, width) grid from attention (docs/design.md §5.3 "Random-walk NCut")."""
     P, shape = transition_matrix(attn)  # q k
     if affinity == "random_walk":
         if features is not None:
@@ -524,7 +524,7 @@ def ncut_partition(affinity: np.ndarray, tau: float = 0.3, tau_mode: str = "auto
         else:
             tau, spectrum, root_fiedler = _auto_tau(W, n_eigs, tau_cap, eig_floor, c, dense_max, rng)
 
-    # 4. breadth-first recursion (DESIGN 5.3): cut each node while its best NCut < tau
+    # 4. breadth-first recursion (docs/design.md §5.3 "Random-walk NCut"): cut each node while its best NCut < tau
     tree: list[dict] = [dict(id=0, parent=-1, children=(), members=np.arange(n), depth=0,
                              ncut=float("nan"), eigenvalue=float("nan"), seconds=0.0)]
     queue = [0]
@@ -589,7 +589,7 @@ def _looks_symmetric(W: np.ndarray, n_rows: int = 64) -> bool:
 
 
 class RecursiveNCut:
-    """Hierarchical segmentation of one image by recursive random-walk NCut (DESIGN 5.3, 5.4).
+    """Hierarchical segmentation of one image by recursive random-walk NCut (docs/design.md §5.3, §5.4).
 
     Keyword hyper-parameters are those of ``NCutConfig`` (``RecursiveNCut(**asdict(config))``).
     ``fit(attn, features=None)`` with attn (qy, qx, ky, kx) or (q, k) sets:
@@ -630,10 +630,10 @@ class RecursiveNCut:
             raise ValueError(f"walk_steps must be an integer >= 1, got {self.walk_steps!r}")
         if self.out_size is not None and self.out_size < 1:
             raise ValueError(f"out_size must be >= 1 or None, got {self.out_size}")
-        # 2. transition matrix and affinity (DESIGN 5.3)
+        # 2. transition matrix and affinity (docs/design.md §5.3 "Random-walk NCut")
         W, (h, w) = attention_affinity(attn, self.affinity, self.walk_steps, self.power, features,
                                        self.teleport, self.random_state)  # q k
-        # 3. recursive cuts and levels (DESIGN 5.3, 5.4)
+        # 3. recursive cuts and levels (docs/design.md §5.3, §5.4)
         part = ncut_partition(W, tau=self.tau, tau_mode=self.tau_mode, min_size=self.min_size,
                               max_depth=self.max_depth, tau_cap=self.tau_cap, n_eigs=self.n_eigs,
                               eig_floor=self.eig_floor, dense_max=self.dense_max,

@@ -1,7 +1,7 @@
 """Synthetic aggregated self-attention with regions known in advance.
 
 Tests of both segmenters (DiffSeg, random-walk NCut) and their benchmarks need attention that
-looks like Stable Diffusion's aggregated self-attention (DESIGN 5.1): every query's key map is a
+looks like Stable Diffusion's aggregated self-attention (docs/design.md §5.1 "Extract"): every query's key map is a
 distribution that is smooth, concentrated near the query, and concentrated on the query's own
 region. This module builds such tensors from a label map, so the right segmentation is known.
 

@@ -1,4 +1,4 @@
-"""KL thresholds for DiffSeg chosen from the data (DESIGN 5.2; issue 5 item 4).
+"""KL thresholds for DiffSeg chosen from the data (docs/design.md §5.2 "DiffSeg merge"; issue 5 item 4).
 
 DiffSeg's thresholds are absolute KL distances: 1.1 (COCO-Stuff) and 0.9 (Cityscapes) suit
 Stable Diffusion's peaky 64 x 64 maps, where maps of one object are close and maps of different

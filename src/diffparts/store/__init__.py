@@ -1,4 +1,4 @@
-"""diffparts.store: the Zarr v3 store every stage reads and writes (DESIGN.md section 6).
+"""diffparts.store: the Zarr v3 store every stage reads and writes (docs/design.md §6 "The store").
 
 ``layout``: opening, versions, per-image arrays, done markers, failures.
 ``manifest``: model/config/compute identity, image hashes and the single-writer set-up.

@@ -1,6 +1,6 @@
 """The ``attention/`` group: schema, storage precision, per-image writes and reads.
 
-DESIGN.md sections 5.1 and 6::
+docs/design.md §5.1 and §6::
 
     attention/self        (image, qy, qx, ky, kx) float16, or uint8 with
     attention/self_scale  (image, qy, qx) float32      uint8: value = q * scale; uint8-log:

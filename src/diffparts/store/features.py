@@ -1,4 +1,4 @@
-"""The ``features/`` group: UNet up-block features per image (DIFT; DESIGN 5.5 and 6).
+"""The ``features/`` group: UNet up-block features per image (DIFT; docs/design.md §5.5 and §6).
 
 ::
 

@@ -1,6 +1,6 @@
 """The store's layout: opening, versions, per-image arrays, completion markers, failures.
 
-DESIGN.md section 6; the whole schema, every group and array, is docs/store.md. One Zarr v3
+docs/design.md §6 "The store"; the whole schema, every group and array, is docs/store.md. One Zarr v3
 store per run; one group per stage (``attention/``, ``segments/``, ``parts/`` ...); every array
 has ``dimension_names`` from the shape vocabulary and, when it has an ``image`` axis, that axis
 first with chunks of one image, so that each task writes only whole chunks of its own images
@@ -31,7 +31,7 @@ import zarr
 
 #: Root attribute naming the group (relative to the root) of the version in use ("" = root).
 CURRENT_VERSION_ATTR = "current_version"
-#: Group holding versions 2, 3, ... of a store whose model or config changed (DESIGN 6).
+#: Group holding versions 2, 3, ... of a store whose model or config changed (docs/design.md §6 "The store").
 VERSIONS_GROUP = "versions"
 #: Group holding one failure array per stage.
 FAILURES_GROUP = "failures"
@@ -215,7 +215,7 @@ def grow_image_axis(root: zarr.Group, n_images: int) -> None:
                 node.resize((n_images, *node.shape[1:]))
 
 
-#: The stages each stage reads (DESIGN 5): clearing one stage's markers clears every stage
+#: The stages each stage reads (docs/design.md §5 "Stages"): clearing one stage's markers clears every stage
 #: that depends on it, directly or not, so nothing downstream keeps results of the old data.
 STAGE_INPUTS = {
     "segments": ("attention",),

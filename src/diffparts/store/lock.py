@@ -1,4 +1,4 @@
-"""A lock for the store's set-up step (issue 12, item 9; DESIGN.md section 6).
+"""A lock for the store's set-up step (issue 12, item 9; docs/design.md §6 "The store").
 
 Growing the image axis, creating arrays and rewriting the manifest must have one writer at a
 time: two runs on one store (the nightly ``extract`` and ``bird-parts`` deployments) would

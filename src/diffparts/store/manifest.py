@@ -1,4 +1,4 @@
-"""The store's manifest and its single-writer set-up (DESIGN.md section 6).
+"""The store's manifest and its single-writer set-up (docs/design.md §6 "The store").
 
 The manifest lives in the attributes of each version's root group::
 
@@ -266,7 +266,7 @@ def prepare_store(
     corpus: dict | None = None,
     lock: LockConfig | None = None,
 ) -> PreparedStore:
-    """Create or extend a store before the fan-out (the single writer; DESIGN 6).
+    """Create or extend a store before the fan-out (the single writer; docs/design.md §6 "The store").
 
     The whole set-up runs under the store's set-up lock (``store.lock.setup_lock``; ``lock``:
     when a lock is stale), so concurrent runs on one local store take turns and the second sees
@@ -289,7 +289,7 @@ def prepare_store(
 
 def _prepare_store(path, images, identity, stages, new_version, corpus) -> PreparedStore:
     """``prepare_store``'s steps, with the set-up lock held."""
-    # 1. Open or create, check the identity (DESIGN 6: never a silent overwrite).
+    # 1. Open or create, check the identity (docs/design.md §6 "The store": never a silent overwrite).
     store = _as_store(path)
     try:
         top = zarr.open_group(store, mode="r+")

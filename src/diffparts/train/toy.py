@@ -1,4 +1,4 @@
-"""Train the embedded toy checkpoint from scratch on synthetic birds (DESIGN.md section 4).
+"""Train the embedded toy checkpoint from scratch on synthetic birds (docs/design.md §4 "The embedded default").
 
 Two phases, both seeded and deterministic for a given number of steps:
 
