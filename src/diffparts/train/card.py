@@ -231,7 +231,7 @@ def model_card(model_dir: str | Path, train_command: str, bench_command: str, no
 
 
 def write_model_card(model_dir: str | Path, train_command: str, bench_command: str, notes: str = "") -> Path:
-    """Write ``model_dir/README.md`` (see :func:`model_card`)."""
+    """Write ``<model_dir>/README.md`` (see :func:`model_card`)."""
     path = Path(model_dir) / "README.md"
     path.write_text(model_card(model_dir, train_command, bench_command, notes))
     return path
