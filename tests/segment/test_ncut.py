@@ -137,9 +137,12 @@ def test_walk_steps_use_matrix_power(four_regions):
 
 def test_cosine_affinity_values_and_given_features():
     F = np.array([[1.0, 0.0], [1.0, 1.0], [0.0, 1.0], [-1.0, 0.0]])
-    W = cosine_affinity(F, power=2.0)
+    W = cosine_affinity(F, power=2.0, rescale="clip")
     np.testing.assert_allclose(W[0], [1.0, 0.5, 0.0, 0.0], atol=1e-6)  # cos^2, negatives -> 0
     np.testing.assert_allclose(W, W.T)
+    # DiffCut's min-max rescaling: cos in [-1, 1] here, so ((cos + 1) / 2) ** 2
+    W = cosine_affinity(F, power=2.0)
+    np.testing.assert_allclose(W[0], ((np.array([1.0, 0.5**0.5, 0.0, -1.0]) + 1) / 2) ** 2, atol=1e-6)
     # given features instead of attention rows: two blocks of features, any attention
     attn = np.full((4, 4, 4, 4), 1 / 16, np.float32)
     feats = np.zeros((16, 3))
