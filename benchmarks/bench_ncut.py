@@ -38,6 +38,7 @@ import os
 import platform
 import resource
 import statistics
+import sys
 import time
 import tracemalloc
 
@@ -185,66 +186,118 @@ def compare(args) -> dict:
     return out
 
 
-def birds(args) -> dict:
+# NCut settings compared on birds: name -> RecursiveNCut keywords plus "features" (which cached
+# array replaces the attention rows: "up" = the default up-block, "block_k" = attention block k)
+OLD_DEFAULT = dict(affinity="random_walk", tau_mode="auto", min_size=8, assign="nearest")
+DIFFCUT = dict(affinity="cosine", rescale="minmax", power=10.0, min_size=1, assign="concept")
+BIRD_GRIDS = {
+    "grid": {
+        "old default: random walk, auto tau, min_size 8, nearest": OLD_DEFAULT,
+        "random walk, P^2, auto tau, min_size 1, concept": dict(affinity="random_walk", walk_steps=2, tau_mode="auto", min_size=1, assign="concept"),
+        "clipped cosine^10, tau 0.2, min_size 1, concept": {**DIFFCUT, "rescale": "clip", "tau_mode": "constant", "tau": 0.2},
+        **{f"min-max cosine^10 attention rows, tau {t}, min_size {m}, {a}": {**DIFFCUT, "tau_mode": "constant", "tau": t, "min_size": m, "assign": a}
+           for t in (0.2, 0.3, 0.5) for m in (1, 4) for a in ("concept", "nearest")},
+        "min-max cosine^10 attention rows, auto tau, min_size 1, concept": {**DIFFCUT, "tau_mode": "auto"},
+        "min-max cosine^10 attention rows, auto tau, min_size 4, concept": {**DIFFCUT, "tau_mode": "auto", "min_size": 4},
+        "min-max cosine^5 attention rows, tau 0.2, min_size 1, concept": {**DIFFCUT, "power": 5.0, "tau_mode": "constant", "tau": 0.2},
+        "min-max cosine^10 attention rows, tau 0.2, 100 thresholds, concept": {**DIFFCUT, "tau_mode": "constant", "tau": 0.2, "n_thresholds": 100},
+        "min-max cosine^10 attention rows, tau 0.2, max_depth 8, concept": {**DIFFCUT, "tau_mode": "constant", "tau": 0.2, "max_depth": 8},
+        "min-max cosine^10 attention rows, tau 0.2, concept + PAMR": {**DIFFCUT, "tau_mode": "constant", "tau": 0.2, "refine_iters": 10},
+        "min-max cosine^10 attention rows, tau 0.5, concept + PAMR": {**DIFFCUT, "tau_mode": "constant", "tau": 0.5, "refine_iters": 10},
+        **{f"min-max cosine^10 {src} features, tau {t}, concept": {**DIFFCUT, "tau_mode": "constant", "tau": t, "features": src}
+           for src in ("up", "block_0", "block_1", "block_2") for t in (0.2, 0.5)},
+    },
+    "grid2": {  # around the first grid's best (attention rows, tau 0.5, min_size 1, concept)
+        **{f"min-max cosine^10 attention rows, tau {t}, min_size 1, concept": {**DIFFCUT, "tau_mode": "constant", "tau": t}
+           for t in (0.4, 0.5, 0.6, 0.7)},
+        "min-max cosine^10 attention rows, tau 0.5, min_size 2, concept": {**DIFFCUT, "tau_mode": "constant", "tau": 0.5, "min_size": 2},
+        "min-max cosine^10 attention rows, tau 0.5, max_depth 8, concept": {**DIFFCUT, "tau_mode": "constant", "tau": 0.5, "max_depth": 8},
+        "min-max cosine^10 attention rows, tau 0.5, 100 thresholds, concept": {**DIFFCUT, "tau_mode": "constant", "tau": 0.5, "n_thresholds": 100},
+        **{f"min-max cosine^{a} attention rows, tau 0.5, min_size 1, concept": {**DIFFCUT, "tau_mode": "constant", "tau": 0.5, "power": a}
+           for a in (7.0, 15.0)},
+        "min-max cosine^10 P^2 rows, tau 0.5, min_size 1, concept": {**DIFFCUT, "tau_mode": "constant", "tau": 0.5, "walk_steps": 2},
+        "min-max cosine^10 attention rows, tau 0.6, concept + PAMR": {**DIFFCUT, "tau_mode": "constant", "tau": 0.6, "refine_iters": 10},
+    },
+}
+
+
+def _bird_data(path: str | None, seed: int, n: int):
     from pathlib import Path
 
-    from diffparts.model.load import DEFAULT_MODEL
+    from benchmarks.ncut_birds_data import load, prepare
 
-    model_path = Path(args.model) if args.model else DEFAULT_MODEL
-    if not (model_path / "model_index.json").exists():
-        return {"figure": "ncut_birds", "skipped": f"no checkpoint at {model_path}"}
-    import tempfile
+    path = Path(path or f"runs/ncut-birds-{seed}.npz")
+    if not path.exists():
+        prepare(seed, n, 64, path)
+    return path, load(path)
 
-    from diffparts.corpus import CubDataset, generate_birds, load_mask, load_rgb
-    from diffparts.model.extract import CaptureConfig, extract_attention
-    from diffparts.model.load import load_pipeline
 
-    pipe = load_pipeline(model_path)
-    with tempfile.TemporaryDirectory() as tmp:
-        root = generate_birds(Path(tmp) / "birds", n=args.n, seed=args.seed)
-        records = list(CubDataset(root).records)[: args.n]
-        images = np.stack([load_rgb(r.path) for r in records])  # image y x 3
-        batches = [extract_attention(pipe, images[i:i + 8], CaptureConfig()) for i in range(0, len(images), 8)]
-        masks = [load_mask(r.part_mask_path) for r in records]  # each y x, 0 = background
-    self_attn = np.concatenate([b.self_attn for b in batches])  # image qy qx ky kx
-    from diffparts.metrics import CoveringScores, SegmentationScores
+def birds(args) -> dict:
+    """NCut settings vs DiffSeg (its default quantile 0.2 rule) on the same cached birds."""
+    from diffparts.metrics import SegmentationScores, nf_covering
+    from diffparts.segment.hierarchy import diffseg_levels
     from diffparts.segment.ncut import RecursiveNCut
+    from diffparts.segment.thresholds import ThresholdRule, choose_thresholds
 
-    # docs/design.md §8 "Measures": per-image Hungarian matching, TP/FP/FN summed over the set; NFCovering (fg parts)
-    n_classes = int(max(m.max() for m in masks)) + 1
-    methods = {}
-    all_methods = {**_methods(args.walk_steps, "random_walk", "random_walk/"),
-                   **_methods(args.walk_steps, "cosine", "cosine/")}
-    for method, kwargs in all_methods.items():
+    path, data = _bird_data(args.data, args.seed, args.n)
+    attn, masks, images = data["attn"][: args.n], data["masks"][: args.n], data["images"][: args.n]
+    n_classes = max(int(masks.max()) + 1, args.classes)
+    settings = {}
+    if not args.no_diffseg:
+        choice = choose_thresholds(list(attn[: args.sample]), ThresholdRule(quantile=0.2))
+        merge = choice.thresholds[0]
+        level_t = np.maximum.accumulate([merge] + list(choice.level_thresholds[1:])).tolist()
+        settings["DiffSeg, quantile 0.2 rule (default)"] = ("diffseg", level_t)
+    grid = BIRD_GRIDS[args.grid] if args.grid in BIRD_GRIDS else {}
+    if args.configs:
+        grid = {name: cfg for name, cfg in grid.items() if any(c in name for c in args.configs)}
+    if args.grid == "defaults":
+        from diffparts.segment.ncut import NCutConfig
+
+        grid = {"NCut defaults (NCutConfig())": {}, "old default: random walk, auto tau, min_size 8, nearest": OLD_DEFAULT}
+        _ = NCutConfig()
+    for name, cfg in grid.items():
+        settings[name] = ("ncut", cfg)
+    rows = {}
+    progress = time.perf_counter()
+    for name, (kind, params) in settings.items():
         seg = SegmentationScores(n_classes, ignore_index=None)
-        cover = CoveringScores(background_index=0)
-        segments, taus, seconds = [], [], []
-        for attn, mask in zip(self_attn, masks):
+        cover, segments, seconds = [], [], 0.0
+        for i in range(len(attn)):
+            gt = masks[i].astype(np.int64)
             start = time.perf_counter()
-            model = RecursiveNCut(random_state=0, out_size=mask.shape[0], **kwargs).fit(attn)
-            seconds.append(time.perf_counter() - start)
-            seg.update(model.labels_, mask)
-            cover.update(model.level_labels_, mask)
-            segments.append(model.n_segments_[0])
-            taus.append(model.tau_)
-        scores = seg.result()
-        methods[method] = {
-            "pixel_accuracy": round(scores.pixel_accuracy, 4),
-            "miou": round(scores.miou, 4),
-            "nf_covering": round(cover.result().covering, 4),
-            "segments": round(float(np.mean(segments)), 2),
-            "tau_mean": round(float(np.mean(taus)), 4),
-            "seconds": round(float(np.mean(seconds)), 3),
-        }
+            if kind == "diffseg":
+                levels, _ = diffseg_levels(attn[i], params, rounds=3, out_size=gt.shape)
+            else:
+                kw = {k: v for k, v in params.items() if k != "features"}
+                feats = None
+                if "features" in params:
+                    f = data[params["features"]][i]  # channel y x
+                    feats = f.reshape(f.shape[0], -1).T  # q d
+                model = RecursiveNCut(random_state=0, out_size=gt.shape[0], **kw)
+                levels = model.fit(attn[i], features=feats,
+                                   image=images[i] if kw.get("refine_iters") else None).level_labels_
+            seconds += time.perf_counter() - start
+            seg.update(levels[0], gt)
+            cover.append(nf_covering(levels, gt))
+            segments.append(int(levels[0].max()) + 1)
+        res = seg.result()
+        rows[name] = {"method": kind, "params": params if kind == "ncut" else {"level_thresholds": params},
+                      "miou": round(res.miou, 4), "pixel_accuracy": round(res.pixel_accuracy, 4),
+                      "nf_covering": round(float(np.nanmean(cover)), 4),
+                      "segments": round(float(np.mean(segments)), 2),
+                      "seconds_per_image": round(seconds / len(attn), 4)}
+        print(f"[{time.perf_counter() - progress:.0f} s] {name}: {rows[name]}", file=sys.stderr, flush=True)
     return {
         "figure": "ncut_birds",
-        "model": str(model_path),
-        "images": len(masks),
+        "data": str(path),
+        "corpus_seed": int(data["seed"]),
+        "images": int(len(attn)),
         "part_classes": n_classes,
-        "true_parts_per_image": round(float(np.mean([len(np.unique(m)) for m in masks])), 2),
-        "attention_resolution": int(batches[0].resolution),
-        "walk_steps": args.walk_steps,
-        "methods": methods,
+        "attention_resolution": int(attn.shape[1]),
+        "image_size": int(masks.shape[1]),
+        "diffseg_sample": args.sample,
+        "results": rows,
         "machine": _machine(),
     }
 
@@ -262,11 +315,17 @@ def main() -> None:
     p.add_argument("--seed-offset", type=int, default=100,
                    help="first seed (the auto rule was tuned on seeds 0-2: keep these held out)")
     p.add_argument("--walk-steps", type=int, default=1, help="k in P^k")
-    p = sub.add_parser("birds", help="constant vs auto tau on the embedded checkpoint's attention")
-    p.add_argument("--n", type=int, default=16, help="synthetic birds to segment")
-    p.add_argument("--seed", type=int, default=12345, help="bird generator seed (not the training one)")
-    p.add_argument("--model", default=None, help="checkpoint folder (default: the embedded one)")
-    p.add_argument("--walk-steps", type=int, default=1, help="k in P^k")
+    p = sub.add_parser("birds", help="NCut settings vs DiffSeg on the embedded checkpoint's attention")
+    p.add_argument("--seed", type=int, default=999, help="bird corpus seed (999 validation, 1234 held out)")
+    p.add_argument("--n", type=int, default=40, help="birds (64 px) to segment")
+    p.add_argument("--data", default=None, help="cached attention (default runs/ncut-birds-SEED.npz, "
+                   "made by benchmarks/ncut_birds_data.py when missing)")
+    p.add_argument("--grid", default="grid", choices=("grid", "grid2", "defaults"),
+                   help="grid: every setting (validation); defaults: NCutConfig() vs the old default")
+    p.add_argument("--configs", nargs="*", default=None, help="only settings whose name contains one of these")
+    p.add_argument("--sample", type=int, default=16, help="images DiffSeg's threshold rule looks at")
+    p.add_argument("--classes", type=int, default=10, help="part classes incl. background (legend)")
+    p.add_argument("--no-diffseg", action="store_true", help="skip the DiffSeg row")
     args = parser.parse_args()
     if args.figure is None:
         args = parser.parse_args(["speed"])
