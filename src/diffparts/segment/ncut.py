@@ -88,13 +88,13 @@ __all__ = [
 class NCutConfig:
     """Hyper-parameters of ``RecursiveNCut`` (same names as its keyword arguments)."""
 
-    tau: float = 0.3  # constant stop: split a node while its best NCut < tau (ignored if auto)
-    tau_mode: str = "auto"  # "auto" (eigengap rule, auto_tau) or "constant" (DiffCut: 0.2-0.5)
+    tau: float = 0.4  # constant stop: split a node while its best NCut < tau (ignored if auto)
+    tau_mode: str = "constant"  # "constant" or "auto" (eigengap rule, auto_tau; lost on validation birds)
     walk_steps: int = 1  # k in P^k: multi-node paths of the random walk (paper's long range)
-    affinity: str = "random_walk"  # "random_walk" (Pi P^k sym.) or "cosine" (feature similarity)
+    affinity: str = "cosine"  # "cosine" (feature similarity, DiffCut) or "random_walk" (Pi P^k sym.)
     power: float = 10.0  # alpha: exponent on the (rescaled) cosine similarity (cosine only)
     rescale: str = "minmax"  # cosine: "minmax" per image to [0, 1] (DiffCut) or "clip" at 0
-    min_size: int = 8  # smallest segment (positions at attention resolution) a cut may create
+    min_size: int = 1  # smallest segment (positions at attention resolution) a cut may create
     max_depth: int = 6  # deepest cut (at most 2**max_depth leaves)
     n_thresholds: int = 0  # thresholds tried on the Fiedler vector: 0 every split, 100 DiffCut's
     tau_cap: float = 0.8  # auto tau never exceeds this (NCut ~ 1 is a chance-level cut)
@@ -102,7 +102,7 @@ class NCutConfig:
     eig_floor: float = 0.35  # auto rule: eigenvalues below eig_floor * l_{m+1} count as that
     teleport: float = 1e-6  # restart probability for the stationary distribution (uniqueness)
     dense_max: int = 768  # sub-problems up to this many nodes use dense eigh, larger ARPACK
-    assign: str = "nearest"  # labels at out_size: "concept" (DiffCut) or "nearest" upsampling
+    assign: str = "concept"  # labels at out_size: "concept" (DiffCut) or "nearest" upsampling
     refine_iters: int = 0  # PAMR iterations on the image at out_size (0: off; needs fit(image=))
     out_size: int | None = None  # side of the label maps (None: the attention side R)
     random_state: int | None = 0  # seed of the ARPACK start vectors: a resumed run equals an uninterrupted one
@@ -125,10 +125,10 @@ class RecursiveNCut:
     - ``n_segments_``: tuple of segment counts per level
     """
 
-    def __init__(self, *, tau=0.3, tau_mode="auto", walk_steps=1, affinity="random_walk",
-                 power=10.0, rescale="minmax", min_size=8, max_depth=6, n_thresholds=0,
+    def __init__(self, *, tau=0.4, tau_mode="constant", walk_steps=1, affinity="cosine",
+                 power=10.0, rescale="minmax", min_size=1, max_depth=6, n_thresholds=0,
                  tau_cap=0.8, n_eigs=24, eig_floor=0.35, teleport=1e-6, dense_max=768,
-                 assign="nearest", refine_iters=0, out_size=None, random_state=0, device=None):
+                 assign="concept", refine_iters=0, out_size=None, random_state=0, device=None):
         self.tau = tau
         self.tau_mode = tau_mode
         self.walk_steps = walk_steps

@@ -33,7 +33,15 @@ from scipy.sparse import csgraph, csr_matrix
 
 from diffparts.segment.ncut_spectrum import fiedler_vector, oriented, spectrum_tau
 
-__all__ = ["NCutNode", "NCutPartition", "best_threshold_cut", "ncut_partition", "tree_levels"]
+__all__ = [
+    "NCutNode",
+    "NCutPartition",
+    "best_threshold_cut",
+    "check_partition_params",
+    "grow_tree",
+    "ncut_partition",
+    "tree_levels",
+]
 
 
 @dataclass(frozen=True, eq=False)  # eq=False: members is an array
@@ -171,6 +179,24 @@ def tree_levels(tree: list[NCutNode], n: int) -> np.ndarray:
     return np.stack(levels)  # level q
 
 
+def check_partition_params(tau, tau_mode, min_size, max_depth, tau_cap, n_eigs, eig_floor,
+                           n_thresholds) -> None:
+    """ValueError naming the first hyper-parameter of the recursion that is out of range."""
+    if tau_mode not in ("constant", "auto"):
+        raise ValueError(f"tau_mode must be 'constant' or 'auto', got {tau_mode!r}")
+    if tau_mode == "constant" and not tau > 0:
+        raise ValueError(f"tau must be > 0, got {tau}")
+    if tau_mode == "auto" and not (n_eigs >= 1 and eig_floor > 0 and tau_cap > 0):
+        raise ValueError(f"auto tau needs n_eigs >= 1, eig_floor > 0, tau_cap > 0; got "
+                         f"{n_eigs}, {eig_floor}, {tau_cap}")
+    if n_thresholds < 0:
+        raise ValueError(f"n_thresholds must be >= 0 (0: every split), got {n_thresholds}")
+    if min_size < 1:
+        raise ValueError(f"min_size must be >= 1, got {min_size}")
+    if max_depth < 0:
+        raise ValueError(f"max_depth must be >= 0, got {max_depth}")
+
+
 def ncut_partition(affinity: np.ndarray, tau: float = 0.3, tau_mode: str = "auto",
                    min_size: int = 8, max_depth: int = 6, tau_cap: float = 0.8, n_eigs: int = 24,
                    eig_floor: float = 0.35, dense_max: int = 768, random_state=None,
@@ -191,19 +217,7 @@ def ncut_partition(affinity: np.ndarray, tau: float = 0.3, tau_mode: str = "auto
         raise ValueError(f"affinity must be non-negative, min value {float(W.min())}")
     if not _looks_symmetric(W):
         raise ValueError("affinity must be symmetric")
-    if tau_mode not in ("constant", "auto"):
-        raise ValueError(f"tau_mode must be 'constant' or 'auto', got {tau_mode!r}")
-    if tau_mode == "constant" and not tau > 0:
-        raise ValueError(f"tau must be > 0, got {tau}")
-    if tau_mode == "auto" and not (n_eigs >= 1 and eig_floor > 0 and tau_cap > 0):
-        raise ValueError(f"auto tau needs n_eigs >= 1, eig_floor > 0, tau_cap > 0; got "
-                         f"{n_eigs}, {eig_floor}, {tau_cap}")
-    if n_thresholds < 0:
-        raise ValueError(f"n_thresholds must be >= 0 (0: every split), got {n_thresholds}")
-    if min_size < 1:
-        raise ValueError(f"min_size must be >= 1, got {min_size}")
-    if max_depth < 0:
-        raise ValueError(f"max_depth must be >= 0, got {max_depth}")
+    check_partition_params(tau, tau_mode, min_size, max_depth, tau_cap, n_eigs, eig_floor, n_thresholds)
     n = W.shape[0]
     total = float(W.sum(dtype=np.float64))
     if total <= 0:
@@ -225,6 +239,29 @@ def ncut_partition(affinity: np.ndarray, tau: float = 0.3, tau_mode: str = "auto
             tau, spectrum, root_fiedler = spectrum_tau(W, n_eigs, tau_cap, eig_floor, c, dense_max, rng)
 
     # 4. breadth-first recursion (docs/design.md §5.3 "Random-walk NCut"): cut each node while its best NCut < tau
+    def cut_node(idx: np.ndarray, is_root: bool):
+        sub = W if idx.size == n else np.take(np.take(W, idx, 0), idx, 1)  # q k of this segment
+        found = _component_cut(sub, min_size)
+        if found is not None:
+            return 0.0, found[0], found[1]  # disconnected: cut along components
+        if flat:
+            return 1.0, 1.0, None
+        lam, y = root_fiedler if is_root and root_fiedler else fiedler_vector(sub, c, dense_max, rng)
+        if lam >= tau:  # every cut's NCut >= lambda_2 (Rayleigh quotient): none can pass
+            return lam, float("inf"), None
+        return (lam, *best_threshold_cut(sub, oriented(y), min_size, c, n_thresholds))
+
+    nodes = grow_tree(n, cut_node, tau, min_size, max_depth, start)
+    return NCutPartition(nodes, tree_levels(nodes, n), float(tau), spectrum)
+
+
+def grow_tree(n: int, cut_node, tau: float, min_size: int, max_depth: int,
+              start: float | None = None) -> list[NCutNode]:
+    """The breadth-first recursion over ``n`` nodes; ``cut_node(idx, is_root)`` returns
+    (lambda_2, best NCut, mask over idx of one side or None) for the segment ``idx``.
+
+    A segment is split while its best NCut < tau, both sides hold ``min_size`` nodes and it is
+    shallower than ``max_depth``. ``start``: when the root's timing began (its spectrum)."""
     tree: list[dict] = [dict(id=0, parent=-1, children=(), members=np.arange(n), depth=0,
                              ncut=float("nan"), eigenvalue=float("nan"), seconds=0.0)]
     queue = [0]
@@ -233,18 +270,9 @@ def ncut_partition(affinity: np.ndarray, tau: float = 0.3, tau_mode: str = "auto
         idx = node["members"]
         if node["depth"] >= max_depth or idx.size < 2 * min_size:
             continue
-        if node["id"] > 0:
+        if node["id"] > 0 or start is None:
             start = time.perf_counter()
-        sub = W if idx.size == n else np.take(np.take(W, idx, 0), idx, 1)  # q k of this segment
-        found = _component_cut(sub, min_size)
-        if found is not None:
-            lam, (value, mask) = 0.0, found  # disconnected: cut along components
-        elif flat:
-            lam, value, mask = 1.0, 1.0, None
-        else:
-            lam, y = root_fiedler if node["id"] == 0 and root_fiedler else fiedler_vector(sub, c, dense_max, rng)
-            value, mask = ((float("inf"), None) if lam >= tau
-                           else best_threshold_cut(sub, oriented(y), min_size, c, n_thresholds))
+        lam, value, mask = cut_node(idx, node["id"] == 0)
         node["eigenvalue"] = float(lam)
         node["ncut"] = float(value) if np.isfinite(value) else float("nan")
         node["seconds"] = time.perf_counter() - start
@@ -261,9 +289,7 @@ def ncut_partition(affinity: np.ndarray, tau: float = 0.3, tau_mode: str = "auto
             kids.append(kid["id"])
             queue.append(kid["id"])
         node["children"] = tuple(kids)
-
-    nodes = [NCutNode(**node) for node in tree]
-    return NCutPartition(nodes, tree_levels(nodes, n), float(tau), spectrum)
+    return [NCutNode(**node) for node in tree]
 
 
 def _rows_alike(W: np.ndarray, rtol: float = 1e-6) -> bool:

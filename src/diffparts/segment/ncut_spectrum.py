@@ -29,7 +29,7 @@ import numpy as np
 import scipy.linalg
 import scipy.sparse.linalg
 
-__all__ = ["auto_tau", "deflated_top", "fiedler_vector", "oriented", "spectrum_tau"]
+__all__ = ["auto_tau", "deflated_top", "eigengap_tau", "fiedler_vector", "oriented", "spectrum_tau"]
 
 
 def deflated_top(W: np.ndarray, d: np.ndarray, c: float, k: int, dense_max: int, rng):
@@ -100,9 +100,16 @@ def spectrum_tau(W, n_eigs, tau_cap, eig_floor, c, dense_max, rng):
         return 0.0, np.zeros(n), None
     d = W.sum(1, dtype=np.float64) + c * n  # q
     vals, vecs = deflated_top(W, d, c, min(n_eigs, n - 1), dense_max, rng)
-    lam = np.concatenate([[0.0], np.clip(1.0 - vals, 0.0, 2.0)])  # l_1 = 0, l_2, ..., ascending
+    tau, lam = eigengap_tau(vals, tau_cap, eig_floor)
+    return tau, lam, (float(lam[1]), vecs[:, 0] / np.sqrt(d))
+
+
+def eigengap_tau(vals: np.ndarray, tau_cap: float, eig_floor: float) -> tuple[float, np.ndarray]:
+    """The rule from the top eigenvalues ``mu`` of the deflated ``D^-1/2 W D^-1/2`` (descending):
+    (tau, generalised eigenvalues l_1 = 0, l_2 = 1 - mu_1, ... ascending)."""
+    lam = np.concatenate([[0.0], np.clip(1.0 - np.asarray(vals, dtype=np.float64), 0.0, 2.0)])
     floor = max(eig_floor * lam[-1], 1e-12)  # relative to the largest eigenvalue computed
     ratios = np.diff(np.log(np.maximum(lam, floor)))  # ratios[K - 1] = log(l_{K+1} / l_K)
     K = int(np.argmax(ratios)) + 1
     tau = lam[1] / 2 if K == 1 else lam[K]  # l_2 / 2 rejects every cut; else l_{K+1}
-    return float(min(tau, tau_cap)), lam, (float(lam[1]), vecs[:, 0] / np.sqrt(d))
+    return float(min(tau, tau_cap)), lam
