@@ -94,6 +94,7 @@ class NCutConfig:
     affinity: str = "cosine"  # "cosine" (feature similarity, DiffCut) or "random_walk" (Pi P^k sym.)
     power: float = 10.0  # alpha: exponent on the (rescaled) cosine similarity (cosine only)
     rescale: str = "minmax"  # cosine: "minmax" per image to [0, 1] (DiffCut) or "clip" at 0
+    max_keys: int | None = 1024  # attention rows as features: keys summed in 2x2 blocks down to this many (None: all)
     min_size: int = 1  # smallest segment (positions at attention resolution) a cut may create
     max_depth: int = 6  # deepest cut (at most 2**max_depth leaves)
     n_thresholds: int = 0  # thresholds tried on the Fiedler vector: 0 every split, 100 DiffCut's
@@ -126,7 +127,7 @@ class RecursiveNCut:
     """
 
     def __init__(self, *, tau=0.4, tau_mode="constant", walk_steps=1, affinity="cosine",
-                 power=10.0, rescale="minmax", min_size=1, max_depth=6, n_thresholds=0,
+                 power=10.0, rescale="minmax", max_keys=1024, min_size=1, max_depth=6, n_thresholds=0,
                  tau_cap=0.8, n_eigs=24, eig_floor=0.35, teleport=1e-6, dense_max=768,
                  assign="concept", refine_iters=0, out_size=None, random_state=0, device=None):
         self.tau = tau
@@ -135,6 +136,7 @@ class RecursiveNCut:
         self.affinity = affinity
         self.power = power
         self.rescale = rescale
+        self.max_keys = max_keys
         self.min_size = min_size
         self.max_depth = max_depth
         self.n_thresholds = n_thresholds
@@ -183,14 +185,16 @@ class RecursiveNCut:
 
             part, (h, w), F = torch_ncut(attn, features, self.device, affinity=self.affinity,
                                          walk_steps=self.walk_steps, power=self.power,
-                                         rescale=self.rescale, teleport=self.teleport,
+                                         rescale=self.rescale, max_keys=self.max_keys,
+                                         teleport=self.teleport,
                                          need_features=need_features, **params)
         else:
             # 2. transition matrix, features and affinity (docs/design.md §5.3 "Random-walk NCut")
             P, (h, w) = transition_matrix(attn)  # q k
             if self.affinity == "random_walk" and features is not None:
                 raise ValueError("features are used only by affinity='cosine'")
-            F = attention_features(P, self.walk_steps, features) if need_features else None  # q d
+            F = (attention_features(P, self.walk_steps, features, (h, w), self.max_keys)
+                 if need_features else None)  # q d
             if self.affinity == "random_walk":
                 W = random_walk_affinity(P, self.walk_steps, teleport=self.teleport,
                                          random_state=self.random_state)  # q k
@@ -203,7 +207,11 @@ class RecursiveNCut:
         # 4. labels at out_size: the finest by concept assignment or nearest upsampling, PAMR,
         #    the coarser ones through the tree (nested)
         if self.out_size is not None:
-            if self.assign == "concept" and levels[0].max() > 0:
+            if self.assign == "concept" and levels[0].max() > 0 and self.device is not None:
+                from diffparts.segment.ncut_torch import torch_concept_assignment
+
+                finest = torch_concept_assignment(F, part.level_labels[0], (h, w), self.out_size)
+            elif self.assign == "concept" and levels[0].max() > 0:
                 finest = concept_assignment(F, part.level_labels[0], (h, w), self.out_size)
             else:
                 finest = nearest_upsample(levels[0], self.out_size)

@@ -29,7 +29,9 @@ __all__ = [
     "attention_affinity",
     "attention_features",
     "cosine_affinity",
+    "key_pool_factor",
     "normalised_features",
+    "pool_keys",
     "random_walk_affinity",
     "stationary_distribution",
     "transition_matrix",
@@ -181,16 +183,22 @@ def _gram(F: np.ndarray, block: int = 256) -> np.ndarray:
 
 
 def _power_inplace(W: np.ndarray, power: float) -> np.ndarray:
-    """``W ** power`` for W in [0, 1]; integer powers by repeated products (float32 pow is ~50x slower)."""
-    if float(power).is_integer() and power <= 64:
-        base, W, p = W, None, int(power)
-        while p:
+    """``W ** power`` for W in [0, 1], overwriting W; integer powers by repeated squaring (float32
+    pow is ~50x slower), with one extra array at most."""
+    if float(power).is_integer() and 1 <= power <= 64:
+        p = int(power)
+        result = None  # product of the squares W^(2^i) for the set bits of p
+        base = W
+        while True:
             if p & 1:
-                W = base.copy() if W is None else np.multiply(W, base, out=W)
+                if result is None:
+                    result = base if p == 1 else base.copy()
+                else:
+                    np.multiply(result, base, out=result)
             p >>= 1
-            if p:
-                base = np.multiply(base, base, out=base)
-        return W
+            if not p:
+                return result
+            np.multiply(base, base, out=base)
     W **= np.float32(power)
     return W
 
@@ -216,10 +224,35 @@ def cosine_affinity(features: np.ndarray, power: float = 10.0, rescale: str = "m
     return _power_inplace(W, power)
 
 
-def attention_features(P: np.ndarray, walk_steps: int = 1, features: np.ndarray | None = None) -> np.ndarray:
-    """The features the cosine affinity and concept assignment use: given ones, else rows of ``P^k``."""
+def key_pool_factor(shape: tuple[int, int], max_dim: int | None) -> int:
+    """The smallest power of two f such that f x f key blocks leave at most ``max_dim`` keys
+    (1 when ``max_dim`` is None or already met; stops where the grid no longer divides)."""
+    ky, kx = shape
+    f = 1
+    while max_dim is not None and (ky // f) * (kx // f) > max_dim and ky % (2 * f) == 0 and kx % (2 * f) == 0:
+        f *= 2
+    return f
+
+
+def pool_keys(P: np.ndarray, shape: tuple[int, int], max_dim: int | None) -> np.ndarray:
+    """Rows of ``P`` (q, ky * kx) summed over f x f key blocks (``key_pool_factor``). A row stays
+    a distribution; with f = 1, ``P`` itself."""
+    ky, kx = shape
+    f = key_pool_factor(shape, max_dim)
+    if f == 1:
+        return P
+    return P.reshape(-1, ky // f, f, kx // f, f).sum((2, 4), dtype=np.float32).reshape(P.shape[0], -1)
+
+
+def attention_features(P: np.ndarray, walk_steps: int = 1, features: np.ndarray | None = None,
+                       shape: tuple[int, int] | None = None, max_dim: int | None = None) -> np.ndarray:
+    """The features the cosine affinity and concept assignment use: given ones, else rows of
+    ``P^k`` (q, keys), their keys pooled to at most ``max_dim`` (``pool_keys``; needs ``shape``)."""
     if features is None:
-        return normalised_features(walk_power(P, walk_steps))  # q k: k-step transition rows
+        rows = walk_power(P, walk_steps)  # q k: k-step transition rows
+        if max_dim is not None and shape is not None:
+            rows = pool_keys(rows, shape, max_dim)
+        return normalised_features(rows)
     return normalised_features(features, P.shape[0])
 
 

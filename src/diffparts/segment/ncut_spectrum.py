@@ -55,7 +55,7 @@ def deflated_top(W: np.ndarray, d: np.ndarray, c: float, k: int, dense_max: int,
     v0 = rng.standard_normal(n)
     try:
         vals, vecs = scipy.sparse.linalg.eigsh(op, k=k, which="LA", v0=v0, tol=1e-5,
-                                               ncv=min(n, max(2 * k + 1, 20)))
+                                               ncv=min(n, max(2 * k + 1, 64)))  # a wide basis: fewer restarts
     except scipy.sparse.linalg.ArpackNoConvergence:  # rare: fall back to the dense solver
         return deflated_top(W, d, c, k, n, rng)
     order = np.argsort(vals)[::-1]
