@@ -1,33 +1,40 @@
-"""Random-walk recursive NCut (docs/design.md §5.3, §7): speed, memory and constant-vs-auto tau; JSON out.
+"""Recursive NCut (docs/design.md §5.3, §7): speed, memory, constant vs auto tau, birds vs DiffSeg; JSON out.
 
 Three figures, one JSON object on stdout:
 
 ``speed`` (default): one 64 x 64 aggregated attention tensor = 4096 nodes (SD's size at 512 px;
-``diffparts.segment.synthetic.realistic_attention``: smooth, local, peaky, six regions). For
-each configuration, the median over ``--repeats`` of the whole ``RecursiveNCut.fit`` (input
-checks, stationary distribution, affinity, root spectrum, every cut, level maps) and its split:
-``affinity_s`` (transition matrix + pi + W), ``per_level_s`` (time spent cutting the nodes at
-each cut depth, the root's including the auto-tau spectrum), segments per level and the matched
-accuracy against the known regions; ``cpu_s`` is the process CPU time of the same fit (on a
-shared, loaded machine wall time inflates, CPU time much less; run with OPENBLAS_NUM_THREADS=1
-there, since spinning BLAS threads make it worse). Memory: ``peak_traced_mb`` (tracemalloc peak of numpy
+``diffparts.segment.synthetic.realistic_attention``: smooth, local, peaky, six regions). The old
+default (random walk, automatic tau, min_size 8: the defaults before issue 19) and the new one
+(DiffCut's min-max cosine of the attention rows, tau 0.4, concept assignment) side by side in
+the same process, with ``cpu_ratio_vs_old_default`` (issue 19's target: at most 1.5). For each
+configuration, the median over ``--repeats`` of the whole ``RecursiveNCut.fit`` (input checks,
+affinity, every cut, level maps) and its split: ``affinity_cpu_s`` (transition matrix, features
+and W alone), ``per_level_s`` (time spent cutting the nodes at each cut depth), segments per level
+and the matched accuracy against the known regions; ``cpu_s`` is the process CPU time of the
+same fit (on a shared, loaded machine wall time inflates, CPU time much less; run with
+OPENBLAS_NUM_THREADS=1 there). Memory: ``peak_traced_mb`` (tracemalloc peak of numpy
 allocations during one fit, input excluded) and ``max_rss_mb``.
 
-``compare``: constant tau vs the automatic (eigengap) tau on synthetic region attention over a
-grid of regimes, diffuse (small model) to peaky (SD), few to many regions, several seeds:
-per-image Hungarian pixel accuracy / mIoU (diffparts.metrics) of the finest level and
-NFCovering of the hierarchy, and the number of segments found vs the true number. The auto
-rule's one free constant (eig_floor) was chosen on seeds 0-2 of these regimes; the figure uses
-seeds from ``--seed-offset`` (100) on, so it is held out.
+``compare``: constant tau vs the automatic (eigengap) tau of the random-walk affinity on
+synthetic region attention over a grid of regimes, diffuse (small model) to peaky (SD), several
+region counts and seeds: per-image Hungarian pixel accuracy / mIoU of the finest level,
+NFCovering, segments vs the true number (seeds from ``--seed-offset`` 100 on: held out from the
+auto rule's tuning on seeds 0-2).
 
-``birds``: the same comparison, for both affinities, on the embedded checkpoint's attention of
-synthetic birds with part masks (needs data/models/diffparts-toy-birds, or ``--model``):
-per-image Hungarian matching with TP/FP/FN summed over the set (docs/design.md §8 "Measures", 10 part classes incl.
-background) and NFCovering of the foreground parts. DiffSeg is not run here.
+``birds``: NCut settings against DiffSeg (its default quantile 0.2 rule, thresholds from the
+first ``--sample`` images, exactly as ``bench_diffseg.py --compare-store``) on the same birds:
+the embedded checkpoint's attention of 40 synthetic birds at 64 px, cached by
+``benchmarks/ncut_birds_data.py`` in runs/ncut-birds-SEED.npz (extracted once, with the
+library's default capture, as ``diffparts extract`` does). Per-image Hungarian mIoU and pixel
+accuracy of the finest level (10 part classes incl. background, TP/FP/FN summed over the set),
+NFCovering over each method's levels, segments per image. ``--grid grid`` / ``grid2``: every
+setting tried on the validation birds (seed 999); ``--grid defaults``: the chosen defaults, the
+old default and one-change variants, for the held-out birds (seed 1234).
 
     .venv/bin/python benchmarks/bench_ncut.py speed   [--size 64] [--repeats 3]
     .venv/bin/python benchmarks/bench_ncut.py compare [--size 32] [--seeds 3]
-    .venv/bin/python benchmarks/bench_ncut.py birds   [--n 16] [--model PATH]
+    .venv/bin/python benchmarks/bench_ncut.py birds --seed 999 --grid grid      # validation
+    .venv/bin/python benchmarks/bench_ncut.py birds --seed 1234 --grid defaults # held out
 """
 
 from __future__ import annotations
@@ -174,10 +181,11 @@ def _evaluate(attn, truth, methods, background_index=None) -> list[dict]:
 
 
 def _methods(walk_steps: int, affinity: str = "random_walk", prefix: str = "") -> dict:
-    methods = {f"{prefix}constant_tau_{t}": dict(tau_mode="constant", tau=t, walk_steps=walk_steps,
-                                                 affinity=affinity)
-               for t in CONSTANT_TAUS}
-    methods[f"{prefix}auto_tau"] = dict(tau_mode="auto", walk_steps=walk_steps, affinity=affinity)
+    """Constant taus and the auto rule with the random-walk settings this figure was made with
+    (min_size 8, nearest upsampling; before DiffCut's defaults, issue 19)."""
+    pinned = dict(walk_steps=walk_steps, affinity=affinity, min_size=8, assign="nearest", rescale="clip")
+    methods = {f"{prefix}constant_tau_{t}": dict(tau_mode="constant", tau=t, **pinned) for t in CONSTANT_TAUS}
+    methods[f"{prefix}auto_tau"] = dict(tau_mode="auto", **pinned)
     return methods
 
 
