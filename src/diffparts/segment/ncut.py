@@ -202,7 +202,7 @@ class RecursiveNCut:
                 W = cosine_affinity(F, self.power, self.rescale)  # q k
             del P
             # 3. recursive cuts and levels (docs/design.md §5.3, §5.4)
-            part = ncut_partition(W, **params)
+            part = ncut_partition(W, **params, _trusted=True)  # W: finite, >= 0, symmetric by construction
         levels = part.level_labels.reshape(-1, h, w)  # level y x
         # 4. labels at out_size: the finest by concept assignment or nearest upsampling, PAMR,
         #    the coarser ones through the tree (nested)

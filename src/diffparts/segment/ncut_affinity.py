@@ -203,7 +203,8 @@ def _power_inplace(W: np.ndarray, power: float) -> np.ndarray:
     return W
 
 
-def cosine_affinity(features: np.ndarray, power: float = 10.0, rescale: str = "minmax") -> np.ndarray:
+def cosine_affinity(features: np.ndarray, power: float = 10.0, rescale: str = "minmax",
+                    block: int = 128) -> np.ndarray:
     """Cosine affinity (q, k) float32 of features (q, d) or (y, x, d) (module docstring).
 
     ``rescale="minmax"``: ``((cos - min) / (max - min)) ** power`` over the whole image (DiffCut);
@@ -214,14 +215,23 @@ def cosine_affinity(features: np.ndarray, power: float = 10.0, rescale: str = "m
     if rescale not in RESCALES:
         raise ValueError(f"rescale must be one of {RESCALES}, got {rescale!r}")
     G = _gram(normalised_features(features))  # q k
+    lo, scale = None, None
     if rescale == "minmax":
         lo, hi = float(G.min()), float(G.max())
         if hi - lo <= 1e-12 * max(abs(hi), 1.0):
             return np.ones_like(G)
-        G -= np.float32(lo)
-        G *= np.float32(1.0 / (hi - lo))
-    W = np.clip(G, 0.0, 1.0, out=G)
-    return _power_inplace(W, power)
+        lo, scale = np.float32(lo), np.float32(1.0 / (hi - lo))
+    for i in range(0, G.shape[0], block):  # row blocks: each stays in cache through every step
+        rows = G[i:i + block]
+        if lo is not None:
+            rows -= lo  # >= 0 exactly: lo is the minimum
+            rows *= scale  # <= 1 up to one rounding: no clip needed
+        else:
+            np.clip(rows, 0.0, 1.0, out=rows)
+        powered = _power_inplace(rows, power)
+        if powered is not rows:
+            rows[...] = powered
+    return G
 
 
 def key_pool_factor(shape: tuple[int, int], max_dim: int | None) -> int:
@@ -241,7 +251,12 @@ def pool_keys(P: np.ndarray, shape: tuple[int, int], max_dim: int | None) -> np.
     f = key_pool_factor(shape, max_dim)
     if f == 1:
         return P
-    return P.reshape(-1, ky // f, f, kx // f, f).sum((2, 4), dtype=np.float32).reshape(P.shape[0], -1)
+    grid = P.reshape(-1, ky, kx)  # q ky kx
+    out = np.zeros((grid.shape[0], ky // f, kx // f), dtype=np.float32)  # q ky/f kx/f
+    for a in range(f):  # f * f strided adds: one pass over P, no strided reduction
+        for b in range(f):
+            out += grid[:, a::f, b::f]
+    return out.reshape(P.shape[0], -1)
 
 
 def attention_features(P: np.ndarray, walk_steps: int = 1, features: np.ndarray | None = None,

@@ -200,23 +200,24 @@ def check_partition_params(tau, tau_mode, min_size, max_depth, tau_cap, n_eigs, 
 def ncut_partition(affinity: np.ndarray, tau: float = 0.3, tau_mode: str = "auto",
                    min_size: int = 8, max_depth: int = 6, tau_cap: float = 0.8, n_eigs: int = 24,
                    eig_floor: float = 0.35, dense_max: int = 768, random_state=None,
-                   n_thresholds: int = 0) -> NCutPartition:
+                   n_thresholds: int = 0, _trusted: bool = False) -> NCutPartition:
     """Recursive two-way Normalised Cuts of a symmetric non-negative affinity (q, k).
 
     The plain-function twin of ``RecursiveNCut`` (as ``spectral_clustering`` is to
     ``SpectralClustering``). Returns the tree, the nested level labels (level, q), the tau used
     and, in auto mode, the root spectrum.
     """
-    # 1. check inputs
+    # 1. check inputs (an affinity built by ncut_affinity from checked attention is trusted)
     W = np.asarray(affinity, dtype=np.float32)  # q k; float32 halves the memory traffic
     if W.ndim != 2 or W.shape[0] != W.shape[1] or W.shape[0] < 1:
         raise ValueError(f"affinity must be square (q, k), got shape {W.shape}")
-    if not np.isfinite(W).all():
-        raise ValueError("affinity contains NaN or inf")
-    if (W < 0).any():
-        raise ValueError(f"affinity must be non-negative, min value {float(W.min())}")
-    if not _looks_symmetric(W):
-        raise ValueError("affinity must be symmetric")
+    if not _trusted:
+        if not np.isfinite(W).all():
+            raise ValueError("affinity contains NaN or inf")
+        if (W < 0).any():
+            raise ValueError(f"affinity must be non-negative, min value {float(W.min())}")
+        if not _looks_symmetric(W):
+            raise ValueError("affinity must be symmetric")
     check_partition_params(tau, tau_mode, min_size, max_depth, tau_cap, n_eigs, eig_floor, n_thresholds)
     n = W.shape[0]
     total = float(W.sum(dtype=np.float64))
@@ -240,7 +241,7 @@ def ncut_partition(affinity: np.ndarray, tau: float = 0.3, tau_mode: str = "auto
 
     # 4. breadth-first recursion (docs/design.md §5.3 "Random-walk NCut"): cut each node while its best NCut < tau
     def cut_node(idx: np.ndarray, is_root: bool):
-        sub = W if idx.size == n else np.take(np.take(W, idx, 0), idx, 1)  # q k of this segment
+        sub = W if idx.size == n else W[np.ix_(idx, idx)]  # q k of this segment (one copy)
         found = _component_cut(sub, min_size)
         if found is not None:
             return 0.0, found[0], found[1]  # disconnected: cut along components
