@@ -207,7 +207,12 @@ def compare(args) -> dict:
             for seed in range(args.seed_offset, args.seed_offset + args.seeds):
                 labels = make_region_labels(args.size, n_regions, seed=seed)
                 attn = make_region_attention(labels, seed=seed, **settings)
-                rows += _evaluate(attn, labels, _methods(args.walk_steps))
+                methods = _methods(args.walk_steps)
+                methods.update({  # today's defaults (DiffCut's affinity; chosen on toy birds) and its auto tau
+                    "defaults (cosine, tau 0.4)": {"walk_steps": args.walk_steps},
+                    "defaults with auto tau": {"tau_mode": "auto", "walk_steps": args.walk_steps},
+                })
+                rows += _evaluate(attn, labels, methods)
         out["regimes"][regime] = _score_rows(rows)
         all_rows += rows
     out["overall"] = _score_rows(all_rows)
