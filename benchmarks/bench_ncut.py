@@ -1,33 +1,40 @@
-"""Random-walk recursive NCut (docs/design.md §5.3, §7): speed, memory and constant-vs-auto tau; JSON out.
+"""Recursive NCut (docs/design.md §5.3, §7): speed, memory, constant vs auto tau, birds vs DiffSeg; JSON out.
 
 Three figures, one JSON object on stdout:
 
 ``speed`` (default): one 64 x 64 aggregated attention tensor = 4096 nodes (SD's size at 512 px;
-``diffparts.segment.synthetic.realistic_attention``: smooth, local, peaky, six regions). For
-each configuration, the median over ``--repeats`` of the whole ``RecursiveNCut.fit`` (input
-checks, stationary distribution, affinity, root spectrum, every cut, level maps) and its split:
-``affinity_s`` (transition matrix + pi + W), ``per_level_s`` (time spent cutting the nodes at
-each cut depth, the root's including the auto-tau spectrum), segments per level and the matched
-accuracy against the known regions; ``cpu_s`` is the process CPU time of the same fit (on a
-shared, loaded machine wall time inflates, CPU time much less; run with OPENBLAS_NUM_THREADS=1
-there, since spinning BLAS threads make it worse). Memory: ``peak_traced_mb`` (tracemalloc peak of numpy
+``diffparts.segment.synthetic.realistic_attention``: smooth, local, peaky, six regions). The old
+default (random walk, automatic tau, min_size 8: the defaults before issue 19) and the new one
+(DiffCut's min-max cosine of the attention rows, tau 0.4, concept assignment) side by side in
+the same process, with ``cpu_ratio_vs_old_default`` (issue 19's target: at most 1.5). For each
+configuration, the median over ``--repeats`` of the whole ``RecursiveNCut.fit`` (input checks,
+affinity, every cut, level maps) and its split: ``affinity_cpu_s`` (transition matrix, features
+and W alone), ``per_level_s`` (time spent cutting the nodes at each cut depth), segments per level
+and the matched accuracy against the known regions; ``cpu_s`` is the process CPU time of the
+same fit (on a shared, loaded machine wall time inflates, CPU time much less; run with
+OPENBLAS_NUM_THREADS=1 there). Memory: ``peak_traced_mb`` (tracemalloc peak of numpy
 allocations during one fit, input excluded) and ``max_rss_mb``.
 
-``compare``: constant tau vs the automatic (eigengap) tau on synthetic region attention over a
-grid of regimes, diffuse (small model) to peaky (SD), few to many regions, several seeds:
-per-image Hungarian pixel accuracy / mIoU (diffparts.metrics) of the finest level and
-NFCovering of the hierarchy, and the number of segments found vs the true number. The auto
-rule's one free constant (eig_floor) was chosen on seeds 0-2 of these regimes; the figure uses
-seeds from ``--seed-offset`` (100) on, so it is held out.
+``compare``: constant tau vs the automatic (eigengap) tau of the random-walk affinity on
+synthetic region attention over a grid of regimes, diffuse (small model) to peaky (SD), several
+region counts and seeds: per-image Hungarian pixel accuracy / mIoU of the finest level,
+NFCovering, segments vs the true number (seeds from ``--seed-offset`` 100 on: held out from the
+auto rule's tuning on seeds 0-2).
 
-``birds``: the same comparison, for both affinities, on the embedded checkpoint's attention of
-synthetic birds with part masks (needs data/models/diffparts-toy-birds, or ``--model``):
-per-image Hungarian matching with TP/FP/FN summed over the set (docs/design.md §8 "Measures", 10 part classes incl.
-background) and NFCovering of the foreground parts. DiffSeg is not run here.
+``birds``: NCut settings against DiffSeg (its default quantile 0.2 rule, thresholds from the
+first ``--sample`` images, exactly as ``bench_diffseg.py --compare-store``) on the same birds:
+the embedded checkpoint's attention of 40 synthetic birds at 64 px, cached by
+``benchmarks/ncut_birds_data.py`` in runs/ncut-birds-SEED.npz (extracted once, with the
+library's default capture, as ``diffparts extract`` does). Per-image Hungarian mIoU and pixel
+accuracy of the finest level (10 part classes incl. background, TP/FP/FN summed over the set),
+NFCovering over each method's levels, segments per image. ``--grid grid`` / ``grid2``: every
+setting tried on the validation birds (seed 999); ``--grid defaults``: the chosen defaults, the
+old default and one-change variants, for the held-out birds (seed 1234).
 
     .venv/bin/python benchmarks/bench_ncut.py speed   [--size 64] [--repeats 3]
     .venv/bin/python benchmarks/bench_ncut.py compare [--size 32] [--seeds 3]
-    .venv/bin/python benchmarks/bench_ncut.py birds   [--n 16] [--model PATH]
+    .venv/bin/python benchmarks/bench_ncut.py birds --seed 999 --grid grid      # validation
+    .venv/bin/python benchmarks/bench_ncut.py birds --seed 1234 --grid defaults # held out
 """
 
 from __future__ import annotations
@@ -38,16 +45,18 @@ import os
 import platform
 import resource
 import statistics
+import sys
 import time
 import tracemalloc
 
 import numpy as np
 
-SPEED_CONFIGS = {
-    "random_walk_constant": dict(tau_mode="constant", tau=0.3),
-    "random_walk_auto": dict(tau_mode="auto"),
-    "random_walk_k2_auto": dict(tau_mode="auto", walk_steps=2),
-    "cosine_auto": dict(tau_mode="auto", affinity="cosine"),
+SPEED_CONFIGS = {  # "old default" = NCutConfig's defaults before DiffCut's affinity (issue 19)
+    "old_default_random_walk_auto": dict(affinity="random_walk", tau_mode="auto", min_size=8, assign="nearest"),
+    "new_default": dict(),
+    "new_default_all_keys": dict(max_keys=None),
+    "new_default_concept_512px": dict(out_size=512),
+    "random_walk_k2_auto": dict(affinity="random_walk", tau_mode="auto", min_size=8, assign="nearest", walk_steps=2),
 }
 CONSTANT_TAUS = (0.1, 0.2, 0.3, 0.4, 0.6)
 
@@ -62,6 +71,18 @@ def _machine() -> dict:
     }
 
 
+def _affinity_only(attn, kwargs) -> None:
+    """The affinity step of a fit alone (transition matrix, features, W), for its share of the time."""
+    from diffparts.segment.ncut import NCutConfig, attention_features, cosine_affinity, random_walk_affinity, transition_matrix
+
+    cfg = NCutConfig(**{k: v for k, v in kwargs.items() if k != "out_size"})
+    P, shape = transition_matrix(attn)
+    if cfg.affinity == "random_walk":
+        random_walk_affinity(P, cfg.walk_steps, teleport=cfg.teleport, random_state=0)
+    else:
+        cosine_affinity(attention_features(P, cfg.walk_steps, None, shape, cfg.max_keys), cfg.power, cfg.rescale)
+
+
 def speed(args) -> dict:
     from diffparts.metrics import segmentation_scores
     from diffparts.segment.ncut import RecursiveNCut, attention_affinity
@@ -72,9 +93,9 @@ def speed(args) -> dict:
     for name, kwargs in SPEED_CONFIGS.items():
         fits, affinity_times = [], []
         for _ in range(args.repeats):
-            start = time.perf_counter()
-            attention_affinity(attn, kwargs.get("affinity", "random_walk"), kwargs.get("walk_steps", 1))
-            affinity_times.append(time.perf_counter() - start)
+            start = time.process_time()
+            _affinity_only(attn, kwargs)
+            affinity_times.append(time.process_time() - start)
             start, cpu = time.perf_counter(), time.process_time()
             model = RecursiveNCut(random_state=0, **kwargs).fit(attn)
             fits.append((time.perf_counter() - start, time.process_time() - cpu, model))
@@ -85,12 +106,16 @@ def speed(args) -> dict:
         RecursiveNCut(random_state=0, **kwargs).fit(attn)
         _, peak = tracemalloc.get_traced_memory()
         tracemalloc.stop()
-        score = segmentation_scores([model.labels_], [truth], int(truth.max()) + 1, ignore_index=None)
+        labels = model.labels_
+        if labels.shape != truth.shape:  # 512 px: score at the attention grid's centres
+            step = labels.shape[0] // truth.shape[0]
+            labels = labels[step // 2::step, step // 2::step]
+        score = segmentation_scores([labels], [truth], int(truth.max()) + 1, ignore_index=None)
         out["configs"][name] = {
             "params": kwargs,
             "seconds": round(total, 3),
             "cpu_s": round(cpu_total, 3),
-            "affinity_s": round(statistics.median(affinity_times), 3),
+            "affinity_cpu_s": round(statistics.median(affinity_times), 3),
             "per_level_s": {f"depth_{d}": round(t, 3) for d, t in enumerate(per_level)},
             "cuts_s": round(sum(per_level), 3),
             "tau": round(model.tau_, 4),
@@ -99,8 +124,12 @@ def speed(args) -> dict:
             "pixel_accuracy": round(score.pixel_accuracy, 4),
             "miou": round(score.miou, 4),
             "peak_traced_mb": round(peak / 2**20, 1),
-            "target_s": 2.0,
         }
+    old = out["configs"]["old_default_random_walk_auto"]
+    for entry in out["configs"].values():  # the issue 19 target: new default within 1.5x of the old
+        entry["cpu_ratio_vs_old_default"] = round(entry["cpu_s"] / old["cpu_s"], 2)
+        entry["wall_ratio_vs_old_default"] = round(entry["seconds"] / old["seconds"], 2)
+    out["target_ratio"] = 1.5
     out["max_rss_mb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
     out["machine"] = _machine()
     return out
@@ -152,10 +181,11 @@ def _evaluate(attn, truth, methods, background_index=None) -> list[dict]:
 
 
 def _methods(walk_steps: int, affinity: str = "random_walk", prefix: str = "") -> dict:
-    methods = {f"{prefix}constant_tau_{t}": dict(tau_mode="constant", tau=t, walk_steps=walk_steps,
-                                                 affinity=affinity)
-               for t in CONSTANT_TAUS}
-    methods[f"{prefix}auto_tau"] = dict(tau_mode="auto", walk_steps=walk_steps, affinity=affinity)
+    """Constant taus and the auto rule with the random-walk settings this figure was made with
+    (min_size 8, nearest upsampling; before DiffCut's defaults, issue 19)."""
+    pinned = dict(walk_steps=walk_steps, affinity=affinity, min_size=8, assign="nearest", rescale="clip")
+    methods = {f"{prefix}constant_tau_{t}": dict(tau_mode="constant", tau=t, **pinned) for t in CONSTANT_TAUS}
+    methods[f"{prefix}auto_tau"] = dict(tau_mode="auto", **pinned)
     return methods
 
 
@@ -177,7 +207,12 @@ def compare(args) -> dict:
             for seed in range(args.seed_offset, args.seed_offset + args.seeds):
                 labels = make_region_labels(args.size, n_regions, seed=seed)
                 attn = make_region_attention(labels, seed=seed, **settings)
-                rows += _evaluate(attn, labels, _methods(args.walk_steps))
+                methods = _methods(args.walk_steps)
+                methods.update({  # today's defaults (DiffCut's affinity; chosen on toy birds) and its auto tau
+                    "defaults (cosine, tau 0.4)": {"walk_steps": args.walk_steps},
+                    "defaults with auto tau": {"tau_mode": "auto", "walk_steps": args.walk_steps},
+                })
+                rows += _evaluate(attn, labels, methods)
         out["regimes"][regime] = _score_rows(rows)
         all_rows += rows
     out["overall"] = _score_rows(all_rows)
@@ -185,66 +220,127 @@ def compare(args) -> dict:
     return out
 
 
-def birds(args) -> dict:
+# NCut settings compared on birds: name -> RecursiveNCut keywords plus "features" (which cached
+# array replaces the attention rows: "up" = the default up-block, "block_k" = attention block k)
+OLD_DEFAULT = dict(affinity="random_walk", tau_mode="auto", min_size=8, assign="nearest")
+DIFFCUT = dict(affinity="cosine", rescale="minmax", power=10.0, min_size=1, assign="concept")
+BIRD_GRIDS = {
+    "grid": {
+        "old default: random walk, auto tau, min_size 8, nearest": OLD_DEFAULT,
+        "random walk, P^2, auto tau, min_size 1, concept": dict(affinity="random_walk", walk_steps=2, tau_mode="auto", min_size=1, assign="concept"),
+        "clipped cosine^10, tau 0.2, min_size 1, concept": {**DIFFCUT, "rescale": "clip", "tau_mode": "constant", "tau": 0.2},
+        **{f"min-max cosine^10 attention rows, tau {t}, min_size {m}, {a}": {**DIFFCUT, "tau_mode": "constant", "tau": t, "min_size": m, "assign": a}
+           for t in (0.2, 0.3, 0.5) for m in (1, 4) for a in ("concept", "nearest")},
+        "min-max cosine^10 attention rows, auto tau, min_size 1, concept": {**DIFFCUT, "tau_mode": "auto"},
+        "min-max cosine^10 attention rows, auto tau, min_size 4, concept": {**DIFFCUT, "tau_mode": "auto", "min_size": 4},
+        "min-max cosine^5 attention rows, tau 0.2, min_size 1, concept": {**DIFFCUT, "power": 5.0, "tau_mode": "constant", "tau": 0.2},
+        "min-max cosine^10 attention rows, tau 0.2, 100 thresholds, concept": {**DIFFCUT, "tau_mode": "constant", "tau": 0.2, "n_thresholds": 100},
+        "min-max cosine^10 attention rows, tau 0.2, max_depth 8, concept": {**DIFFCUT, "tau_mode": "constant", "tau": 0.2, "max_depth": 8},
+        "min-max cosine^10 attention rows, tau 0.2, concept + PAMR": {**DIFFCUT, "tau_mode": "constant", "tau": 0.2, "refine_iters": 10},
+        "min-max cosine^10 attention rows, tau 0.5, concept + PAMR": {**DIFFCUT, "tau_mode": "constant", "tau": 0.5, "refine_iters": 10},
+        **{f"min-max cosine^10 {src} features, tau {t}, concept": {**DIFFCUT, "tau_mode": "constant", "tau": t, "features": src}
+           for src in ("up", "block_0", "block_1", "block_2") for t in (0.2, 0.5)},
+    },
+    "grid2": {  # around the first grid's best (attention rows, tau 0.5, min_size 1, concept)
+        **{f"min-max cosine^10 attention rows, tau {t}, min_size 1, concept": {**DIFFCUT, "tau_mode": "constant", "tau": t}
+           for t in (0.4, 0.5, 0.6, 0.7)},
+        "min-max cosine^10 attention rows, tau 0.5, min_size 2, concept": {**DIFFCUT, "tau_mode": "constant", "tau": 0.5, "min_size": 2},
+        "min-max cosine^10 attention rows, tau 0.5, max_depth 8, concept": {**DIFFCUT, "tau_mode": "constant", "tau": 0.5, "max_depth": 8},
+        "min-max cosine^10 attention rows, tau 0.5, 100 thresholds, concept": {**DIFFCUT, "tau_mode": "constant", "tau": 0.5, "n_thresholds": 100},
+        **{f"min-max cosine^{a} attention rows, tau 0.5, min_size 1, concept": {**DIFFCUT, "tau_mode": "constant", "tau": 0.5, "power": a}
+           for a in (7.0, 15.0)},
+        "min-max cosine^10 P^2 rows, tau 0.5, min_size 1, concept": {**DIFFCUT, "tau_mode": "constant", "tau": 0.5, "walk_steps": 2},
+        "min-max cosine^10 attention rows, tau 0.6, concept + PAMR": {**DIFFCUT, "tau_mode": "constant", "tau": 0.6, "refine_iters": 10},
+    },
+}
+
+
+def _bird_data(path: str | None, seed: int, n: int):
     from pathlib import Path
 
-    from diffparts.model.load import DEFAULT_MODEL
+    from benchmarks.ncut_birds_data import load, prepare
 
-    model_path = Path(args.model) if args.model else DEFAULT_MODEL
-    if not (model_path / "model_index.json").exists():
-        return {"figure": "ncut_birds", "skipped": f"no checkpoint at {model_path}"}
-    import tempfile
+    path = Path(path or f"runs/ncut-birds-{seed}.npz")
+    if not path.exists():
+        prepare(seed, n, 64, path)
+    return path, load(path)
 
-    from diffparts.corpus import CubDataset, generate_birds, load_mask, load_rgb
-    from diffparts.model.extract import CaptureConfig, extract_attention
-    from diffparts.model.load import load_pipeline
 
-    pipe = load_pipeline(model_path)
-    with tempfile.TemporaryDirectory() as tmp:
-        root = generate_birds(Path(tmp) / "birds", n=args.n, seed=args.seed)
-        records = list(CubDataset(root).records)[: args.n]
-        images = np.stack([load_rgb(r.path) for r in records])  # image y x 3
-        batches = [extract_attention(pipe, images[i:i + 8], CaptureConfig()) for i in range(0, len(images), 8)]
-        masks = [load_mask(r.part_mask_path) for r in records]  # each y x, 0 = background
-    self_attn = np.concatenate([b.self_attn for b in batches])  # image qy qx ky kx
-    from diffparts.metrics import CoveringScores, SegmentationScores
+def birds(args) -> dict:
+    """NCut settings vs DiffSeg (its default quantile 0.2 rule) on the same cached birds."""
+    from diffparts.metrics import SegmentationScores, nf_covering
+    from diffparts.segment.hierarchy import diffseg_levels
     from diffparts.segment.ncut import RecursiveNCut
+    from diffparts.segment.thresholds import ThresholdRule, choose_thresholds
 
-    # docs/design.md §8 "Measures": per-image Hungarian matching, TP/FP/FN summed over the set; NFCovering (fg parts)
-    n_classes = int(max(m.max() for m in masks)) + 1
-    methods = {}
-    all_methods = {**_methods(args.walk_steps, "random_walk", "random_walk/"),
-                   **_methods(args.walk_steps, "cosine", "cosine/")}
-    for method, kwargs in all_methods.items():
+    path, data = _bird_data(args.data, args.seed, args.n)
+    attn, masks, images = data["attn"][: args.n], data["masks"][: args.n], data["images"][: args.n]
+    n_classes = max(int(masks.max()) + 1, args.classes)
+    settings = {}
+    if not args.no_diffseg:
+        choice = choose_thresholds(list(attn[: args.sample]), ThresholdRule(quantile=0.2))
+        merge = choice.thresholds[0]
+        level_t = np.maximum.accumulate([merge] + list(choice.level_thresholds[1:])).tolist()
+        settings["DiffSeg, quantile 0.2 rule (default)"] = ("diffseg", level_t)
+    grid = BIRD_GRIDS[args.grid] if args.grid in BIRD_GRIDS else {}
+    if args.configs:
+        grid = {name: cfg for name, cfg in grid.items() if any(c in name for c in args.configs)}
+    if args.grid == "defaults":
+        from diffparts.segment.ncut import NCutConfig
+
+        grid = {"NCut defaults (NCutConfig())": {}, "old default: random walk, auto tau, min_size 8, nearest": OLD_DEFAULT}
+        assert NCutConfig().tau_mode == "constant"  # the rows below name the defaults' alternatives
+        grid.update({
+            "defaults with tau 0.2 (DiffCut)": dict(tau=0.2),
+            "defaults with tau 0.5 (DiffCut)": dict(tau=0.5),
+            "defaults with automatic tau": dict(tau_mode="auto"),
+            "defaults with nearest upsampling": dict(assign="nearest"),
+            "defaults with min_size 4": dict(min_size=4),
+            "defaults with the up-block features": dict(features="up"),
+            "defaults + PAMR (10 iterations on the image)": dict(refine_iters=10),
+        })
+    for name, cfg in grid.items():
+        settings[name] = ("ncut", cfg)
+    rows = {}
+    progress = time.perf_counter()
+    for name, (kind, params) in settings.items():
         seg = SegmentationScores(n_classes, ignore_index=None)
-        cover = CoveringScores(background_index=0)
-        segments, taus, seconds = [], [], []
-        for attn, mask in zip(self_attn, masks):
+        cover, segments, seconds = [], [], 0.0
+        for i in range(len(attn)):
+            gt = masks[i].astype(np.int64)
             start = time.perf_counter()
-            model = RecursiveNCut(random_state=0, out_size=mask.shape[0], **kwargs).fit(attn)
-            seconds.append(time.perf_counter() - start)
-            seg.update(model.labels_, mask)
-            cover.update(model.level_labels_, mask)
-            segments.append(model.n_segments_[0])
-            taus.append(model.tau_)
-        scores = seg.result()
-        methods[method] = {
-            "pixel_accuracy": round(scores.pixel_accuracy, 4),
-            "miou": round(scores.miou, 4),
-            "nf_covering": round(cover.result().covering, 4),
-            "segments": round(float(np.mean(segments)), 2),
-            "tau_mean": round(float(np.mean(taus)), 4),
-            "seconds": round(float(np.mean(seconds)), 3),
-        }
+            if kind == "diffseg":
+                levels, _ = diffseg_levels(attn[i], params, rounds=3, out_size=gt.shape)
+            else:
+                kw = {k: v for k, v in params.items() if k != "features"}
+                feats = None
+                if "features" in params:
+                    f = data[params["features"]][i]  # channel y x
+                    feats = f.reshape(f.shape[0], -1).T  # q d
+                model = RecursiveNCut(random_state=0, out_size=gt.shape[0], **kw)
+                levels = model.fit(attn[i], features=feats,
+                                   image=images[i] if kw.get("refine_iters") else None).level_labels_
+            seconds += time.perf_counter() - start
+            seg.update(levels[0], gt)
+            cover.append(nf_covering(levels, gt))
+            segments.append(int(levels[0].max()) + 1)
+        res = seg.result()
+        rows[name] = {"method": kind, "params": params if kind == "ncut" else {"level_thresholds": params},
+                      "miou": round(res.miou, 4), "pixel_accuracy": round(res.pixel_accuracy, 4),
+                      "nf_covering": round(float(np.nanmean(cover)), 4),
+                      "segments": round(float(np.mean(segments)), 2),
+                      "seconds_per_image": round(seconds / len(attn), 4)}
+        print(f"[{time.perf_counter() - progress:.0f} s] {name}: {rows[name]}", file=sys.stderr, flush=True)
     return {
         "figure": "ncut_birds",
-        "model": str(model_path),
-        "images": len(masks),
+        "data": str(path),
+        "corpus_seed": int(data["seed"]),
+        "images": int(len(attn)),
         "part_classes": n_classes,
-        "true_parts_per_image": round(float(np.mean([len(np.unique(m)) for m in masks])), 2),
-        "attention_resolution": int(batches[0].resolution),
-        "walk_steps": args.walk_steps,
-        "methods": methods,
+        "attention_resolution": int(attn.shape[1]),
+        "image_size": int(masks.shape[1]),
+        "diffseg_sample": args.sample,
+        "results": rows,
         "machine": _machine(),
     }
 
@@ -262,11 +358,17 @@ def main() -> None:
     p.add_argument("--seed-offset", type=int, default=100,
                    help="first seed (the auto rule was tuned on seeds 0-2: keep these held out)")
     p.add_argument("--walk-steps", type=int, default=1, help="k in P^k")
-    p = sub.add_parser("birds", help="constant vs auto tau on the embedded checkpoint's attention")
-    p.add_argument("--n", type=int, default=16, help="synthetic birds to segment")
-    p.add_argument("--seed", type=int, default=12345, help="bird generator seed (not the training one)")
-    p.add_argument("--model", default=None, help="checkpoint folder (default: the embedded one)")
-    p.add_argument("--walk-steps", type=int, default=1, help="k in P^k")
+    p = sub.add_parser("birds", help="NCut settings vs DiffSeg on the embedded checkpoint's attention")
+    p.add_argument("--seed", type=int, default=999, help="bird corpus seed (999 validation, 1234 held out)")
+    p.add_argument("--n", type=int, default=40, help="birds (64 px) to segment")
+    p.add_argument("--data", default=None, help="cached attention (default runs/ncut-birds-SEED.npz, "
+                   "made by benchmarks/ncut_birds_data.py when missing)")
+    p.add_argument("--grid", default="grid", choices=("grid", "grid2", "defaults"),
+                   help="grid: every setting (validation); defaults: NCutConfig() vs the old default")
+    p.add_argument("--configs", nargs="*", default=None, help="only settings whose name contains one of these")
+    p.add_argument("--sample", type=int, default=16, help="images DiffSeg's threshold rule looks at")
+    p.add_argument("--classes", type=int, default=10, help="part classes incl. background (legend)")
+    p.add_argument("--no-diffseg", action="store_true", help="skip the DiffSeg row")
     args = parser.parse_args()
     if args.figure is None:
         args = parser.parse_args(["speed"])

@@ -55,7 +55,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", default="runs/demo", help="work folder (corpus, store, pictures, reports)")
     parser.add_argument("--n", type=int, default=48, help="synthetic birds to make (default 48)")
     parser.add_argument("--seed", type=int, default=0, help="corpus seed (default 0)")
-    parser.add_argument("--method", default="diffseg", choices=("diffseg", "ncut"), help="segmenter")
+    parser.add_argument("--method", default="ncut", choices=("diffseg", "ncut"), help="segmenter")
     parser.add_argument("--model", default=None, help="model id or folder (default: embedded checkpoint)")
     parser.add_argument("--steps", type=int, default=60, help="textual-inversion steps per part token (default 60)")
     parser.add_argument("--cases", type=int, default=8, help="occlusion cases (default 8)")

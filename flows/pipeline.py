@@ -71,7 +71,7 @@ def bird_parts(
     from_stage: str | None = None,
     to_stage: str | None = None,
     force: str | None = None,
-    method: str = "diffseg",
+    method: str = "ncut",
     k: int | None = None,
     features: bool = True,
     embed_loss: str = "noise",

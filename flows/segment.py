@@ -122,7 +122,7 @@ def resolve_settings(store: str, request: dict, candidates: list[int], resolutio
 @flow(name="segment-dataset")
 def segment_dataset(
     store: str,
-    method: str = "diffseg",
+    method: str = "ncut",
     thresholds: str | list[float] = "auto",
     rule: str = "quantile",
     quantile: float = 0.2,

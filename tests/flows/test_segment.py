@@ -109,14 +109,14 @@ def test_flow_segments_skips_and_scores(prefect_server, birds, tmp_path):
     from flows.segment import segment_dataset
 
     store = build_store(tmp_path / "s.zarr", birds)
-    first = segment_dataset(store, thresholds="auto", rule="otsu", corpus=str(birds), batch_size=2, sample=3)
+    first = segment_dataset(store, method="diffseg", thresholds="auto", rule="otsu", corpus=str(birds), batch_size=2, sample=3)
     assert (first["done"], first["failed"], first["skipped"]) == (3, 0, 0)
     assert 0 < first["miou"] <= 1 and 0 < first["nf_covering"] <= 1
     root = open_store(store)
     stored = root["segments"].attrs["settings"]
     assert stored["thresholds"]["statistics"]["rule"] == "otsu"
     assert stored["thresholds"]["statistics"]["n_images"] == 3
-    second = segment_dataset(store, thresholds="auto", rule="otsu", batch_size=2, sample=3)   # manifest's corpus
+    second = segment_dataset(store, method="diffseg", thresholds="auto", rule="otsu", batch_size=2, sample=3)   # manifest's corpus
     assert (second["done"], second["skipped"]) == (0, 3)
     assert second["miou"] == first["miou"]
     assert second["level_thresholds"] == first["level_thresholds"]

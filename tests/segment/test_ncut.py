@@ -1,4 +1,10 @@
-"""Random-walk recursive NCut (docs/design.md §5.3 "Random-walk NCut") on small hand-made attention with known regions."""
+"""Random-walk recursive NCut (docs/design.md §5.3 "Random-walk NCut") on small hand-made attention with known regions.
+
+These tests pin the random-walk settings that were the defaults before DiffCut's (``RANDOM_WALK``:
+the random-walk affinity, the eigengap tau, min_size 8, nearest upsampling, the clipped cosine);
+``RecursiveNCut`` below is the estimator with those settings unless a test overrides one.
+test_ncut_diffcut.py covers DiffCut's affinity, cut and assignment, the defaults since.
+"""
 
 from __future__ import annotations
 
@@ -9,7 +15,6 @@ from scipy.optimize import linear_sum_assignment
 from diffparts.segment.hierarchy import check_nested, reproduce_levels, transition_matrices
 from diffparts.segment.ncut import (
     NCutConfig,
-    RecursiveNCut,
     attention_affinity,
     auto_tau,
     best_threshold_cut,
@@ -20,6 +25,17 @@ from diffparts.segment.ncut import (
     stationary_distribution,
     transition_matrix,
 )
+
+
+from diffparts.segment.ncut import RecursiveNCut as Estimator
+
+RANDOM_WALK = dict(tau=0.3, tau_mode="auto", affinity="random_walk", min_size=8, assign="nearest",
+                   rescale="clip")
+
+
+def RecursiveNCut(**kwargs) -> Estimator:
+    """The estimator with the random-walk settings (module docstring), overridden by kwargs."""
+    return Estimator(**{**RANDOM_WALK, **kwargs})
 
 
 def matched_accuracy(pred: np.ndarray, truth: np.ndarray) -> float:
@@ -137,9 +153,12 @@ def test_walk_steps_use_matrix_power(four_regions):
 
 def test_cosine_affinity_values_and_given_features():
     F = np.array([[1.0, 0.0], [1.0, 1.0], [0.0, 1.0], [-1.0, 0.0]])
-    W = cosine_affinity(F, power=2.0)
+    W = cosine_affinity(F, power=2.0, rescale="clip")
     np.testing.assert_allclose(W[0], [1.0, 0.5, 0.0, 0.0], atol=1e-6)  # cos^2, negatives -> 0
     np.testing.assert_allclose(W, W.T)
+    # DiffCut's min-max rescaling: cos in [-1, 1] here, so ((cos + 1) / 2) ** 2
+    W = cosine_affinity(F, power=2.0)
+    np.testing.assert_allclose(W[0], ((np.array([1.0, 0.5**0.5, 0.0, -1.0]) + 1) / 2) ** 2, atol=1e-6)
     # given features instead of attention rows: two blocks of features, any attention
     attn = np.full((4, 4, 4, 4), 1 / 16, np.float32)
     feats = np.zeros((16, 3))
@@ -224,18 +243,20 @@ def test_plain_function_matches_estimator_and_flat_input(four_regions):
     W, shape = attention_affinity(attn)
     part = ncut_partition(W, tau_mode="constant", tau=0.2, random_state=0)
     np.testing.assert_array_equal(part.level_labels.reshape(-1, *shape), model.level_labels_)
-    assert RecursiveNCut.from_config(NCutConfig(tau_mode="constant", tau=0.2, random_state=0)).fit(attn).n_segments_ == model.n_segments_
+    config = NCutConfig(**{**RANDOM_WALK, "tau_mode": "constant", "tau": 0.2, "random_state": 0})
+    assert Estimator.from_config(config).fit(attn).n_segments_ == model.n_segments_
 
 
 def test_config_and_estimator_share_names_and_defaults():
     import inspect
 
-    params = inspect.signature(RecursiveNCut.__init__).parameters
+    params = inspect.signature(Estimator.__init__).parameters
     config = NCutConfig()
     assert {f for f in config.__dict__} == {p for p in params if p != "self"}
     for name, value in config.__dict__.items():
         assert params[name].default == value, name
-    assert config.tau_mode == "auto"
+    # the defaults chosen on validation birds (docs/segment.md): DiffCut's affinity and assignment
+    assert (config.affinity, config.rescale, config.tau_mode, config.assign) == ("cosine", "minmax", "constant", "concept")
 
 
 def test_min_size_and_max_depth_bound_the_tree(four_regions):
@@ -336,8 +357,10 @@ def test_arpack_is_seeded_from_the_config_so_reruns_are_identical(four_regions):
     starts from a seeded vector: two fits give the same tree, eigenvalues to the last bit."""
     attn, _ = four_regions
     assert NCutConfig().random_state is not None
-    assert RecursiveNCut().random_state == NCutConfig().random_state
-    config = {k: v for k, v in NCutConfig().__dict__.items() if k not in ("dense_max", "out_size")}
-    fits = [RecursiveNCut(**config, dense_max=16).fit(attn) for _ in range(2)]
-    np.testing.assert_array_equal(fits[0].level_labels_, fits[1].level_labels_)
-    assert [n.eigenvalue for n in fits[0].tree_] == [n.eigenvalue for n in fits[1].tree_]
+    assert Estimator().random_state == NCutConfig().random_state
+    for settings in ({}, RANDOM_WALK):  # the defaults, and the random walk with auto tau
+        config = {k: v for k, v in {**NCutConfig().__dict__, **settings}.items() if k not in ("dense_max", "out_size")}
+        fits = [Estimator(**config, dense_max=16).fit(attn) for _ in range(2)]
+        np.testing.assert_array_equal(fits[0].level_labels_, fits[1].level_labels_)
+        values = [[n.eigenvalue for n in fit.tree_] for fit in fits]
+        np.testing.assert_array_equal(values[0], values[1])  # to the last bit (nan where not evaluated)

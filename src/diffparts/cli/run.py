@@ -29,7 +29,7 @@ def register(subparsers) -> None:
     parser.add_argument("--to-stage", choices=STAGE_NAMES, default=None, help="last stage to run (default: occlusion)")
     parser.add_argument("--force", choices=STAGE_NAMES, default=None, metavar="STAGE",
                         help="redo this stage and every stage after it (their results are cleared first)")
-    parser.add_argument("--method", choices=("diffseg", "ncut"), default="diffseg", help="segmenter")
+    parser.add_argument("--method", choices=("diffseg", "ncut"), default="ncut", help="segmenter")
     parser.add_argument("--k", type=int, default=None, help="part categories (default: the clusterer's fixed K)")
     parser.add_argument("--features", action=argparse.BooleanOptionalAction, default=True,
                         help="also store UNet features (DIFT) for the part descriptors and keypoint transfer")

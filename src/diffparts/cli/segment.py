@@ -31,7 +31,7 @@ def register(subparsers) -> None:
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     parser.add_argument("--store", required=True, help="the Zarr store (after `diffparts extract`)")
-    parser.add_argument("--method", choices=("diffseg", "ncut"), default="diffseg", help="segmenter")
+    parser.add_argument("--method", choices=("diffseg", "ncut"), default="ncut", help="segmenter")
     dseg = parser.add_argument_group("DiffSeg")
     dseg.add_argument("--thresholds", default="auto",
                       help="KL threshold: 'auto' (from the data), a preset ('sd' = 1.1, 'cityscapes' = 0.9) "
