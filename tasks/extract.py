@@ -410,7 +410,7 @@ def sample_thresholds(store: str, version: int, batches: list[list[dict]], wante
     Only one image's attention is held at a time besides its batch's forward; the forwards are
     the price of a compact store (``sample`` images once per store, docs/store.md).
     """
-    from diffparts.corpus import load_rgb
+    from diffparts.corpus import ImageLoadError, load_rgb
     from diffparts.model.extract import native_image_size, prepare_images
     from diffparts.segment.thresholds import ThresholdRule, choose_thresholds as choose
     from diffparts.store import stored_self_attention
@@ -423,9 +423,18 @@ def sample_thresholds(store: str, version: int, batches: list[list[dict]], wante
 
     def attentions():
         for batch in batches:
-            readable = [img for img in batch if not img.get("refused")]
-            pixels = np.stack([prepare_images(load_rgb(img["path"], limits=read_limits)[None], size)[0]
-                               for img in readable])
+            readable, pixels = [], []
+            for img in batch:   # the fan-out's batch make-up: unreadable images are left out there too
+                try:
+                    if img.get("refused"):
+                        continue
+                    pixels.append(prepare_images(load_rgb(img["path"], limits=read_limits)[None], size)[0])
+                    readable.append(img)
+                except ImageLoadError:
+                    continue
+            if not readable:
+                continue
+            pixels = np.stack(pixels)
             result = _run_extractor(pipe, pixels, config, _feature_config(features))
             for k, img in enumerate(readable):
                 if img["index"] in wanted_set:
