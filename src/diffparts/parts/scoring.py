@@ -86,7 +86,7 @@ def evaluate_store(root: zarr.Group, infos: Sequence[ImageInfo], max_pairs: int 
     logger). The output
     adds ``pairs_available``, ``pairs_scored`` and ``pair_sampling`` (how they were chosen).
     """
-    from diffparts.parts.transfer import evaluate_parts
+    from diffparts.parts.evaluate import evaluate_parts
 
     method = require_features(root, method)
     usable = [i for i in labelled_images(root, infos)
