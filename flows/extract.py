@@ -19,11 +19,10 @@ import time
 from pathlib import Path
 
 from prefect import flow, get_run_logger
-from prefect.task_runners import ThreadPoolTaskRunner
 
 from flows.artifacts import (markdown_table, measure_rows, publish_markdown, publish_progress,
                              publish_table, stage_report)
-from flows.fanout import as_finished, submit_all
+from flows.fanout import as_finished, make_task_runner, submit_all  # make_task_runner: re-exported
 from tasks.extract import (
     create_attention_arrays,
     describe_images,
@@ -33,28 +32,6 @@ from tasks.extract import (
     record_batch_failure,
     stored_bytes,
 )
-
-
-def make_task_runner(max_workers: int = 2, dask_address: str | None = None, dask_workers: int | None = None, gpu: bool = False):
-    """Thread pool by default; a Dask cluster (existing or local, one thread per worker) if asked."""
-    if dask_address and dask_workers:
-        raise ValueError(f"give dask_address ({dask_address}) or dask_workers ({dask_workers}), not both")
-    if dask_address:
-        from prefect_dask import DaskTaskRunner
-
-        return DaskTaskRunner(address=dask_address)
-    if dask_workers:
-        if dask_workers < 1:
-            raise ValueError(f"dask_workers must be >= 1, got {dask_workers}")
-        from prefect_dask import DaskTaskRunner
-
-        kwargs = {"n_workers": int(dask_workers), "threads_per_worker": 1, "processes": True}
-        if gpu:
-            kwargs["resources"] = {"GPU": 1}
-        return DaskTaskRunner(cluster_class="distributed.LocalCluster", cluster_kwargs=kwargs)
-    if max_workers < 1:
-        raise ValueError(f"max_workers must be >= 1, got {max_workers}")
-    return ThreadPoolTaskRunner(max_workers=int(max_workers))
 
 
 def fixed_batches(images: list[dict], pending: list[int], batch_size: int) -> list[list[dict]]:

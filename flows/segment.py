@@ -182,7 +182,7 @@ def segment_dataset(
     """
     from diffparts.store import done_mask, has_attention_arrays, image_table, is_compact, manifest_corpus, open_store
     from diffparts.store import require_full_attention
-    from flows.extract import make_task_runner
+    from flows.fanout import make_task_runner
 
     logger = get_run_logger()
     start = time.perf_counter()

@@ -235,13 +235,32 @@ def write_attention(
     return nbytes + cross.nbytes
 
 
+def store_form(root: zarr.Group) -> str:
+    """The form of a store's attention group: "full" (the tensor; stores made before compact
+    ones existed too) or "compact" (``store.compact``)."""
+    if STAGE not in root:
+        return "full"
+    return str(root[STAGE].attrs.get("form", "full"))
+
+
+def is_compact(root: zarr.Group) -> bool:
+    return store_form(root) == "compact"
+
+
+def require_full_attention(root: zarr.Group, what: str, store: str = "the store") -> None:
+    """ValueError (one line, naming the store and what asked) when the store has no full tensor."""
+    if is_compact(root) or f"{STAGE}/self" not in root:
+        raise ValueError(
+            f"{store} is a compact store (its self-attention was segmented and pooled at extraction, "
+            f"the (qy, qx, ky, kx) tensor was not kept): {what} needs the full tensor; re-extract with "
+            "`diffparts extract --keep-attention` (a new store, or --new-version)")
+
+
 def read_self_attention(root: zarr.Group, index: int) -> np.ndarray:
     """float32 (qy, qx, ky, kx) self-attention of image ``index``, dequantised, maps sum to 1.
 
     A compact store has none: ValueError naming it (``store.compact.require_full_attention``).
     """
-    from diffparts.store.compact import require_full_attention
-
     require_full_attention(root, "reading the self-attention")
     group = root[STAGE]
     index = int(index)

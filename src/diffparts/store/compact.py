@@ -28,7 +28,11 @@ from __future__ import annotations
 import numpy as np
 import zarr
 
+from diffparts.store.attention import is_compact, require_full_attention, store_form, to_float16, to_float32
 from diffparts.store.layout import create_stage_array
+
+__all__ = ["COMPACT_ABOVE_BYTES", "attention_form", "create_box_bin_arrays", "is_compact", "read_box_bins",
+           "require_full_attention", "store_form", "write_box_bins"]
 
 STAGE = "attention"
 FORMS = ("full", "compact")
@@ -44,26 +48,6 @@ def attention_form(resolution: int, keep_attention: bool | None) -> str:
     if keep_attention is not None:
         return "full" if keep_attention else "compact"
     return "compact" if 2 * int(resolution) ** 4 > COMPACT_ABOVE_BYTES else "full"
-
-
-def store_form(root: zarr.Group) -> str:
-    """The form of a store's attention group ("full" for stores made before compact ones existed)."""
-    if STAGE not in root:
-        return "full"
-    return str(root[STAGE].attrs.get("form", "full"))
-
-
-def is_compact(root: zarr.Group) -> bool:
-    return store_form(root) == "compact"
-
-
-def require_full_attention(root: zarr.Group, what: str, store: str = "the store") -> None:
-    """ValueError (one line, naming the store and what asked) when the store has no full tensor."""
-    if is_compact(root) or f"{STAGE}/self" not in root:
-        raise ValueError(
-            f"{store} is a compact store (its self-attention was segmented and pooled at extraction, "
-            f"the (qy, qx, ky, kx) tensor was not kept): {what} needs the full tensor; re-extract with "
-            "`diffparts extract --keep-attention` (a new store, or --new-version)")
 
 
 def create_box_bin_arrays(root: zarr.Group, resolution: int, descriptor: dict) -> None:
@@ -83,8 +67,6 @@ def create_box_bin_arrays(root: zarr.Group, resolution: int, descriptor: dict) -
 
 def write_box_bins(root: zarr.Group, index: int, bins: np.ndarray) -> int:
     """Write one image's (q, bin) pooled attention; returns the bytes handed to Zarr."""
-    from diffparts.store.attention import to_float16
-
     arr = root[STAGE]["box_bins"]
     if tuple(bins.shape) != tuple(arr.shape[1:]):
         raise ValueError(f"box_bins shape {bins.shape} != stored {arr.shape[1:]}")
@@ -98,8 +80,6 @@ def write_box_bins(root: zarr.Group, index: int, bins: np.ndarray) -> int:
 def read_box_bins(root: zarr.Group, index: int, descriptor: dict, store: str = "the store") -> np.ndarray:
     """float32 (q, bin) pooled attention of image ``index``; ValueError (one line) when the
     descriptor settings asked for differ from those the bins were made with."""
-    from diffparts.store.attention import to_float32
-
     group = root[STAGE]
     made = dict(group.attrs.get("descriptor") or {})
     wanted = {k: descriptor[k] for k in made}
