@@ -78,13 +78,15 @@ def segment_request(method: str = "diffseg", thresholds="auto", rule: str = "qua
 
 def default_segment_request(**overrides) -> dict:
     """``segment_request`` with ``segment_dataset``'s defaults (read from its signature, so a
-    changed default, e.g. another method, follows), updated with ``overrides``."""
+    changed default, e.g. another method, follows), updated with ``overrides``; keys of
+    ``overrides`` that are not part of the request (store, corpus, batch_size, workers...) are
+    ignored, so a pipeline can pass its segment stage's own arguments."""
     import inspect
 
     params = inspect.signature(segment_dataset.fn).parameters
     names = inspect.signature(segment_request).parameters
     values = {k: params[k].default for k in names if k in params}
-    return segment_request(**{**values, **overrides})
+    return segment_request(**{**values, **{k: v for k, v in overrides.items() if k in names}})
 
 
 def resolve_settings(store: str, request: dict, candidates: list[int], resolution: int, image_size: int,

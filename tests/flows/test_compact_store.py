@@ -85,3 +85,70 @@ def test_reading_the_tensor_of_a_compact_store_is_refused(stores):
 
     with pytest.raises(ValueError, match="compact store"):
         read_self_attention(open_store(stores[0]), 0)
+
+
+CHILD = """
+import json, sys
+from flows.extract import extract_attention
+args = json.loads(sys.argv[1])
+json.dump(extract_attention(**args), open(sys.argv[2], "w"), default=str)
+"""
+
+
+def _child(tmp, name, args):
+    import json
+    import os
+    import subprocess
+    import sys
+
+    from prefect.settings import get_current_settings
+
+    from diffparts import REPO_ROOT
+
+    env = {**os.environ, "PREFECT_API_URL": str(get_current_settings().api.url),
+           "PREFECT_HOME": str(tmp / "prefect-home"), "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1",
+           "PYTHONPATH": os.pathsep.join([str(REPO_ROOT / "src"), str(REPO_ROOT), os.environ.get("PYTHONPATH", "")])}
+    log = open(tmp / f"{name}.log", "w")
+    return subprocess.Popen([sys.executable, "-c", CHILD, json.dumps(args), str(tmp / f"{name}.json")], cwd=REPO_ROOT,
+                            env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+
+
+def test_kill_9_mid_compact_extraction_then_resume_equals_uninterrupted(prefect_server, birds, tiny_pipeline,
+                                                                        tmp_path):
+    """The compact form's kill -9 and resume: finished images intact, the rest redone, every
+    array at the end equal to an uninterrupted compact extraction's."""
+    import os
+    import signal
+    import time
+
+    import zarr
+
+    a, b = tmp_path / "A.zarr", tmp_path / "B.zarr"
+    common = {"corpus": str(birds), "model": str(tiny_pipeline[0]), "batch_size": 1, "max_workers": 1,
+              "keep_attention": False, "segment": SEGMENT, "features": None}
+    assert _child(tmp_path, "reference", {**common, "store": str(a)}).wait(timeout=400) == 0
+    proc = _child(tmp_path, "killed", {**common, "store": str(b)})
+    start = time.monotonic()
+    while time.monotonic() - start < 300 and proc.poll() is None:
+        try:
+            if 0 < int(np.asarray(zarr.open_group(str(b), mode="r")["attention/done"][:]).sum()) < 4:
+                os.killpg(proc.pid, signal.SIGKILL)
+                break
+        except (FileNotFoundError, KeyError, OSError, ValueError):
+            pass
+        time.sleep(0.05)
+    proc.wait()
+    assert proc.returncode == -signal.SIGKILL, (tmp_path / "killed.log").read_text()[-3000:]
+    ref, root = zarr.open_group(str(a), mode="r"), zarr.open_group(str(b), mode="r")
+    done = np.asarray(root["attention/done"][:], bool)
+    assert 0 < done.sum() < 4
+    for i in np.flatnonzero(done):   # a finished image: its segments and pooled attention are there, as A's
+        assert root["segments/done"][int(i)]
+        for name in ("attention/box_bins", "attention/cross", "segments/labels"):
+            assert np.array_equal(root[name][int(i)], ref[name][int(i)]), (name, i)
+    assert _child(tmp_path, "resumed", {**common, "store": str(b)}).wait(timeout=400) == 0
+    want = {n: x[:] for n, x in ref.members(max_depth=None) if isinstance(x, zarr.Array)}
+    got = {n: x[:] for n, x in zarr.open_group(str(b), mode="r").members(max_depth=None) if isinstance(x, zarr.Array)}
+    assert sorted(got) == sorted(want)
+    for name in want:
+        assert np.array_equal(got[name], want[name]), name
