@@ -228,6 +228,11 @@ def create_attention_arrays(
                 create_feature_arrays(root, {b: f.shape[1:] for b, f in probe.features.items()},
                                       asdict(feature_config))
     attrs = dict(root["attention"].attrs)
+    form = attrs.get("form", "full")
+    if keep_attention is not None and attention_form(attrs["resolution"], keep_attention) != form:
+        raise ValueError(f"{store} holds a {form} attention group; "
+                         f"{'--keep-attention' if keep_attention else '--no-keep-attention'} asks for the other "
+                         "form: extract into a new store or with --new-version")
     out = {"resolution": attrs["resolution"], "tokens": len(attrs["tokens"]), "form": attrs.get("form", "full"),
            "image_size": attrs.get("image_size", 0)}
     if feature_config is not None:

@@ -152,3 +152,16 @@ def test_kill_9_mid_compact_extraction_then_resume_equals_uninterrupted(prefect_
     assert sorted(got) == sorted(want)
     for name in want:
         assert np.array_equal(got[name], want[name]), name
+
+
+def test_the_other_form_is_refused_on_an_existing_store(stores, tiny_pipeline):
+    from tasks.extract import create_attention_arrays
+
+    compact, kept = stores
+    model = str(tiny_pipeline[0])
+    args = (1, model, {"timestep": 300, "prompt": ""}, "float16", "cpu", "float32")
+    with pytest.raises(ValueError, match="compact attention group; --keep-attention"):
+        create_attention_arrays.fn(compact, *args, keep_attention=True)
+    with pytest.raises(ValueError, match="full attention group; --no-keep-attention"):
+        create_attention_arrays.fn(kept, *args, keep_attention=False)
+    assert create_attention_arrays.fn(compact, *args)["form"] == "compact"   # default: the store's own form
