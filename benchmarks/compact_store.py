@@ -10,7 +10,9 @@ in ``--work``, then runs, each as its own ``diffparts`` process with the same se
 Prints one JSON object: per path the store's bytes per image by group (on disk, Zarr's default
 compression), the extract stage's own seconds (forward, and everything after it per image:
 write, segment, pool; wall and CPU of the process), the segment stage's wall seconds for the kept
-path, and every command. Random weights: sizes and times only, no quality.
+path, every command, and (``cpu_breakdown``) where a compact worker's CPU goes after the
+forward, measured in-process on SD-shaped synthetic attention. Random weights: sizes and times
+only, no quality.
 
     OMP_NUM_THREADS=2 python benchmarks/compact_store.py --work /tmp/real-sizes
 """
@@ -41,11 +43,45 @@ def per_image(summary: dict) -> dict:
             for k in ("forward_seconds", "after_forward_seconds", "after_forward_cpu_seconds")}
 
 
+def cpu_breakdown() -> dict:
+    """Where a compact worker's CPU goes after the forward, in this process, on SD-shaped synthetic
+    attention (``segment.synthetic.realistic_attention(64)``, no model): rounding to float16 as a
+    read would, DiffSeg's 4 levels at 512 px, the box-bin product. CPU and wall seconds each."""
+    import time
+
+    from diffparts.parts.descriptors import DescriptorConfig, box_bins, image_box
+    from diffparts.segment.hierarchy import segment_levels
+    from diffparts.segment.synthetic import realistic_attention
+    from diffparts.segment.thresholds import ThresholdRule, choose_thresholds
+    from diffparts.store import stored_self_attention
+
+    attn, _ = realistic_attention(64, 6, seed=0)
+    out: dict = {}
+
+    def timed(name, fn):
+        cpu, wall = time.process_time(), time.perf_counter()
+        result = fn()
+        out[name] = {"cpu_s": round(time.process_time() - cpu, 3), "wall_s": round(time.perf_counter() - wall, 3)}
+        return result
+
+    rounded = timed("round_to_float16_and_renormalise", lambda: stored_self_attention(attn, "float16"))
+    choice = choose_thresholds([rounded], ThresholdRule())
+    levels = timed("diffseg_4_levels_out_512", lambda: segment_levels(rounded, level_thresholds=choice.level_thresholds,
+                                                                      out_size=(512, 512)))
+    box, _ = image_box(levels[0], None, DescriptorConfig())
+    timed("box_bins_product", lambda: rounded.reshape(4096, 4096) @ box_bins((512, 512), box, 64, 4))
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--work", default="runs/real-sizes", help="folder of the model and corpus (reused)")
     parser.add_argument("--n", type=int, default=2, help="images")
+    parser.add_argument("--breakdown-only", action="store_true", help="only the in-process CPU breakdown (no model)")
     args = parser.parse_args(argv)
+    if args.breakdown_only:
+        print(json.dumps({"benchmark": "compact_store", "cpu_breakdown": cpu_breakdown()}))
+        return 0
     work = Path(args.work)
     work.mkdir(parents=True, exist_ok=True)
     (work / "logs").mkdir(exist_ok=True)
@@ -79,6 +115,7 @@ def main(argv: list[str] | None = None) -> int:
             out["segment"] = seg
         out["store"] = store_bytes(store, args.n)
         report["paths"][name] = out
+    report["cpu_breakdown"] = cpu_breakdown()
     print(json.dumps(report))
     return 0 if all(p["extract"]["rc"] == 0 for p in report["paths"].values()) else 1
 
