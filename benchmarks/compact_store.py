@@ -56,6 +56,7 @@ def cpu_breakdown() -> dict:
     from diffparts.store import stored_self_attention
 
     attn, _ = realistic_attention(64, 6, seed=0)
+    stored_self_attention(attn[:1], "float16")   # warm-up: imports torch (its conversion), as a worker has
     out: dict = {}
 
     def timed(name, fn):
