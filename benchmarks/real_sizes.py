@@ -129,6 +129,7 @@ def run_measured(cmd: list[str], log: str | Path, env: dict | None = None, cwd: 
         "seconds": round(seconds, 1),
         "rc": proc.returncode,
         "peak_rss_mb": round(usage.ru_maxrss / 1024),  # Linux: kilobytes
+        "cpu_s": round(usage.ru_utime + usage.ru_stime, 1),  # user + system CPU of the child and its waited-for children
         "peak_tree_rss_mb": round(peak_tree / 2**20),
         "load_1m": round(os.getloadavg()[0], 1),
     }

@@ -19,11 +19,10 @@ import time
 from pathlib import Path
 
 from prefect import flow, get_run_logger
-from prefect.task_runners import ThreadPoolTaskRunner
 
 from flows.artifacts import (markdown_table, measure_rows, publish_markdown, publish_progress,
                              publish_table, stage_report)
-from flows.fanout import as_finished, submit_all
+from flows.fanout import as_finished, make_task_runner, submit_all  # make_task_runner: re-exported
 from tasks.extract import (
     create_attention_arrays,
     describe_images,
@@ -33,28 +32,6 @@ from tasks.extract import (
     record_batch_failure,
     stored_bytes,
 )
-
-
-def make_task_runner(max_workers: int = 2, dask_address: str | None = None, dask_workers: int | None = None, gpu: bool = False):
-    """Thread pool by default; a Dask cluster (existing or local, one thread per worker) if asked."""
-    if dask_address and dask_workers:
-        raise ValueError(f"give dask_address ({dask_address}) or dask_workers ({dask_workers}), not both")
-    if dask_address:
-        from prefect_dask import DaskTaskRunner
-
-        return DaskTaskRunner(address=dask_address)
-    if dask_workers:
-        if dask_workers < 1:
-            raise ValueError(f"dask_workers must be >= 1, got {dask_workers}")
-        from prefect_dask import DaskTaskRunner
-
-        kwargs = {"n_workers": int(dask_workers), "threads_per_worker": 1, "processes": True}
-        if gpu:
-            kwargs["resources"] = {"GPU": 1}
-        return DaskTaskRunner(cluster_class="distributed.LocalCluster", cluster_kwargs=kwargs)
-    if max_workers < 1:
-        raise ValueError(f"max_workers must be >= 1, got {max_workers}")
-    return ThreadPoolTaskRunner(max_workers=int(max_workers))
 
 
 def fixed_batches(images: list[dict], pending: list[int], batch_size: int) -> list[list[dict]]:
@@ -70,23 +47,64 @@ def fixed_batches(images: list[dict], pending: list[int], batch_size: int) -> li
 def extract_batches(
     store: str, version: int, batches: list[list[dict]], model: str, capture: dict, device: str, dtype: str,
     gpu_annotate: bool = False, features: dict | None = None, limits: dict | None = None,
-    pin_gpu: bool = False,
+    pin_gpu: bool = False, compact: dict | None = None,
 ) -> dict:
     """Map ``extract_batch`` over the batches on this flow's task runner; count as they finish."""
     futures = submit_all(extract_batch, batches, lambda batch: (store, version, batch, model, capture, device, dtype,
-                                                               features, limits, pin_gpu), gpu_annotate)
-    totals = {"written": 0, "skipped": 0, "failed": 0, "bytes": 0, "batches": len(batches), "task_seconds": 0.0}
+                                                               features, limits, pin_gpu, compact), gpu_annotate)
+    totals = {"written": 0, "skipped": 0, "failed": 0, "bytes": 0, "batches": len(batches), "task_seconds": 0.0,
+              "forward_seconds": 0.0, "after_forward_seconds": 0.0, "after_forward_cpu_seconds": 0.0}
     for batch, future in as_finished(futures, batches, "extract-progress",
                                      f"attention extraction into {store}: batches done"):
         if future.state.is_completed():
             result = future.result()
-            for key in ("written", "skipped", "failed", "bytes"):
-                totals[key] += result[key]
+            for key in ("written", "skipped", "failed", "bytes", "forward_seconds", "after_forward_seconds",
+                        "after_forward_cpu_seconds"):
+                totals[key] += result.get(key, 0)
             totals["task_seconds"] += result["seconds"]
         else:  # retries used up: record the batch's unfinished images, go on with the others
             reason = f"extract: {future.state.message or future.state}"
             totals["failed"] += record_batch_failure(store, version, batch, reason)
     return totals
+
+
+def compact_settings(store: str, version: int, images: list[dict], pending: list[int], batch_size: int, model: str,
+                     capture: dict, device: str, dtype: str, precision: str, features: dict | None,
+                     limits: dict | None, segment: dict | None, arrays: dict, lock_stale_s: float) -> dict:
+    """What the workers of a compact store need: the segment settings (stored ones reused when
+    the request is the same; otherwise resolved as the segment stage does, thresholds from
+    forwards of the first images: ``sample_thresholds``), the ``segments/`` and box-bin arrays
+    created, the descriptor settings the bins are made for, and the precision reads round to."""
+    from dataclasses import asdict
+
+    from diffparts.parts.descriptors import DescriptorConfig
+    from diffparts.store import open_store
+    from flows.segment import default_segment_request, resolve_settings
+    from tasks.extract import create_compact_arrays, sample_thresholds
+    from tasks.segment import STAGE as SEGMENTS, create_segment_arrays
+
+    request = default_segment_request(**(segment or {}))
+    root = open_store(store, "r", version=version)
+    old = dict(root[SEGMENTS].attrs).get("settings") if SEGMENTS in root else None
+    if old is not None and old.get("request") == request:
+        settings = old
+    else:
+        order = sorted(pending)
+
+        def choose(indices, rule):
+            wanted = set(indices)
+            batches = [b for b in fixed_batches(images, list(indices), batch_size)]
+            return sample_thresholds(store, version, batches, sorted(wanted), model, capture, device, dtype,
+                                     precision, rule, limits)
+
+        settings = resolve_settings(store, request, order, int(arrays["resolution"]),
+                                    int(arrays.get("image_size") or 0), choose=choose)
+        settings["made_by"] = "extract"
+    create_segment_arrays(store, settings)
+    config = DescriptorConfig()
+    descriptor = {k: asdict(config)[k] for k in ("box_grid", "level", "border_share_max")}
+    create_compact_arrays(store, version, int(arrays["resolution"]), descriptor, lock_stale_s)
+    return {"settings": settings, "descriptor": descriptor, "precision": precision}
 
 
 @flow(name="extract-attention")
@@ -108,6 +126,8 @@ def extract_attention(
     limits: dict | None = None,
     lock_stale_s: float = 600.0,
     synthetic_birds: int | None = None,
+    keep_attention: bool | None = None,
+    segment: dict | None = None,
 ) -> dict:
     """Extract aggregated self- and cross-attention of every image of ``corpus`` into ``store``.
 
@@ -124,6 +144,12 @@ def extract_attention(
     this (or whose holder on this host is gone) is taken over. ``synthetic_birds``: when
     ``corpus`` does not exist, render that many synthetic birds there first (the deployment's
     default, so that its first run works on a fresh clone).
+    ``keep_attention``: True keeps the full (image, qy, qx, ky, kx) tensor (at ``precision``),
+    False makes a compact store (segments and pooled attention written by the workers right
+    after the forward, docs/store.md "Compact stores"), None (default) decides by size
+    (``store.compact.COMPACT_ABOVE_BYTES``: compact at SD's 64 x 64, kept for small models).
+    ``segment``: ``segment_dataset`` parameters for a compact store's segmentation (default:
+    that flow's defaults; recorded in the store, so the segment stage finds the images done).
     Returns counts: written, skipped, failed, bytes (handed to Zarr), stored_bytes (added to the
     store, compressed), batches, task_seconds (summed over batch tasks), seconds, store, version.
     """
@@ -164,17 +190,28 @@ def extract_attention(
 
     if pending:
         # 3. Attention arrays, created once from the model's shapes.
-        create_attention_arrays(store, version, model, capture, precision, device, dtype, features, lock_stale_s)
-        # 4. Fan out over fixed batches of store indices.
+        arrays = create_attention_arrays(store, version, model, capture, precision, device, dtype, features,
+                                         lock_stale_s, keep_attention)
         batches = fixed_batches(prepared["images"], pending, batch_size)
+        compact = None
+        if arrays["form"] == "compact":   # 3b. segment settings, chosen now; the workers segment
+            compact = compact_settings(store, version, prepared["images"], pending, batch_size, model, capture,
+                                       device, dtype, precision, features, limits, segment, arrays, lock_stale_s)
+            logger.info("compact store: segmenting with %s on the workers (level thresholds %s); the full "
+                        "attention tensor is not kept", compact["settings"]["method"],
+                        compact["settings"]["level_thresholds"])
+        # 4. Fan out over fixed batches of store indices.
         fan_out = extract_batches.with_options(task_runner=runner)
         counts = fan_out(
             store, version, batches, model, capture, device, dtype,
             gpu_annotate=bool(device.startswith("cuda") and (dask_address or dask_workers)),
-            features=features, limits=limits, pin_gpu=bool(device == "cuda" and dask_workers),
+            features=features, limits=limits, pin_gpu=bool(device == "cuda" and dask_workers), compact=compact,
         )
         # images of a batch that were done before count as skipped once, at the flow level
-        totals.update({k: counts[k] for k in ("written", "failed", "bytes", "batches", "task_seconds")})
+        totals.update({k: counts[k] for k in ("written", "failed", "bytes", "batches", "task_seconds",
+                                              "forward_seconds", "after_forward_seconds",
+                                              "after_forward_cpu_seconds")})
+        totals["form"] = arrays["form"]
 
     # 5. Summary artifacts.
     if not pending:

@@ -63,8 +63,39 @@ def _parse_thresholds(thresholds) -> str | tuple[float, ...]:
     return values
 
 
-def resolve_settings(store: str, request: dict, candidates: list[int], resolution: int, image_size: int) -> dict:
-    """Everything a segment task needs, with thresholds chosen from the data when asked."""
+def segment_request(method: str = "diffseg", thresholds="auto", rule: str = "quantile", quantile: float = 0.2,
+                    level_thresholds=None, rounds: int = 3, anchors_per_side: int = 16, sample: int = 16,
+                    ncut: dict | None = None, out_size: int | None = None, names: bool = False) -> dict:
+    """The request dict the stored settings are compared by (``segment_dataset``'s own, and the
+    extract stage's when it segments a compact store; the defaults are ``segment_dataset``'s)."""
+    return {
+        "method": method, "thresholds": thresholds if isinstance(thresholds, str) else list(thresholds),
+        "rule": rule, "quantile": quantile, "level_thresholds": list(level_thresholds or []),
+        "rounds": rounds, "anchors_per_side": anchors_per_side, "sample": sample,
+        "ncut": dict(ncut or {}), "out_size": out_size, "names": names,
+    }
+
+
+def default_segment_request(**overrides) -> dict:
+    """``segment_request`` with ``segment_dataset``'s defaults (read from its signature, so a
+    changed default, e.g. another method, follows), updated with ``overrides``; keys of
+    ``overrides`` that are not part of the request (store, corpus, batch_size, workers...) are
+    ignored, so a pipeline can pass its segment stage's own arguments."""
+    import inspect
+
+    params = inspect.signature(segment_dataset.fn).parameters
+    names = inspect.signature(segment_request).parameters
+    values = {k: params[k].default for k in names if k in params}
+    return segment_request(**{**values, **{k: v for k, v in overrides.items() if k in names}})
+
+
+def resolve_settings(store: str, request: dict, candidates: list[int], resolution: int, image_size: int,
+                     choose=None) -> dict:
+    """Everything a segment task needs, with thresholds chosen from the data when asked.
+
+    choose(indices, rule) -> the threshold choice (default: the ``choose_thresholds`` task on the
+    store's attention; an extract of a compact store passes one that runs the forwards itself).
+    """
     from diffparts.segment.ncut import NCutConfig
     from diffparts.segment.thresholds import PRESETS
 
@@ -89,7 +120,8 @@ def resolve_settings(store: str, request: dict, candidates: list[int], resolutio
                 raise ValueError("thresholds='auto' needs images with attention; none is done")
             rule = {"rule": request["rule"], "quantile": float(request["quantile"]), "rounds": settings["rounds"],
                     "anchors_per_side": settings["anchors_per_side"]}
-            choice = choose_thresholds(store, candidates[: int(request["sample"])], rule)
+            choice = (choose or (lambda idx, r: choose_thresholds(store, idx, r)))(candidates[: int(request["sample"])],
+                                                                                   rule)
             merge, levels = choice["thresholds"][0], choice["level_thresholds"]
             settings["thresholds"] = choice
         else:
@@ -150,25 +182,22 @@ def segment_dataset(
     also name level-0 segments from cross-attention. Finished images are skipped; other settings
     than the stored ones are refused unless ``overwrite``. Returns counts and measures.
     """
-    from diffparts.store import done_mask, image_table, manifest_corpus, open_store
-    from flows.extract import make_task_runner
+    from diffparts.store import done_mask, has_attention_arrays, image_table, is_compact, manifest_corpus, open_store
+    from diffparts.store import require_full_attention
+    from flows.fanout import make_task_runner
 
     logger = get_run_logger()
     start = time.perf_counter()
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     store = str(store)
-    request = {
-        "method": method, "thresholds": thresholds if isinstance(thresholds, str) else list(thresholds),
-        "rule": rule, "quantile": quantile, "level_thresholds": list(level_thresholds or []),
-        "rounds": rounds, "anchors_per_side": anchors_per_side, "sample": sample,
-        "ncut": dict(ncut or {}), "out_size": out_size, "names": names,
-    }
+    request = segment_request(method, thresholds, rule, quantile, level_thresholds, rounds, anchors_per_side,
+                              sample, ncut, out_size, names)
     runner = make_task_runner(max_workers, dask_address, dask_workers)
 
     # 1. What the store holds
     root = open_store(store, mode="r")
-    if "attention/self" not in root:
+    if not has_attention_arrays(root):
         raise ValueError(f"{store} has no attention/ arrays: run `diffparts extract` first")
     attrs = dict(root["attention"].attrs)
     table = image_table(root)
@@ -177,6 +206,10 @@ def segment_dataset(
 
     # 2. Settings (stored ones reused for the same request) and arrays
     old = dict(root[STAGE].attrs).get("settings") if STAGE in root else None
+    if is_compact(root) and (old is None or old.get("request") != request or overwrite):
+        made = "no segments" if old is None else f"{old['method']} {old.get('request')}"
+        require_full_attention(root, f"segmenting with {method} {request} (it was segmented at extraction: "
+                                     f"{made})", store)
     if old is not None and old.get("request") == request and not overwrite:
         settings = old
     else:

@@ -14,6 +14,7 @@ import numpy as np
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
+from tasks.extract_compact import compact_image
 from tasks.gpu import gpu_slot
 from tasks.retry import NO_RETRIES, QUICK_STORAGE, STORAGE_RETRIES
 
@@ -81,7 +82,7 @@ def pipeline_stats() -> dict[str, dict[str, int]]:
         return {"|".join(key): dict(stats) for key, stats in _PIPELINE_STATS.items()}
 
 
-def _run_extractor(pipe, images: np.ndarray, config, features=None):
+def _run_extractor(pipe, images: np.ndarray, config, features=None, device_tensors: bool = False):
     """``diffparts.model.extract.extract_attention`` on a batch, one forward at a time per process.
 
     The function is looked up when called (tests replace it in-process with monkeypatch); no
@@ -91,6 +92,8 @@ def _run_extractor(pipe, images: np.ndarray, config, features=None):
     from diffparts.model import extract
 
     with _FORWARD_LOCK:
+        if device_tensors:
+            return extract.extract_attention(pipe, images, config, features, device_tensors=True)
         if features is None:
             return extract.extract_attention(pipe, images, config)
         return extract.extract_attention(pipe, images, config, features)
@@ -138,7 +141,9 @@ def describe_images(corpus: str, limits: dict | None = None) -> list[dict]:
     read_limits = _limits(limits)
     records = list(open_corpus(corpus, limits=read_limits))
     rows = describe(records, read_limits)
-    return [{**row, "path": str(rec.path), "refused": rec.refused} for row, rec in zip(rows, records)]
+    return [{**row, "path": str(rec.path), "refused": rec.refused,
+             "bbox": None if getattr(rec, "bbox", None) is None else [float(v) for v in rec.bbox]}
+            for row, rec in zip(rows, records)]
 
 
 @task(**STORAGE_RETRIES, cache_policy=NO_CACHE)
@@ -192,15 +197,18 @@ def prepare_store(store: str, images: list[dict], identity: dict, new_version: b
 @task(**STORAGE_RETRIES, cache_policy=NO_CACHE)
 def create_attention_arrays(
     store: str, version: int, model: str, capture: dict, precision: str, device: str, dtype: str,
-    features: dict | None = None, lock_stale_s: float = 600.0,
+    features: dict | None = None, lock_stale_s: float = 600.0, keep_attention: bool | None = None,
 ) -> dict:
     """Learn R, the tokens (and feature shapes) from one blank image, then create the arrays.
 
     The probe runs outside the set-up lock; creating (or checking and growing) the arrays runs
-    inside it, so a concurrent run's set-up never sees half-made arrays.
+    inside it, so a concurrent run's set-up never sees half-made arrays. ``keep_attention``:
+    the form of a new attention group (``store.compact.attention_form``: None = by size);
+    an existing group keeps its own form. Returns resolution, tokens, form (and feature shapes).
     """
     from diffparts.model.extract import native_image_size
-    from diffparts.store import LockConfig, create_feature_arrays, has_attention_arrays, has_features, open_store
+    from diffparts.store import (LockConfig, attention_form, create_feature_arrays, has_attention_arrays, has_features,
+                                 open_store)
     from diffparts.store import create_attention_arrays as create
     from diffparts.store import setup_lock
 
@@ -213,12 +221,20 @@ def create_attention_arrays(
         probe = _run_extractor(pipe, np.zeros((1, size, size, 3), np.uint8), config, feature_config)
         with setup_lock(store, LockConfig(stale_after_s=lock_stale_s)):
             root = open_store(store, "r+", version=version)  # as the last holder left it
-            create(root, probe.resolution, probe.tokens, probe.image_size, precision)
+            form = (root["attention"].attrs.get("form", "full") if has_attention_arrays(root)
+                    else attention_form(probe.resolution, keep_attention))
+            create(root, probe.resolution, probe.tokens, probe.image_size, precision, form)
             if feature_config is not None:
                 create_feature_arrays(root, {b: f.shape[1:] for b, f in probe.features.items()},
                                       asdict(feature_config))
     attrs = dict(root["attention"].attrs)
-    out = {"resolution": attrs["resolution"], "tokens": len(attrs["tokens"])}
+    form = attrs.get("form", "full")
+    if keep_attention is not None and attention_form(attrs["resolution"], keep_attention) != form:
+        raise ValueError(f"{store} holds a {form} attention group; "
+                         f"{'--keep-attention' if keep_attention else '--no-keep-attention'} asks for the other "
+                         "form: extract into a new store or with --new-version")
+    out = {"resolution": attrs["resolution"], "tokens": len(attrs["tokens"]), "form": attrs.get("form", "full"),
+           "image_size": attrs.get("image_size", 0)}
     if feature_config is not None:
         out["features"] = dict(root["features"].attrs["shapes"])
     return out
@@ -227,9 +243,14 @@ def create_attention_arrays(
 @task(**NO_RETRIES, cache_policy=NO_CACHE)  # compute: an error or OOM would only repeat
 def extract_batch(
     store: str, version: int, batch: list[dict], model: str, capture: dict, device: str, dtype: str,
-    features: dict | None = None, limits: dict | None = None, pin_gpu: bool = False,
+    features: dict | None = None, limits: dict | None = None, pin_gpu: bool = False, compact: dict | None = None,
 ) -> dict:
     """Extract one fixed batch of images and write the ones not yet done.
+
+    ``compact`` (a compact store: ``{"settings", "descriptor", "precision"}``): instead of the
+    full self-attention, each image is segmented right after the forward, on the model's device
+    (``tasks.extract_compact.compact_image``), and its attention pooled per object-box bin;
+    segments are marked done before the attention marker, so a kill in between only redoes the image.
 
     ``pin_gpu``: on a worker of the flow's own local Dask cluster, a bare ``cuda`` becomes
     this worker's GPU, ``cuda:<worker number mod GPUs>`` (``diffparts.model.devices``).
@@ -265,30 +286,46 @@ def extract_batch(
     pipe = _pipeline(model, device, dtype)
     size = config.image_size or native_image_size(pipe)
     pending = {img["index"] for img in todo}
-    loaded, pixels = [], []
+    loaded, pixels, sizes = [], [], {}
     read_limits = _limits(limits)
     for img in batch:
         try:
             if img.get("refused"):
                 raise ImageLoadError(img["path"], img["refused"])
-            pixels.append(prepare_images(load_rgb(img["path"], limits=read_limits)[None], size)[0])  # y x 3
+            rgb = load_rgb(img["path"], limits=read_limits)  # y x 3
+            sizes[img["index"]] = (int(rgb.shape[1]), int(rgb.shape[0]))  # width height
+            pixels.append(prepare_images(rgb[None], size)[0])  # y x 3
             loaded.append(img)
         except ImageLoadError as err:
             if img["index"] in pending:
                 record_failure(root, STAGE, img["image_id"], img["name"], f"load: {err.reason}", index=img["index"])
                 counts["failed"] += 1
     # 2. One forward for the batch (docs/design.md §5.1 "Extract"), 3. write each pending image, then its marker.
+    counts.update(forward_seconds=0.0, after_forward_seconds=0.0, after_forward_cpu_seconds=0.0)
     if any(img["index"] in pending for img in loaded):
         with gpu_slot(device):   # one slot of prefect.yaml's GPU limit while the GPU works
-            result = _run_extractor(pipe, np.stack(pixels), config, _feature_config(features))  # image ...
-        for k, img in enumerate(loaded):
-            if img["index"] in pending:
-                if features is not None:
-                    counts["bytes"] += write_features(root, img["index"], {b: f[k] for b, f in result.features.items()})
-                    mark_done(root, FEATURES, img["index"])
-                counts["bytes"] += write_attention(root, img["index"], result.self_attn[k], result.cross_attn[k])
-                mark_done(root, STAGE, img["index"])
-                counts["written"] += 1
+            tick = time.perf_counter()
+            result = _run_extractor(pipe, np.stack(pixels), config, _feature_config(features),
+                                    device_tensors=compact is not None)  # image ...
+            counts["forward_seconds"] = time.perf_counter() - tick
+            tick, cpu = time.perf_counter(), time.process_time()
+            for k, img in enumerate(loaded):
+                if img["index"] in pending:
+                    if features is not None:
+                        counts["bytes"] += write_features(root, img["index"],
+                                                          {b: f[k] for b, f in result.features.items()})
+                        mark_done(root, FEATURES, img["index"])
+                    if compact is None:
+                        counts["bytes"] += write_attention(root, img["index"], result.self_attn[k],
+                                                           result.cross_attn[k])
+                    else:
+                        counts["bytes"] += compact_image(root, img["index"], result.self_attn[k],
+                                                          result.cross_attn[k], compact, img.get("bbox"),
+                                                          sizes[img["index"]])
+                    mark_done(root, STAGE, img["index"])
+                    counts["written"] += 1
+            counts["after_forward_seconds"] = time.perf_counter() - tick
+            counts["after_forward_cpu_seconds"] = time.process_time() - cpu
     return {**counts, "seconds": time.perf_counter() - start, "store": store}
 
 
@@ -313,3 +350,58 @@ def stored_bytes(store: str, version: int) -> int:
 
     root = open_store(store, "r", version=version)
     return int(sum(arr.nbytes_stored() for stage in (STAGE, FEATURES) for arr in stage_arrays(root, stage).values()))
+
+
+@task(**NO_RETRIES, cache_policy=NO_CACHE)  # compute: an error would only repeat
+def sample_thresholds(store: str, version: int, batches: list[list[dict]], wanted: list[int], model: str,
+                      capture: dict, device: str, dtype: str, precision: str, rule: dict, limits: dict | None = None,
+                      features: dict | None = None) -> dict:
+    """DiffSeg thresholds of a compact store, before its fan-out: the same choice
+    (``diffparts.segment.thresholds.choose_thresholds``) the segment stage makes from the first
+    images' stored attention, here from forwards of those images (their ``batches``, made up as
+    the fan-out's, so the attention is the same), rounded to ``precision`` as a read would give it.
+    Only one image's attention is held at a time besides its batch's forward; the forwards are
+    the price of a compact store (``sample`` images once per store, docs/store.md).
+    """
+    from diffparts.corpus import ImageLoadError, load_rgb
+    from diffparts.model.extract import native_image_size, prepare_images
+    from diffparts.segment.thresholds import ThresholdRule, choose_thresholds as choose
+    from diffparts.store import stored_self_attention
+
+    config = _capture_config(capture)
+    pipe = _pipeline(model, device, dtype)
+    size = config.image_size or native_image_size(pipe)
+    wanted_set = set(int(i) for i in wanted)
+    read_limits = _limits(limits)
+
+    def attentions():
+        for batch in batches:
+            readable, pixels = [], []
+            for img in batch:   # the fan-out's batch make-up: unreadable images are left out there too
+                try:
+                    if img.get("refused"):
+                        continue
+                    pixels.append(prepare_images(load_rgb(img["path"], limits=read_limits)[None], size)[0])
+                    readable.append(img)
+                except ImageLoadError:
+                    continue
+            if not readable:
+                continue
+            pixels = np.stack(pixels)
+            result = _run_extractor(pipe, pixels, config, _feature_config(features))
+            for k, img in enumerate(readable):
+                if img["index"] in wanted_set:
+                    yield stored_self_attention(result.self_attn[k], precision)
+
+    rule = ThresholdRule(**{k: tuple(v) if isinstance(v, list) else v for k, v in rule.items()})
+    return choose(attentions(), rule).as_dict()
+
+
+@task(**STORAGE_RETRIES, cache_policy=NO_CACHE)
+def create_compact_arrays(store: str, version: int, resolution: int, descriptor: dict,
+                          lock_stale_s: float = 600.0) -> None:
+    """``attention/box_bins`` of a compact store (``store.compact``), under the set-up lock."""
+    from diffparts.store import LockConfig, create_box_bin_arrays, open_store, setup_lock
+
+    with setup_lock(store, LockConfig(stale_after_s=lock_stale_s)):
+        create_box_bin_arrays(open_store(store, "r+", version=version), resolution, descriptor)

@@ -3,7 +3,7 @@ function, return a small summary (never arrays). Tasks that touch the store retr
 
 from __future__ import annotations
 
-from prefect import task
+from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
 from tasks.retry import NO_RETRIES, QUICK_STORAGE, STORAGE_RETRIES
@@ -71,6 +71,16 @@ def save_store_pictures(store: str, corpus: str | None, out_dir: str, max_images
     return {k: [str(p) for p in v] for k, v in paths.items()}
 
 
+def _run_log():
+    """The run logger's ``info`` inside a flow or task run; None (the library's logger) outside one."""
+    from prefect.exceptions import MissingContextError
+
+    try:
+        return get_run_logger().info
+    except MissingContextError:
+        return None
+
+
 @task(**NO_RETRIES, cache_policy=NO_CACHE)  # compute: an error would only repeat
 def evaluate_store(store: str, corpus: str | None, max_pairs: int = 2000, seed: int = 0,
                    method: str = "auto") -> dict | None:
@@ -79,7 +89,8 @@ def evaluate_store(store: str, corpus: str | None, max_pairs: int = 2000, seed: 
 
     root = _root(store)
     try:
-        return evaluate(root, _infos(root, corpus), max_pairs=max_pairs, random_state=seed, method=method)
+        return evaluate(root, _infos(root, corpus), max_pairs=max_pairs, random_state=seed, method=method,
+                        log=_run_log())
     except ValueError as err:
         if "nothing to evaluate" in str(err):
             return None

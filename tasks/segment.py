@@ -103,21 +103,43 @@ def _pad_levels(levels: np.ndarray, n_levels: int) -> np.ndarray:
     return np.concatenate([levels, np.repeat(levels[-1:], n_levels - len(levels), axis=0)])
 
 
-def _segment_one(root, index: int, settings: dict) -> dict:
-    from diffparts.segment.hierarchy import parents_from_levels, segment_levels
-    from diffparts.store import clear_failure, mark_done, read_self_attention
+def compute_levels(attn, settings: dict) -> np.ndarray:
+    """(level, y, x) int32 nested levels of one image's attention by the stored ``settings``.
+
+    attn: (qy, qx, ky, kx) float32 numpy (the segment stage's read, or a worker's on the CPU):
+    ``diffparts.segment.hierarchy.segment_levels``, the one library entry for every method; or a
+    torch tensor on a GPU worker (extraction of a compact store): DiffSeg runs in torch on its
+    device (``diffparts.segment.diffseg_torch``), other methods on the CPU via the same entry.
+    """
+    from diffparts.segment.hierarchy import segment_levels
+
+    kwargs = dict(method=settings["method"], level_thresholds=settings["level_thresholds"],
+                  rounds=settings["rounds"], anchors_per_side=settings["anchors_per_side"],
+                  out_size=tuple(settings["out_shape"]), eps=settings["eps"])
+    if not isinstance(attn, np.ndarray):  # a torch tensor
+        if settings["method"] == "diffseg":
+            from diffparts.segment.diffseg_torch import diffseg_levels_torch
+
+            kw = {k: v for k, v in kwargs.items() if k != "method"}
+            return diffseg_levels_torch(attn, **kw)
+        attn = attn.float().cpu().numpy()
+    return segment_levels(attn, ncut_params=settings.get("ncut_params"), **kwargs)
+
+
+def _segment_one(root, index: int, settings: dict, attn=None, cross=None) -> dict:
+    """Segment one image (its stored attention, or ``attn`` given by an extract worker) and write it."""
+    from diffparts.store import read_self_attention
+
+    levels = compute_levels(read_self_attention(root, index) if attn is None else attn, settings)  # level y x
+    return write_levels(root, index, levels, settings, cross)
+
+
+def write_levels(root, index: int, levels: np.ndarray, settings: dict, cross=None) -> dict:
+    """Write one image's levels, parents (and names) into ``segments/``, then its done marker."""
+    from diffparts.segment.hierarchy import parents_from_levels
+    from diffparts.store import clear_failure, mark_done
 
     group = root[STAGE]
-    levels = segment_levels(  # level y x
-        read_self_attention(root, index),
-        method=settings["method"],
-        level_thresholds=settings["level_thresholds"],
-        rounds=settings["rounds"],
-        anchors_per_side=settings["anchors_per_side"],
-        out_size=tuple(settings["out_shape"]),
-        eps=settings["eps"],
-        ncut_params=settings.get("ncut_params"),
-    )
     counts = [int(lv.max()) + 1 for lv in levels]
     if max(counts) > settings["max_segments"]:
         raise ValueError(f"{max(counts)} segments exceed the store's {settings['max_segments']}")
@@ -136,8 +158,8 @@ def _segment_one(root, index: int, settings: dict) -> dict:
         from diffparts.store import attention_tokens, read_cross_attention
 
         token_index, names = name_segments(
-            levels[0], read_cross_attention(root, index), attention_tokens(root), settings.get("voting", "mean")
-        )
+            levels[0], read_cross_attention(root, index) if cross is None else cross, attention_tokens(root),
+            settings.get("voting", "mean"))
         row = np.full(settings["max_segments"], -1, dtype=np.int16)
         row[: len(token_index)] = token_index
         group["name_token"][index] = row

@@ -21,12 +21,13 @@ MODULES = ["tasks.corpus", "tasks.extract", "tasks.segment", "tasks.parts", "tas
            "tasks.occlusion", "flows.pipeline"]
 
 #: The compute tasks: a UNet batch, training, occlusion cases, pictures, measures. Not retried.
-COMPUTE = {"extract_batch", "train_part_embedding", "run_cases", "category_pictures", "measure_embeddings",
+COMPUTE = {"extract_batch", "sample_thresholds", "train_part_embedding", "run_cases", "category_pictures", "measure_embeddings",
            "save_store_pictures", "evaluate_store", "occlusion_grid",
            "ensure_corpus"}   # renders a corpus: a retry after a half-rendered one would take it as given
 
 #: Storage tasks that wait for the set-up lock: no timeout (the lock's stale_after_s bounds the wait).
-LOCKED = {"prepare_store", "create_attention_arrays", "create_segment_arrays", "force_stages"}
+LOCKED = {"prepare_store", "create_attention_arrays", "create_segment_arrays", "create_compact_arrays",
+          "force_stages"}
 
 
 def all_tasks() -> dict[str, Task]:

@@ -33,6 +33,11 @@ def register(subparsers) -> None:
     parser.add_argument("--precision", choices=("float16", "uint8", "uint8-log"), default="float16",
                         help="storage of self-attention: float16, or uint8 per key map with a scale (linear, "
                              "or log-spaced: keeps small values for DiffSeg's KL) (default float16)")
+    parser.add_argument("--keep-attention", action=argparse.BooleanOptionalAction, default=None,
+                        help="keep the full (image, qy, qx, ky, kx) self-attention at --precision (needed to "
+                             "re-segment with other settings); --no-keep-attention: a compact store (segments and "
+                             "pooled attention written right after the forward); default: compact when one "
+                             "image's tensor exceeds 8 MiB (SD's 64 x 64), kept below (docs/store.md)")
     parser.add_argument("--max-workers", type=int, default=2, metavar="N",
                         help="threads of the default task runner (default 2)")
     dask = parser.add_mutually_exclusive_group()
@@ -114,6 +119,7 @@ def run_extract(args) -> int:
         features=feature_settings(args),
         limits=read_limits(args),
         lock_stale_s=args.lock_stale_s,
+        keep_attention=args.keep_attention,
     )
     if args.json:
         print(json.dumps(summary))

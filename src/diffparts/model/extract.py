@@ -50,7 +50,8 @@ class CaptureConfig:
 class AttentionResult:
     """Aggregated attention of a batch of images."""
 
-    self_attn: np.ndarray | None  # float32 (image, qy, qx, ky, kx); each key map sums to 1
+    self_attn: np.ndarray | None  # float32 (image, qy, qx, ky, kx); each key map sums to 1 (a torch
+                                  # tensor on the model's device with device_tensors=True)
     cross_attn: np.ndarray | None  # float32 (image, token, qy, qx); sums to 1 over tokens at each query
     tokens: list[str]  # the prompt's tokens (tokenizer strings, padded to the model's length)
     resolution: int  # R, the largest attention resolution (side of the query / key grids)
@@ -99,12 +100,14 @@ def encode_prompt(pipe, prompt: str, images: int) -> tuple[torch.Tensor, list[st
 
 
 def extract_attention(pipe, images: np.ndarray, config: CaptureConfig = CaptureConfig(),
-                      features: FeatureConfig | None = None) -> AttentionResult:
+                      features: FeatureConfig | None = None, device_tensors: bool = False) -> AttentionResult:
     """Aggregated self- and cross-attention of ``images`` (image, y, x, 3) uint8, in one UNet forward.
 
     ``pipe``: a Stable Diffusion pipeline (vae, unet, text_encoder, tokenizer, scheduler) on any
     device and dtype. All images go through one forward; the caller chooses the batch size.
     ``features``: also return up-block outputs (``AttentionResult.features``), see the module doc.
+    ``device_tensors``: leave ``self_attn`` a float32 torch tensor on the UNet's device (a compact
+    store's worker segments and pools it there, ``tasks/extract.py``) instead of a numpy copy.
     """
     unet, vae = pipe.unet, pipe.vae
     if config.timestep >= pipe.scheduler.config.num_train_timesteps:
@@ -163,7 +166,8 @@ def extract_attention(pipe, images: np.ndarray, config: CaptureConfig = CaptureC
             maps = capture.self_maps
             if not maps:
                 raise ValueError("the UNet has no self-attention (attn1) layers to capture")
-            self_attn = aggregate_self_attention(maps, config.resolution_weights).cpu().numpy()
+            self_attn = aggregate_self_attention(maps, config.resolution_weights).float()
+            self_attn = self_attn if device_tensors else self_attn.cpu().numpy()
             resolutions.append(max(maps))
         if config.cross_attn:
             maps = capture.cross_maps

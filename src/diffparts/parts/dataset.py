@@ -51,6 +51,7 @@ from diffparts.parts.descriptors import (UNET_WEIGHT, DescriptorConfig, describe
 from diffparts.store import (create_stage_array, done_mask, ensure_stage, failures, has_features, image_count,
                              image_table, manifest_corpus, mark_done, read_cross_attention, read_features,
                              read_self_attention)
+from diffparts.store.compact import is_compact, read_box_bins
 
 STAGE = "parts"
 SEGMENTS = "segments"
@@ -175,6 +176,9 @@ def build_descriptors(root: zarr.Group, infos: Sequence[ImageInfo],
         n_channels = sum(int(v[0]) for v in root["features"].attrs["shapes"].values())
     names, weights = feature_layout(config, n_tokens, n_channels)
     n_feat = len(names)
+    compact = is_compact(root)
+    if compact and infos:   # refused here, by name, before any descriptor is replaced
+        read_box_bins(root, infos[0].index, dataclasses.asdict(config))
 
     # 1. Schema: fresh ragged arrays, per-image start/count, boxes.
     group = ensure_stage(root, STAGE)
@@ -224,10 +228,13 @@ def build_descriptors(root: zarr.Group, infos: Sequence[ImageInfo],
         labels = segment_map(root, info.index, config.level)
         h, w = labels.shape
         box = None if info.bbox is None else scale_box(info.bbox, info.size, (w, h))
-        attn = read_self_attention(root, info.index)
+        if compact:   # pooled per box bin at extraction (store.compact); the same descriptor
+            attn, binned = None, read_box_bins(root, info.index, dataclasses.asdict(config))
+        else:
+            attn, binned = read_self_attention(root, info.index), None
         cross = read_cross_attention(root, info.index) if has_cross else None
         unet = read_features(root, info.index) if n_channels else None
-        d = describe_image(labels, attn, cross, box=box, config=config, unet_features=unet)
+        d = describe_image(labels, attn, cross, box=box, config=config, unet_features=unet, binned=binned)
         m = len(d.segment_ids)
         buf["features"].append(d.features)
         buf["image_index"].append(np.full(m, info.index, np.int64))

@@ -188,13 +188,45 @@ def estimate_foreground_box(labels: np.ndarray, border_share_max: float = 0.15) 
     return np.array([xs.min(), ys.min(), xs.max() - xs.min() + 1, ys.max() - ys.min() + 1], np.float32)
 
 
-def describe_image(labels: np.ndarray, self_attn: np.ndarray, cross_attn: np.ndarray | None = None,
+def box_bins(shape: tuple[int, int], box, res: int, grid: int) -> np.ndarray:
+    """(k, bin) float32 one-hot: the G x G box-grid bin (or the last, outside bin) of every key cell.
+
+    shape: (y, x) of the segment map the box (x, y, w, h) is in; res: the key grid's side.
+    """
+    h, w = shape
+    bx, by, bw, bh = (float(v) for v in box)
+    kc = (np.arange(res) + 0.5) / res                                      # key centre, frame units
+    kx_rel = (kc * w - bx) / bw                                            # kx -> box units
+    ky_rel = (kc * h - by) / bh                                            # ky -> box units
+    gx = np.floor(kx_rel * grid).astype(np.int64)
+    gy = np.floor(ky_rel * grid).astype(np.int64)
+    in_x, in_y = (gx >= 0) & (gx < grid), (gy >= 0) & (gy < grid)
+    bins = np.where(in_y[:, None] & in_x[None, :], gy[:, None] * grid + gx[None, :], grid * grid).ravel()  # k
+    onehot = np.zeros((res * res, grid * grid + 1), np.float32)
+    onehot[np.arange(res * res), bins] = 1.0
+    return onehot
+
+
+def image_box(labels: np.ndarray, box, config: DescriptorConfig = DescriptorConfig()) -> tuple[np.ndarray, bool]:
+    """(box (x, y, w, h) float32 in segment-map pixels, estimated?): the given box checked, or
+    the border prior's estimate from ``labels`` (the segments at ``config.level``)."""
+    if box is None:
+        return estimate_foreground_box(np.asarray(labels), config.border_share_max), True
+    box_arr = np.asarray(box, np.float32)
+    if box_arr.shape != (4,) or box_arr[2] <= 0 or box_arr[3] <= 0:
+        raise ValueError(f"box must be (x, y, width > 0, height > 0), got {box}")
+    return box_arr, False
+
+
+def describe_image(labels: np.ndarray, self_attn: np.ndarray | None, cross_attn: np.ndarray | None = None,
                    box=None, config: DescriptorConfig = DescriptorConfig(),
-                   unet_features: np.ndarray | None = None) -> ImageDescriptors:
+                   unet_features: np.ndarray | None = None, binned: np.ndarray | None = None) -> ImageDescriptors:
     """Describe every segment of one image.
 
     labels: (y, x) int segment map. self_attn: (qy, qx, ky, kx) aggregated self-attention, each
-    key map a distribution. cross_attn: (token, qy, qx) or None. box: (x, y, width, height) of the
+    key map a distribution; or None with ``binned``: (q, bin) the same attention summed into the
+    bins of ``box_bins`` for this image's box (a compact store's ``attention/box_bins``).
+    cross_attn: (token, qy, qx) or None. box: (x, y, width, height) of the
     object in segment-map pixels, or None to estimate it. unet_features: (channel, y, x) UNet
     features on a square grid, or None (used when ``config.weight_unet`` > 0).
     """
@@ -204,23 +236,23 @@ def describe_image(labels: np.ndarray, self_attn: np.ndarray, cross_attn: np.nda
         raise ValueError(f"labels must be (y, x), got shape {labels.shape}")
     if labels.min() < 0:
         raise ValueError(f"labels must be >= 0, got minimum {labels.min()}")
-    if self_attn.ndim != 4 or self_attn.shape[0] != self_attn.shape[1] or self_attn.shape[:2] != self_attn.shape[2:]:
+    if self_attn is None:
+        g2 = config.box_grid ** 2 + 1
+        res = int(round(np.sqrt(binned.shape[0]))) if binned is not None and binned.ndim == 2 else 0
+        if binned is None or binned.ndim != 2 or binned.shape[1] != g2 or res * res != binned.shape[0]:
+            raise ValueError(f"without self_attn, binned must be (q, {g2}) with square q, got "
+                             f"{None if binned is None else binned.shape}")
+    elif self_attn.ndim != 4 or self_attn.shape[0] != self_attn.shape[1] or self_attn.shape[:2] != self_attn.shape[2:]:
         raise ValueError(f"self_attn must be (qy, qx, ky, kx) with equal sides, got {self_attn.shape}")
-    res = self_attn.shape[0]
+    else:
+        res = self_attn.shape[0]
     h, w = labels.shape
     labels = labels.astype(np.int64)
 
     # 1. Segments, their pixel counts and the box (given, or estimated from the border prior).
     segment_ids = np.unique(labels)
     pixels = np.bincount(labels.ravel())[segment_ids]
-    if box is None:
-        box_arr = estimate_foreground_box(labels, config.border_share_max)
-        estimated = True
-    else:
-        box_arr = np.asarray(box, np.float32)
-        if box_arr.shape != (4,) or box_arr[2] <= 0 or box_arr[3] <= 0:
-            raise ValueError(f"box must be (x, y, width > 0, height > 0), got {box}")
-        estimated = False
+    box_arr, estimated = image_box(labels, box, config)
     bx, by, bw, bh = (float(v) for v in box_arr)
 
     # 2. Foreground: mostly inside the box and not holding much of the frame's edge.
@@ -241,21 +273,18 @@ def describe_image(labels: np.ndarray, self_attn: np.ndarray, cross_attn: np.nda
         foreground = np.array([fg_of[int(p)] for p in parent], bool) & unit_inside
 
     # 3. Mean key map per segment, binned on a G x G grid over the box (+ an outside bin).
+    #    From the full tensor: (wq @ attn) normalised, then binned; from pooled bins (a compact
+    #    store's (q, bin) = attn @ onehot): wq @ bins normalised, the same sum in another order.
     wq = area_weights(labels, segment_ids, res)                            # segment q
-    attn = self_attn.reshape(res * res, res * res).astype(np.float32)     # q k
-    key_map = (wq.astype(np.float32) @ attn)                               # segment k
-    key_map /= np.maximum(key_map.sum(1, keepdims=True), 1e-12)
     g = config.box_grid
-    kc = (np.arange(res) + 0.5) / res                                      # key centre, frame units
-    kx_rel = (kc * w - bx) / bw                                            # kx -> box units
-    ky_rel = (kc * h - by) / bh                                            # ky -> box units
-    gx = np.floor(kx_rel * g).astype(np.int64)
-    gy = np.floor(ky_rel * g).astype(np.int64)
-    in_x, in_y = (gx >= 0) & (gx < g), (gy >= 0) & (gy < g)
-    bins = np.where(in_y[:, None] & in_x[None, :], gy[:, None] * g + gx[None, :], g * g).ravel()  # k -> bin
-    onehot = np.zeros((res * res, g * g + 1), np.float32)
-    onehot[np.arange(res * res), bins] = 1.0
-    attn_feat = key_map @ onehot                                           # segment (bin)
+    if self_attn is not None:
+        attn = self_attn.reshape(res * res, res * res).astype(np.float32)     # q k
+        key_map = (wq.astype(np.float32) @ attn)                               # segment k
+        key_map /= np.maximum(key_map.sum(1, keepdims=True), 1e-12)
+        attn_feat = key_map @ box_bins((h, w), box_arr, res, g)            # segment (bin)
+    else:
+        attn_feat = wq.astype(np.float32) @ np.asarray(binned, np.float32)  # segment (bin)
+        attn_feat /= np.maximum(attn_feat.sum(1, keepdims=True), 1e-12)
     if config.mirror_invariant:                                            # fold columns j and g-1-j
         grid = attn_feat[:, : g * g].reshape(-1, g, g)
         folded = grid + grid[:, :, ::-1]

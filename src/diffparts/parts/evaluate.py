@@ -21,7 +21,9 @@ def evaluate_parts(get_map: Callable[[int], np.ndarray], keypoints: Sequence[np.
                    boxes: Sequence, sizes: Sequence[tuple[int, int]], class_ids: Sequence[int],
                    max_pairs: int | None = 2000, random_state: int = 0,
                    flips: Sequence[bool] | None = None, within: str = "part", method: str = "parts",
-                   get_features: Callable[[int], np.ndarray] | None = None) -> dict:
+                   get_features: Callable[[int], np.ndarray] | None = None,
+                   pairs: np.ndarray | None = None,
+                   progress: Callable[[str, int, int], None] | None = None) -> dict:
     """NMI/ARI at visible keypoints and PCK@0.05/0.1 over same-class pairs.
 
     get_map(i) -> (y, x) part-category map of image i (0 = background); keypoints[i]
@@ -30,6 +32,8 @@ def evaluate_parts(get_map: Callable[[int], np.ndarray], keypoints: Sequence[np.
     seeded). flips[i]: whether image i faces the other way (transfer mirrors between the two);
     None: decided per pair from the part maps (``relative_flip``). method: a key of ``METHODS``;
     the feature methods need get_features(i) -> (channel, fy, fx) UNet features of image i.
+    pairs: (pair, 2) source/target indices to score instead of drawing them (``parts.scoring``
+    draws them in linear time); progress(step, done, total) is called every 250 images or pairs.
     """
     if method not in METHODS:
         raise ValueError(f"method must be one of {sorted(METHODS)}, got {method!r}")
@@ -50,17 +54,21 @@ def evaluate_parts(get_map: Callable[[int], np.ndarray], keypoints: Sequence[np.
             cache[i] = np.asarray(get_map(i))
         return cache[i]
 
+    every = 250
     for i in range(n):
         w, h = sizes[i]
         kp_scores.update(cached(i), keypoints[i], image_shape=(h, w))
+        if progress is not None and ((i + 1) % every == 0 or i + 1 == n):
+            progress("keypoint agreement", i + 1, n)
     agreement = kp_scores.result()
 
     # 2. PCK over same-class pairs (metrics module draws and scores the pairs).
-    pairs = same_class_pairs(np.asarray(class_ids), max_pairs=max_pairs, random_state=random_state)
+    if pairs is None:
+        pairs = same_class_pairs(np.asarray(class_ids), max_pairs=max_pairs, random_state=random_state)
     pck = PCKScores()
     via_part = 0
     n_points = 0
-    for s, t in pairs:
+    for done, (s, t) in enumerate(pairs, start=1):
         kp_s = np.asarray(keypoints[s], np.float64)
         flip = bool(flips[s]) != bool(flips[t]) if flips is not None else None
         if METHODS[method] is None:
@@ -75,6 +83,8 @@ def evaluate_parts(get_map: Callable[[int], np.ndarray], keypoints: Sequence[np.
         via_part += int((used[vis] > 0).sum())
         n_points += int(vis.sum())
         pck.update(pred, kp_s, keypoints[t], boxes[t])
+        if progress is not None and (done % every == 0 or done == len(pairs)):
+            progress("keypoint transfer", done, len(pairs))
     res = pck.result()
     return {
         "nmi": agreement.nmi, "ari": agreement.ari, "n_keypoints": agreement.n_keypoints,

@@ -1,13 +1,17 @@
 """Scores and keypoint transfer on a store whose parts stage is done (docs/design.md §8 "Measures").
 
 ``evaluate_store``: NMI/ARI of the categories at the keypoints and PCK of transferred keypoints
-over same-class pairs; ``transfer_between``: one pair, by image id (``diffparts transfer``);
+over same-class pairs (at most ``max_pairs``, drawn with a fixed seed in time linear in the
+images: ``sample_same_class_pairs``; the output says how many pairs existed and how many were
+scored); ``transfer_between``: one pair, by image id (``diffparts transfer``);
 ``require_features``: which transfer method a store supports; ``object_box``: an image's box.
 The transfer itself is in ``transfer.py`` (relative position) and ``matching.py`` (features).
 """
 
 from __future__ import annotations
 
+import logging
+import time
 from typing import Sequence
 
 import numpy as np
@@ -33,10 +37,55 @@ def require_features(root: zarr.Group, method: str) -> str:
     return method
 
 
+logger = logging.getLogger(__name__)
+
+
+def sample_same_class_pairs(class_ids: Sequence[int], max_pairs: int | None = 2000,
+                            random_state: int = 0) -> tuple[np.ndarray, int]:
+    """Ordered (source, target) pairs of different images of one class: ((pair, 2) int64, pairs in all).
+
+    The same pairs as ``metrics.same_class_pairs`` (all of them in lexicographic order, or a
+    sorted subset of ``max_pairs`` drawn with ``random_state`` by rank among them), without
+    its (image, image) matrix: the ranks are drawn first and mapped to pairs through the class
+    sizes, so time and memory grow with the images and ``max_pairs``, not with their square.
+    """
+    class_ids = np.asarray(class_ids)
+    if class_ids.ndim != 1:
+        raise ValueError(f"class_ids must be 1-d, got shape {class_ids.shape}")
+    if max_pairs is not None and max_pairs < 0:
+        raise ValueError(f"max_pairs must be >= 0, got {max_pairs}")
+    _, inverse, counts = np.unique(class_ids, return_inverse=True, return_counts=True)
+    per_source = (counts[inverse] - 1).astype(np.int64)  # image: its targets
+    total = int(per_source.sum())
+    start = np.concatenate([[0], np.cumsum(per_source)])  # image: rank of its first pair
+    if max_pairs is None or max_pairs >= total:
+        ranks = np.arange(total, dtype=np.int64)
+    else:
+        rng = np.random.default_rng(random_state)
+        ranks = np.sort(rng.choice(total, size=max_pairs, replace=False)).astype(np.int64)
+    source = np.searchsorted(start, ranks, side="right") - 1  # pair
+    nth = ranks - start[source]  # pair: which of the source's targets, in image order
+    members = np.argsort(inverse, kind="stable")  # images grouped by class, in image order
+    first = np.concatenate([[0], np.cumsum(counts)])[inverse]  # image: where its class starts in members
+    position = np.empty_like(members)
+    position[members] = np.arange(len(members)) - first[members]  # image: its place within its class
+    skip = nth >= position[source]  # targets after the source itself skip it
+    target = members[first[source] + nth + skip]
+    return np.stack([source, target], 1).astype(np.int64).reshape(-1, 2), total
+
+
 def evaluate_store(root: zarr.Group, infos: Sequence[ImageInfo], max_pairs: int | None = 2000,
-                   random_state: int = 0, method: str = "auto") -> dict:
+                   random_state: int = 0, method: str = "auto", log=None) -> dict:
     """NMI/ARI at visible keypoints and PCK over same-class pairs for the labelled images that
-    have keypoints, a box and a class (docs/design.md §8 "Measures"); ``method`` as in ``transfer.METHODS``."""
+    have keypoints, a box and a class (docs/design.md §8 "Measures"); ``method`` as in ``transfer.METHODS``.
+
+    Cost linear in the images: every image's labels are read once for NMI/ARI (the done
+    markers once, not per read), at most ``max_pairs`` pairs are drawn (``sample_same_class_pairs``,
+    seed ``random_state``) and scored. Logs progress every 250 images or pairs through ``log``
+    (a ``str -> None`` callable, e.g. a Prefect run logger's ``info``; default this module's
+    logger). The output
+    adds ``pairs_available``, ``pairs_scored`` and ``pair_sampling`` (how they were chosen).
+    """
     from diffparts.parts.evaluate import evaluate_parts
 
     method = require_features(root, method)
@@ -44,10 +93,23 @@ def evaluate_store(root: zarr.Group, infos: Sequence[ImageInfo], max_pairs: int 
               if i.keypoints is not None and i.bbox is not None and i.class_id is not None]
     if not usable:
         raise ValueError("no labelled image has keypoints, a box and a class: nothing to evaluate")
-    out = evaluate_parts(lambda j: read_part_labels(root, usable[j].index), [i.keypoints for i in usable],
+    labels = root[f"{STAGE}/labels"]  # image y x, done markers checked once by labelled_images
+    pairs, total = sample_same_class_pairs([i.class_id for i in usable], max_pairs, random_state)
+    log = log or logger.info
+    log(f"evaluate: {len(usable)} images, {len(pairs)} of {total} same-class pairs (seed {random_state})")
+    start = time.perf_counter()
+
+    def progress(step: str, done: int, count: int) -> None:
+        log(f"evaluate: {step} {done}/{count} ({time.perf_counter() - start:.1f} s)")
+
+    out = evaluate_parts(lambda j: np.asarray(labels[usable[j].index]), [i.keypoints for i in usable],
                          [i.bbox for i in usable], [i.size for i in usable], [i.class_id for i in usable],
                          max_pairs=max_pairs, random_state=random_state, method=method,
-                         get_features=lambda j: read_features(root, usable[j].index))
+                         get_features=lambda j: read_features(root, usable[j].index),
+                         pairs=pairs, progress=progress)
+    out.update(pairs_available=total, pairs_scored=int(len(pairs)),
+               pair_sampling=(f"all {total} same-class pairs" if len(pairs) == total else
+                              f"{len(pairs)} of {total} same-class pairs drawn uniformly, seed {random_state}"))
     return out
 
 

@@ -5,6 +5,7 @@
 ``lock``: the set-up lock (a lock file beside a local store, with a stale-lock rule).
 ``attention``: the ``attention/`` group, its storage precision, per-image writes and reads.
 ``features``: the ``features/`` group, UNet up-block features per image (DIFT).
+``compact``: the compact form of ``attention/`` (pooled attention instead of the 4-D tensor).
 """
 
 from diffparts.store.attention import (
@@ -20,7 +21,18 @@ from diffparts.store.attention import (
     quantise_key_maps_log,
     read_cross_attention,
     read_self_attention,
+    stored_self_attention,
     write_attention,
+)
+from diffparts.store.compact import (
+    COMPACT_ABOVE_BYTES,
+    attention_form,
+    create_box_bin_arrays,
+    is_compact,
+    read_box_bins,
+    require_full_attention,
+    store_form,
+    write_box_bins,
 )
 from diffparts.store.features import (
     FEATURES,
@@ -118,6 +130,15 @@ __all__ = [
     "quantise_key_maps_log",
     "read_cross_attention",
     "read_self_attention",
+    "stored_self_attention",
+    "COMPACT_ABOVE_BYTES",
+    "attention_form",
+    "create_box_bin_arrays",
+    "is_compact",
+    "read_box_bins",
+    "require_full_attention",
+    "store_form",
+    "write_box_bins",
     "record_failure",
     "reset_if_changed",
     "stage_arrays",

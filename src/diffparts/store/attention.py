@@ -53,11 +53,14 @@ def create_attention_arrays(
     tokens: Sequence[str],
     image_size: int,
     precision: str = "float16",
+    form: str = "full",
 ) -> zarr.Group:
     """Create (or check and grow) the attention arrays for every stored image. Set-up only.
 
     ``resolution`` is R (the largest attention resolution), ``tokens`` the prompt's tokens
     (the cross-attention's token axis), ``image_size`` the pixel side fed to the VAE.
+    ``form``: "full" writes ``self`` (and ``self_scale``); "compact" leaves them out
+    (``diffparts.store.compact`` adds ``box_bins``).
     """
     StoreConfig(precision)  # validates
     if resolution < 1:
@@ -65,23 +68,28 @@ def create_attention_arrays(
     n, r, t = image_count(root), int(resolution), len(tokens)
     group = ensure_stage(root, STAGE)
     old = dict(group.attrs)
-    if "resolution" in old and (old["resolution"], old["precision"], old["tokens"]) != (
+    if form not in ("full", "compact"):
+        raise ValueError(f"form must be 'full' or 'compact', got {form!r}")
+    if "resolution" in old and (old["resolution"], old["precision"], old["tokens"], old.get("form", "full")) != (
         r,
         precision,
         list(tokens),
+        form,
     ):
         raise ValueError(
             f"attention arrays exist with R={old['resolution']}, precision "
-            f"{old['precision']!r}, tokens {old['tokens']}; asked for R={r}, {precision!r}, "
-            f"{list(tokens)}"
+            f"{old['precision']!r}, tokens {old['tokens']}, form {old.get('form', 'full')!r}; asked for R={r}, "
+            f"{precision!r}, {list(tokens)}, form {form!r} (another form needs a new store or --new-version)"
         )
     dtype = "float16" if precision == "float16" else "uint8"
-    create_stage_array(group, "self", (n, r, r, r, r), dtype, ("image", "qy", "qx", "ky", "kx"))
-    if dtype == "uint8":
-        create_stage_array(group, "self_scale", (n, r, r), "float32", ("image", "qy", "qx"))
+    if form == "full":
+        create_stage_array(group, "self", (n, r, r, r, r), dtype, ("image", "qy", "qx", "ky", "kx"))
+        if dtype == "uint8":
+            create_stage_array(group, "self_scale", (n, r, r), "float32", ("image", "qy", "qx"))
     create_stage_array(group, "cross", (n, t, r, r), "float16", ("image", "token", "qy", "qx"))
     group.attrs.update(
-        {"resolution": r, "tokens": list(tokens), "image_size": int(image_size), "precision": precision}
+        {"resolution": r, "tokens": list(tokens), "image_size": int(image_size), "precision": precision,
+         "form": form}
     )
     return group
 
@@ -112,8 +120,8 @@ def to_float32(values: np.ndarray) -> np.ndarray:
 
 
 def has_attention_arrays(root: zarr.Group) -> bool:
-    """Whether ``create_attention_arrays`` ran on this store version."""
-    return f"{STAGE}/self" in root
+    """Whether ``create_attention_arrays`` ran on this store version (either form)."""
+    return f"{STAGE}/cross" in root and "resolution" in root[STAGE].attrs
 
 
 def quantise_key_maps(attn: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -169,19 +177,43 @@ def dequantise_key_maps(q: np.ndarray, scale: np.ndarray | None) -> np.ndarray:
     return np.divide(attn, total, out=np.zeros_like(attn), where=(total > 0) | np.isnan(total))
 
 
+def stored_self_attention(attn: np.ndarray, precision: str) -> np.ndarray:
+    """float32 (..., ky, kx) attention as a store of ``precision`` gives it back (rounded,
+    dequantised, key maps renormalised): ``read_self_attention(write_attention(attn))``."""
+    attn = np.asarray(attn, dtype=np.float32)
+    if precision == "float16":
+        return dequantise_key_maps(to_float16(attn), None)
+    if precision == "uint8-log":
+        return dequantise_key_maps_log(*quantise_key_maps_log(attn))
+    if precision == "uint8":
+        return dequantise_key_maps(*quantise_key_maps(attn))
+    raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
+
+
 def write_attention(
-    root: zarr.Group, index: int, self_attn: np.ndarray, cross_attn: np.ndarray
+    root: zarr.Group, index: int, self_attn: np.ndarray | None, cross_attn: np.ndarray
 ) -> int:
     """Write one image's attention into its own chunks; returns the bytes it handed to Zarr.
 
     self_attn: (qy, qx, ky, kx) float, each key map summing to 1; cross_attn: (token, qy, qx).
     Does NOT set the done marker: the caller calls ``mark_done`` after this returns.
+    A compact store (no ``self`` array) takes ``self_attn=None`` and writes the cross-attention only.
     """
     group = root[STAGE]
-    self_arr, cross_arr = group["self"], group["cross"]
+    cross_arr = group["cross"]
     for name, values in (("self_attn", self_attn), ("cross_attn", cross_attn)):
-        if not np.isfinite(values).all():
+        if values is not None and not np.isfinite(values).all():
             raise ValueError(f"{name} of store index {index} holds NaN or inf; nothing was written")
+    if self_attn is None:
+        if "self" in group:
+            raise ValueError(f"store index {index}: this store keeps the full self-attention; give it")
+        if tuple(cross_attn.shape) != tuple(cross_arr.shape[1:]):
+            raise ValueError(f"cross_attn shape {cross_attn.shape} != stored {cross_arr.shape[1:]}")
+        cross = to_float16(cross_attn)
+        cross_arr[int(index)] = cross
+        clear_failure(root, STAGE, index)
+        return cross.nbytes
+    self_arr = group["self"]
     if tuple(self_attn.shape) != tuple(self_arr.shape[1:]):
         raise ValueError(f"self_attn shape {self_attn.shape} != stored {self_arr.shape[1:]}")
     if tuple(cross_attn.shape) != tuple(cross_arr.shape[1:]):
@@ -203,8 +235,33 @@ def write_attention(
     return nbytes + cross.nbytes
 
 
+def store_form(root: zarr.Group) -> str:
+    """The form of a store's attention group: "full" (the tensor; stores made before compact
+    ones existed too) or "compact" (``store.compact``)."""
+    if STAGE not in root:
+        return "full"
+    return str(root[STAGE].attrs.get("form", "full"))
+
+
+def is_compact(root: zarr.Group) -> bool:
+    return store_form(root) == "compact"
+
+
+def require_full_attention(root: zarr.Group, what: str, store: str = "the store") -> None:
+    """ValueError (one line, naming the store and what asked) when the store has no full tensor."""
+    if is_compact(root) or f"{STAGE}/self" not in root:
+        raise ValueError(
+            f"{store} is a compact store (its self-attention was segmented and pooled at extraction, "
+            f"the (qy, qx, ky, kx) tensor was not kept): {what} needs the full tensor; re-extract with "
+            "`diffparts extract --keep-attention` (a new store, or --new-version)")
+
+
 def read_self_attention(root: zarr.Group, index: int) -> np.ndarray:
-    """float32 (qy, qx, ky, kx) self-attention of image ``index``, dequantised, maps sum to 1."""
+    """float32 (qy, qx, ky, kx) self-attention of image ``index``, dequantised, maps sum to 1.
+
+    A compact store has none: ValueError naming it (``store.compact.require_full_attention``).
+    """
+    require_full_attention(root, "reading the self-attention")
     group = root[STAGE]
     index = int(index)
     stored = group["self"][index]
