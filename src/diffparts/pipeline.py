@@ -65,6 +65,9 @@ def check_run_inputs(corpus: str | Path, store: str | Path, synthetic_birds: int
                                   "existing store")
         if not local.exists() and local.parent.exists() and not local.parent.is_dir():
             raise NotADirectoryError(f"store {text}: {local.parent} is a file, not a folder")
+        if "extract" not in stages and not local.exists():
+            raise FileNotFoundError(f"no diffparts store at {text}: the {stages[0]} stage reads what the stages "
+                                    "before it wrote; run from the extract stage first")
     if "extract" not in stages:
         return
     path = Path(str(corpus)).expanduser()

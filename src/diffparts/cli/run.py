@@ -65,6 +65,10 @@ def register(subparsers) -> None:
 
 
 def run_pipeline(args) -> int:
+    from diffparts.pipeline import check_run_inputs, select_stages
+
+    # bad input is refused here, before Prefect starts (fast, and nothing is written); the flow checks again
+    check_run_inputs(args.corpus, args.store, args.synthetic_birds, select_stages(args.from_stage, args.to_stage))
     from flows.pipeline import bird_parts
 
     result = bird_parts(

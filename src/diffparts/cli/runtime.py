@@ -19,7 +19,10 @@ import contextlib
 import logging
 import os
 
-#: Prefect's console handler level when not --verbose: above CRITICAL, so nothing is printed.
+#: Prefect's console handler level when not --verbose, as Prefect's setting (a level NAME:
+#: logging's dictConfig refuses a number given as text, and Prefect then sets up no logging at
+#: all, the dashboard's log included) and on live handlers (above CRITICAL: nothing printed).
+QUIET_LEVEL_NAME = "CRITICAL"
 SILENT = logging.CRITICAL + 10
 
 
@@ -45,8 +48,8 @@ def prefect_console(verbose: bool):
     if verbose:
         yield
         return
-    os.environ.setdefault("PREFECT_LOGGING_HANDLERS_CONSOLE_LEVEL", str(SILENT))
-    handlers = _console_handlers()          # imports Prefect: its logging is set up with the level above
+    os.environ.setdefault("PREFECT_LOGGING_HANDLERS_CONSOLE_LEVEL", QUIET_LEVEL_NAME)
+    handlers = _console_handlers()          # those of a Prefect whose logging is set up already
     levels = [h.level for h in handlers]
     for handler in handlers:
         handler.setLevel(max(handler.level, SILENT))
