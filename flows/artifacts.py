@@ -54,13 +54,28 @@ def plain(value):
 
 # --- progress ---------------------------------------------------------------------------------
 
+#: Artifact id -> the label of its progress bar on the terminal (the key less "-progress").
+_LABELS: dict = {}
+
+
 def publish_progress(key: str, description: str, done: int = 0, total: int = 1) -> UUID:
-    """A progress artifact at ``done / total``; returns its id for :func:`advance_progress`."""
-    return create_progress_artifact(progress=_percent(done, total), key=check_key(key), description=description)
+    """A progress artifact at ``done / total``; returns its id for :func:`advance_progress`.
+    On a terminal, the same progress is drawn as a bar (``diffparts.logs.terminal_progress``)."""
+    from diffparts.logs import terminal_progress
+
+    artifact_id = create_progress_artifact(progress=_percent(done, total), key=check_key(key), description=description)
+    _LABELS[artifact_id] = key.removesuffix("-progress")
+    if done < total:
+        terminal_progress(_LABELS[artifact_id], done, total)
+    return artifact_id
 
 
 def advance_progress(artifact_id: UUID, done: int, total: int) -> None:
+    from diffparts.logs import terminal_progress
+
     update_progress_artifact(artifact_id, progress=_percent(done, total))
+    if artifact_id in _LABELS:
+        terminal_progress(_LABELS[artifact_id], done, total)
 
 
 def _percent(done: int, total: int) -> float:

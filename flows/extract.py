@@ -199,7 +199,8 @@ def extract_attention(
         [f"# Attention of `{store}` (version {version})", "", f"model `{model}`, {len(images)} images", ""]
         + markdown_table(measures)), "attention extraction: counts and bytes")
     summary["report"] = stage_report(measures)
-    logger.info("extract: %s", summary)
+    logger.info("extract: %d written, %d skipped, %d failed of %d images; %.1f MB added", summary["written"],
+                summary["skipped"], summary["failed"], len(images), (summary.get("stored_bytes") or 0) / 1e6)
     return summary
 
 

@@ -236,7 +236,9 @@ def segment_dataset(
         [f"# Segments of `{store}` ({method})", "", *markdown_table(measures), "",
          f"Per image: the `segment-images` table (first {MAX_TABLE_ROWS} images)."]), "segment stage summary")
     summary["report"] = stage_report(measures, {"segments per image": table_rows[:50]})
-    logger.info("segment: %s", summary)
+    logger.info("segment (%s): %s", method, ", ".join(f"{k} {v:.3f}" if isinstance(v, float) else f"{k} {v}"
+                                                        for k, v in summary.items()
+                                                        if isinstance(v, (int, float)) and not isinstance(v, bool)))
     return summary
 
 
