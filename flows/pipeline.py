@@ -46,11 +46,12 @@ def force_stages(store: str, stage: str) -> list[str]:
 def _with_headline(name: str, summary: dict) -> dict:
     """The stage's ``report`` entry with its headline measures (quality first) at the top."""
     from diffparts.pipeline import headline_measures
+    from diffparts.report.document import unique_measures
 
     report = dict(summary.get("report") or {})
     head = [{"measure": k, "value": v} for k, v in headline_measures(name, summary) if v is not None]
     seen = {m["measure"] for m in head}
-    report["measures"] = head + [m for m in report.get("measures") or [] if m.get("measure") not in seen]
+    report["measures"] = unique_measures(head + [m for m in report.get("measures") or [] if m.get("measure") not in seen])
     return report
 
 
