@@ -105,9 +105,9 @@ def absolute(path: str | Path | None, must_exist: bool = False) -> str | None:
 
 
 def side_dir(store: str | Path, stage: str) -> Path | None:
-    """The folder beside a local store where ``stage`` keeps its files (None for extract/segment,
-    and for a store that is a URL); ``"reports"``: where the pipeline's HTML reports go."""
-    suffix = {"parts": ".parts", "embeddings": ".embeddings", "occlusion": ".occlusion",
+    """The folder beside a local store where ``stage`` keeps its files (None for extract, and for
+    a store that is a URL); ``"reports"``: where the pipeline's HTML reports go."""
+    suffix = {"segment": ".segments", "parts": ".parts", "embeddings": ".embeddings", "occlusion": ".occlusion",
               "reports": ".reports"}.get(stage)
     text = str(store)
     if suffix is None or "://" in text.removeprefix("file://"):
