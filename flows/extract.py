@@ -93,7 +93,7 @@ def extract_batches(
 def extract_attention(
     corpus: str,
     model: str | None = None,
-    store: str = "data/stores/attention.zarr",
+    store: str = "data/stores/birds.zarr",
     batch_size: int = 4,
     timestep: int = 300,
     prompt: str = "",

@@ -142,5 +142,5 @@ def discover_parts(store: str, k: int | str | None = None, corpus: str | None = 
 if __name__ == "__main__":
     import sys
 
-    print(discover_parts(sys.argv[1] if len(sys.argv) > 1 else "data/stores/attention.zarr",
+    print(discover_parts(sys.argv[1] if len(sys.argv) > 1 else "data/stores/birds.zarr",
                          corpus=sys.argv[2] if len(sys.argv) > 2 else None))

@@ -264,5 +264,5 @@ if __name__ == "__main__":
     # The embedded sample: a store written by `python flows/extract.py` or `diffparts extract`.
     import sys
 
-    path = sys.argv[1] if len(sys.argv) > 1 else "data/stores/attention.zarr"
+    path = sys.argv[1] if len(sys.argv) > 1 else "data/stores/birds.zarr"
     print(segment_dataset(path, corpus=sys.argv[2] if len(sys.argv) > 2 else None))
