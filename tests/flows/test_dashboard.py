@@ -83,7 +83,7 @@ def test_stage_report_and_run_summary(tmp_path):
                                                   "report": report}]}
     text = run_summary_markdown(run, str(tmp_path / "r" / "report.html"))
     assert (tmp_path / "r" / "report.html").resolve().as_uri() in text and f"`{tmp_path / 'r' / 'report.html'}`" in text
-    assert "nmi 0.25, k 3" in text
+    assert "| parts | nmi | 0.25 |" in text and "| parts | k | 3 |" in text     # one measure per row
     with pytest.raises(ValueError, match="lowercase"):
         check_key("Parts_Pictures")
 

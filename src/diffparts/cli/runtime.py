@@ -48,7 +48,9 @@ def prefect_console(verbose: bool):
     if verbose:
         yield
         return
-    os.environ.setdefault("PREFECT_LOGGING_HANDLERS_CONSOLE_LEVEL", QUIET_LEVEL_NAME)
+    key = "PREFECT_LOGGING_HANDLERS_CONSOLE_LEVEL"
+    ours = key not in os.environ            # a level the user set wins, and stays
+    os.environ.setdefault(key, QUIET_LEVEL_NAME)
     handlers = _console_handlers()          # those of a Prefect whose logging is set up already
     levels = [h.level for h in handlers]
     for handler in handlers:
@@ -58,6 +60,8 @@ def prefect_console(verbose: bool):
     finally:
         for handler, level in zip(handlers, levels):
             handler.setLevel(level)
+        if ours:
+            os.environ.pop(key, None)
 
 
 def check_api(timeout_s: float = 5.0) -> str | None:
