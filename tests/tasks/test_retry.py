@@ -22,7 +22,7 @@ MODULES = ["tasks.corpus", "tasks.extract", "tasks.segment", "tasks.parts", "tas
 
 #: The compute tasks: a UNet batch, training, occlusion cases, pictures, measures. Not retried.
 COMPUTE = {"extract_batch", "train_part_embedding", "run_cases", "category_pictures", "measure_embeddings",
-           "save_store_pictures", "evaluate_store", "occlusion_grid",
+           "save_store_pictures", "evaluate_store", "occlusion_grid", "save_segment_picture",
            "ensure_corpus"}   # renders a corpus: a retry after a half-rendered one would take it as given
 
 #: Storage tasks that wait for the set-up lock: no timeout (the lock's stale_after_s bounds the wait).
