@@ -63,6 +63,13 @@ def test_debug_shows_the_traceback(tmp_path, capsys, monkeypatch):
     assert "Traceback" in err and err.strip().splitlines()[-1].startswith("diffparts run: error: corpus nowhere")
 
 
+def test_debug_and_verbose_after_the_command():
+    args = build_parser().parse_args(["run", "--corpus", "c", "--store", "s", "--verbose", "--debug"])
+    assert args.verbose and args.debug
+    args = build_parser().parse_args(["--verbose", "run", "--corpus", "c", "--store", "s"])
+    assert args.verbose and not args.debug
+
+
 def test_a_stopped_server(tmp_path, capsys, monkeypatch):
     import socket
 

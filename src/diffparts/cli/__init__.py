@@ -77,6 +77,12 @@ def build_parser() -> argparse.ArgumentParser:
             raise
         module.register(subparsers)
     _defaults_once(parser)
+    # --debug and --verbose also after the command (`diffparts run ... --verbose`)
+    for sub in subparsers.choices.values():
+        for flag, text in (("--debug", "print the traceback of an error caused by bad input"),
+                           ("--verbose", "also print Prefect's own log (it always goes to the dashboard)")):
+            if flag not in sub._option_string_actions:
+                sub.add_argument(flag, action="store_true", default=argparse.SUPPRESS, help=text)
     return parser
 
 
