@@ -117,7 +117,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         with contextlib.ExitStack() as stack:
             if args.command in FLOW_COMMANDS and not getattr(args, "list", False):
-                stack.enter_context(prefect_console(args.verbose))
+                # `diffparts serve` runs until stopped: its log (runs starting, schedules firing) is its output
+                stack.enter_context(prefect_console(args.verbose or args.command == "serve"))
                 check_api()
             result = args.handler(args)
     except (*BAD_INPUT, ServerUnreachable) as err:
