@@ -56,6 +56,8 @@ def submitted_tasks() -> set[str]:
 def test_condition_on_states():
     assert retry_unless_bad_input(None, None, Failed(data=ValueError("bad line"))) is False
     assert retry_unless_bad_input(None, None, Failed(data=FileNotFoundError("gone"))) is False
+    # a file where the store should be (zarr's mkdir): the same every time, so no retry (issue 21)
+    assert retry_unless_bad_input(None, None, Failed(data=FileExistsError(17, "File exists", "s.zarr"))) is False
     assert retry_unless_bad_input(None, None, Failed(data=OSError("network"))) is True
     assert retry_unless_bad_input(None, None, Failed(data=TimeoutError("hung"))) is True
 
