@@ -34,7 +34,7 @@ KEYS = {
     "occlusion": ("occlusion-progress", "occlusion-table", "occlusion-grid"),
 }
 #: Stage markdowns that must carry at least one picture.
-WITH_PICTURES = ("parts-pictures", "embeddings-pictures", "occlusion-grid")
+WITH_PICTURES = ("segment-report", "parts-pictures", "embeddings-pictures", "occlusion-grid")
 SERVER_START_TIMEOUT = 180.0
 
 
@@ -247,7 +247,7 @@ def test_every_stage_publishes_progress_table_and_markdown(server, pipeline_run)
     html = report.read_text()
     assert html.count('<img src="data:image/png;base64,') >= 3 and "file://" not in html
     # every stage's report entry names pictures that exist
-    for stage in ("parts", "embeddings", "occlusion"):
+    for stage in ("segment", "parts", "embeddings", "occlusion"):
         pictures = pipeline_run["reports"][stage]["pictures"]
         assert pictures and all(Path(p["path"]).is_file() for p in pictures), stage
 
