@@ -23,15 +23,24 @@ $(BIN)/python:
 	$(PY) -m venv $(VENV)
 
 # torch is pinned to the local CPU wheel first so that no later requirement
-# pulls the CUDA build; fastapi<0.151 lets Prefect 3.8's server start.
+# pulls the CUDA build; fastapi<0.151 lets Prefect's server start. pip's output (and
+# setuptools' editable-install banner) goes to .venv/install.log, shown only if a step fails.
+LOG      := $(VENV)/install.log
 $(STAMP): pyproject.toml | $(BIN)/python
-	$(BIN)/python -m pip install -q --upgrade pip
-	$(BIN)/python -m pip install -q torch==2.13.0
-	$(BIN)/python -m pip install -q -e '.[dev]'
-	touch $@
+	@echo "setting up $(VENV) (a few minutes, once; log: $(LOG))"
+	@: > $(LOG)
+	@$(BIN)/python -m pip install -q --upgrade pip >>$(LOG) 2>&1 || { cat $(LOG); exit 1; }
+	@$(BIN)/python -m pip install -q torch==2.13.0 >>$(LOG) 2>&1 || { cat $(LOG); exit 1; }
+	@$(BIN)/python -m pip install -q -e '.[dev]' >>$(LOG) 2>&1 || { cat $(LOG); exit 1; }
+	@touch $@
+	@echo "installed: $(BIN)/diffparts, $(BIN)/prefect"
+
+# What the README's commands need: the commands of .venv on PATH.
+ACTIVATE = @echo; echo "diffparts and prefect are in $(BIN)/: run 'source $(BIN)/activate' to type them as the README does"
 
 demo: $(STAMP)
 	$(BIN)/python -m flows.demo $(ARGS)
+	$(ACTIVATE)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q

@@ -54,13 +54,28 @@ def plain(value):
 
 # --- progress ---------------------------------------------------------------------------------
 
+#: Artifact id -> the label of its progress bar on the terminal (the key less "-progress").
+_LABELS: dict = {}
+
+
 def publish_progress(key: str, description: str, done: int = 0, total: int = 1) -> UUID:
-    """A progress artifact at ``done / total``; returns its id for :func:`advance_progress`."""
-    return create_progress_artifact(progress=_percent(done, total), key=check_key(key), description=description)
+    """A progress artifact at ``done / total``; returns its id for :func:`advance_progress`.
+    On a terminal, the same progress is drawn as a bar (``diffparts.logs.terminal_progress``)."""
+    from diffparts.logs import terminal_progress
+
+    artifact_id = create_progress_artifact(progress=_percent(done, total), key=check_key(key), description=description)
+    _LABELS[artifact_id] = key.removesuffix("-progress")
+    if done < total:
+        terminal_progress(_LABELS[artifact_id], done, total)
+    return artifact_id
 
 
 def advance_progress(artifact_id: UUID, done: int, total: int) -> None:
+    from diffparts.logs import terminal_progress
+
     update_progress_artifact(artifact_id, progress=_percent(done, total))
+    if artifact_id in _LABELS:
+        terminal_progress(_LABELS[artifact_id], done, total)
 
 
 def _percent(done: int, total: int) -> float:
@@ -102,24 +117,31 @@ def stage_report(measures: dict | list | None = None, tables: dict[str, list[dic
 
 # --- markdown ---------------------------------------------------------------------------------
 
-def _cell(value) -> str:
+def cell_text(value, digits: int = 4) -> str:
+    """A number or word for markdown: floats to ``digits`` significant digits, None/NaN as "–",
+    ``|`` escaped (a cell break), and text with an ``@`` as code (the dashboard would make
+    ``pck@0.1`` an e-mail link)."""
     value = plain(value)
     if isinstance(value, float):
-        value = f"{value:.4g}"
+        value = f"{value:.{digits}g}"
     elif value is None:
         value = "–"
-    return str(value).replace("|", "\\|").replace("\n", " ")
+    text = str(value).replace("|", "\\|").replace("\n", " ")
+    return f"`{text.replace('`', '')}`" if "@" in text else text
 
 
-def markdown_table(rows: list[dict]) -> list[str]:
+_cell = cell_text
+
+
+def markdown_table(rows: list[dict], digits: int = 4) -> list[str]:
     """Markdown lines of a table of row dicts (columns in first-seen order)."""
     columns: list[str] = []
     for row in rows:
         columns += [k for k in row if k not in columns]
     if not columns:
         return []
-    lines = ["| " + " | ".join(_cell(c) for c in columns) + " |", "|" + " --- |" * len(columns)]
-    lines += ["| " + " | ".join(_cell(row.get(c)) for c in columns) + " |" for row in rows]
+    lines = ["| " + " | ".join(cell_text(c) for c in columns) + " |", "|" + " --- |" * len(columns)]
+    lines += ["| " + " | ".join(cell_text(row.get(c), digits) for c in columns) + " |" for row in rows]
     return lines
 
 
@@ -165,22 +187,27 @@ HEADLINE_MEASURES = 5
 
 
 def run_summary_markdown(run: dict, report_path: str) -> str:
-    """The pipeline run's summary: per stage status, seconds and headline measures; the report."""
+    """The pipeline run's summary: the run's facts (one per row), per stage its status, seconds
+    and line, then the headline measures one per row (narrow tables: nothing is cut off at the
+    dashboard's right edge); the report."""
     report = Path(report_path).resolve()
     lines = [f"# {run.get('title') or 'diffparts run'}", "",
              f"HTML report (self-contained, opens with no server): [{report.name}]({report.as_uri()})", "",
              f"Path: `{str(report).replace('`', '')}`", ""]
-    meta = [{"corpus": run.get("corpus"), "store": run.get("store"), "model": run.get("model"),
-             "started": run.get("started"), "seconds": round(float(run.get("seconds") or 0.0), 1)}]
-    lines += markdown_table(meta) + [""]
-    rows = []
+    facts = [("corpus", f"`{run.get('corpus')}`"), ("store", f"`{run.get('store')}`"), ("model", run.get("model")),
+             ("started", run.get("started")), ("seconds in stages", round(float(run.get("seconds") or 0.0), 1))]
+    if run.get("wall_seconds") is not None:
+        facts.append(("seconds, flow start to report", round(float(run["wall_seconds"]), 1)))
+    lines += markdown_table([{"run": k, "": v} for k, v in facts]) + [""]
+    rows, measures = [], []
     for stage in run.get("stages") or []:
-        measures = ((stage.get("report") or {}).get("measures") or [])[:HEADLINE_MEASURES]
-        headline = ", ".join(f"{m.get('measure')} {_cell(m.get('value'))}" for m in measures)
         rows.append({"stage": stage.get("name"), "status": stage.get("status"),
-                     "seconds": round(float(stage.get("seconds") or 0.0), 1),
-                     "measures": headline or "–", "message": stage.get("message") or ""})
-    lines += markdown_table(rows)
+                     "seconds": round(float(stage.get("seconds") or 0.0), 1), "what it did": stage.get("message") or ""})
+        for m in ((stage.get("report") or {}).get("measures") or [])[:HEADLINE_MEASURES]:
+            measures.append({"stage": stage.get("name"), "measure": m.get("measure"), "value": m.get("value")})
+    lines += markdown_table(rows) + [""]
+    if measures:
+        lines += ["## Headline measures", "", *markdown_table(measures, digits=3)]
     return "\n".join(lines)
 
 

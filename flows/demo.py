@@ -7,7 +7,9 @@ it finishes, then a table of each stage's measures against the ground truth and 
 run's HTML report. Running it again reuses the corpus and the store, and every stage says that
 it skipped its finished work.
 
-    python -m flows.demo [--out runs/demo] [--n 48] [--seed 0] [--steps 60] [--cases 8] [--fresh]
+    python -m flows.demo [--out runs/demo] [--n 48] [--seed 0] [--steps 60] [--cases 8] [--fresh] [--verbose]
+
+Prefect's own log (a line per task) goes to the dashboard; on the terminal only with --verbose.
 """
 
 from __future__ import annotations
@@ -24,30 +26,12 @@ from pathlib import Path
 PICTURES = {"n_images": 2, "generate_steps": 10}
 
 
-def _fmt(value, digits: int = 3) -> str:
-    return f"{value:.{digits}f}" if isinstance(value, float) else str(value)
-
-
-def stage_measures(record: dict) -> list[tuple[str, object]]:
-    """(measure, value) pairs to print for one stage record."""
-    from diffparts.pipeline import headline_measures
-
-    return headline_measures(record["name"], record.get("summary") or {})
-
-
 def print_summary(result: dict, wall: float) -> None:
     """The table a person reads after the run: per stage status, seconds and measures."""
-    print()
-    print("== diffparts demo: five stages ==")
-    print(f"corpus  {result['corpus']}")
-    print(f"store   {result['store']}")
-    print(f"{'stage':<11}{'status':<9}{'seconds':>8}  measures")
-    for record in result["stages"]:
-        measures = ", ".join(f"{k} {_fmt(v)}" for k, v in stage_measures(record) if v is not None)
-        measures = measures or record.get("message", "")
-        print(f"{record['name']:<11}{record['status']:<9}{record['seconds']:>8.1f}  {measures}")
-    print(f"report  {result.get('report') or '(none)'}")
-    print(f"total   {wall:.1f} s wall")
+    from diffparts.pipeline import summary_lines
+
+    print("\n".join(summary_lines(result, "diffparts demo: five stages")))
+    print(f"total   {wall:.1f} s wall, with the corpus and Prefect's temporary server")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -60,6 +44,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--steps", type=int, default=60, help="textual-inversion steps per part token (default 60)")
     parser.add_argument("--cases", type=int, default=8, help="occlusion cases (default 8)")
     parser.add_argument("--fresh", action="store_true", help="delete the work folder first")
+    parser.add_argument("--verbose", action="store_true", help="also print Prefect's own log")
     args = parser.parse_args(argv)
 
     # Prefect's temporary server: no analytics (no network here), and time to start on 2 busy cores.
@@ -67,6 +52,7 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "180")
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
+    from diffparts.cli.runtime import ServerUnreachable, check_api, prefect_console
     from diffparts.corpus import generate_birds
     from diffparts.model.load import DEFAULT_MODEL
     from flows.pipeline import bird_parts
@@ -80,11 +66,17 @@ def main(argv: list[str] | None = None) -> int:
         generate_birds(corpus_dir, n=args.n, seed=args.seed)
     print(f"corpus: {corpus_dir} ({args.n} synthetic birds, seed {args.seed})")
     print(f"model:  {args.model or DEFAULT_MODEL}")
-    result = bird_parts(str(corpus_dir), str(out / "store.zarr"), model=args.model, method=args.method,
-                        embed_steps=args.steps, occlusion_cases=args.cases, echo=True,
-                        stage_options={"embeddings": {"picture_config": PICTURES},
-                                       # a demo store made by an older diffparts: a new version group
-                                       "extract": {"new_version": True}})
+    with prefect_console(args.verbose):
+        try:
+            check_api()
+        except ServerUnreachable as err:
+            print(f"make demo: error: {err}", file=sys.stderr)
+            return 2
+        result = bird_parts(str(corpus_dir), str(out / "store.zarr"), model=args.model, method=args.method,
+                            embed_steps=args.steps, occlusion_cases=args.cases, echo=True,
+                            stage_options={"embeddings": {"picture_config": PICTURES},
+                                           # a demo store made by an older diffparts: a new version group
+                                           "extract": {"new_version": True}})
     print_summary(result, time.perf_counter() - start)
     return 0
 

@@ -111,7 +111,7 @@ def compact_settings(store: str, version: int, images: list[dict], pending: list
 def extract_attention(
     corpus: str,
     model: str | None = None,
-    store: str = "data/stores/attention.zarr",
+    store: str = "data/stores/birds.zarr",
     batch_size: int = 4,
     timestep: int = 300,
     prompt: str = "",
@@ -236,7 +236,8 @@ def extract_attention(
         [f"# Attention of `{store}` (version {version})", "", f"model `{model}`, {len(images)} images", ""]
         + markdown_table(measures)), "attention extraction: counts and bytes")
     summary["report"] = stage_report(measures)
-    logger.info("extract: %s", summary)
+    logger.info("extract: %d written, %d skipped, %d failed of %d images; %.1f MB added", summary["written"],
+                summary["skipped"], summary["failed"], len(images), (summary.get("stored_bytes") or 0) / 1e6)
     return summary
 
 

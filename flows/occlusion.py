@@ -21,7 +21,7 @@ import dataclasses
 
 from prefect import flow, get_run_logger
 
-from flows.artifacts import (markdown_with_pictures, measure_rows, publish_markdown,
+from flows.artifacts import (cell_text, markdown_table, markdown_with_pictures, measure_rows, publish_markdown,
                              publish_progress, publish_table, stage_report)
 from flows.extract import make_task_runner
 from flows.fanout import as_finished, submit_all
@@ -48,13 +48,15 @@ def occlusion_batches(store: str, corpus: str | None, model: str, batches: list[
 
 
 def _markdown(store: str, summary: dict, grid: dict | None) -> str:
+    """The occlusion artifact: detection and the completion table, numbers to 3 decimals ("–"
+    where a measure does not apply, e.g. PSNR of a variant that paints nothing)."""
     d = summary["detection"] or {}
-    lines = [f"# Occlusion on `{store}`: {summary['cases']} cases", "",
-             f"Detection: precision {d.get('precision')}, recall {d.get('recall')}, F1 {d.get('f1')}, "
-             f"ROC AUC {d.get('roc_auc')}", "",
-             "| variant | IoU | hidden share | assigned | PSNR | SSIM |", "| --- | --- | --- | --- | --- | --- |"]
-    lines += [f"| {r['variant']} | {r['iou']} | {r['hidden_share']} | {r['assigned']} | {r['psnr']} | {r['ssim']} |"
-              for r in summary["table"]]
+    detection = ", ".join(f"{name} {cell_text(d.get(key), 3)}" for name, key in
+                          (("precision", "precision"), ("recall", "recall"), ("F1", "f1"), ("ROC AUC", "roc_auc")))
+    rows = [{"variant": r["variant"], "IoU": r["iou"], "hidden share": r["hidden_share"], "assigned": r["assigned"],
+             "PSNR (dB)": r["psnr"], "SSIM": r["ssim"]} for r in summary["table"]]
+    lines = [f"# Occlusion on `{store}`: {summary['cases']} cases", "", f"Detection: {detection}", "",
+             *markdown_table(rows, digits=3), "", "–: no finite value over the cases (e.g. PSNR where the pixels are unchanged)."]
     title = "Original, occluded, each completion (columns); one case per row"
     return markdown_with_pictures(lines, [{"title": title, "path": grid["path"]}] if grid else [])
 

@@ -108,7 +108,11 @@ def discover_parts(store: str, k: int | str | None = None, corpus: str | None = 
     logger.info("described %(segments)d segments (%(foreground_segments)d foreground)", described)
     clusters = cluster_parts(store, cluster)
     advance_progress(progress, 2, steps)
-    logger.info("K = %d (scores %s)", clusters["k"], clusters["k_scores"])
+    if clusters["k_scores"]:
+        logger.info("K = %d, chosen by score among %s", clusters["k"],
+                    ", ".join(f"K={k}: {v:.3f}" for k, v in sorted(clusters["k_scores"].items())))
+    else:
+        logger.info("K = %d: the fixed number of categories (--k; no K search, so no per-K scores)", clusters["k"])
     painted = paint_part_labels(store)
     advance_progress(progress, 3, steps)
     # 5. Pictures and artifacts.
@@ -138,5 +142,5 @@ def discover_parts(store: str, k: int | str | None = None, corpus: str | None = 
 if __name__ == "__main__":
     import sys
 
-    print(discover_parts(sys.argv[1] if len(sys.argv) > 1 else "data/stores/attention.zarr",
+    print(discover_parts(sys.argv[1] if len(sys.argv) > 1 else "data/stores/birds.zarr",
                          corpus=sys.argv[2] if len(sys.argv) > 2 else None))

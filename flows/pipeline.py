@@ -46,11 +46,12 @@ def force_stages(store: str, stage: str) -> list[str]:
 def _with_headline(name: str, summary: dict) -> dict:
     """The stage's ``report`` entry with its headline measures (quality first) at the top."""
     from diffparts.pipeline import headline_measures
+    from diffparts.report.document import unique_measures
 
     report = dict(summary.get("report") or {})
     head = [{"measure": k, "value": v} for k, v in headline_measures(name, summary) if v is not None]
     seen = {m["measure"] for m in head}
-    report["measures"] = head + [m for m in report.get("measures") or [] if m.get("measure") not in seen]
+    report["measures"] = unique_measures(head + [m for m in report.get("measures") or [] if m.get("measure") not in seen])
     return report
 
 
@@ -102,18 +103,20 @@ def bird_parts(
     ``{"embeddings": {"config": {"learning_rate": 0.01}}}``). echo: also print each stage's
     line to stdout as it finishes (the CLI does). Returns each stage's record and the report.
     """
-    from diffparts.pipeline import STAGES, absolute, check_stage, select_stages, stage_status, stages_from
+    from diffparts.pipeline import (STAGES, absolute, check_run_inputs, check_stage, select_stages, stage_status,
+                                    stages_from)
 
     logger = get_run_logger()
+    clock = time.perf_counter()
     # absolute local paths: Dask workers on other machines resolve them from their own directory
     store, corpus, model = absolute(store), absolute(corpus), absolute(model, must_exist=True)
     started = dt.datetime.now(dt.timezone.utc)
     stages = select_stages(from_stage, to_stage)
-    options = dict(stage_options or {})
-    for name in options:
-        check_stage(name, "stage_options key")
+    options = {check_stage(name, "stage_options key"): value for name, value in (stage_options or {}).items()}
+    # bad input that would fail every time is refused before anything is written (no store, no report)
+    check_run_inputs(corpus, store, synthetic_birds, stages)
     if force is not None:
-        check_stage(force, "--force stage")
+        force = check_stage(force, "--force stage")
         if STAGES.index(force) < STAGES.index(stages[0]):
             raise ValueError(f"--force {force} comes before --from-stage {stages[0]}: it would not be redone")
     if "extract" in stages:
@@ -169,9 +172,10 @@ def bird_parts(
 
     result = {"corpus": corpus, "store": store, "model": model, "stages": records,
               "seconds": round(sum(r["seconds"] for r in records), 2), "report": None}
+    result["wall_seconds"] = round(time.perf_counter() - clock, 2)
     if report:
         result["report"] = write_run_report(result, started)
-        say(f"report     {result['report']}")
+        logger.info("report %s", result["report"])   # the terminal's summary table (diffparts.pipeline.summary_lines) names it
     if failure is not None:
         raise failure
     return result
@@ -190,7 +194,7 @@ def write_run_report(result: dict, started: dt.datetime) -> str | None:
     run = {"title": f"bird-parts {flow_run.get_name() or ''}".strip(), "flow_run_id": run_id,
            "dashboard_url": ui, "corpus": result["corpus"], "store": result["store"],
            "model": result["model"] or "embedded default", "started": started.isoformat(timespec="seconds"),
-           "seconds": result["seconds"], "stages": result["stages"]}
+           "seconds": result["seconds"], "wall_seconds": result.get("wall_seconds"), "stages": result["stages"]}
     path = write_report(_report_path(result["store"], started, flow_run.get_name()), run)
     publish_run_summary(run, str(path))
     return str(path)

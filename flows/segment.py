@@ -22,14 +22,31 @@ from pathlib import Path
 import numpy as np
 from prefect import flow, get_run_logger
 
-from flows.artifacts import (markdown_table, measure_rows, publish_markdown, publish_progress,
+from flows.artifacts import (markdown_table, markdown_with_pictures, measure_rows, publish_markdown, publish_progress,
                              publish_table, stage_report)
 from flows.fanout import as_finished, submit_all
-from tasks.segment import (STAGE, choose_thresholds, create_segment_arrays, record_batch_failure, score_segments,
+from tasks.segment import (STAGE, choose_thresholds, save_segment_picture, create_segment_arrays, record_batch_failure, score_segments,
                            segment_images)
 
 #: Rows of the per-image table artifact (a huge corpus gets a truncated table, said in its description).
 MAX_TABLE_ROWS = 1000
+
+
+def _segment_pictures(store: str, corpus, finished, logger) -> list[dict]:
+    """The stage's picture (finest level of the first 8 segmented images) beside a local store,
+    ``<store>.segments/segments.png``; none for a store at a URL or with nothing segmented."""
+    from diffparts.pipeline import side_dir
+
+    folder = side_dir(store, "segment")
+    if folder is None or not finished.any():
+        return []
+    state = save_segment_picture(store, str(corpus) if corpus else None, str(folder / "segments.png"),
+                                 return_state=True)
+    if not state.is_completed():
+        logger.warning("segment picture not drawn: %s", state.message)
+        return []
+    return [{"title": "segments, finest level (colours tell neighbours apart; ids are per image)",
+             "path": state.result()["path"]}]
 
 
 @flow(name="segment-batches")
@@ -265,11 +282,14 @@ def segment_dataset(
     measures = measure_rows({k: v for k, v in summary.items() if k not in ("store", "method")})
     publish_table("segment-summary", measures, "segment stage: counts, thresholds and measures where the corpus "
                                                "has part masks (miou, pixel accuracy, NFCovering)")
-    publish_markdown("segment-report", "\n".join(
+    pictures = _segment_pictures(store, corpus, finished, logger)
+    publish_markdown("segment-report", markdown_with_pictures(
         [f"# Segments of `{store}` ({method})", "", *markdown_table(measures), "",
-         f"Per image: the `segment-images` table (first {MAX_TABLE_ROWS} images)."]), "segment stage summary")
-    summary["report"] = stage_report(measures, {"segments per image": table_rows[:50]})
-    logger.info("segment: %s", summary)
+         f"Per image: the `segment-images` table (first {MAX_TABLE_ROWS} images)."], pictures), "segment stage summary")
+    summary["report"] = stage_report(measures, {"segments per image": table_rows[:50]}, pictures)
+    logger.info("segment (%s): %s", method, ", ".join(f"{k} {v:.3f}" if isinstance(v, float) else f"{k} {v}"
+                                                        for k, v in summary.items()
+                                                        if isinstance(v, (int, float)) and not isinstance(v, bool)))
     return summary
 
 
@@ -277,5 +297,5 @@ if __name__ == "__main__":
     # The embedded sample: a store written by `python flows/extract.py` or `diffparts extract`.
     import sys
 
-    path = sys.argv[1] if len(sys.argv) > 1 else "data/stores/attention.zarr"
+    path = sys.argv[1] if len(sys.argv) > 1 else "data/stores/birds.zarr"
     print(segment_dataset(path, corpus=sys.argv[2] if len(sys.argv) > 2 else None))

@@ -97,6 +97,30 @@ def embedding_summary(store: str, losses: list[str]) -> list[dict]:
     return summary(_root(store), losses)
 
 
+def _picture_progress(loss: str):
+    """``on_picture(done, total)`` for the token pictures (minutes for K tokens on a CPU): a log
+    line, the ``embeddings-pictures-progress`` artifact and a bar on a terminal (issue 21)."""
+    from prefect import get_run_logger
+    from prefect.artifacts import create_progress_artifact, update_progress_artifact
+
+    from diffparts.logs import terminal_progress
+
+    logger = get_run_logger()
+    state: dict = {}
+
+    def on_picture(done: int, total: int) -> None:
+        percent = round(100.0 * done / max(total, 1), 2)
+        if "id" not in state:
+            state["id"] = create_progress_artifact(percent, key="embeddings-pictures-progress",
+                                                   description=f"pictures of the {loss} tokens: attention, generated images")
+        else:
+            update_progress_artifact(state["id"], progress=percent)
+        logger.info("pictures of the %s tokens: %d of %d drawn", loss, done, total)
+        terminal_progress(f"embeddings pictures ({loss})", done, total)
+
+    return on_picture
+
+
 @task(**NO_RETRIES, cache_policy=NO_CACHE)  # pictures: an error or OOM would only repeat
 def category_pictures(store: str, corpus: str | None, model: str, loss: str, categories: list[int] | None,
                       config: dict, out_dir: str | None, device: str, dtype: str,
@@ -125,7 +149,7 @@ def category_pictures(store: str, corpus: str | None, model: str, loss: str, cat
         n_images = int(options.pop("n_images", 4))
         pics = pictures(_root(store), store, corpus, model, loss, draw, n_images=n_images,
                         config=_config(config, loss), measure=MeasureConfig(**options), out_dir=out_dir,
-                        device=device, dtype=dtype)
+                        device=device, dtype=dtype, on_picture=_picture_progress(loss))
         out.update({c: {"path": str(save_png(p, directory / f"part-{c}.png"))} for c, p in pics.items()})
     return dict(sorted(out.items()))
 

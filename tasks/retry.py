@@ -31,7 +31,8 @@ from __future__ import annotations
 from types import MappingProxyType
 
 #: Exceptions that mean "the input is wrong": failed at once, never retried.
-BAD_INPUT = (ValueError, FileNotFoundError, NotADirectoryError, TypeError, KeyError)
+BAD_INPUT = (ValueError, FileNotFoundError, NotADirectoryError, FileExistsError, IsADirectoryError, TypeError,
+             KeyError)
 
 
 def failure_exception(state) -> BaseException | None:

@@ -24,7 +24,7 @@ import numpy as np
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
-from tasks.retry import QUICK_STORAGE, STORAGE_RETRIES
+from tasks.retry import NO_RETRIES, QUICK_STORAGE, STORAGE_RETRIES
 
 STAGE = "segments"
 
@@ -268,3 +268,37 @@ def score_segments(store: str, corpus: str, images: list[dict]) -> dict:
         "miou_per_level": [s.result().miou for s in per_level],
     }
     return {"rows": rows, "summary": summary}
+
+
+@task(**NO_RETRIES, cache_policy=NO_CACHE)  # a picture: an error would only repeat
+def save_segment_picture(store: str, corpus: str | None, path: str, level: int = 0, n_images: int = 8) -> dict:
+    """The first ``n_images`` segmented images with their segments at ``level`` (0 = finest),
+    saved as a PNG grid at ``path`` (``diffparts.report.segments``); {"path", "images"}."""
+    from pathlib import Path
+
+    from diffparts.corpus import ImageLoadError, load_rgb, open_corpus
+    from diffparts.parts.dataset import image_infos, segment_map
+    from diffparts.report.segments import segment_grid
+    from diffparts.store import done_mask
+
+    root = _open(store, mode="r")
+    finished = done_mask(root, STAGE)
+    records = list(open_corpus(corpus)) if corpus and Path(corpus).exists() else None
+    infos = [i for i in image_infos(root, records) if finished[i.index]][:n_images]
+    if not infos:
+        raise ValueError(f"no segmented image in {store} to draw")
+    images, maps = [], []
+    for info in infos:
+        lab = segment_map(root, info.index, level)
+        img = np.full((lab.shape[0] * 4, lab.shape[1] * 4, 3), 128, np.uint8)   # grey when the file is gone
+        if info.path is not None:
+            try:
+                img = load_rgb(info.path, min_size=1, max_side=512)
+            except ImageLoadError:
+                pass
+        images.append(img)
+        maps.append(lab)
+    out = Path(path)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    segment_grid(images, maps).save(out)
+    return {"path": str(out), "images": len(infos)}

@@ -1,4 +1,5 @@
-"""Third-party log noise, silenced through each library's own settings (issue 12, item 15).
+"""Third-party log noise, silenced through each library's own settings (issue 12, item 15); and
+a progress bar on the terminal for the steps that take long (issue 21).
 
 transformers (its torchvision fallback notice), diffusers (the accelerate notice) and the
 Hugging Face progress bars ("Loading pipeline components", "Loading weights") print in the
@@ -49,3 +50,20 @@ def quiet_third_party(import_now: bool = False) -> None:
         from huggingface_hub.utils import disable_progress_bars
 
         disable_progress_bars()
+
+
+def terminal_progress(label: str, done: int, total: int, stream=None, width: int = 24) -> bool:
+    """Draw ``label [#####.....] done/total`` over the current terminal line (cleared again when
+    ``done >= total``), so a person watching ``diffparts run`` sees a long step move; the same
+    steps advance a progress artifact on the dashboard. Only when ``stream`` (default stderr)
+    is a terminal; returns whether it drew."""
+    stream = stream if stream is not None else sys.stderr
+    if not getattr(stream, "isatty", lambda: False)():
+        return False
+    if done >= total:
+        stream.write("\r\x1b[K")
+    else:
+        filled = int(width * max(done, 0) / max(total, 1))
+        stream.write(f"\r\x1b[K{label} [{'#' * filled}{'.' * (width - filled)}] {done}/{total}")
+    stream.flush()
+    return True

@@ -18,13 +18,19 @@ from pathlib import Path
 #: The stages in pipeline order (the CLI's --from-stage / --to-stage / --force names).
 STAGES = ("extract", "segment", "parts", "embeddings", "occlusion")
 
+#: Other names a stage answers to: the command that runs it alone (``diffparts embed``,
+#: ``diffparts occlude``) and its store group.
+STAGE_ALIASES = {"embed": "embeddings", "occlude": "occlusion", "attention": "extract", "segments": "segment"}
+
 #: The store group of each stage.
 STORE_GROUPS = {"extract": "attention", "segment": "segments", "parts": "parts",
                 "embeddings": "embeddings", "occlusion": "occlusion"}
 
 
 def check_stage(name: str, what: str = "stage") -> str:
-    """``name`` if it is a stage; ValueError naming it and the stages otherwise."""
+    """The stage ``name`` names (itself or an alias: ``embed`` -> ``embeddings``); ValueError
+    naming it and the stages otherwise."""
+    name = STAGE_ALIASES.get(name, name)
     if name not in STAGES:
         raise ValueError(f"unknown {what} {name!r}: the stages are {', '.join(STAGES)}")
     return name
@@ -45,6 +51,44 @@ def stages_from(stage: str) -> list[str]:
     return list(STAGES[STAGES.index(check_stage(stage, "--force stage")) :])
 
 
+def check_run_inputs(corpus: str | Path, store: str | Path, synthetic_birds: int | None = None,
+                     stages: list[str] | tuple[str, ...] = STAGES) -> None:
+    """Refuse, before anything is written, what would fail every time (issue 21): a store path
+    that is a file; with the extract stage, a corpus that does not exist (and no
+    ``synthetic_birds`` to render there), that is not a folder, or that holds no images.
+    One-line errors naming the value and what to do."""
+    text = str(store)
+    if "://" not in text.removeprefix("file://"):
+        local = Path(text.removeprefix("file://")).expanduser()
+        if local.exists() and not local.is_dir():
+            raise FileExistsError(f"store {text} is a file, not a Zarr store (a folder): give a new path or an "
+                                  "existing store")
+        if not local.exists() and local.parent.exists() and not local.parent.is_dir():
+            raise NotADirectoryError(f"store {text}: {local.parent} is a file, not a folder")
+        if "extract" not in stages and not local.exists():
+            raise FileNotFoundError(f"no diffparts store at {text}: the {stages[0]} stage reads what the stages "
+                                    "before it wrote; run from the extract stage first")
+    if "extract" not in stages:
+        return
+    path = Path(str(corpus)).expanduser()
+    if not path.exists():
+        if synthetic_birds is not None and int(synthetic_birds) < 1:
+            raise ValueError(f"--synthetic-birds must be >= 1, got {synthetic_birds}")
+        if not synthetic_birds:
+            raise FileNotFoundError(f"corpus {corpus} does not exist: give a CUB-layout folder or a folder of "
+                                    "images, or add --synthetic-birds N to render N synthetic birds there "
+                                    "(deployments: synthetic_birds)")
+        return
+    if not path.is_dir():
+        raise NotADirectoryError(f"corpus {corpus} is a file: give a CUB-layout folder or a folder of images")
+    from diffparts.corpus import open_corpus
+
+    if not len(open_corpus(path)):
+        raise ValueError(f"corpus {corpus} holds no images (.jpg, .png, ...): put images there, or give a "
+                         "CUB-layout folder; to render synthetic birds, give a folder that does not exist "
+                         "with --synthetic-birds N")
+
+
 def absolute(path: str | Path | None, must_exist: bool = False) -> str | None:
     """A local path made absolute (Dask workers resolve paths from their own working directory);
     URLs (``s3://``, ``file://``) are returned as given, and so is a path that does not exist
@@ -61,9 +105,9 @@ def absolute(path: str | Path | None, must_exist: bool = False) -> str | None:
 
 
 def side_dir(store: str | Path, stage: str) -> Path | None:
-    """The folder beside a local store where ``stage`` keeps its files (None for extract/segment,
-    and for a store that is a URL); ``"reports"``: where the pipeline's HTML reports go."""
-    suffix = {"parts": ".parts", "embeddings": ".embeddings", "occlusion": ".occlusion",
+    """The folder beside a local store where ``stage`` keeps its files (None for extract, and for
+    a store that is a URL); ``"reports"``: where the pipeline's HTML reports go."""
+    suffix = {"segment": ".segments", "parts": ".parts", "embeddings": ".embeddings", "occlusion": ".occlusion",
               "reports": ".reports"}.get(stage)
     text = str(store)
     if suffix is None or "://" in text.removeprefix("file://"):
@@ -159,3 +203,24 @@ def headline_measures(name: str, s: dict) -> list[tuple[str, object]]:
         pairs = [("cases", s.get("cases")), ("detection AUC", detection.get("roc_auc"))]
         return pairs + [(f"IoU {v}", iou[v]) for v in ("class", "noise:detected") if v in iou]
     return []
+
+
+def _fmt(value, digits: int = 3) -> str:
+    return f"{value:.{digits}f}" if isinstance(value, float) else str(value)
+
+
+def summary_lines(result: dict, title: str = "diffparts run") -> list[str]:
+    """The table a person reads after a run (``diffparts run``, ``make demo``): per stage its
+    status, seconds and headline measures; the seconds in stages (the report's header says the
+    same) and the path of the report."""
+    lines = ["", f"== {title} ==", f"{'stage':<11}{'status':<9}{'seconds':>8}  measures"]
+    for record in result["stages"]:
+        measures = ", ".join(f"{k} {_fmt(v)}" for k, v in headline_measures(record["name"], record.get("summary") or {})
+                             if v is not None)
+        lines.append(f"{record['name']:<11}{record['status']:<9}{record['seconds']:>8.1f}  "
+                     f"{measures or record.get('message', '')}")
+    wall = result.get("wall_seconds")
+    lines.append(f"{'stages':<20}{result['seconds']:>8.1f}  s in stages"
+                 + (f"; {wall:.1f} s from the flow's start to its report" if wall is not None else ""))
+    lines.append(f"report  {result.get('report') or '(none: --no-report)'}")
+    return lines

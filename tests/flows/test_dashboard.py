@@ -34,7 +34,7 @@ KEYS = {
     "occlusion": ("occlusion-progress", "occlusion-table", "occlusion-grid"),
 }
 #: Stage markdowns that must carry at least one picture.
-WITH_PICTURES = ("parts-pictures", "embeddings-pictures", "occlusion-grid")
+WITH_PICTURES = ("segment-report", "parts-pictures", "embeddings-pictures", "occlusion-grid")
 SERVER_START_TIMEOUT = 180.0
 
 
@@ -83,7 +83,7 @@ def test_stage_report_and_run_summary(tmp_path):
                                                   "report": report}]}
     text = run_summary_markdown(run, str(tmp_path / "r" / "report.html"))
     assert (tmp_path / "r" / "report.html").resolve().as_uri() in text and f"`{tmp_path / 'r' / 'report.html'}`" in text
-    assert "nmi 0.25, k 3" in text
+    assert "| parts | nmi | 0.25 |" in text and "| parts | k | 3 |" in text     # one measure per row
     with pytest.raises(ValueError, match="lowercase"):
         check_key("Parts_Pictures")
 
@@ -247,7 +247,7 @@ def test_every_stage_publishes_progress_table_and_markdown(server, pipeline_run)
     html = report.read_text()
     assert html.count('<img src="data:image/png;base64,') >= 3 and "file://" not in html
     # every stage's report entry names pictures that exist
-    for stage in ("parts", "embeddings", "occlusion"):
+    for stage in ("segment", "parts", "embeddings", "occlusion"):
         pictures = pipeline_run["reports"][stage]["pictures"]
         assert pictures and all(Path(p["path"]).is_file() for p in pictures), stage
 

@@ -112,8 +112,10 @@ def test_cli_run_prints_each_stage_and_names_bad_options(prefect_server, birds, 
     assert main(["run", "--corpus", str(birds), "--store", store, "--to-stage", "segment", "--no-report",
                  "--max-workers", "1"]) == 0
     lines = capsys.readouterr().out.splitlines()
+    # each stage's line as it finishes, then the summary table (a row per stage) and the report line
     assert [line.split()[:2] for line in lines if line.split()[:1] in (["extract"], ["segment"])] == \
-        [["extract", "done"], ["segment", "done"]]
+        [["extract", "done"], ["segment", "done"]] * 2
+    assert "== diffparts run: extract, segment ==" in lines and lines[-1] == "report  (none: --no-report)"
     assert main(["run", "--corpus", str(birds), "--store", store, "--from-stage", "parts",
                  "--to-stage", "segment"]) == 2
     assert "diffparts run: error: --from-stage parts comes after --to-stage segment" in capsys.readouterr().err

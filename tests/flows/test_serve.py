@@ -43,7 +43,7 @@ def test_schedules_on_one_store_never_fire_within_an_hour():
             if inspect.iscoroutine(dates):   # async in some Prefect releases
                 dates = asyncio.run(dates)
             fires.setdefault(entry["parameters"]["store"], []).append((entry["name"], dates))
-    assert len(fires["data/stores/attention.zarr"]) == 2
+    assert len(fires["data/stores/birds.zarr"]) == 2
     for runs in fires.values():
         for (a, dates_a), (b, dates_b) in combinations(runs, 2):
             gap = min(abs((x - y).total_seconds()) for x in dates_a for y in dates_b)

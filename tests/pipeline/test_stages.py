@@ -23,7 +23,8 @@ def test_side_dir_is_beside_local_stores_only(tmp_path):
     assert side_dir(tmp_path / "s.zarr", "embeddings") == tmp_path / "s.zarr.embeddings"
     assert side_dir(f"file://{tmp_path}/s.zarr/", "parts") == tmp_path / "s.zarr.parts"
     assert side_dir("s3://bucket/s.zarr", "parts") is None
-    assert side_dir(tmp_path / "s.zarr", "segment") is None
+    assert side_dir(tmp_path / "s.zarr", "extract") is None
+    assert side_dir(tmp_path / "s.zarr", "segment") == tmp_path / "s.zarr.segments"   # its picture
 
 
 def test_force_clears_the_stage_and_everything_after_it(parts_store, tmp_path):

@@ -22,7 +22,7 @@ MODULES = ["tasks.corpus", "tasks.extract", "tasks.segment", "tasks.parts", "tas
 
 #: The compute tasks: a UNet batch, training, occlusion cases, pictures, measures. Not retried.
 COMPUTE = {"extract_batch", "sample_thresholds", "train_part_embedding", "run_cases", "category_pictures", "measure_embeddings",
-           "save_store_pictures", "evaluate_store", "occlusion_grid",
+           "save_store_pictures", "evaluate_store", "occlusion_grid", "save_segment_picture",
            "ensure_corpus"}   # renders a corpus: a retry after a half-rendered one would take it as given
 
 #: Storage tasks that wait for the set-up lock: no timeout (the lock's stale_after_s bounds the wait).
@@ -57,6 +57,8 @@ def submitted_tasks() -> set[str]:
 def test_condition_on_states():
     assert retry_unless_bad_input(None, None, Failed(data=ValueError("bad line"))) is False
     assert retry_unless_bad_input(None, None, Failed(data=FileNotFoundError("gone"))) is False
+    # a file where the store should be (zarr's mkdir): the same every time, so no retry (issue 21)
+    assert retry_unless_bad_input(None, None, Failed(data=FileExistsError(17, "File exists", "s.zarr"))) is False
     assert retry_unless_bad_input(None, None, Failed(data=OSError("network"))) is True
     assert retry_unless_bad_input(None, None, Failed(data=TimeoutError("hung"))) is True
 

@@ -25,9 +25,35 @@ PREFECT_DEFAULTS = {
 # does not exist yet is skipped, so stages can land one at a time.
 COMMAND_MODULES = ("run", "serve", "corpus", "train", "extract", "segment", "parts", "embed", "occlude", "failures")
 
-#: Errors that mean the input is wrong (a refused corpus, a bad setting, another store's config):
-#: one line naming the problem, exit status 2; the traceback only with --debug.
-BAD_INPUT = (ValueError, FileNotFoundError, NotADirectoryError)
+#: Commands that run a Prefect flow: Prefect's console log only with --verbose, and the
+#: configured server (PREFECT_API_URL) asked first (``diffparts.cli.runtime``).
+FLOW_COMMANDS = ("run", "extract", "segment", "parts", "embed", "occlude", "serve")
+
+#: Errors that mean the input is wrong (a refused corpus, a bad setting, another store's config,
+#: a file where the store should be): one line naming the problem, exit status 2; the traceback
+#: only with --debug.
+BAD_INPUT = (ValueError, FileNotFoundError, NotADirectoryError, FileExistsError, IsADirectoryError)
+
+
+class DefaultsOnce(argparse.ArgumentDefaultsHelpFormatter):
+    """Adds "(default: X)" to an option's help only where the help does not say its default
+    already and there is one to say (not None, not an off switch)."""
+
+    def _get_help_string(self, action):
+        text = action.help or ""
+        if "(default" in text or action.default in (None, False, argparse.SUPPRESS) or not action.option_strings:
+            return text
+        return super()._get_help_string(action)
+
+
+def _defaults_once(parser: argparse.ArgumentParser) -> None:
+    """Every command's (and sub-command's) help with :class:`DefaultsOnce`."""
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for sub in action.choices.values():
+                if sub.formatter_class is argparse.ArgumentDefaultsHelpFormatter:
+                    sub.formatter_class = DefaultsOnce
+                _defaults_once(sub)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -37,6 +63,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--debug", action="store_true",
                         help="print tracebacks (also in Prefect's log) for errors caused by bad input")
+    parser.add_argument("--verbose", action="store_true",
+                        help="also print Prefect's own log (task states, the temporary server); it always "
+                             "goes to the dashboard")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
     subparsers.required = True
     for name in COMMAND_MODULES:
@@ -47,6 +76,13 @@ def build_parser() -> argparse.ArgumentParser:
                 continue
             raise
         module.register(subparsers)
+    _defaults_once(parser)
+    # --debug and --verbose also after the command (`diffparts run ... --verbose`)
+    for sub in subparsers.choices.values():
+        for flag, text in (("--debug", "print the traceback of an error caused by bad input"),
+                           ("--verbose", "also print Prefect's own log (it always goes to the dashboard)")):
+            if flag not in sub._option_string_actions:
+                sub.add_argument(flag, action="store_true", default=argparse.SUPPRESS, help=text)
     return parser
 
 
@@ -65,6 +101,9 @@ def _without_bad_input_tracebacks(factory):
 
 
 def main(argv: list[str] | None = None) -> int:
+    import contextlib
+
+    from diffparts.cli.runtime import ServerUnreachable, check_api, prefect_console
     from diffparts.logs import quiet_third_party
 
     parser = build_parser()
@@ -76,8 +115,13 @@ def main(argv: list[str] | None = None) -> int:
     if not args.debug and not getattr(factory, "diffparts_quiet", False):
         logging.setLogRecordFactory(_without_bad_input_tracebacks(factory))
     try:
-        result = args.handler(args)
-    except BAD_INPUT as err:
+        with contextlib.ExitStack() as stack:
+            if args.command in FLOW_COMMANDS and not getattr(args, "list", False):
+                # `diffparts serve` runs until stopped: its log (runs starting, schedules firing) is its output
+                stack.enter_context(prefect_console(args.verbose or args.command == "serve"))
+                check_api()
+            result = args.handler(args)
+    except (*BAD_INPUT, ServerUnreachable) as err:
         if args.debug:
             traceback.print_exc()
         print(f"diffparts {args.command}: error: {err}", file=sys.stderr)

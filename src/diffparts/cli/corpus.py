@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 
 
 def register(subparsers) -> None:
@@ -102,7 +103,7 @@ def run_info(args) -> int:
     s = summarise(args.dir, args.min_size)
     if args.json:
         print(json.dumps(s, indent=1))
-        return 0
+        return 0 if s["usable"] else 1
     print(f"{s['path']}  ({s['layout']} layout)")
     print(f"images: {s['images']}  usable: {s['usable']}  skipped: {len(s['skipped'])}")
     if "size_range" in s:
@@ -120,4 +121,7 @@ def run_info(args) -> int:
               f"caption: {s['with_caption']}")
     for item in s["skipped"]:
         print(f"skipped {item['name']}: {item['reason']}")
+    if not s["usable"]:
+        print(f"diffparts corpus info: error: {s['path']} holds no usable image", file=sys.stderr)
+        return 1
     return 0

@@ -100,6 +100,9 @@ def read_limits(args) -> dict | None:
 
 def run_extract(args) -> int:
     from diffparts.cli.failures import report_failures
+    from diffparts.pipeline import check_run_inputs
+
+    check_run_inputs(args.corpus, args.store, None, ["extract"])   # before Prefect starts; nothing written
     from flows.extract import extract_attention
 
     summary = extract_attention(

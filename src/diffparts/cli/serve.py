@@ -37,7 +37,8 @@ def run_serve(args) -> int:
     if args.list:
         spec = serving.read_spec(path)
         for deployment in serving.build_deployments(spec, args.only):
-            crons = [f"{s.schedule.cron} ({'on' if s.active else 'off'})" for s in deployment.schedules or []]
+            crons = [f"cron '{s.schedule.cron}' {getattr(s.schedule, 'timezone', None) or 'UTC'} "
+                     f"({'on' if s.active else 'off'})" for s in deployment.schedules or []]
             print(f"{deployment.flow_name}/{deployment.name}: {', '.join(crons) or 'no schedule'}")
         print(f"GPU concurrency limit: {serving.gpu_limit_spec(spec)}")
         return 0

@@ -32,18 +32,22 @@ def tint(image: np.ndarray, mask: np.ndarray, category: int, n_categories: int, 
 
 def token_picture(images: np.ndarray, masks: np.ndarray, maps: np.ndarray, generated: np.ndarray,
                   category: int, n_categories: int, tile: int = 96) -> np.ndarray:
-    """(y, x, 3) uint8 grid: [image+mask | attention] pairs above, generated images below."""
-    def fit(a):
-        return np.asarray(Image.fromarray(a).resize((tile, tile), Image.Resampling.NEAREST))
+    """(y, x, 3) uint8 grid: [image+mask | attention] pairs above, generated images below.
+
+    As many generated images as pairs are drawn at twice the tile's side, so the two rows are
+    equally wide (no empty area beside the generated images, issue 21)."""
+    def fit(a, side=tile):
+        return np.asarray(Image.fromarray(a).resize((side, side), Image.Resampling.NEAREST))
 
     top = [np.concatenate([fit(tint(img, m, category, n_categories)), fit(heat(a))], 1)
            for img, m, a in zip(images, masks, maps)]
-    bottom = [fit(g) for g in generated]
-    width = max(len(top) * 2, len(bottom)) * tile
+    big = 2 * tile if top and len(generated) <= len(top) else tile
+    bottom = [fit(g, big) for g in generated]
+    width = max(len(top) * 2 * tile, len(bottom) * big)
     rows = []
-    for row in (top, bottom):
-        strip = np.concatenate(row, 1) if row else np.zeros((tile, 0, 3), np.uint8)
-        pad = np.full((tile, width - strip.shape[1], 3), 255, np.uint8)
+    for row, side in ((top, tile), (bottom, big)):
+        strip = np.concatenate(row, 1) if row else np.zeros((side, 0, 3), np.uint8)
+        pad = np.full((side, width - strip.shape[1], 3), 255, np.uint8)
         rows.append(np.concatenate([strip, pad], 1))
     return np.concatenate([rows[0], np.full((4, width, 3), 255, np.uint8), rows[1]], 0)
 

@@ -347,9 +347,11 @@ def _means(rows: Sequence[dict]) -> list[dict]:
 
 def category_pictures(root, store: str, corpus, model: str, loss: str, categories: Sequence[int] | None = None,
                       n_images: int = 4, config: InversionConfig = InversionConfig(), measure=None,
-                      out_dir=None, device: str = "cpu", dtype: str = "float32") -> dict[int, np.ndarray]:
+                      out_dir=None, device: str = "cpu", dtype: str = "float32",
+                      on_picture=None) -> dict[int, np.ndarray]:
     """{category: picture}: the token's attention on ``n_images`` held-out images (training
-    images where the category has no held-out one) and ``n_images`` images from its prompt."""
+    images where the category has no held-out one) and ``n_images`` images from its prompt.
+    ``on_picture(done, total)``, if given, is called after each category's picture (progress)."""
     import dataclasses as dc
 
     import torch
@@ -368,6 +370,8 @@ def category_pictures(root, store: str, corpus, model: str, loss: str, categorie
                                                                              categories)}
     size = native_image_size(pipe)
     out = {}
+    if on_picture is not None:
+        on_picture(0, len(loaded))
     for c in sorted(loaded):
         idx = category_indices(root, c, held_out=True)
         if len(idx) == 0:
@@ -377,4 +381,6 @@ def category_pictures(root, store: str, corpus, model: str, loss: str, categorie
         prompt = config.template.format(token=token)
         maps = token_maps(pipe, encode_latents(pipe, ex.images), prompt, token, size, measure, ex.indices).numpy()
         out[c] = token_picture(ex.images, ex.masks, maps, generate_images(pipe, prompt, measure), c, k1)
+        if on_picture is not None:
+            on_picture(len(out), len(loaded))
     return out

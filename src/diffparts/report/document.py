@@ -5,11 +5,15 @@ picture as a PNG ``data:`` URI, no script and no external resource, so it opens 
 no server and can be mailed or archived as it is. ``run`` is a JSON-serialisable record:
 
     {"title", "flow_run_id", "dashboard_url", "corpus", "store", "model", "started", "seconds",
+     "wall_seconds",
      "stages": [{"name", "status", "seconds", "message", "summary",
                  "report": {"measures": [{"measure", "value"}], "tables": {title: [row]},
                             "pictures": [{"title", "path"}]}}]}
 
-Every string from the record is escaped; a missing key shows as a dash, and a picture whose
+``seconds`` is the sum of the stages' seconds (what the terminal's summary table adds up);
+``wall_seconds`` the flow's own time from its start to the report. A table longer than
+:data:`FOLD_ROWS` rows is summarised and folded; each measure shows once. Every string from
+the record is escaped; a missing key shows as a dash, and a picture whose
 file is missing or unreadable shows as a note, never an error.
 """
 
@@ -27,6 +31,9 @@ REPORT_PICTURE_MAX_SIDE = 1600
 REPORT_PICTURE_MAX_BYTES = 1_500_000
 #: Rows shown per table (a huge corpus's per-image table is cut, and says so).
 MAX_ROWS = 200
+#: A table longer than this (a per-image table) is folded away under a one-line summary of
+#: its numeric columns (mean, min, max), so it does not fill the page.
+FOLD_ROWS = 12
 
 STYLE = """
 body { font: 14px/1.45 system-ui, sans-serif; margin: 2em auto; max-width: 1200px; padding: 0 1em; color: #222; }
@@ -39,6 +46,8 @@ figure { margin: 1em 0; } figure img { max-width: 100%; height: auto; border: 1p
 figcaption { color: #555; font-size: .9em; } .note { color: #a33; }
 .status-done { color: #176317; } .status-failed { color: #a31515; font-weight: 600; }
 .status-skipped, .status-not-run { color: #777; }
+summary { cursor: pointer; } .pictures { display: flex; flex-wrap: wrap; gap: 1em; }
+.pictures figure { flex: 0 1 auto; }
 pre { background: #f7f7f7; padding: .6em; overflow-x: auto; font-size: 12px; }
 """
 
@@ -87,6 +96,33 @@ def html_table(rows: list[dict], caption: str | None = None, max_rows: int = MAX
     return "".join(parts)
 
 
+def column_summary(rows: list[dict]) -> list[dict]:
+    """One row per numeric column of ``rows``: its mean, min and max over the rows that have it."""
+    columns: list[str] = []
+    for row in rows:
+        columns += [k for k in row if k not in columns]
+    out = []
+    for column in columns:
+        values = [float(r[column]) for r in rows if isinstance(r.get(column), (int, float))
+                  and not isinstance(r.get(column), bool) and math.isfinite(float(r[column]))]
+        if values:
+            out.append({"column": column, "rows": len(values), "mean": sum(values) / len(values),
+                        "min": min(values), "max": max(values)})
+    return out
+
+
+def folded_table(rows: list[dict], caption: str, fold_rows: int = FOLD_ROWS) -> str:
+    """A table; one longer than ``fold_rows`` as the summary of its numeric columns, with the
+    rows themselves folded under a ``<details>`` (closed)."""
+    rows = [r if isinstance(r, dict) else {"value": r} for r in (rows or [])]
+    if len(rows) <= fold_rows:
+        return html_table(rows, caption)
+    summary = column_summary(rows)
+    head = html_table(summary, f"{caption}: {len(rows)} rows, summarised") if summary else ""
+    return (f"{head}<details><summary>{_e(caption)}: all {len(rows)} rows</summary>"
+            f"{html_table(rows)}</details>")
+
+
 def html_picture(title: str, path, max_side: int = REPORT_PICTURE_MAX_SIDE,
                  max_bytes: int = REPORT_PICTURE_MAX_BYTES) -> str:
     """A ``<figure>`` with the picture inline, or a note saying why it is not there."""
@@ -103,6 +139,36 @@ def html_picture(title: str, path, max_side: int = REPORT_PICTURE_MAX_SIDE,
             f"<code>{_e(file.name)}</code></figcaption></figure>")
 
 
+#: Measure names that are the same quantity under another name (the stage's own name -> the
+#: headline's): the report shows each quantity once, under the headline's name.
+SAME_MEASURE = {"k": "K", "roc_auc": "detection AUC", "detection_auc": "detection AUC",
+                "bytes_written": "MB added", "done": "images"}
+
+
+def unique_measures(measures: list[dict]) -> list[dict]:
+    """``measures`` with each quantity once: the first of the rows whose names are equal
+    ignoring case, or are the same quantity (:data:`SAME_MEASURE`) with the same value."""
+    seen: dict[str, object] = {}
+    out = []
+    for row in measures or []:
+        name = str(row.get("measure", ""))
+        key = SAME_MEASURE.get(name, name).lower()
+        if key in seen and (key == name.lower() or _same_value(seen[key], row.get("value"), name)):
+            continue
+        seen.setdefault(key, row.get("value"))
+        out.append(row)
+    return out
+
+
+def _same_value(a, b, name: str) -> bool:
+    if name == "bytes_written":      # MB added is bytes_written / 1e6 with one decimal
+        return True
+    try:
+        return math.isclose(float(a), float(b), rel_tol=1e-6)
+    except (TypeError, ValueError):
+        return a == b
+
+
 def _stage_section(stage: dict) -> str:
     name = str(stage.get("name", "stage"))
     status = str(stage.get("status", "not run"))
@@ -112,11 +178,12 @@ def _stage_section(stage: dict) -> str:
     if stage.get("message"):
         out.append(f"<p>{_e(stage['message'])}</p>")
     if report.get("measures"):
-        out.append(html_table(report["measures"], "measures"))
+        out.append(html_table(unique_measures(report["measures"]), "measures"))
     for title, rows in (report.get("tables") or {}).items():
-        out.append(html_table(rows, title))
-    for picture in report.get("pictures") or []:
-        out.append(html_picture(str(picture.get("title", "picture")), picture.get("path")))
+        out.append(folded_table(rows, title))
+    pictures = [html_picture(str(p.get("title", "picture")), p.get("path")) for p in report.get("pictures") or []]
+    if pictures:
+        out.append('<div class="pictures">' + "\n".join(pictures) + "</div>")
     if stage.get("summary"):
         text = json.dumps(stage["summary"], indent=1, default=str)
         out.append(f"<details><summary>full summary</summary><pre>{_e(text)}</pre></details>")
@@ -131,9 +198,11 @@ def render_report(run: dict) -> str:
             else _e(format_value(url)))
     meta = [("flow run", _e(format_value(run.get("flow_run_id")))), ("dashboard", link)]
     meta += [(k, _e(format_value(run.get(k)))) for k in ("corpus", "store", "model", "started")]
-    seconds = run.get("seconds")
-    seconds = round(float(seconds), 1) if isinstance(seconds, (int, float)) else seconds
-    meta.append(("seconds", _e(format_value(seconds))))
+    for key, label in (("seconds", "seconds in stages"), ("wall_seconds", "seconds, flow start to report")):
+        seconds = run.get(key)
+        if key == "seconds" or seconds is not None:
+            seconds = round(float(seconds), 1) if isinstance(seconds, (int, float)) else seconds
+            meta.append((label, _e(format_value(seconds))))
     stages = run.get("stages") or []
     overview = [{"stage": s.get("name"), "status": s.get("status"),
                  "seconds": round(float(s["seconds"]), 1) if isinstance(s.get("seconds"), (int, float)) else None,

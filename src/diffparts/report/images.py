@@ -3,8 +3,8 @@
 A ``data:`` URI puts the picture inside the text that shows it: a Prefect markdown artifact
 (the dashboard renders it with no access to this machine's files) or the HTML report (one file
 that opens with no server). Both want it small, so the picture is downscaled to ``max_side``
-and then, while its URI is longer than ``max_bytes``, re-encoded with a 256-colour palette and
-shrunk again.
+and then, while its URI is longer than ``max_bytes``, re-encoded with a 256-colour palette
+(which keeps the picture's flat colours exact, so no two part colours merge) and shrunk again.
 
 Prefect's limits (read from the Prefect 3.9 source): the artifact table stores ``data`` in a
 JSON column with no size check, but every keyed artifact also emits an ``artifact-collection``
@@ -64,9 +64,36 @@ def _scaled(img: Image.Image, side: int) -> Image.Image:
     return img.resize(size, Image.Resampling.LANCZOS)
 
 
+#: Palette entries kept for the picture's most frequent exact colours (the flat fills: legend
+#: swatches, category colours, backgrounds); the rest of the 256 come from median cut.
+KEPT_COLOURS = 64
+#: A colour is "flat" (kept) when at least this many pixels have it exactly.
+KEPT_MIN_PIXELS = 24
+
+
+def _palette_image(img: Image.Image) -> Image.Image:
+    """``img`` (RGB) with 256 colours that keep its flat colours exact and distinct.
+
+    Median cut alone merges colours of small areas: two parts' colours in an overlay's legend
+    (a few hundred pixels each) came out as one (issue 21). So the palette holds, first, the
+    up to :data:`KEPT_COLOURS` most frequent exact colours with at least :data:`KEPT_MIN_PIXELS`
+    pixels each, then median cut's colours for the rest; each pixel takes its nearest entry,
+    and a kept colour is its own nearest entry."""
+    counts = img.getcolors(maxcolors=img.width * img.height) or []
+    kept = [colour for n, colour in sorted(counts, reverse=True)[:KEPT_COLOURS] if n >= KEPT_MIN_PIXELS]
+    rest = img.quantize(256 - len(kept), method=Image.Quantize.MEDIANCUT).getpalette()[: 3 * (256 - len(kept))]
+    entries = [v for colour in kept for v in colour] + rest
+    entries += entries[-3:] * ((768 - len(entries)) // 3)
+    reference = Image.new("P", (1, 1))
+    reference.putpalette(entries[:768])
+    return img.quantize(palette=reference, dither=Image.Dither.NONE)
+
+
 def _uri(img: Image.Image, palette: bool) -> str:
-    if palette and img.mode != "L":
-        img = img.quantize(256, method=Image.Quantize.FASTOCTREE if img.mode == "RGBA" else Image.Quantize.MEDIANCUT)
+    if palette and img.mode == "RGB":
+        img = _palette_image(img)
+    elif palette and img.mode == "RGBA":
+        img = img.quantize(256, method=Image.Quantize.FASTOCTREE)
     buf = io.BytesIO()
     img.save(buf, format="PNG", optimize=True)
     return PREFIX + base64.b64encode(buf.getvalue()).decode("ascii")
