@@ -85,7 +85,7 @@ def _affinity_only(attn, kwargs) -> None:
 
 def speed(args) -> dict:
     from diffparts.metrics import segmentation_scores
-    from diffparts.segment.ncut import RecursiveNCut, attention_affinity
+    from diffparts.segment.ncut import RecursiveNCut
     from diffparts.segment.synthetic import realistic_attention
 
     attn, truth = realistic_attention(size=args.size, seed=0)  # qy qx ky kx, y x

@@ -179,12 +179,12 @@ def _gram(F: np.ndarray, block: int = 256) -> np.ndarray:
         diag = G[i:i + block, i:i + block]
         G[i:i + block, i:i + block] = np.triu(diag) + np.triu(diag, 1).T
         G[i + block:, i:i + block] = G[i:i + block, i + block:].T
-    return G
+    return G.T  # syrk's output is Fortran-ordered; G is symmetric, so G.T is G in C order (row blocks contiguous)
 
 
-def _power_inplace(W: np.ndarray, power: float) -> np.ndarray:
+def _power_inplace(W: np.ndarray, power: float, scratch: np.ndarray | None = None) -> np.ndarray:
     """``W ** power`` for W in [0, 1], overwriting W; integer powers by repeated squaring (float32
-    pow is ~50x slower), with one extra array at most."""
+    pow is ~50x slower), with one extra array at most (``scratch`` when given: no allocation)."""
     if float(power).is_integer() and 1 <= power <= 64:
         p = int(power)
         result = None  # product of the squares W^(2^i) for the set bits of p
@@ -192,7 +192,13 @@ def _power_inplace(W: np.ndarray, power: float) -> np.ndarray:
         while True:
             if p & 1:
                 if result is None:
-                    result = base if p == 1 else base.copy()
+                    if p == 1:
+                        result = base
+                    elif scratch is not None and scratch.shape == base.shape:
+                        result = scratch
+                        np.copyto(result, base)
+                    else:
+                        result = base.copy()
                 else:
                     np.multiply(result, base, out=result)
             p >>= 1
@@ -216,11 +222,14 @@ def cosine_affinity(features: np.ndarray, power: float = 10.0, rescale: str = "m
         raise ValueError(f"rescale must be one of {RESCALES}, got {rescale!r}")
     G = _gram(normalised_features(features))  # q k
     lo, scale = None, None
+    # x ** power < the smallest normal float32 (1.2e-38) below this x; every square on the way stays above it
+    tiny = np.float32(2.0 * float(np.finfo(np.float32).tiny) ** (1.0 / power)) if power >= 1 else np.float32(0)
     if rescale == "minmax":
         lo, hi = float(G.min()), float(G.max())
         if hi - lo <= 1e-12 * max(abs(hi), 1.0):
             return np.ones_like(G)
         lo, scale = np.float32(lo), np.float32(1.0 / (hi - lo))
+    scratch = np.empty((block, G.shape[1]), dtype=G.dtype)
     for i in range(0, G.shape[0], block):  # row blocks: each stays in cache through every step
         rows = G[i:i + block]
         if lo is not None:
@@ -228,7 +237,8 @@ def cosine_affinity(features: np.ndarray, power: float = 10.0, rescale: str = "m
             rows *= scale  # <= 1 up to one rounding: no clip needed
         else:
             np.clip(rows, 0.0, 1.0, out=rows)
-        powered = _power_inplace(rows, power)
+        rows[rows < tiny] = 0.0  # their power would be subnormal: 0 instead (subnormals are ~50x slower)
+        powered = _power_inplace(rows, power, scratch)
         if powered is not rows:
             rows[...] = powered
     return G

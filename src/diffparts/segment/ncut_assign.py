@@ -78,9 +78,13 @@ def concept_assignment(features: np.ndarray, labels: np.ndarray, shape: tuple[in
     means = segment_means(F, labels)  # segment d
     scores = (F @ means.T).reshape(h, w, -1)  # y x segment
     Ry, Rx = bilinear_weights(Y, h), bilinear_weights(X, w)  # Y y, X x
-    up = np.einsum("Yy,yxs->Yxs", Ry, scores)  # Y x segment
-    up = np.einsum("Xx,Yxs->YXs", Rx, up)  # Y X segment
-    return up.argmax(-1).astype(np.int64)
+    K = scores.shape[-1]
+    up = (Ry @ scores.reshape(h, w * K)).reshape(Y, w, K)  # Y x segment (one BLAS product)
+    out = np.empty((Y, X), dtype=np.int64)
+    for start in range(0, Y, 64):  # Y X segment in row blocks: one (64, X, segment) block at a time
+        block = np.matmul(Rx[None], up[start:start + 64])  # rows X segment
+        out[start:start + 64] = block.argmax(-1)
+    return out
 
 
 def nearest_upsample(labels: np.ndarray, out_size: int | tuple[int, int]) -> np.ndarray:

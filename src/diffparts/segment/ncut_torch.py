@@ -111,7 +111,10 @@ def torch_cosine_affinity(F: torch.Tensor, power: float, rescale: str) -> torch.
         if hi - lo <= 1e-12 * max(abs(hi), 1.0):
             return torch.ones_like(G)
         G = (G - lo) * (1.0 / (hi - lo))
-    return G.clamp_(0.0, 1.0).pow_(power)
+    G = G.clamp_(0.0, 1.0)
+    if power >= 1:  # as the numpy path: entries whose power would be subnormal become 0
+        G[G < 2.0 * torch.finfo(torch.float32).tiny ** (1.0 / power)] = 0.0
+    return G.pow_(power)
 
 
 def torch_random_walk_affinity(P: torch.Tensor, walk_steps: int, teleport: float) -> torch.Tensor:
