@@ -19,7 +19,7 @@ from flows.segment import segment_dataset
 
 pytestmark = pytest.mark.flow
 
-SEGMENT = {"thresholds": "auto", "quantile": 0.05}
+SEGMENT = {"method": "diffseg", "thresholds": "auto", "quantile": 0.05}
 
 
 @pytest.fixture(scope="module")
