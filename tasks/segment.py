@@ -109,7 +109,8 @@ def compute_levels(attn, settings: dict) -> np.ndarray:
     attn: (qy, qx, ky, kx) float32 numpy (the segment stage's read, or a worker's on the CPU):
     ``diffparts.segment.hierarchy.segment_levels``, the one library entry for every method; or a
     torch tensor on a GPU worker (extraction of a compact store): DiffSeg runs in torch on its
-    device (``diffparts.segment.diffseg_torch``), other methods on the CPU via the same entry.
+    device (``diffparts.segment.diffseg_torch``), NCut through the same entry with its ``device``
+    set to the tensor's (``diffparts.segment.ncut_torch``).
     """
     from diffparts.segment.hierarchy import segment_levels
 
@@ -122,7 +123,10 @@ def compute_levels(attn, settings: dict) -> np.ndarray:
 
             kw = {k: v for k, v in kwargs.items() if k != "method"}
             return diffseg_levels_torch(attn, **kw)
-        attn = attn.float().cpu().numpy()
+        params = dict(settings.get("ncut_params") or {})
+        if settings["method"] == "ncut" and attn.device.type != "cpu":
+            params["device"] = str(attn.device)   # NCut's matrix work back on the GPU (segment.ncut_torch)
+        return segment_levels(attn.float().cpu().numpy(), ncut_params=params or None, **kwargs)
     return segment_levels(attn, ncut_params=settings.get("ncut_params"), **kwargs)
 
 

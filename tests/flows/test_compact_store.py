@@ -19,7 +19,7 @@ from flows.segment import segment_dataset
 
 pytestmark = pytest.mark.flow
 
-SEGMENT = {"method": "diffseg", "thresholds": "auto", "quantile": 0.05}   # NCut cuts nothing on the tiny model
+SEGMENT = {"method": "diffseg", "thresholds": "auto", "quantile": 0.05}
 
 
 @pytest.fixture(scope="module")
@@ -165,3 +165,18 @@ def test_the_other_form_is_refused_on_an_existing_store(stores, tiny_pipeline):
     with pytest.raises(ValueError, match="full attention group; --no-keep-attention"):
         create_attention_arrays.fn(kept, *args, keep_attention=False)
     assert create_attention_arrays.fn(compact, *args)["form"] == "compact"   # default: the store's own form
+
+
+def test_ncut_default_segments_identical_to_the_two_step_path(prefect_server, birds, tiny_pipeline, tmp_path):
+    """The segment stage's default method (random-walk NCut since issue 17): a compact store made
+    with the defaults holds the segments the kept path's segment stage makes with its defaults."""
+    compact, kept = str(tmp_path / "compact.zarr"), str(tmp_path / "kept.zarr")
+    model = str(tiny_pipeline[0])
+    extract_attention(str(birds), model, compact, batch_size=2, keep_attention=False, features=None)
+    extract_attention(str(birds), model, kept, batch_size=2, keep_attention=True, features=None)
+    segment_dataset(kept)
+    a, b = open_store(compact), open_store(kept)
+    assert a["segments"].attrs["settings"]["method"] == b["segments"].attrs["settings"]["method"]
+    for name in ("labels", "n_segments", "parent"):
+        np.testing.assert_array_equal(a[f"segments/{name}"][:], b[f"segments/{name}"][:])
+    assert segment_dataset(compact)["skipped"] == 4   # the segment stage's defaults: nothing to do

@@ -117,8 +117,15 @@ def test_manifest_corpus_is_used_by_parts_and_evaluation_when_not_given(tmp_path
         inside = (u >= 0) & (u < 1) & (v >= 0) & (v < 1)
         labels[i] = np.where(inside, 1 + (v >= 0.5) * 2 + (u >= 0.5), 0)
         mark_done(root, "parts", i)
-    scores = evaluate_store(root, load_infos(root))
+    lines: list[str] = []
+    scores = evaluate_store(root, load_infos(root), log=lines.append)
     assert scores["n_images"] == 4 and scores["n_keypoints"] > 0 and 0 < scores["nmi"] <= 1
+    # how the pairs were chosen is in the output; progress went to the log
+    assert scores["pairs_scored"] == scores["pairs_available"] == scores["n_pairs"]
+    assert scores["pair_sampling"] == f"all {scores['pairs_available']} same-class pairs"
+    assert lines[0].startswith("evaluate: 4 images") and any("keypoint transfer" in line for line in lines)
+    capped = evaluate_store(root, load_infos(root), max_pairs=1, random_state=2)
+    assert capped["pairs_scored"] == 1 and capped["pair_sampling"].startswith("1 of ")
     assert scores["n_pairs"] > 0 and 0 <= scores["pck@0.1"] <= 1     # pairs need the manifest's classes
     assert evaluate_task.fn(str(path), None) == scores            # the task: corpus None -> the manifest's
 
