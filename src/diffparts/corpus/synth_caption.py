@@ -46,10 +46,14 @@ _SCENE_WORDS = {0: "a blurry background", 1: "reeds", 2: "leaves", 3: "the sky"}
 
 PART_WORLD_WORDS: tuple[str, ...] = tuple(sorted(
     set(CAPTION_WORDS)
-    | {"eye", "wing", "close", "up", "the", "sky", "reeds", "leaves", "blurry", "background",
+    | {"an", "eye", "wing", "close", "up", "the", "sky", "reeds", "leaves", "blurry", "background",
        "branch"}
     | {w for w in _SHAPE_WORDS.values() if w}
 ))
+
+
+def _article(phrase):
+    return "an" if phrase[0] in "aeiou" else "a"
 
 
 def _part_phrase(part, names, patt, shape, article=True):
@@ -74,17 +78,17 @@ def _whole_caption(rng, names, patt, shape, visible):
     phrases = []
     for part in order:
         phrase = " ".join(_part_phrase(part, names, patt, shape) + [part])
-        phrases.append(phrase if part == "legs" else "a " + phrase)
+        phrases.append(phrase if part == "legs" else _article(phrase) + " " + phrase)
     if not phrases:
-        return f"a photo of a {names['back']} bird"
+        return f"a photo of {_article(names['back'])} {names['back']} bird"
     body = phrases[0] if len(phrases) == 1 else ", ".join(phrases[:-1]) + " and " + phrases[-1]
-    return f"a photo of a {names['back']} bird with {body}"
+    return f"a photo of {_article(names['back'])} {names['back']} bird with {body}"
 
 
 def _closeup_caption(part, names, patt, shape):
     """'a close-up of a red bird head', 'a close-up of pink bird legs'."""
     words = " ".join(_part_phrase(part, names, patt, shape) + ["bird", part])
-    return f"a close-up of {words}" if part == "legs" else f"a close-up of a {words}"
+    return f"a close-up of {words}" if part == "legs" else f"a close-up of {_article(words)} {words}"
 
 
 def _scene_caption(background):

@@ -36,9 +36,9 @@ class PartWorldConfig:
     scene_share: float = 0.08          # share of images without a bird (background only, empty masks)
     shape_swap_prob: float = 0.2       # a part's shape is a random variant instead of the species' own
     closeup_parts: tuple[str, ...] = ("head", "beak", "wing", "tail", "breast", "belly", "back", "legs")
-    closeup_margin: float = 1.5        # crop side / the larger side of the part's box
-    closeup_min_side: float = 0.25     # smallest crop side / image side (caps the zoom at 4x)
-    closeup_min_share: float = 0.2     # the part must cover this share of its crop and be its largest part
+    closeup_fill: float = 0.3          # crop side = sqrt(part pixels / fill): the part fills about this share
+    closeup_min_side: float = 1 / 6    # smallest crop side / image side (caps the zoom at 6x)
+    closeup_min_share: float = 0.12    # the part must cover this share of its crop and be its largest part
     min_part_pixels: int = 6           # a part with fewer pixels (at 128 px; scaled with the area) is not named
 
     def __post_init__(self):
@@ -50,9 +50,9 @@ class PartWorldConfig:
         unknown = [p for p in self.closeup_parts if p not in PART_INDEX]
         if unknown or not self.closeup_parts:
             raise ValueError(f"closeup_parts={self.closeup_parts!r}: need parts of {PART_NAMES}")
-        if self.closeup_margin < 1.0 or not 0.0 < self.closeup_min_side <= 1.0:
-            raise ValueError(f"closeup_margin={self.closeup_margin} must be >= 1 and closeup_min_side="
-                             f"{self.closeup_min_side} in (0, 1]")
+        if not 0.0 < self.closeup_fill <= 1.0 or not 0.0 < self.closeup_min_side <= 1.0:
+            raise ValueError(f"closeup_fill={self.closeup_fill} and closeup_min_side={self.closeup_min_side} "
+                             "must be in (0, 1]")
 
 
 def scene_class_name(n_classes: int) -> str:
@@ -82,22 +82,35 @@ def _visible_parts(part_mask, world) -> list[str]:
 
 def _crop_for(part_mask, part, world):
     """The square crop (x0, y0, side), float pixels, around ``part``, or None if the part does not
-    dominate it (absent, or under ``closeup_min_share`` of the crop, or not its largest part)."""
+    dominate it (absent, or under ``closeup_min_share`` of the crop, or not its largest part).
+
+    The side is sqrt(part pixels / closeup_fill) (at least ``closeup_min_side``), so a long part
+    (a long beak, a wing) may leave the crop at its ends, as in a close-up photograph. Centres
+    tried: the part's box centre, then that point moved away from the other parts (a short beak
+    or the legs, seen with less of the body).
+    """
     size = part_mask.shape[0]
-    ys, xs = np.nonzero(part_mask == PART_INDEX[part])
+    index = PART_INDEX[part]
+    ys, xs = np.nonzero(part_mask == index)
     if xs.size == 0:
         return None
-    extent = max(xs.max() - xs.min() + 1, ys.max() - ys.min() + 1)
-    side = float(np.clip(extent * world.closeup_margin, world.closeup_min_side * size, size))
+    side = float(np.clip(np.sqrt(xs.size / world.closeup_fill), world.closeup_min_side * size, size))
     cx, cy = (xs.min() + xs.max() + 1) / 2, (ys.min() + ys.max() + 1) / 2
-    x0 = float(np.clip(cx - side / 2, 0, size - side))
-    y0 = float(np.clip(cy - side / 2, 0, size - side))
-    window = part_mask[int(y0):int(np.ceil(y0 + side)), int(x0):int(np.ceil(x0 + side))]
-    counts = np.bincount(window.ravel(), minlength=len(PART_NAMES) + 1)
-    counts[0] = 0
-    if counts.argmax() != PART_INDEX[part] or counts[PART_INDEX[part]] < world.closeup_min_share * window.size:
-        return None
-    return x0, y0, side
+    oys, oxs = np.nonzero((part_mask > 0) & (part_mask != index))
+    centres = [(cx, cy)]
+    if oxs.size:
+        away = np.array([xs.mean() - oxs.mean(), ys.mean() - oys.mean()])
+        away /= max(float(np.hypot(*away)), 1e-6)
+        centres.append((cx + 0.3 * side * away[0], cy + 0.3 * side * away[1]))
+    for cx, cy in centres:
+        x0 = float(np.clip(cx - side / 2, 0, size - side))
+        y0 = float(np.clip(cy - side / 2, 0, size - side))
+        window = part_mask[int(y0):int(np.ceil(y0 + side)), int(x0):int(np.ceil(x0 + side))]
+        counts = np.bincount(window.ravel(), minlength=len(PART_NAMES) + 1)
+        counts[0] = 0
+        if counts.argmax() == index and counts[index] >= world.closeup_min_share * window.size:
+            return x0, y0, side
+    return None
 
 
 def _render_closeup(rng, class_index, cfg, world, pref, shape):
@@ -122,6 +135,8 @@ def _render_closeup(rng, class_index, cfg, world, pref, shape):
     x0, y0, side = crop
     big = int(round(size * size / side))
     zoom = big / size
+    if zoom >= 2:   # a zoomed render has pixels to spare: one sample per pixel is enough
+        cfg = replace(cfg, supersample=1)
     ox = int(np.clip(round((x0 + side / 2) * zoom - size / 2), 0, big - size))
     oy = int(np.clip(round((y0 + side / 2) * zoom - size / 2), 0, big - size))
     rng.bit_generator.state = state
