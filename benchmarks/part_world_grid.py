@@ -5,16 +5,21 @@
 Renders ``--n`` part-world images (``generate_birds(..., world=PartWorldConfig())``) into a
 temporary folder and writes a grid of the first ``--birds`` whole birds, ``--closeups``
 close-ups and ``--scenes`` scenes: each cell is the image beside its part mask (one colour per
-part), with the caption's first words under it; prints the caption of every cell as JSON.
+part), with the caption's first words under it; prints as JSON the caption of every cell and
+a summary of all ``--n`` images: images per kind, close-ups per part, parts named per whole-bird
+caption, shape words, caption tokens (with the part world's tokenizer) and seconds per image.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import re
 import sys
 import tempfile
 import textwrap
+import time
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
@@ -23,12 +28,34 @@ from PIL import Image, ImageDraw
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
 from diffparts.corpus import SynthConfig, generate_birds, open_corpus  # noqa: E402
+from diffparts.corpus.synth_caption import PART_WORLD_WORDS  # noqa: E402
+from diffparts.corpus.synth_species import PART_NAMES  # noqa: E402
 from diffparts.corpus.synth_world import PartWorldConfig, read_image_kinds  # noqa: E402
+from diffparts.model.build import build_tokenizer  # noqa: E402
 
 # One colour per part-mask value (0 = background).
 _PALETTE = np.array([(0, 0, 0), (230, 25, 75), (255, 225, 25), (255, 255, 255), (60, 180, 75),
                      (0, 130, 200), (245, 130, 48), (145, 30, 180), (70, 240, 240), (240, 50, 230)],
                     np.uint8)
+
+
+def _summary(root, kinds, tok_dir) -> dict:
+    """Counts over every image of the corpus (the JSON's "summary")."""
+    records = list(open_corpus(root))
+    tok = build_tokenizer(tok_dir, PART_WORLD_WORDS, max_length=77)
+    birds = [r.caption for r in records if kinds[r.image_id][0] == "bird"]
+    named = [sum(p in re.findall(r"[a-z]+", c) for p in PART_NAMES) for c in birds]
+    tokens = [len(tok(r.caption).input_ids) for r in records]
+    shapes = Counter(w for c in birds for w in re.findall(r"\b(short|long|hooked|fanned|forked|crested)\b", c))
+    return {
+        "images": len(records),
+        "kinds": dict(Counter(k for k, _ in kinds.values())),
+        "closeup_parts": dict(Counter(p for k, p in kinds.values() if k == "closeup").most_common()),
+        "parts_named_per_bird": {"mean": round(sum(named) / max(len(named), 1), 2),
+                                 "min": min(named, default=0), "max": max(named, default=0)},
+        "shape_words_in_bird_captions": dict(shapes.most_common()),
+        "caption_tokens": {"mean": round(sum(tokens) / len(tokens), 1), "max": max(tokens)},
+    }
 
 
 def main(argv=None) -> int:
@@ -42,8 +69,12 @@ def main(argv=None) -> int:
     parser.add_argument("--out", default="docs/images/part-world-grid.png")
     args = parser.parse_args(argv)
     with tempfile.TemporaryDirectory(prefix="diffparts-partworld-") as tmp:
+        t0 = time.perf_counter()
         root = generate_birds(tmp, args.n, args.seed, SynthConfig(), PartWorldConfig())
+        seconds = (time.perf_counter() - t0) / args.n
         kinds = read_image_kinds(root)
+        summary = _summary(root, kinds, Path(tmp) / "tok")
+        summary["seconds_per_image"] = round(seconds, 3)
         cell, text_h = 128, 54
         want = {"bird": args.birds, "closeup": args.closeups, "scene": args.scenes}
         chosen = []
@@ -67,7 +98,7 @@ def main(argv=None) -> int:
             captions.append({"image_id": rec.image_id, "kind": kinds[rec.image_id][0], "caption": rec.caption})
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     sheet.save(args.out)
-    print(json.dumps({"out": args.out, "cells": captions}, indent=1))
+    print(json.dumps({"out": args.out, "summary": summary, "cells": captions}, indent=1))
     return 0
 
 
