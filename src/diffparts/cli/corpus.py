@@ -34,6 +34,14 @@ def register(subparsers) -> None:
                        help="image side in pixels (default 128)")
     synth.add_argument("--classes", type=int, default=None, metavar="C",
                        help="number of species (default: all 16)")
+    synth.add_argument("--world", choices=("birds", "parts"), default="birds",
+                       help="birds: the default corpus; parts: the part world (captions naming every "
+                            "visible part, part close-ups, scenes without a bird, part shape variants; "
+                            "docs/corpus.md \"The part world\")")
+    synth.add_argument("--closeup-share", type=float, default=None, metavar="F",
+                       help="part world: share of part close-ups (default 0.25)")
+    synth.add_argument("--scene-share", type=float, default=None, metavar="F",
+                       help="part world: share of scenes without a bird (default 0.08)")
     synth.set_defaults(handler=run_synth)
 
     info = sub.add_parser(
@@ -54,11 +62,21 @@ def run_synth(args) -> int:
 
     from diffparts.corpus import SynthConfig, generate_birds
 
+    from diffparts.corpus.synth_world import PartWorldConfig
+
     config = SynthConfig(image_size=args.size)
     if args.classes is not None:
         config = replace(config, n_classes=args.classes)
-    out = generate_birds(args.out, args.n, args.seed, config)
-    print(f"wrote {args.n} synthetic birds ({args.size} px, seed {args.seed}) to {out}")
+    world = None
+    if args.world == "parts":
+        shares = {name: getattr(args, name) for name in ("closeup_share", "scene_share")
+                  if getattr(args, name) is not None}
+        world = PartWorldConfig(**shares)
+    elif args.closeup_share is not None or args.scene_share is not None:
+        raise ValueError("--closeup-share / --scene-share need --world parts")
+    out = generate_birds(args.out, args.n, args.seed, config, world)
+    what = "synthetic birds" if world is None else "part-world images"
+    print(f"wrote {args.n} {what} ({args.size} px, seed {args.seed}) to {out}")
     return 0
 
 

@@ -43,6 +43,10 @@ def register(subparsers) -> None:
     parser.add_argument("--ema-decay", type=float, default=None, help="EMA decay of the saved weights")
     parser.add_argument("--snr-gamma", type=float, default=None,
                         help="Min-SNR loss weighting min(SNR, gamma)/SNR (e.g. 5); default: plain MSE")
+    parser.add_argument("--world", choices=("birds", "parts"), default="birds",
+                        help="birds: the default synthetic birds; parts: the part world (captions naming "
+                             "every part, part close-ups, scenes; docs/corpus.md \"The part world\"), "
+                             "with its words in the tokenizer and 77 text positions")
     parser.add_argument("--quick", action="store_true",
                         help="seconds-long smoke setting: 32 px tiny model, 3 + 3 steps (for tests)")
     parser.set_defaults(handler=run_train_toy)
@@ -55,10 +59,15 @@ def run_train_toy(args) -> int:
     from pathlib import Path
 
     from diffparts.corpus import generate_birds
+    from diffparts.corpus.synth_world import PartWorldConfig
     from diffparts.train.toy import QUICK_CONFIG, ToyTrainConfig, train_toy
+    from diffparts.train.toy_config import PARTS_ARCH
 
     config = QUICK_CONFIG if args.quick else ToyTrainConfig()
     overrides = {"seed": args.seed, "threads": args.threads}
+    if args.world == "parts":
+        overrides["vocabulary"] = "parts"
+        overrides["arch"] = replace(config.arch, max_length=PARTS_ARCH.max_length)
     if args.vae_steps is not None:
         overrides["vae_steps"] = args.vae_steps
     if args.unet_steps is not None:
@@ -80,8 +89,12 @@ def run_train_toy(args) -> int:
     corpus = Path(tempfile.mkdtemp(prefix="diffparts-birds-")) if temporary else Path(args.corpus)
     try:
         if not (corpus / "images.txt").is_file():
-            print(f"generating {args.n_images} synthetic birds (seed {args.seed}) in {corpus}", flush=True)
-            generate_birds(corpus, args.n_images, args.seed)
+            world = PartWorldConfig() if args.world == "parts" else None
+            print(f"generating {args.n_images} {'part-world images' if world else 'synthetic birds'} "
+                  f"(seed {args.seed}) in {corpus}", flush=True)
+            generate_birds(corpus, args.n_images, args.seed, world=world)
+        if (corpus / "image_kinds.txt").is_file() and args.world != "parts":
+            raise ValueError(f"{corpus} is a part-world corpus (it has image_kinds.txt): pass --world parts")
         result = train_toy(corpus, args.out, config, log=lambda msg: print(msg, flush=True))
     finally:
         if temporary:

@@ -16,6 +16,10 @@ Output under ``out_dir`` (CUB names, plus the extras of docs/design.md §4 "The 
     part_segmentations/<class>/<name>.png                 # value = part index, 0 = background
     part_segmentations/parts.txt                          # legend: <index> <name>
     captions.txt                                          # <image_id> <caption>
+
+With ``world`` (a ``corpus.synth_world.PartWorldConfig``) it writes the part world instead: the
+same files, one more class ``NNN.No_bird`` for the scenes without a bird (whose box is the whole
+frame, as the reader needs a positive box), and ``image_kinds.txt`` (<image_id> <kind> <part>).
 """
 
 from __future__ import annotations
@@ -29,8 +33,9 @@ from PIL import Image
 from diffparts.corpus.synth_caption import CAPTION_WORDS
 from diffparts.corpus.synth_render import SynthConfig, _render_bird
 from diffparts.corpus.synth_species import _SPECIES, COLOURS, CUB_KEYPOINTS, PART_NAMES, PATTERNS
+from diffparts.corpus.synth_world import PartWorldConfig, plan_item, render_item, scene_class_name
 
-__all__ = ["CAPTION_WORDS", "COLOURS", "CUB_KEYPOINTS", "PART_NAMES", "PATTERNS", "SynthConfig",
+__all__ = ["CAPTION_WORDS", "COLOURS", "CUB_KEYPOINTS", "PART_NAMES", "PATTERNS", "PartWorldConfig", "SynthConfig",
            "class_names", "generate_birds"]
 
 
@@ -41,8 +46,12 @@ def class_names(n_classes: int) -> list[str]:
     return [f"{i + 1:03d}.{_SPECIES[i][0]}" for i in range(n_classes)]
 
 
-def generate_birds(out_dir, n: int, seed: int, config: SynthConfig = SynthConfig()) -> Path:
+def generate_birds(out_dir, n: int, seed: int, config: SynthConfig = SynthConfig(),
+                   world: PartWorldConfig | None = None) -> Path:
     """Render ``n`` synthetic birds into ``out_dir`` in the CUB-200-2011 layout; returns the path.
+
+    ``world``: None for the default birds, or the part world's mixing shares (module docstring);
+    there a scene without a bird is in the extra last class.
 
     Image ``i`` (0-based draw order) belongs to class ``i % n_classes`` and is in the train split
     when ``(i // n_classes) % 2 == 0`` (for train_fraction 0.5). Image ids are 1..n in class order.
@@ -56,12 +65,16 @@ def generate_birds(out_dir, n: int, seed: int, config: SynthConfig = SynthConfig
     if not 0.0 <= config.train_fraction <= 1.0:
         raise ValueError(f"train_fraction={config.train_fraction} must be in [0, 1]")
     out = Path(out_dir)
-    names = class_names(config.n_classes)
+    names = class_names(config.n_classes) + ([scene_class_name(config.n_classes)] if world else [])
     # 1. Plan: class and split per draw index, ids in class order (like CUB's images.txt).
     plan = []
-    per_class = [0] * config.n_classes
+    per_class = [0] * len(names)
+    items = {}
     for i in range(n):
         c = i % config.n_classes
+        if world is not None:
+            items[i] = plan_item(seed, i, world)
+            c = config.n_classes if items[i][0] == "scene" else c
         k = per_class[c]
         per_class[c] += 1
         f = config.train_fraction
@@ -71,11 +84,15 @@ def generate_birds(out_dir, n: int, seed: int, config: SynthConfig = SynthConfig
     # 2. Render and write each image, its masks and its metadata rows.
     for sub in ("images", "segmentations", "part_segmentations", "parts"):
         (out / sub).mkdir(parents=True, exist_ok=True)
-    rows = {key: [] for key in ("images", "labels", "split", "bbox", "locs", "captions")}
+    rows = {key: [] for key in ("images", "labels", "split", "bbox", "locs", "captions", "kinds")}
     for image_id, (c, k, i, is_train) in enumerate(plan, start=1):
         rng = np.random.default_rng((seed, i))
-        img, part_mask, keypoints, caption = _render_bird(rng, c, config)
-        species = _SPECIES[c][0]
+        if world is None:
+            img, part_mask, keypoints, caption = _render_bird(rng, c, config)
+        else:
+            img, part_mask, keypoints, caption, kind, part = render_item(rng, c, *items[i], config, world)
+            rows["kinds"].append(f"{image_id} {kind} {part or '-'}")
+        species = names[c].split(".", 1)[1]
         rel = f"{names[c]}/{species}_{k + 1:04d}.png"
         for sub, arr in (("images", img), ("segmentations", (part_mask > 0).astype(np.uint8) * 255),
                          ("part_segmentations", part_mask)):
@@ -86,6 +103,8 @@ def generate_birds(out_dir, n: int, seed: int, config: SynthConfig = SynthConfig
         if xs.size:
             bbox = (float(xs.min()), float(ys.min()), float(xs.max() - xs.min() + 1),
                     float(ys.max() - ys.min() + 1))
+        elif world is not None:     # a scene: the whole frame
+            bbox = (0.0, 0.0, float(part_mask.shape[1]), float(part_mask.shape[0]))
         else:
             bbox = (0.0, 0.0, 0.0, 0.0)
         rows["images"].append(f"{image_id} {rel}")
@@ -109,4 +128,6 @@ def generate_birds(out_dir, n: int, seed: int, config: SynthConfig = SynthConfig
     write("part_segmentations/parts.txt",
           ["0 background"] + [f"{i + 1} {name}" for i, name in enumerate(PART_NAMES)])
     write("captions.txt", rows["captions"])
+    if world is not None:
+        write("image_kinds.txt", rows["kinds"])
     return out

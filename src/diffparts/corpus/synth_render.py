@@ -7,6 +7,11 @@ tail angle), horizontal flip, partial crops at the border, and a textured backgr
 sometimes reuses the bird's colours. Rendering is vectorised numpy on a supersampled grid; the
 part mask is the per-pixel majority of the supersamples. ``SynthConfig`` holds the knobs; the
 CUB-layout writer is ``corpus.synth``, the caption ``corpus.synth_caption``.
+
+The part world (``corpus.synth_world``) passes ``shape`` (beak short/long/hooked, tail fan/fork,
+crest or none): the same draws then set each part's size within the variant's range, so two
+variants of one seed differ only in that part's outline. Without ``shape`` the draws and the
+pixels are those of the default birds.
 """
 
 from __future__ import annotations
@@ -94,8 +99,21 @@ def _paint_pattern(rng, base, second, kind, pu, pv):
     return base[None] * (1 - alpha[:, None]) + second[None] * alpha[:, None]
 
 
-def _render_bird(rng, class_index, cfg):
-    """Render one image: (rgb (y, x, 3) uint8, part mask (y, x) uint8, keypoints (15, 3), caption)."""
+def _in_triangle(pu, pv, a, b, c):
+    """Points (pu, pv) inside the triangle a b c (each (u, v)), by the signs of the edge half-planes."""
+    def side(p, q):
+        return (q[0] - p[0]) * (pv - p[1]) - (q[1] - p[1]) * (pu - p[0])
+    d1, d2, d3 = side(a, b), side(b, c), side(c, a)
+    return ((d1 >= 0) & (d2 >= 0) & (d3 >= 0)) | ((d1 <= 0) & (d2 <= 0) & (d3 <= 0))
+
+
+def _render_bird(rng, class_index, cfg, shape=None, info=None):
+    """Render one image: (rgb (y, x, 3) uint8, part mask (y, x) uint8, keypoints (15, 3), caption).
+
+    ``shape``: None (the default birds) or {"beak": short|long|hooked, "tail": fan|fork,
+    "crest": none|crest} (the part world). ``info``: a dict that receives the colour names
+    ("names"), patterns ("patterns") and background ("background") the image was drawn with.
+    """
     size, ss = cfg.image_size, cfg.supersample
     big = size * ss
     # 1. Pose and shape (units: s = body half-length in pixels of the final image).
@@ -114,6 +132,19 @@ def _render_bird(rng, class_index, cfg):
     fork = rng.random() < 0.3
     eye_r = rng.uniform(0.2, 0.25)
     leg_len = rng.uniform(0.55, 0.8)
+    hook = 0.0
+    if shape is not None:
+        # Shape variants: the same draws, mapped into each variant's range (see module docstring).
+        bu_ = (beak_len - 0.45) / 0.25                       # in [0, 1]
+        wu_ = (beak_w - 0.16) / 0.08
+        beak_len, beak_w, hook = {
+            "short": (0.22 + 0.1 * bu_, 0.2 + 0.06 * wu_, 0.0),
+            "long": (0.95 + 0.3 * bu_, 0.11 + 0.04 * wu_, 0.0),
+            "hooked": (0.55 + 0.15 * bu_, 0.2 + 0.05 * wu_, 0.35),
+        }[shape["beak"]]
+        fork = shape["tail"] == "fork"
+        tail_len = tail_len * 1.15 if fork else tail_len * 0.85
+        crest_h = rng.uniform(0.7, 1.0)                      # crest height / head radius
 
     # 2. Position: inside the frame, or (crop_prob) partly outside it.
     if rng.random() < cfg.crop_prob:
@@ -189,10 +220,18 @@ def _render_bird(rng, class_index, cfg):
     # 5. Tail: a fan (optionally forked) behind the body.
     tb_u, tb_v = -0.75, 0.1
     tu, tv = _to_frame(u, v, tb_u, tb_v, math.pi + tail_ang)
-    half = 0.18 + 0.22 * np.clip(tu / tail_len, 0, 1)
-    tail = (tu > 0) & (tu < tail_len) & (np.abs(tv) < half)
-    if fork:
-        tail &= ~((tu > tail_len * 0.75) & (np.abs(tv) < (tu - tail_len * 0.75) * 1.2))
+    if shape is None:
+        half = 0.18 + 0.22 * np.clip(tu / tail_len, 0, 1)
+        tail = (tu > 0) & (tu < tail_len) & (np.abs(tv) < half)
+        if fork:
+            tail &= ~((tu > tail_len * 0.75) & (np.abs(tv) < (tu - tail_len * 0.75) * 1.2))
+    elif fork:     # narrow, deeply forked
+        half = 0.14 + 0.2 * np.clip(tu / tail_len, 0, 1)
+        tail = (tu > 0) & (tu < tail_len) & (np.abs(tv) < half)
+        tail &= ~((tu > tail_len * 0.4) & (np.abs(tv) < (tu - tail_len * 0.4) * 0.9))
+    else:          # a wide, round-ended fan
+        half = 0.18 + 0.5 * np.clip(tu / tail_len, 0, 1)
+        tail = (tu > 0) & (np.abs(tv) < half) & (tu * tu / (tail_len * tail_len) + tv * tv / 1.2 < 1.0)
     paint(tail, "tail", tu / tail_len * 2 - 1, tv / 0.4)
 
     # 6. Body: one ellipse split into back (upper), breast (lower front), belly (lower rear).
@@ -216,12 +255,20 @@ def _render_bird(rng, class_index, cfg):
     hc = (0.92, 0.45 + 0.1 * body_b)
     hu, hv = _to_frame(u, v, hc[0], hc[1], head_ang)
     head = hu * hu + hv * hv < head_r * head_r
+    if shape is not None and shape["crest"] == "crest":
+        # a crest: two feather spikes rising backwards from the crown, part of the head
+        for back_, tip_u in ((0.0, -0.55), (-0.35, -0.95)):
+            a_ = (head_r * (0.35 + back_), head_r * 0.7)
+            b_ = (head_r * (-0.35 + back_), head_r * 0.7)
+            c_ = (head_r * tip_u, head_r * (1.0 + crest_h))
+            head |= _in_triangle(hu, hv, a_, b_, c_)
     paint(head, "head", hu / head_r, hv / head_r)
     base_u = head_r * 0.75
     tip = (head_r + beak_len, -0.08)
     # beak: triangle (base_u, +w) (base_u, -w) tip, tested with the edge half-planes
     t = (hu - base_u) / (tip[0] - base_u)
-    beak = (t > 0) & (t < 1) & (np.abs(hv - tip[1] * t) < beak_w * (1 - t))
+    # (a hooked beak's centre line bends down towards the tip)
+    beak = (t > 0) & (t < 1) & (np.abs(hv - tip[1] * t + hook * t * t) < beak_w * (1 - t))
     paint(beak, "beak", t * 2 - 1, hv / beak_w)
     ec = (head_r * 0.35, head_r * 0.2)
     eu, ev = (hu - ec[0]) / eye_r, (hv - ec[1]) / eye_r
@@ -266,7 +313,7 @@ def _render_bird(rng, class_index, cfg):
 
     # 10. Background behind everything, then supersample down, noise, quantise.
     bg = _render_background(rng, size, [rgb[p] for p in ("back", "wing", "breast", "head")],
-                            cfg, feet, s)                               # y x rgb, final size
+                            cfg, feet, s, info)                               # y x rgb, final size
     full = np.repeat(np.repeat(bg, ss, axis=0), ss, axis=1)             # y x rgb, supersampled
     window = full[wy0:wy1, wx0:wx1].reshape(-1, 3)
     fg = lab > 0
@@ -286,11 +333,17 @@ def _render_bird(rng, class_index, cfg):
     keypoints[~on_bird] = 0.0
 
     caption = _caption(rng, names, patt)
+    if info is not None:
+        info.update(names=names, patterns=patt)
     return img, part_mask, keypoints, caption
 
 
-def _render_background(rng, big, bird_rgb, cfg, feet, s):
-    """A textured background (y x, 3) float32 of side ``big`` (the final image size)."""
+def _render_background(rng, big, bird_rgb, cfg, feet, s, info=None):
+    """A textured background (y x, 3) float32 of side ``big`` (the final image size).
+
+    ``info``: a dict that receives {"background": (kind, branch)}, kind 0 noise, 1 stripes,
+    2 foliage, 3 sky; branch True when a branch was drawn.
+    """
     n_col = 3
     cols = _BG_COLOURS[rng.choice(len(_BG_COLOURS), n_col, replace=False)].copy()
     if rng.random() < cfg.shared_bg_colour_prob:
@@ -334,7 +387,10 @@ def _render_background(rng, big, bird_rgb, cfg, feet, s):
             r = rng.uniform(0.08, 0.25)
             m = np.exp(-((xx - cx) ** 2 + ((yy - cy) * 2) ** 2) / (r * r))[..., None]
             bg = bg * (1 - 0.6 * m) + cols[2] * 0.6 * m
-    if rng.random() < cfg.branch_prob:     # a branch the bird stands on (background)
+    branch = rng.random() < cfg.branch_prob
+    if info is not None:
+        info["background"] = (int(kind), bool(branch))
+    if branch:                              # a branch the bird stands on (background)
         fy = max(f[1] for f in feet) + 0.2 * s
         slope = rng.uniform(-0.3, 0.3)
         width = rng.uniform(0.12, 0.25) * s

@@ -3,7 +3,9 @@
 Holds the part names (part-mask values), CUB's 15 keypoint names, the named colours, the 16
 species priors (colours per part, patterns) and the per-image appearance draw (colour swaps
 between neighbouring parts, extra patterns, colour jitter) that ``synth_render`` paints and
-``synth_caption`` describes.
+``synth_caption`` describes. For the part world (``corpus.synth_world``) it also holds the
+part shape variants (beak short/long/hooked, tail fan/fork, crest or none), each species' shape
+prior and the per-image shape draw.
 """
 
 from __future__ import annotations
@@ -117,3 +119,33 @@ def _draw_appearance(rng, class_index, cfg):
     rgb = {part: _jitter_colour(rng, names[part], cfg.colour_jitter) for part in _SPECIES_PARTS}
     second = {part: _jitter_colour(rng, s, cfg.colour_jitter) for part, (_, s) in patt.items()}
     return names, rgb, patt, second
+
+
+# Part shape variants of the part world (``corpus.synth_world``); the default birds ignore them.
+SHAPE_VARIANTS: dict[str, tuple[str, ...]] = {
+    "beak": ("short", "long", "hooked"),
+    "tail": ("fan", "fork"),
+    "crest": ("none", "crest"),
+}
+
+# Each species' shapes (beak tail crest), in _SPECIES order; spread so that every variant is
+# carried by several species with different colours (a shape word is not a species word).
+_SHAPES: tuple[str, ...] = (
+    "short fan none", "long fork none", "short fan crest", "long fan none",
+    "short fork none", "hooked fork none", "long fan crest", "long fork none",
+    "short fan crest", "hooked fan none", "hooked fork crest", "long fan none",
+    "long fork crest", "short fork crest", "short fan none", "long fork crest",
+)
+
+
+def _draw_shape(rng, class_index, swap_prob):
+    """Per-image shapes {"beak": .., "tail": .., "crest": ..}: the species' own, each swapped
+    for a random variant with probability ``swap_prob``. The same two draws per part kind
+    whatever the outcome, so the rest of the image's draws do not depend on it."""
+    shape = dict(zip(SHAPE_VARIANTS, _SHAPES[class_index].split()))
+    for kind, variants in SHAPE_VARIANTS.items():
+        swap = rng.random() < swap_prob
+        pick = variants[int(rng.integers(len(variants)))]
+        if swap:
+            shape[kind] = pick
+    return shape

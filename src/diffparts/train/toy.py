@@ -134,9 +134,11 @@ def train_toy(
     else:
         try:
             from diffparts.corpus import CAPTION_WORDS
-        except ImportError:  # an older corpus module without the constant
-            CAPTION_WORDS = ()
-        words = list(dict.fromkeys([*CAPTION_WORDS, *caption_words(captions)]))
+            from diffparts.corpus.synth_caption import PART_WORLD_WORDS
+        except ImportError:  # an older corpus module without the constants
+            CAPTION_WORDS = PART_WORLD_WORDS = ()
+        base = PART_WORLD_WORDS if config.vocabulary == "parts" else CAPTION_WORDS
+        words = list(dict.fromkeys([*base, *caption_words(captions)]))
         import tempfile
 
         # the tokenizer reads its vocabulary files into memory, so the folder is not needed after

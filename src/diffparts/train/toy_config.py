@@ -38,6 +38,11 @@ TOY_ARCH = SDArchConfig(
 # The --quick setting's architecture: the tests' tiny model (32 px, latent 16, attention 16 and 8).
 QUICK_ARCH = SDArchConfig()
 
+# The part world's architecture (docs/corpus.md "The part world"): the toy's with SD's 77 text
+# positions, since a caption naming every part of a bird runs to at most 54 tokens (32 would cut
+# the last parts off). Everything else as TOY_ARCH.
+PARTS_ARCH = replace(TOY_ARCH, max_length=77)
+
 
 @dataclass(frozen=True)
 class ToyTrainConfig:
@@ -66,6 +71,7 @@ class ToyTrainConfig:
     threads: int = 1  # torch CPU threads; on 2 cores shared with other jobs, 2 threads ran 5-10x slower than 1
     snr_gamma: float | None = None  # Min-SNR loss weighting min(SNR, gamma) / SNR; None = plain MSE
     init_from: str | None = None  # continue from a folder this trainer saved (phase 1 skipped); None = scratch
+    vocabulary: str = "birds"  # tokenizer words besides the captions': "birds" CAPTION_WORDS, "parts" PART_WORLD_WORDS
 
     def __post_init__(self):
         for name in ("vae_steps", "unet_steps", "n_val"):
@@ -80,6 +86,8 @@ class ToyTrainConfig:
             raise ValueError(f"budget_s must be positive, got {self.budget_s}")
         if self.snr_gamma is not None and self.snr_gamma <= 0:
             raise ValueError(f"snr_gamma must be positive, got {self.snr_gamma}")
+        if self.vocabulary not in ("birds", "parts"):
+            raise ValueError(f"vocabulary must be 'birds' or 'parts', got {self.vocabulary!r}")
         if not 0.0 <= self.ema_decay < 1.0:
             raise ValueError(f"ema_decay must be in [0, 1), got {self.ema_decay}")
 
