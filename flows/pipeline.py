@@ -75,6 +75,7 @@ def bird_parts(
     method: str = "ncut",
     k: int | None = None,
     features: bool = True,
+    keep_attention: bool | None = None,
     embed_loss: str = "noise",
     embed_steps: int = 300,
     occlusion_cases: int = 50,
@@ -97,6 +98,9 @@ def bird_parts(
     there yet, N synthetic birds are rendered into it first (what the deployments do on a fresh
     clone). model: hub id, diffusers folder or None for the embedded checkpoint. force: a stage
     to redo with every stage after it. features: also store UNet features (better parts).
+    keep_attention: True keeps the full self-attention tensor, False makes a compact store (the
+    extract workers segment each image with the segment stage's settings right after the
+    forward), None decides by size (docs/store.md "Compact stores").
     extract_batch_size: images per UNet forward, part of the store's identity (the ``extract``
     deployment uses the same default, 4). batch_size: images per segment task.
     stage_options: {stage: {argument: value}} passed to that stage's flow (e.g.
@@ -135,10 +139,14 @@ def bird_parts(
 
     fan_out = {"max_workers": max_workers, "dask_address": dask_address, "dask_workers": dask_workers}
     gpu = {"device": device, "dtype": dtype}
+    segment = {"store": store, "method": method, "corpus": corpus, "batch_size": batch_size, **fan_out,
+               **options.get("segment", {})}
     arguments = {
+        # a compact store is segmented by the extract workers: they get the segment stage's settings
         "extract": {"corpus": corpus, "model": model, "store": store, "batch_size": extract_batch_size,
-                    "features": {} if features else None, **fan_out, **gpu},
-        "segment": {"store": store, "method": method, "corpus": corpus, "batch_size": batch_size, **fan_out},
+                    "features": {} if features else None, "keep_attention": keep_attention,
+                    "segment": segment, **fan_out, **gpu},
+        "segment": segment,
         "parts": {"store": store, "k": k, "corpus": corpus, "evaluate": evaluate},
         "embeddings": {"store": store, "model": model, "corpus": corpus, "loss": embed_loss,
                        "steps": embed_steps, **fan_out, **gpu},

@@ -119,3 +119,28 @@ def test_cli_run_prints_each_stage_and_names_bad_options(prefect_server, birds, 
     assert main(["run", "--corpus", str(birds), "--store", store, "--from-stage", "parts",
                  "--to-stage", "segment"]) == 2
     assert "diffparts run: error: --from-stage parts comes after --to-stage segment" in capsys.readouterr().err
+
+
+@pytest.mark.flow
+def test_compact_store_through_the_pipeline(prefect_server, birds, tmp_path):
+    """``keep_attention=False``: the extract workers segment with the segment stage's settings
+    (method and ``stage_options["segment"]``), the segment stage finds every image done, and the
+    parts stage reads the pooled attention; a re-run skips."""
+    from diffparts.store import is_compact
+    from flows.pipeline import bird_parts
+
+    store = str(tmp_path / "compact.zarr")
+    options = {"segment": {"ncut": {"tau": 0.3}}}
+    first = bird_parts(str(birds), store, to_stage="parts", keep_attention=False, report=False,
+                       max_workers=1, stage_options=options)
+    assert statuses(first) == {"extract": "done", "segment": "skipped", "parts": "done",
+                               "embeddings": "not run", "occlusion": "not run"}
+    root = open_store(store)
+    assert is_compact(root) and "attention/self" not in root
+    assert root["segments"].attrs["settings"]["method"] == "ncut"
+    assert root["segments"].attrs["settings"]["ncut_params"]["tau"] == 0.3
+    assert root["segments"].attrs["settings"]["made_by"] == "extract"
+    assert done_mask(root, "segments").all() and done_mask(root, "parts").all()
+    again = bird_parts(str(birds), store, to_stage="parts", keep_attention=False, report=False,
+                       max_workers=1, stage_options=options)
+    assert set(statuses(again).values()) == {"skipped", "not run"}

@@ -54,7 +54,7 @@ def test_flow_asks_for_pinning_only_on_its_own_local_cluster(monkeypatch):
     monkeypatch.setattr(flow, "prepare_store", lambda *a: {"version": 1, "pending": [0], "added": [], "changed": [],
                                                             "images": [{"index": 0}]})
     monkeypatch.setattr(flow, "stored_bytes", lambda *a: 0)
-    monkeypatch.setattr(flow, "create_attention_arrays", lambda *a: {})
+    monkeypatch.setattr(flow, "create_attention_arrays", lambda *a: {"form": "kept"})
     monkeypatch.setattr(flow.extract_batches, "with_options", lambda **kw: fake_fan_out)
     for kwargs, pinned in (({"device": "cuda", "dask_workers": 2}, True),
                            ({"device": "cuda:1", "dask_workers": 2}, False),

@@ -44,6 +44,10 @@ def register(subparsers) -> None:
     parser.add_argument("--k", type=int, default=None, help="part categories (default: the clusterer's fixed K)")
     parser.add_argument("--features", action=argparse.BooleanOptionalAction, default=True,
                         help="also store UNet features (DIFT) for the part descriptors and keypoint transfer")
+    parser.add_argument("--keep-attention", action=argparse.BooleanOptionalAction, default=None,
+                        help="keep the full self-attention tensor (needed to re-segment with other settings); "
+                             "--no-keep-attention: a compact store, segmented right after the forward; default: "
+                             "compact when one image's tensor exceeds 8 MiB (SD's 64 x 64), kept below")
     parser.add_argument("--embed-loss", default="noise", choices=("noise", "noise-unmasked", "attention", "combined", "all"),
                         help="textual-inversion objective of the embeddings stage")
     parser.add_argument("--embed-steps", type=int, default=300, help="optimiser steps per part token")
@@ -73,7 +77,7 @@ def run_pipeline(args) -> int:
 
     result = bird_parts(
         corpus=args.corpus, store=args.store, model=args.model, from_stage=args.from_stage,
-        to_stage=args.to_stage, force=args.force, method=args.method, k=args.k, features=args.features,
+        to_stage=args.to_stage, force=args.force, method=args.method, k=args.k, features=args.features, keep_attention=args.keep_attention,
         embed_loss=args.embed_loss, embed_steps=args.embed_steps, occlusion_cases=args.occlusion_cases,
         device=args.device, dtype=args.dtype, extract_batch_size=args.extract_batch_size,
         batch_size=args.batch_size, max_workers=args.max_workers, dask_address=args.dask_address,
