@@ -29,7 +29,8 @@ def test_each_measure_shows_once():
     measures = [{"measure": "K", "value": 8}, {"measure": "images", "value": 48},
                 {"measure": "detection AUC", "value": 0.393}, {"measure": "k", "value": 8},
                 {"measure": "done", "value": 48}, {"measure": "roc_auc", "value": 0.393},
-                {"measure": "skipped", "value": 0}, {"measure": "images", "value": 48}]
+                {"measure": "skipped", "value": 0}, {"measure": "images", "value": 48},
+                {"measure": "detection roc_auc", "value": 0.393}]
     names = [m["measure"] for m in unique_measures(measures)]
     assert names == ["K", "images", "detection AUC", "skipped"]
     # a different quantity under a related name stays

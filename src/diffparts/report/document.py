@@ -142,7 +142,7 @@ def html_picture(title: str, path, max_side: int = REPORT_PICTURE_MAX_SIDE,
 #: Measure names that are the same quantity under another name (the stage's own name -> the
 #: headline's): the report shows each quantity once, under the headline's name.
 SAME_MEASURE = {"k": "K", "roc_auc": "detection AUC", "detection_auc": "detection AUC",
-                "bytes_written": "MB added", "done": "images"}
+                "detection roc_auc": "detection AUC", "bytes_written": "MB added", "done": "images"}
 
 
 def unique_measures(measures: list[dict]) -> list[dict]:
