@@ -202,7 +202,8 @@ def run_summary_markdown(run: dict, report_path: str) -> str:
     rows, measures = [], []
     for stage in run.get("stages") or []:
         rows.append({"stage": stage.get("name"), "status": stage.get("status"),
-                     "seconds": round(float(stage.get("seconds") or 0.0), 1), "what it did": stage.get("message") or ""})
+                     "seconds": round(float(stage.get("seconds") or 0.0), 1),
+                     "what it did": stage.get("message") or ""})
         for m in ((stage.get("report") or {}).get("measures") or [])[:HEADLINE_MEASURES]:
             measures.append({"stage": stage.get("name"), "measure": m.get("measure"), "value": m.get("value")})
     lines += markdown_table(rows) + [""]
