@@ -197,12 +197,13 @@ def run_summary_markdown(run: dict, report_path: str) -> str:
     facts = [("corpus", f"`{run.get('corpus')}`"), ("store", f"`{run.get('store')}`"), ("model", run.get("model")),
              ("started", run.get("started")), ("seconds in stages", round(float(run.get("seconds") or 0.0), 1))]
     if run.get("wall_seconds") is not None:
-        facts.append(("seconds, flow start to report", round(float(run["wall_seconds"]), 1)))
+        facts.append(("seconds in the flow", round(float(run["wall_seconds"]), 1)))
     lines += markdown_table([{"run": k, "": v} for k, v in facts]) + [""]
     rows, measures = [], []
     for stage in run.get("stages") or []:
         rows.append({"stage": stage.get("name"), "status": stage.get("status"),
-                     "seconds": round(float(stage.get("seconds") or 0.0), 1), "what it did": stage.get("message") or ""})
+                     "seconds": round(float(stage.get("seconds") or 0.0), 1),
+                     "what it did": stage.get("message") or ""})
         for m in ((stage.get("report") or {}).get("measures") or [])[:HEADLINE_MEASURES]:
             measures.append({"stage": stage.get("name"), "measure": m.get("measure"), "value": m.get("value")})
     lines += markdown_table(rows) + [""]

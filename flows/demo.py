@@ -31,7 +31,7 @@ def print_summary(result: dict, wall: float) -> None:
     from diffparts.pipeline import summary_lines
 
     print("\n".join(summary_lines(result, "diffparts demo: five stages")))
-    print(f"total   {wall:.1f} s wall, with the corpus and Prefect's temporary server")
+    print(f"wall    {wall:.1f} s, with rendering the corpus and starting Prefect's temporary server")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -56,7 +56,8 @@ def _markdown(store: str, summary: dict, grid: dict | None) -> str:
     rows = [{"variant": r["variant"], "IoU": r["iou"], "hidden share": r["hidden_share"], "assigned": r["assigned"],
              "PSNR (dB)": r["psnr"], "SSIM": r["ssim"]} for r in summary["table"]]
     lines = [f"# Occlusion on `{store}`: {summary['cases']} cases", "", f"Detection: {detection}", "",
-             *markdown_table(rows, digits=3), "", "–: no finite value over the cases (e.g. PSNR where the pixels are unchanged)."]
+             *markdown_table(rows, digits=3), "",
+             "–: no finite value over the cases (e.g. PSNR where the pixels are unchanged)."]
     title = "Original, occluded, each completion (columns); one case per row"
     return markdown_with_pictures(lines, [{"title": title, "path": grid["path"]}] if grid else [])
 

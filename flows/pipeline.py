@@ -51,7 +51,8 @@ def _with_headline(name: str, summary: dict) -> dict:
     report = dict(summary.get("report") or {})
     head = [{"measure": k, "value": v} for k, v in headline_measures(name, summary) if v is not None]
     seen = {m["measure"] for m in head}
-    report["measures"] = unique_measures(head + [m for m in report.get("measures") or [] if m.get("measure") not in seen])
+    rest = [m for m in report.get("measures") or [] if m.get("measure") not in seen]
+    report["measures"] = unique_measures(head + rest)
     return report
 
 
@@ -183,7 +184,7 @@ def bird_parts(
     result["wall_seconds"] = round(time.perf_counter() - clock, 2)
     if report:
         result["report"] = write_run_report(result, started)
-        logger.info("report %s", result["report"])   # the terminal's summary table (diffparts.pipeline.summary_lines) names it
+        logger.info("report %s", result["report"])   # on the terminal: the summary table's last line
     if failure is not None:
         raise failure
     return result

@@ -25,8 +25,8 @@ from prefect import flow, get_run_logger
 from flows.artifacts import (markdown_table, markdown_with_pictures, measure_rows, publish_markdown, publish_progress,
                              publish_table, stage_report)
 from flows.fanout import as_finished, submit_all
-from tasks.segment import (STAGE, choose_thresholds, save_segment_picture, create_segment_arrays, record_batch_failure, score_segments,
-                           segment_images)
+from tasks.segment import (STAGE, choose_thresholds, create_segment_arrays, record_batch_failure,
+                           save_segment_picture, score_segments, segment_images)
 
 #: Rows of the per-image table artifact (a huge corpus gets a truncated table, said in its description).
 MAX_TABLE_ROWS = 1000

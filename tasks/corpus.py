@@ -21,8 +21,9 @@ def ensure_corpus(corpus: str, synthetic_birds: int | None = None, seed: int = 0
     if path.exists():
         return {"corpus": str(path), "rendered": 0}
     if not synthetic_birds:
-        raise FileNotFoundError(f"corpus {corpus} does not exist (give a CUB-layout folder or a folder of images, "
-                                "or synthetic_birds=N to render N synthetic birds there)")
+        raise FileNotFoundError(f"corpus {corpus} does not exist: give a CUB-layout folder or a folder of images, "
+                                "or add --synthetic-birds N to render N synthetic birds there (deployments: "
+                                "synthetic_birds)")
     if int(synthetic_birds) < 1:
         raise ValueError(f"synthetic_birds must be >= 1, got {synthetic_birds}")
     # at least 3 birds per species, so each species has held-out birds (test split) for the

@@ -215,12 +215,12 @@ def summary_lines(result: dict, title: str = "diffparts run") -> list[str]:
     same) and the path of the report."""
     lines = ["", f"== {title} ==", f"{'stage':<11}{'status':<9}{'seconds':>8}  measures"]
     for record in result["stages"]:
-        measures = ", ".join(f"{k} {_fmt(v)}" for k, v in headline_measures(record["name"], record.get("summary") or {})
-                             if v is not None)
+        measures = "" if record["status"] == "not run" else ", ".join(
+            f"{k} {_fmt(v)}" for k, v in headline_measures(record["name"], record.get("summary") or {}) if v is not None)
         lines.append(f"{record['name']:<11}{record['status']:<9}{record['seconds']:>8.1f}  "
                      f"{measures or record.get('message', '')}")
     wall = result.get("wall_seconds")
-    lines.append(f"{'stages':<20}{result['seconds']:>8.1f}  s in stages"
-                 + (f"; {wall:.1f} s from the flow's start to its report" if wall is not None else ""))
+    lines.append(f"{'total':<20}{result['seconds']:>8.1f}  s in stages"
+                 + (f" ({wall:.1f} s in the flow)" if wall is not None else ""))
     lines.append(f"report  {result.get('report') or '(none: --no-report)'}")
     return lines

@@ -42,6 +42,17 @@ def _console_handlers() -> list[logging.Handler]:
     return found
 
 
+_AT_EXIT: list[bool] = []
+
+
+def _silent_at_exit() -> None:
+    """Prefect stops its temporary server at the process's exit, and says so on the console
+    ("Stopping temporary server ..."): registered after it, this runs first and keeps it quiet."""
+    os.environ.setdefault("PREFECT_LOGGING_HANDLERS_CONSOLE_LEVEL", QUIET_LEVEL_NAME)
+    for handler in _console_handlers():
+        handler.setLevel(max(handler.level, SILENT))
+
+
 @contextlib.contextmanager
 def prefect_console(verbose: bool):
     """Inside: Prefect's console log shown only when ``verbose`` (the API log is untouched)."""
@@ -62,6 +73,11 @@ def prefect_console(verbose: bool):
             handler.setLevel(level)
         if ours:
             os.environ.pop(key, None)
+        if not _AT_EXIT:
+            import atexit
+
+            atexit.register(_silent_at_exit)   # after Prefect's own (its server's stop): runs before it
+            _AT_EXIT.append(True)
 
 
 def check_api(timeout_s: float = 5.0) -> str | None:

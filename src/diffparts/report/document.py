@@ -11,7 +11,7 @@ no server and can be mailed or archived as it is. ``run`` is a JSON-serialisable
                             "pictures": [{"title", "path"}]}}]}
 
 ``seconds`` is the sum of the stages' seconds (what the terminal's summary table adds up);
-``wall_seconds`` the flow's own time from its start to the report. A table longer than
+``wall_seconds`` the flow's own time, from its start to the report (both as the terminal says). A table longer than
 :data:`FOLD_ROWS` rows is summarised and folded; each measure shows once. Every string from
 the record is escaped; a missing key shows as a dash, and a picture whose
 file is missing or unreadable shows as a note, never an error.
@@ -142,7 +142,7 @@ def html_picture(title: str, path, max_side: int = REPORT_PICTURE_MAX_SIDE,
 #: Measure names that are the same quantity under another name (the stage's own name -> the
 #: headline's): the report shows each quantity once, under the headline's name.
 SAME_MEASURE = {"k": "K", "roc_auc": "detection AUC", "detection_auc": "detection AUC",
-                "bytes_written": "MB added", "done": "images"}
+                "detection roc_auc": "detection AUC", "bytes_written": "MB added", "done": "images"}
 
 
 def unique_measures(measures: list[dict]) -> list[dict]:
@@ -198,7 +198,7 @@ def render_report(run: dict) -> str:
             else _e(format_value(url)))
     meta = [("flow run", _e(format_value(run.get("flow_run_id")))), ("dashboard", link)]
     meta += [(k, _e(format_value(run.get(k)))) for k in ("corpus", "store", "model", "started")]
-    for key, label in (("seconds", "seconds in stages"), ("wall_seconds", "seconds, flow start to report")):
+    for key, label in (("seconds", "seconds in stages"), ("wall_seconds", "seconds in the flow")):
         seconds = run.get(key)
         if key == "seconds" or seconds is not None:
             seconds = round(float(seconds), 1) if isinstance(seconds, (int, float)) else seconds
