@@ -50,9 +50,17 @@ def occlusion_batches(store: str, corpus: str | None, model: str, batches: list[
 def _markdown(store: str, summary: dict, grid: dict | None) -> str:
     d = summary["detection"] or {}
     lines = [f"# Occlusion on `{store}`: {summary['cases']} cases", "",
-             f"Detection: precision {d.get('precision')}, recall {d.get('recall')}, F1 {d.get('f1')}, "
-             f"ROC AUC {d.get('roc_auc')}", "",
-             "| variant | IoU | hidden share | assigned | PSNR | SSIM |", "| --- | --- | --- | --- | --- | --- |"]
+             f"Detection ({d.get('method')}, threshold {d.get('threshold')}): precision {d.get('precision')}, "
+             f"recall {d.get('recall')}, F1 {d.get('f1')}, ROC AUC {d.get('roc_auc')} (hidden part not grey-ish: "
+             f"{d.get('roc_auc_not_greyish')}), false alarms on cases hiding nothing {d.get('false_alarm_rate')}, "
+             f"occlusion map IoU {d.get('occlusion_map_iou')}", ""]
+    if d.get("by_fill"):
+        lines += ["| fill | cases | ROC AUC | not grey-ish | F1 | false alarms | map IoU |",
+                  "| --- | --- | --- | --- | --- | --- | --- |"]
+        lines += [f"| {f} | {r.get('cases')} | {r.get('roc_auc')} | {r.get('roc_auc_not_greyish')} | {r.get('f1')} | "
+                  f"{r.get('false_alarm_rate')} | {r.get('occlusion_map_iou')} |" for f, r in d["by_fill"].items()]
+        lines.append("")
+    lines += ["| variant | IoU | hidden share | assigned | PSNR | SSIM |", "| --- | --- | --- | --- | --- | --- |"]
     lines += [f"| {r['variant']} | {r['iou']} | {r['hidden_share']} | {r['assigned']} | {r['psnr']} | {r['ssim']} |"
               for r in summary["table"]]
     title = "Original, occluded, each completion (columns); one case per row"
@@ -67,7 +75,7 @@ def assess_occlusion(
     n_cases: int = 50,
     how: str = "part",
     hide: list[str] | None = None,
-    fill: str = "grey",
+    fill: str = "mix",
     losses: list[str] | None = None,
     seed: int = 0,
     config: dict | None = None,
@@ -81,8 +89,9 @@ def assess_occlusion(
 ) -> dict:
     """Occlude ``n_cases`` held-out images of ``store``, detect and complete what was hidden.
 
-    how: part (ground-truth part masks) | category (discovered) | box. hide: part names or ids
-    hidden in every case (default: one part per case, seeded). fill: grey | noise | patch.
+    how: part (ground-truth part masks) | category (discovered) | box | background (a part's shape on
+    the background only: a control, nothing hidden). hide: part names or ids hidden in every case
+    (default: one part per case, seeded). fill: grey | noise | patch | object | mix (one per case).
     losses: token losses to complete with (default: every loss with files beside the store).
     config: other ``OcclusionConfig`` fields (min_fraction, detect, completion, ...).
     """
@@ -98,6 +107,13 @@ def assess_occlusion(
 
     # 1. Set-up (single writer) and the cases to run.
     setup = setup_occlusion(store, corpus, model, cfg)
+    if setup.get("skipped"):
+        logger.warning("occlusion skipped: %s", setup["skipped"])
+        publish_markdown("occlusion-grid", f"# Occlusion on `{store}`: skipped\n\n{setup['skipped']}",
+                         "why the occlusion stage did not run")
+        return {"store": store, "model": setup["model"], "cases": 0, "variants": [], "losses": [], "ran": [],
+                "failed": {}, "skipped": setup["skipped"], "summary": {"cases": 0, "detection": None, "table": []},
+                "grid": None, "report": stage_report(measure_rows({"cases": 0, "skipped": setup["skipped"]}), {}, [])}
     if setup["reset"]:
         logger.info(setup["reset"])
     logger.info("occlusion: %d cases on %d held-out images (%s), %d to run; variants %s", setup["cases"],
@@ -125,7 +141,7 @@ def assess_occlusion(
     grid = occlusion_grid(store, grid_cases) if summary["cases"] else None
     publish_markdown("occlusion-grid", _markdown(store, summary, grid), "detection, the table and the picture grid")
     failed = {int(k): v for r in rows for k, v in r["failed"].items()}
-    detection = {f"detection {k}": v for k, v in (summary["detection"] or {}).items()}
+    detection = {f"detection {k}": v for k, v in (summary["detection"] or {}).items() if not isinstance(v, dict)}
     measures = measure_rows({"cases": summary["cases"], "failed": len(failed), **detection})
     grid_picture = [{"title": "original, occluded, each completion; one case per row", "path": grid["path"]}
                     ] if grid else []
