@@ -108,4 +108,4 @@ def test_background_control_moves_the_shape_off_the_object():
     moved = move_to_background(shape, gt > 0, np.random.default_rng(0))
     assert moved.sum() == shape.sum() and not (moved & (gt > 0)).any()
     with pytest.raises(ValueError, match="no background room"):
-        move_to_background(np.ones((16, 16), bool), gt > 0, np.random.default_rng(0))
+        move_to_background(shape, np.ones((16, 16), bool), np.random.default_rng(0))
