@@ -127,7 +127,7 @@ def detection_markdown(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
-def run_one(args, source: Path, work: Path, how: str, fill: str) -> dict:
+def run_one(args, source: Path, work: Path, how: str, fill: str, calibration: str | None = None) -> dict:
     """One (how, fill) evaluation into ``work``: set-up, the cases, the summary."""
     import torch
 
@@ -150,7 +150,8 @@ def run_one(args, source: Path, work: Path, how: str, fill: str) -> dict:
                             "hide": [] if not args.hide else args.hide.split(","), "seed": args.seed,
                             "losses": losses, "complete": not args.detect_only})
     t0 = time.perf_counter()
-    setup = setup_occlusion(root, store, None, model, cfg, model_hash(model))
+    setup = setup_occlusion(root, store, None, model, cfg, model_hash(model), calibration=calibration,
+                            log=log)
     log(f"[{how}/{fill}] {setup['cases']} cases on {setup['held_out_images']} held-out images ({setup['split']}), "
         f"{len(setup['todo'])} to run; variants {setup['variants']}")
     todo = setup["todo"]
@@ -165,7 +166,8 @@ def run_one(args, source: Path, work: Path, how: str, fill: str) -> dict:
     grid = save_png(occlusion_grid(root, n=6), occlusion_dir(store) / "grid.png") if summary["cases"] else None
     result = {"source": str(source), "store": store, "model": model, "config": json.loads(json.dumps(
         __import__("dataclasses").asdict(cfg))), "seconds": seconds, "failed": failed,
-        "grid": None if grid is None else str(grid), **summary}
+        "grid": None if grid is None else str(grid), **summary,
+        "calibration": root["occlusion"].attrs.get("calibration")}
     if args.thresholds:
         result["thresholds"] = thresholds_table(root, [float(t) for t in args.thresholds.split(",")])
     return result
@@ -193,10 +195,11 @@ def main() -> None:
 
     hows, fills = args.how.split(","), args.fill.split(",")
     pairs = [(h, f) for h in hows for f in fills]
-    runs = []
-    for how, fill in pairs:
+    runs, calibration = [], None
+    for how, fill in pairs:              # one calibration (same store, model, detect settings) for every run
         work = Path(args.work) if len(pairs) == 1 else Path(args.work) / f"{how}-{fill}"
-        runs.append(run_one(args, Path(args.source), work, how, fill))
+        runs.append(run_one(args, Path(args.source), work, how, fill, calibration))
+        calibration = runs[-1].pop("calibration", None)
     result = runs[0] if len(runs) == 1 else {"source": args.source, "runs": runs}
     result["detection_table"] = detection_rows(runs)
     text = json.dumps(result, indent=1, default=float)

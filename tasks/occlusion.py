@@ -6,7 +6,7 @@ Store-touching tasks retry, except on bad input (ValueError, FileNotFoundError).
 
 from __future__ import annotations
 
-from prefect import task
+from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
 from tasks.gpu import gpu_slot
@@ -36,7 +36,8 @@ def setup_occlusion(store: str, corpus: str | None, model: str | None, config: d
     model = store_model(root, model)
     digest = model_hash(model)
     try:
-        return {**setup(root, store, corpus, model, occlusion_config(config), digest), "model": model}
+        return {**setup(root, store, corpus, model, occlusion_config(config), digest,
+                        log=get_run_logger().info), "model": model}
     except NothingToOcclude as err:          # a corpus too small to hold an image out: skipped, not failed
         return {"skipped": str(err), "model": model}
 

@@ -9,7 +9,8 @@ One case (docs/design.md §5.7 "Occlusion"):
 
 1. The image at the model's input size; what to hide (ground-truth parts, discovered
    categories or a random box over the object), filled; the record of what was hidden.
-2. Missing-part detection on the occluded image (fitted categories, no refit).
+2. Missing-part detection on the occluded image: where each category belongs from the fitted
+   categories (no refit), whether it is there from the model's imagination (``detect.py``).
 3. Completions, one per variant, all from the case's seed: the empty prompt, the class prompt,
    the image's caption, and for every loss its tokens of the detection's top categories
    (``<loss>:detected``) and of the truly hidden ones (``<loss>:true``).
@@ -28,7 +29,9 @@ categories, background included; the whole store: docs/store.md)::
     occlusion/results      (case,) str              detection and per-variant measures as JSON
     occlusion/failures     (case,) str              "" or why the case failed
     occlusion/done         (case,) bool             written after the arrays above
-    attrs: config, plan, variants, losses, model, model_hash, parts_fingerprint, image_size
+    occlusion/held_out     (image,) bool            the images cases come from (attrs: rule; split.py)
+    attrs: config, plan, variants, losses, model, model_hash, parts_fingerprint, image_size, held_out,
+           calibration (the evidence detector's, JSON: occlusion.evidence.Calibration)
 
 Groups written before issue 13 name the labels' axes ``y x`` and the scores' ``part``; they are
 reopened and resumed as they are.
@@ -197,11 +200,14 @@ def variant_names(losses: Sequence[str], captions: bool, complete: bool = True) 
     return names + [f"{loss}:{which}" for loss in losses for which in ("detected", "true")]
 
 
-def setup_occlusion(root, store: str, corpus, model: str, config: OcclusionConfig, model_hash: str = "") -> dict:
+def setup_occlusion(root, store: str, corpus, model: str, config: OcclusionConfig, model_hash: str = "",
+                    calibration: str | None = None, log: Callable[[str], None] | None = None) -> dict:
     """Plan the cases and create ``occlusion/`` (redone whole when its identity changed).
 
     Refuses a store whose parts stage is not done, ``how="part"`` on a corpus without part
-    masks, and losses without token files. Returns {cases, todo, variants, losses, reset, ...}.
+    masks, and losses without token files. calibration: the evidence detector's calibration
+    (JSON) made by another set-up on the same store, model and detect settings, reused instead of
+    recomputed (a benchmark running several fills). Returns {cases, todo, variants, losses, reset, ...}.
     """
     from diffparts.corpus import load_mask
     from diffparts.inversion.saving import parts_fingerprint, require_parts
@@ -270,15 +276,19 @@ def setup_occlusion(root, store: str, corpus, model: str, config: OcclusionConfi
         group["cases"][:] = np.array([c["image"] for c in plan], np.int64)
     group.attrs.update(identity)
     if config.detect.method == "evidence" and "calibration" not in group.attrs:
-        group.attrs["calibration"] = _calibration(root, records, table, model, config, size).to_json()
+        group.attrs["calibration"] = calibration or _calibration(root, records, table, model, config, size,
+                                                                 log).to_json()
     finished = np.asarray(group["done"][:], bool)
     return {"cases": n, "todo": [c["case"] for c in plan if not finished[c["case"]]], "variants": variants,
             "losses": losses, "reset": reset, "split": split, "held_out_images": int(len(candidates)),
             "image_size": size, "n_categories": k1}
 
 
-def _calibration(root, records: dict, table, model: str, config: OcclusionConfig, size: int):
-    """The evidence detector's calibration on the store's training images (loads the model)."""
+def _calibration(root, records: dict, table, model: str, config: OcclusionConfig, size: int, log=None):
+    """The evidence detector's calibration on the store's training images (loads the model);
+    progress every 8 images to ``log`` (default: the ``diffparts.occlusion`` logger)."""
+    import logging
+
     import torch
 
     from diffparts.corpus import load_rgb
@@ -293,7 +303,8 @@ def _calibration(root, records: dict, table, model: str, config: OcclusionConfig
     def load(i: int) -> np.ndarray:
         return prepare_images(load_rgb(records[table[i]["name"]].path)[None], size)[0]
 
-    return calibrate_store(root, load, img2img_pipeline(pipe), config.detect, config.seed)
+    say = log or logging.getLogger("diffparts.occlusion").info
+    return calibrate_store(root, load, img2img_pipeline(pipe), config.detect, config.seed, log=say)
 
 
 def summarize_occlusion(root, min_fraction: float | None = None) -> dict:
