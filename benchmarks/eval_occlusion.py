@@ -191,7 +191,19 @@ def main() -> None:
     ap.add_argument("--fresh", action="store_true", help="delete --work first")
     ap.add_argument("--markdown", action="store_true", help="also print the table as markdown (stderr)")
     ap.add_argument("--out", default=None, help="also write the JSON here")
+    ap.add_argument("--build", default=None, metavar="SEED,N",
+                    help="first build --source when it has no store: N synthetic birds of corpus seed SEED through "
+                         "extract, segment and parts (eval_embeddings.run_stages; no tokens: detection needs none)")
     args = ap.parse_args()
+
+    if args.build and not (Path(args.source) / "store.zarr").exists():
+        from benchmarks.eval_embeddings import run_stages
+
+        seed, n = (int(v) for v in args.build.split(","))
+        source = Path(args.source)
+        source.mkdir(parents=True, exist_ok=True)
+        log(f"building {source}: {n} birds, corpus seed {seed}: "
+            f"{run_stages(source / 'corpus', source / 'store.zarr', None, n, seed, 64, None)}")
 
     hows, fills = args.how.split(","), args.fill.split(",")
     pairs = [(h, f) for h in hows for f in fills]
