@@ -96,7 +96,7 @@ def main(argv=None) -> int:
         "settings": {"n": args.n, "seed": args.seed, "image_size": args.size,
                      "features": "rgb/255 + w*(x/W, y/H)",
                      "kmeans": "diffparts.baselines.kmeans_pixels (sklearn, n_init=4)",
-                     "matching": "per-image Hungarian, TP/FP/FN summed (docs/design.md §8 "Measures")",
+                     "matching": "per-image Hungarian, TP/FP/FN summed (docs/design.md §8 \"Measures\")",
                      "data": str(args.data) if args.data else "generated"},
         "by_position_weight": results,
         "kmeans_on_true_foreground": {"miou_parts": oracle.miou,

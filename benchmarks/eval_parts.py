@@ -184,7 +184,7 @@ def _image_maps(records, size: int):
 def _evaluate_maps(records, maps: list[np.ndarray], max_pairs: int, seed: int) -> dict:
     from PIL import Image
 
-    from diffparts.parts.transfer import evaluate_parts
+    from diffparts.parts.evaluate import evaluate_parts
 
     sizes = []
     for r in records:

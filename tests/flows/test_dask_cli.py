@@ -13,7 +13,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -22,6 +21,7 @@ import zarr
 
 from diffparts.corpus import SynthConfig, generate_birds
 from diffparts.model.load import DEFAULT_MODEL
+from tests.waiting import wait_until
 
 pytestmark = [
     pytest.mark.flow,
@@ -75,17 +75,19 @@ def cluster(prefect_server, tmp_path):
                      "--port", "0", "--no-dashboard"], tmp_path / "scheduler.log", env)]
     client = None
     try:
-        deadline = time.monotonic() + 120
-        while not scheduler_file.exists() and time.monotonic() < deadline and procs[0].poll() is None:
-            time.sleep(0.2)
-        assert scheduler_file.exists(), (tmp_path / "scheduler.log").read_text()[-3000:]
+        try:      # the file is there and complete (written while the scheduler starts)
+            address = wait_until(lambda: json.loads(scheduler_file.read_text())["address"], timeout=120,
+                                 interval=0.2, what="the scheduler's address file", ignore=(OSError, ValueError, KeyError),
+                                 alive=lambda: procs[0].poll() is None)
+        except AssertionError as exc:
+            raise AssertionError(f"{exc}\n{(tmp_path / 'scheduler.log').read_text()[-3000:]}") from None
         for name, log in logs.items():
             procs.append(_start([str(BIN / "dask"), "worker", "--scheduler-file", str(scheduler_file),
                                  "--nworkers", "1", "--nthreads", "1", "--name", name, "--host", "127.0.0.1",
                                  "--no-dashboard"], log, env))
         client = Client(scheduler_file=str(scheduler_file), timeout=60)
         client.wait_for_workers(2, timeout=180)
-        yield json.loads(scheduler_file.read_text())["address"], client, logs
+        yield address, client, logs
     finally:
         if client is not None:
             client.close()

@@ -8,13 +8,13 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from itertools import combinations
 from pathlib import Path
 
 import pytest
 
 from flows.serve import PREFECT_YAML, build_deployments, gpu_limit_spec, load_flow, read_spec
+from tests.waiting import wait_until
 
 BIN = Path(sys.executable).parent
 
@@ -92,16 +92,19 @@ def test_serve_registers_the_deployments_and_runs_one(prefect_server, tmp_path):
                                 cwd=str(PREFECT_YAML.parent))
     try:
         with get_client(sync_client=True) as client:
-            deadline = time.monotonic() + 120
             found = {}
-            while len(found) < 2 and time.monotonic() < deadline:   # registered one after the other
-                assert proc.poll() is None, log.read_text()[-3000:]
+
+            def registered():                                   # registered one after the other
                 for name in ("bird-parts/bird-parts", "extract-attention/extract"):
-                    try:
+                    if name not in found:
                         found[name] = client.read_deployment_by_name(name)
-                    except Exception:
-                        time.sleep(0.5)
-            assert len(found) == 2, log.read_text()[-3000:]
+                return len(found) == 2
+
+            try:
+                wait_until(registered, timeout=120, interval=0.5, what="both deployments", ignore=(Exception,),
+                           alive=lambda: proc.poll() is None)
+            except AssertionError as exc:
+                raise AssertionError(f"{exc}\n{log.read_text()[-3000:]}") from None
             assert [s.schedule.cron for s in found["bird-parts/bird-parts"].schedules] == ["0 3 * * *"]
             assert [s.schedule.cron for s in found["extract-attention/extract"].schedules] == ["0 1 * * *"]
             assert client.read_global_concurrency_limit_by_name("diffparts-gpu").limit == 2
@@ -129,21 +132,38 @@ def test_gpu_tasks_queue_on_the_global_limit(prefect_server):
     from tasks.gpu import GPU_LIMIT, gpu_slot
 
     ensure_gpu_limit(GPU_LIMIT, 1)
-    spans = []
+    events = []                       # ("enter" | "exit", device), in order
+    lock = threading.Lock()
+    held = threading.Event()          # a CUDA task holds the only slot
+    cpu_done = threading.Event()      # the CPU task has run
 
-    def work(device):
+    def note(kind, device):
+        with lock:
+            events.append((kind, device))
+
+    def gpu_work(device):
         with gpu_slot(device):
-            start = time.monotonic()
-            time.sleep(1.0)
-            spans.append((device, start, time.monotonic()))
+            note("enter", device)
+            held.set()
+            cpu_done.wait(60)         # keep the slot until the CPU task ran (bounded: it must not need it)
+            note("exit", device)
 
-    threads = [threading.Thread(target=work, args=(d,)) for d in ("cuda:0", "cuda:1", "cpu")]
+    def cpu_work():
+        held.wait(60)
+        with gpu_slot("cpu"):
+            note("enter", "cpu")
+            note("exit", "cpu")
+        cpu_done.set()
+
+    threads = [threading.Thread(target=gpu_work, args=(d,)) for d in ("cuda:0", "cuda:1")]
+    threads.append(threading.Thread(target=cpu_work))
     for t in threads:
         t.start()
     for t in threads:
-        t.join(60)
-    gpu = sorted((s, e) for d, s, e in spans if d.startswith("cuda"))
-    assert len(gpu) == 2 and gpu[1][0] >= gpu[0][1] - 0.05, gpu      # one after the other
-    cpu = [(s, e) for d, s, e in spans if d == "cpu"]
-    assert cpu and cpu[0][0] < gpu[1][0]                              # the CPU task did not wait
+        t.join(120)
+    gpu = [e for e in events if e[1].startswith("cuda")]
+    assert len(gpu) == 4 and gpu[0][1] == gpu[1][1] and gpu[2][1] == gpu[3][1], events   # one after the other
+    assert [k for k, _ in gpu] == ["enter", "exit", "enter", "exit"], events
+    first_exit = events.index(gpu[1])
+    assert events.index(("exit", "cpu")) < first_exit, events   # the CPU task ran while a CUDA task held the slot
     ensure_gpu_limit(GPU_LIMIT, 2)                                    # as the serve test left it

@@ -8,7 +8,7 @@ from diffparts.parts.cluster import ClusterConfig
 from diffparts.parts.dataset import (build_descriptors, cluster_parts, paint_part_labels, read_part_labels,
                                      require_segments)
 from diffparts.parts.synthetic import make_part_store
-from diffparts.parts.transfer import evaluate_parts
+from diffparts.parts.evaluate import evaluate_parts
 from diffparts.store import mark_done, open_store, record_failure
 
 

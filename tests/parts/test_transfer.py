@@ -1,10 +1,11 @@
-"""Keypoint transfer and its evaluation (diffparts.parts.transfer)."""
+"""Keypoint transfer and its evaluation (diffparts.parts.transfer, diffparts.parts.evaluate)."""
 
 import numpy as np
 import pytest
 
+from diffparts.parts.evaluate import evaluate_parts
 from diffparts.parts.synthetic import draw_object
-from diffparts.parts.transfer import evaluate_parts, part_boxes, relative_flip, transfer_points
+from diffparts.parts.transfer import part_boxes, relative_flip, transfer_points
 
 
 def _parts(box, size=16, flip=False):

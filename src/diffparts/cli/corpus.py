@@ -13,7 +13,7 @@ def register(subparsers) -> None:
     parser = subparsers.add_parser(
         "corpus",
         help="make the synthetic bird corpus or describe an image corpus",
-        description="Image corpora: the synthetic birds (docs/design.md §4 "The embedded default"), CUB-200-2011 layout "
+        description="Image corpora: the synthetic birds (docs/design.md §4 \"The embedded default\"), CUB-200-2011 layout "
                     "folders and plain folders of images.",
     )
     sub = parser.add_subparsers(dest="corpus_command", metavar="SUBCOMMAND")

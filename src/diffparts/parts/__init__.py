@@ -5,7 +5,8 @@ and pictures (galleries, overlays).
 ``descriptors``: one descriptor per segment, foreground/background.
 ``cluster``: ``StreamingPartClusterer`` (streaming k-means over Zarr blocks, K by silhouette).
 ``dataset``: the ``parts/`` group of the store: build descriptors, cluster, paint label maps.
-``transfer``: keypoint transfer through part categories; PCK, NMI/ARI (diffparts.metrics).
+``transfer``: keypoint transfer through part categories; ``matching``: by UNet features.
+``evaluate``: PCK, NMI/ARI of part maps at keypoints (diffparts.metrics), by either transfer.
 ``gallery``: per-category crop galleries and colour-consistent overlays (PNG).
 ``synthetic``: tiny stores and descriptors with known parts (tests, benchmarks).
 """
@@ -14,7 +15,8 @@ from diffparts.parts.cluster import ClusterConfig, KSelection, StreamingPartClus
 from diffparts.parts.dataset import (ImageInfo, build_descriptors, cluster_parts, image_infos,
                                      paint_part_labels, read_part_labels, require_segments)
 from diffparts.parts.descriptors import DescriptorConfig, ImageDescriptors, describe_image
-from diffparts.parts.transfer import evaluate_parts, transfer_points
+from diffparts.parts.evaluate import evaluate_parts
+from diffparts.parts.transfer import transfer_points
 
 __all__ = [
     "ClusterConfig", "DescriptorConfig", "ImageDescriptors", "ImageInfo", "KSelection",

@@ -37,7 +37,7 @@ def evaluate_store(root: zarr.Group, infos: Sequence[ImageInfo], max_pairs: int 
                    random_state: int = 0, method: str = "auto") -> dict:
     """NMI/ARI at visible keypoints and PCK over same-class pairs for the labelled images that
     have keypoints, a box and a class (docs/design.md §8 "Measures"); ``method`` as in ``transfer.METHODS``."""
-    from diffparts.parts.transfer import evaluate_parts
+    from diffparts.parts.evaluate import evaluate_parts
 
     method = require_features(root, method)
     usable = [i for i in labelled_images(root, infos)

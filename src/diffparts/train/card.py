@@ -115,7 +115,7 @@ def model_card(model_dir: str | Path, train_command: str, bench_command: str, no
         "# diffparts-toy-birds",
         "",
         "A small Stable-Diffusion-format model trained from scratch, on CPU, on the synthetic birds of",
-        "`diffparts.corpus.generate_birds`. It is the embedded default of diffparts (docs/design.md §4 "The embedded default"):",
+        "`diffparts.corpus.generate_birds`. It is the embedded default of diffparts (docs/design.md §4 \"The embedded default\"):",
         "its attention makes the demo and the end-to-end tests meaningful where no real checkpoint can be",
         f"downloaded. It is a toy: {arch['sample_size']} px images, a few million parameters, "
         f"{_total_minutes(chain):.0f} min of 2 CPU cores.",
@@ -177,7 +177,7 @@ def model_card(model_dir: str | Path, train_command: str, bench_command: str, no
             f"Part segmentation of {quality['n_test']} held-out synthetic birds (corpus seed "
             f"{quality['corpus_seed']}, never seen in training), at {quality['image_size']} px, against the "
             f"part masks ({quality['n_classes']} classes: background + 9 parts), per-image Hungarian mIoU "
-            "(docs/design.md §8 "Measures"). DiffSeg uses the capture defaults (clean latent, t=300, empty prompt); "
+            "(docs/design.md §8 \"Measures\"). DiffSeg uses the capture defaults (clean latent, t=300, empty prompt); "
             "its KL threshold is the data-driven quantile rule of `diffparts.segment.thresholds`, the quantile "
             f"chosen on a separate validation split of {quality['n_val']} birds, for each model on its own. "
             "The k-means baselines get the true number of parts present in each image (K), their position "
@@ -231,7 +231,7 @@ def model_card(model_dir: str | Path, train_command: str, bench_command: str, no
 
 
 def write_model_card(model_dir: str | Path, train_command: str, bench_command: str, notes: str = "") -> Path:
-    """Write ``model_dir/README.md`` (see :func:`model_card`)."""
+    """Write ``<model_dir>/README.md`` (see :func:`model_card`)."""
     path = Path(model_dir) / "README.md"
     path.write_text(model_card(model_dir, train_command, bench_command, notes))
     return path

@@ -23,281 +23,33 @@ saved EMA weights with a fresh optimiser, and ``training.json`` records the earl
 checkpoint's whole lineage (commands, steps, times) stays on record. ``snr_gamma`` weights each
 sample's loss by min(SNR, gamma) / SNR (Min-SNR weighting, Hang et al. 2023), which stops the
 many nearly-clean timesteps from dominating the gradient and speeds up learning of global shape.
+
+The pieces: settings and record ``train.toy_config``, data ``train.toy_data``, phase 1
+``train.toy_vae``, warm-up, EMA, Min-SNR weights and the saved sampler ``train.toy_schedule``;
+their public names are importable from here too. This module holds the run itself.
 """
 
 from __future__ import annotations
 
-import copy
 import json
-import math
 import time
-from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Callable
 
 import numpy as np
 import torch
 
-from diffparts.model.build import SDArchConfig, SDComponents, build_components, caption_words, save_components
+from diffparts.model.build import SDComponents, build_components, caption_words, save_components
+from diffparts.train.toy_config import (QUICK_ARCH, QUICK_CONFIG, TOY_ARCH, ToyTrainConfig, TrainResult, _config_dict,
+                                        _result_dict, quick_config)
+from diffparts.train.toy_data import _flip, _text_ids, load_corpus_images, to_tensor
+from diffparts.train.toy_schedule import _EMA, _inference_scheduler, _warmup, min_snr_weights
+from diffparts.train.toy_vae import encode_posteriors, psnr_db, train_vae
 
-# The toy checkpoint's architecture: 64 px birds, a 4x VAE (latent 16 x 16 x 4), a UNet with
-# self- and cross-attention at 16 x 16 and 8 x 8 (plus the 8 x 8 mid block), a 2-layer CLIP text
-# encoder. About 3.9 M parameters, 15.5 MB in float32 safetensors; a training step at batch 32
-# takes about 0.5 s on 2 CPU cores.
-TOY_ARCH = SDArchConfig(
-    sample_size=64,
-    vae_block_out_channels=(32, 64, 64),
-    vae_layers_per_block=1,
-    vae_norm_num_groups=8,
-    vae_mid_block_attention=False,  # convolution only, so training on 32 px crops generalises
-    unet_block_out_channels=(64, 96),
-    unet_down_block_types=("CrossAttnDownBlock2D", "CrossAttnDownBlock2D"),
-    unet_up_block_types=("CrossAttnUpBlock2D", "CrossAttnUpBlock2D"),
-    unet_layers_per_block=1,
-    unet_norm_num_groups=8,
-    unet_attention_heads=4,
-    cross_attention_dim=64,
-    text_layers=2,
-    text_heads=4,
-    text_intermediate_size=128,
-    max_length=32,
-)
-
-# The --quick setting's architecture: the tests' tiny model (32 px, latent 16, attention 16 and 8).
-QUICK_ARCH = SDArchConfig()
-
-
-@dataclass(frozen=True)
-class ToyTrainConfig:
-    """Everything that determines a toy training run (with the corpus it reads)."""
-
-    arch: SDArchConfig = TOY_ARCH  # model shapes; arch.sample_size is the training image side
-    seed: int = 0  # seeds initialisation, batch order, noise and caption dropout
-    n_val: int = 64  # images held out of training for the VAE PSNR and the validation loss
-    vae_steps: int = 3000  # VAE optimiser steps (a budget may stop earlier)
-    vae_batch_size: int = 16  # images per VAE step
-    vae_lr: float = 1e-3  # AdamW learning rate of the VAE (constant after warm-up)
-    vae_crop: int | None = 32  # train the (fully convolutional) VAE on random crops: 4x cheaper; None = whole images
-    kl_weight: float = 1e-6  # KL weight of the VAE loss; tiny, as in SD's first stage
-    unet_steps: int = 20000  # UNet + text encoder steps (a budget may stop earlier)
-    unet_batch_size: int = 16  # latents per UNet step (more small steps beat fewer big ones on 2 cores)
-    unet_lr: float = 7e-4  # AdamW learning rate (constant after warm-up; the EMA anneals)
-    weight_decay: float = 1e-2  # AdamW weight decay of both phases
-    warmup_steps: int = 100  # linear learning-rate warm-up of both phases
-    caption_dropout: float = 0.1  # share of captions replaced by "" (trains the unconditional branch)
-    ema_decay: float = 0.995  # EMA of UNet and text-encoder weights (what gets saved)
-    flip: bool = True  # random horizontal flips (the corpus' captions do not name a side)
-    budget_s: float | None = None  # wall-clock budget of both phases together; None = step counts only
-    vae_budget_fraction: float = 0.22  # share of budget_s the VAE phase may use
-    checkpoint_every_s: float = 600.0  # write the folder this often during the UNet phase
-    log_every: int = 50  # steps between progress lines and loss-history entries
-    threads: int = 1  # torch CPU threads; on 2 cores shared with other jobs, 2 threads ran 5-10x slower than 1
-    snr_gamma: float | None = None  # Min-SNR loss weighting min(SNR, gamma) / SNR; None = plain MSE
-    init_from: str | None = None  # continue from a folder this trainer saved (phase 1 skipped); None = scratch
-
-    def __post_init__(self):
-        for name in ("vae_steps", "unet_steps", "n_val"):
-            if getattr(self, name) < 0:
-                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
-        for name in ("vae_batch_size", "unet_batch_size", "log_every", "threads"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
-        if not 0.0 <= self.caption_dropout <= 1.0:
-            raise ValueError(f"caption_dropout must be in [0, 1], got {self.caption_dropout}")
-        if self.budget_s is not None and self.budget_s <= 0:
-            raise ValueError(f"budget_s must be positive, got {self.budget_s}")
-        if self.snr_gamma is not None and self.snr_gamma <= 0:
-            raise ValueError(f"snr_gamma must be positive, got {self.snr_gamma}")
-        if not 0.0 <= self.ema_decay < 1.0:
-            raise ValueError(f"ema_decay must be in [0, 1), got {self.ema_decay}")
-
-
-# The --quick setting: seconds on 2 cores, for tests and smoke runs.
-QUICK_CONFIG = ToyTrainConfig(
-    arch=QUICK_ARCH,
-    n_val=2,
-    vae_steps=3,
-    vae_batch_size=4,
-    vae_crop=None,
-    unet_steps=3,
-    unet_batch_size=4,
-    warmup_steps=1,
-    log_every=1,
-)
-
-
-@dataclass
-class TrainResult:
-    """What a run did: the saved folder, the steps run, the losses and the times."""
-
-    path: Path
-    vae_steps: int
-    unet_steps: int
-    vae_loss: float  # mean training loss over the last log window
-    vae_psnr_db: float  # reconstruction PSNR on the held-out images (posterior mean)
-    unet_loss: float  # mean training loss over the last log window
-    unet_val_loss: float  # noise-prediction MSE on the held-out images (fixed noise and timesteps)
-    scaling_factor: float
-    vae_seconds: float
-    unet_seconds: float
-    n_train: int
-    n_val: int
-    params: dict = field(default_factory=dict)  # component -> parameter count
-    history: dict = field(default_factory=dict)  # phase -> [(step, loss)]
-    previous: dict | None = None  # the training.json of the run continued from (init_from), else None
-
-
-def load_corpus_images(root: str | Path, size: int) -> tuple[np.ndarray, list[str]]:
-    """The images of a synthetic-bird corpus at ``size`` px and their captions.
-
-    Returns (image, y, x, 3) uint8 resized with PIL's box filter (an exact 2x average for the
-    128 px renders) and one caption per image, in the corpus' image-id order.
-    """
-    from PIL import Image
-
-    from diffparts.corpus import open_corpus
-
-    records = list(open_corpus(root))
-    if not records:
-        raise ValueError(f"corpus {str(root)!r} has no images")
-    images, captions = [], []
-    for rec in records:
-        with Image.open(rec.path) as img:
-            img = img.convert("RGB")
-            if img.size != (size, size):
-                img = img.resize((size, size), Image.Resampling.BOX)
-            images.append(np.asarray(img))
-        captions.append(rec.caption or "")
-    return np.stack(images), captions
-
-
-def to_tensor(images: np.ndarray) -> torch.Tensor:
-    """(image, y, x, 3) uint8 -> (image, 3, y, x) float32 in [-1, 1]."""
-    return torch.from_numpy(images).permute(0, 3, 1, 2).float().div(127.5).sub(1.0)
-
-
-def psnr_db(a: torch.Tensor, b: torch.Tensor) -> float:
-    """PSNR in dB of two [-1, 1] image batches (peak-to-peak range 2)."""
-    mse = float(((a.clamp(-1, 1) - b.clamp(-1, 1)) ** 2).mean())
-    return 10.0 * math.log10(4.0 / max(mse, 1e-12))
-
-
-def _warmup(step: int, warmup: int) -> float:
-    return min(1.0, (step + 1) / max(warmup, 1))
-
-
-def _flip(x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
-    """Flip a random half of the batch left-right (the last axis is x)."""
-    mask = torch.rand(x.shape[0], generator=generator) < 0.5
-    return torch.where(mask[:, None, None, None], x.flip(-1), x)
-
-
-def train_vae(vae, images: torch.Tensor, config: ToyTrainConfig, generator: torch.Generator,
-              deadline: float | None, log: Callable[[str], None]) -> tuple[int, list]:
-    """Phase 1: reconstruct ``images`` (image, 3, y, x); returns (steps run, loss history)."""
-    opt = torch.optim.AdamW(vae.parameters(), lr=config.vae_lr, weight_decay=config.weight_decay)
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: _warmup(s, config.warmup_steps))
-    vae.train()
-    history, window, step = [], [], 0
-    for step in range(config.vae_steps):
-        if deadline is not None and time.monotonic() > deadline:
-            log(f"vae: budget reached after {step} steps")
-            break
-        idx = torch.randint(images.shape[0], (config.vae_batch_size,), generator=generator)
-        x = images[idx]  # image 3 y x
-        if config.vae_crop is not None and config.vae_crop < x.shape[-1]:
-            c = config.vae_crop
-            offsets = torch.randint(x.shape[-1] - c + 1, (x.shape[0], 2), generator=generator)
-            x = torch.stack([img[:, oy:oy + c, ox:ox + c] for img, (oy, ox) in zip(x, offsets.tolist())])
-        if config.flip:
-            x = _flip(x, generator)
-        posterior = vae.encode(x).latent_dist
-        z = posterior.mean + posterior.std * torch.randn(posterior.mean.shape, generator=generator)
-        recon = vae.decode(z).sample
-        loss = (
-            torch.nn.functional.mse_loss(recon, x)
-            + torch.nn.functional.l1_loss(recon, x)
-            + config.kl_weight * posterior.kl().mean()
-        )
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(vae.parameters(), 1.0)
-        opt.step()
-        sched.step()
-        window.append(loss.item())
-        if (step + 1) % config.log_every == 0:
-            history.append((step + 1, float(np.mean(window))))
-            log(f"vae step {step + 1}: loss {history[-1][1]:.4f}")
-            window = []
-    else:
-        step = config.vae_steps
-    if window:
-        history.append((step, float(np.mean(window))))
-    vae.eval()
-    return step, history
-
-
-@torch.no_grad()
-def encode_posteriors(vae, images: torch.Tensor, batch: int = 64) -> tuple[torch.Tensor, torch.Tensor]:
-    """Posterior mean and std of every image: two (image, channel, y, x) tensors."""
-    means, stds = [], []
-    for start in range(0, images.shape[0], batch):
-        post = vae.encode(images[start:start + batch]).latent_dist
-        means.append(post.mean)
-        stds.append(post.std)
-    return torch.cat(means), torch.cat(stds)
-
-
-def _ema_update(ema: list[torch.Tensor], params: list[torch.Tensor], decay: float) -> None:
-    with torch.no_grad():
-        torch._foreach_lerp_(ema, params, 1.0 - decay)
-
-
-class _EMA:
-    """EMA copies of some modules' parameters, with the usual (1 + n) / (10 + n) warm-up."""
-
-    def __init__(self, modules, decay: float):
-        self.modules = modules
-        self.decay = decay
-        self.shadow = [[p.detach().clone() for p in m.parameters()] for m in modules]
-        self.updates = 0
-
-    def update(self) -> None:
-        self.updates += 1
-        decay = min(self.decay, (1 + self.updates) / (10 + self.updates))
-        for shadow, module in zip(self.shadow, self.modules):
-            _ema_update(shadow, [p.detach() for p in module.parameters()], decay)
-
-    def copies(self) -> list:
-        """Deep copies of the modules carrying the EMA weights (the originals keep training)."""
-        out = []
-        for shadow, module in zip(self.shadow, self.modules):
-            clone = copy.deepcopy(module)
-            with torch.no_grad():
-                for p, s in zip(clone.parameters(), shadow):
-                    p.copy_(s)
-            out.append(clone.eval())
-        return out
-
-
-def _text_ids(tokenizer, captions: list[str]) -> torch.Tensor:
-    """(image, token) ids, padded and truncated as the SD pipeline's encode_prompt does."""
-    return tokenizer(
-        captions, padding="max_length", max_length=tokenizer.model_max_length, truncation=True,
-        return_tensors="pt",
-    ).input_ids
-
-
-def min_snr_weights(scheduler, t: torch.Tensor, gamma: float) -> torch.Tensor:
-    """Per-sample loss weights min(SNR(t), gamma) / SNR(t) for noise prediction (Hang et al. 2023).
-
-    SNR(t) = alpha_bar_t / (1 - alpha_bar_t). Noisy timesteps (SNR <= gamma) keep weight 1; nearly
-    clean ones, whose noise is easy to regress but which add little to the samples' shape, are
-    down-weighted.
-    """
-    alpha_bar = scheduler.alphas_cumprod.to(torch.float64)[t]
-    snr = alpha_bar / (1.0 - alpha_bar)
-    return (snr.clamp(max=gamma) / snr).to(torch.float32)
+__all__ = [
+    "QUICK_ARCH", "QUICK_CONFIG", "TOY_ARCH", "ToyTrainConfig", "TrainResult", "encode_posteriors",
+    "load_corpus_images", "min_snr_weights", "psnr_db", "quick_config", "to_tensor", "train_toy", "train_vae",
+]
 
 
 def _denoise_loss(unet, text_encoder, scheduler, latents, ids, noise, t, weights=None) -> torch.Tensor:
@@ -505,27 +257,3 @@ def train_toy(
 
     # 5. The final folder (EMA weights) and its training record.
     return snapshot(step, final=True)
-
-
-def _inference_scheduler(train_scheduler):
-    """A DDIM scheduler with the training betas: good samples in 25-50 steps (DDPM needs ~1000)."""
-    from diffusers import DDIMScheduler
-
-    return DDIMScheduler.from_config(train_scheduler.config, set_alpha_to_one=False, clip_sample=False)
-
-
-def _config_dict(config: ToyTrainConfig) -> dict:
-    out = asdict(config)
-    out["arch"] = {k: list(v) if isinstance(v, tuple) else v for k, v in out["arch"].items()}
-    return out
-
-
-def _result_dict(result: TrainResult) -> dict:
-    out = asdict(result)
-    out["path"] = str(result.path)
-    return out
-
-
-def quick_config(**overrides) -> ToyTrainConfig:
-    """The --quick setting with some fields replaced."""
-    return replace(QUICK_CONFIG, **overrides)
