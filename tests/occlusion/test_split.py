@@ -44,3 +44,14 @@ def test_corpus_split_is_used_and_one_image_leaves_nothing():
     one = _root(1, 2)
     held, rule = held_out_images(one, {"a": _Rec("a", True), "b": _Rec("b", True)}, ["a", "b"])
     assert not held.any() and "none can be held out" in rule
+
+
+def test_synthetic_corpus_of_one_bird_per_species_keeps_a_test_split(tmp_path):
+    from diffparts.corpus import SynthConfig, generate_birds
+
+    out = generate_birds(tmp_path / "small", 4, 6060, SynthConfig(image_size=32, n_classes=4))
+    split = [int(line.split()[1]) for line in (out / "train_test_split.txt").read_text().split("\n") if line]
+    assert split == [1, 0, 1, 0]                             # every other species' bird is held out
+    big = generate_birds(tmp_path / "big", 8, 6060, SynthConfig(image_size=32, n_classes=4))
+    split = [int(line.split()[1]) for line in (big / "train_test_split.txt").read_text().split("\n") if line]
+    assert split == [1, 0, 1, 0, 1, 0, 1, 0]                 # the usual CUB habit, unchanged
