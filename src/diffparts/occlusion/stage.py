@@ -319,14 +319,15 @@ def summarize_occlusion(root, min_fraction: float | None = None) -> dict:
     results = [json.loads(str(g["results"][int(i)])) for i in done]
     scores = np.stack([np.asarray(g["scores"][int(i)]) for i in done])             # case category
     config = occlusion_config(g.attrs["config"])
-    detection = detection_table(results, scores)
+    detection = detection_table(results, scores, config.detect.cutoff)
     detection["method"] = config.detect.method
     detection["threshold"] = config.detect.cutoff
     detection["how"] = config.how
     fills = sorted({r.get("fill", config.fill) for r in results})
     if len(fills) > 1:                                                              # a mix: one row per fill
         detection["by_fill"] = {f: detection_table([r for r in results if r.get("fill", config.fill) == f],
-                                                   scores[[r.get("fill", config.fill) == f for r in results]])
+                                                   scores[[r.get("fill", config.fill) == f for r in results]],
+                                                   config.detect.cutoff)
                                 for f in fills}
     table = []
     for v in variants:
@@ -344,17 +345,19 @@ def _nan_to_none(value):
     return None if value is None or (isinstance(value, float) and not np.isfinite(value)) else value
 
 
-def detection_table(results: Sequence[dict], scores: np.ndarray) -> dict:
+def detection_table(results: Sequence[dict], scores: np.ndarray, threshold: float) -> dict:
     """Detection measures of some cases: results (their ``occlusion/results`` JSON) and their
     (case, category) scores. ROC AUC overall, per category and on the cases whose hidden
-    pixels are not grey-ish; P/R/F1 at the threshold; the false-alarm rate on cases hiding no
+    pixels are not grey-ish; P/R/F1 of the categories scoring at least ``threshold`` (from the
+    stored scores, so a new threshold needs no rerun); the false-alarm rate on cases hiding no
     category; top-1; the occlusion map's IoU with the hidden region; detector seconds per case."""
     from diffparts.metrics.occlusion import detection_scores, false_alarm_rate, roc_auc, roc_auc_per_category
 
     if not results:
         return {"cases": 0}
     truth = [set(r["truth"]) for r in results]
-    predicted = [r["missing"] for r in results]
+    predicted = [[k for k in range(1, scores.shape[1]) if scores[i, k] >= threshold and scores[i, k] > 0]
+                 for i in range(len(results))]
     det = detection_scores(predicted, truth)
     hidden = np.array([[k in t for k in range(1, scores.shape[1])] for t in truth]).reshape(len(results), -1)
     plain = np.array([not r.get("hidden_greyish", False) for r in results], bool)
