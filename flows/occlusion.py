@@ -51,13 +51,25 @@ def _markdown(store: str, summary: dict, grid: dict | None) -> str:
     """The occlusion artifact: detection and the completion table, numbers to 3 decimals ("–"
     where a measure does not apply, e.g. PSNR of a variant that paints nothing)."""
     d = summary["detection"] or {}
-    detection = ", ".join(f"{name} {cell_text(d.get(key), 3)}" for name, key in
+    def num(value) -> str:
+        return cell_text(value, 3)
+
+    detection = ", ".join(f"{name} {num(d.get(key))}" for name, key in
                           (("precision", "precision"), ("recall", "recall"), ("F1", "f1"), ("ROC AUC", "roc_auc")))
+    lines = [f"# Occlusion on `{store}`: {summary['cases']} cases", "",
+             f"Detection ({d.get('method') or '–'}, threshold {num(d.get('threshold'))}): {detection} "
+             f"(hidden part not grey-ish: {num(d.get('roc_auc_not_greyish'))}), false alarms on cases hiding "
+             f"nothing {num(d.get('false_alarm_rate'))}, occlusion map IoU {num(d.get('occlusion_map_iou'))}", ""]
+    if d.get("by_fill"):
+        fills = [{"fill": f, "cases": r.get("cases"), "ROC AUC": r.get("roc_auc"),
+                  "not grey-ish": r.get("roc_auc_not_greyish"), "F1": r.get("f1"),
+                  "false alarms": r.get("false_alarm_rate"), "map IoU": r.get("occlusion_map_iou")}
+                 for f, r in d["by_fill"].items()]
+        lines += [*markdown_table(fills, digits=3), ""]
     rows = [{"variant": r["variant"], "IoU": r["iou"], "hidden share": r["hidden_share"], "assigned": r["assigned"],
              "PSNR (dB)": r["psnr"], "SSIM": r["ssim"]} for r in summary["table"]]
-    lines = [f"# Occlusion on `{store}`: {summary['cases']} cases", "", f"Detection: {detection}", "",
-             *markdown_table(rows, digits=3), "",
-             "–: no finite value over the cases (e.g. PSNR where the pixels are unchanged)."]
+    lines += [*markdown_table(rows, digits=3), "",
+              "–: no finite value over the cases (e.g. PSNR where the pixels are unchanged)."]
     title = "Original, occluded, each completion (columns); one case per row"
     return markdown_with_pictures(lines, [{"title": title, "path": grid["path"]}] if grid else [])
 
@@ -70,7 +82,7 @@ def assess_occlusion(
     n_cases: int = 50,
     how: str = "part",
     hide: list[str] | None = None,
-    fill: str = "grey",
+    fill: str = "mix",
     losses: list[str] | None = None,
     seed: int = 0,
     config: dict | None = None,
@@ -84,8 +96,9 @@ def assess_occlusion(
 ) -> dict:
     """Occlude ``n_cases`` held-out images of ``store``, detect and complete what was hidden.
 
-    how: part (ground-truth part masks) | category (discovered) | box. hide: part names or ids
-    hidden in every case (default: one part per case, seeded). fill: grey | noise | patch.
+    how: part (ground-truth part masks) | category (discovered) | box | background (a part's shape on
+    the background only: a control, nothing hidden). hide: part names or ids hidden in every case
+    (default: one part per case, seeded). fill: grey | noise | patch | object | mix (one per case).
     losses: token losses to complete with (default: every loss with files beside the store).
     config: other ``OcclusionConfig`` fields (min_fraction, detect, completion, ...).
     """
@@ -101,6 +114,13 @@ def assess_occlusion(
 
     # 1. Set-up (single writer) and the cases to run.
     setup = setup_occlusion(store, corpus, model, cfg)
+    if setup.get("skipped"):
+        logger.warning("occlusion skipped: %s", setup["skipped"])
+        publish_markdown("occlusion-grid", f"# Occlusion on `{store}`: skipped\n\n{setup['skipped']}",
+                         "why the occlusion stage did not run")
+        return {"store": store, "model": setup["model"], "cases": 0, "variants": [], "losses": [], "ran": [],
+                "failed": {}, "skipped": setup["skipped"], "summary": {"cases": 0, "detection": None, "table": []},
+                "grid": None, "report": stage_report(measure_rows({"cases": 0, "skipped": setup["skipped"]}), {}, [])}
     if setup["reset"]:
         logger.info(setup["reset"])
     logger.info("occlusion: %d cases on %d held-out images (%s), %d to run; variants %s", setup["cases"],
@@ -128,7 +148,7 @@ def assess_occlusion(
     grid = occlusion_grid(store, grid_cases) if summary["cases"] else None
     publish_markdown("occlusion-grid", _markdown(store, summary, grid), "detection, the table and the picture grid")
     failed = {int(k): v for r in rows for k, v in r["failed"].items()}
-    detection = {f"detection {k}": v for k, v in (summary["detection"] or {}).items()}
+    detection = {f"detection {k}": v for k, v in (summary["detection"] or {}).items() if not isinstance(v, dict)}
     measures = measure_rows({"cases": summary["cases"], "failed": len(failed), **detection})
     grid_picture = [{"title": "original, occluded, each completion; one case per row", "path": grid["path"]}
                     ] if grid else []

@@ -6,7 +6,7 @@ Store-touching tasks retry, except on bad input (ValueError, FileNotFoundError).
 
 from __future__ import annotations
 
-from prefect import task
+from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
 from tasks.gpu import gpu_slot
@@ -21,18 +21,25 @@ def _root(store: str, mode: str = "r"):
 
 @task(**STORAGE_RETRIES, cache_policy=NO_CACHE)
 def setup_occlusion(store: str, corpus: str | None, model: str | None, config: dict) -> dict:
-    """Plan the cases and create ``occlusion/`` (single writer); the cases still to run."""
+    """Plan the cases and create ``occlusion/`` (single writer); the cases still to run, or
+    ``{"skipped": why}`` when the store has no image to hold out."""
     from diffparts.inversion.saving import require_parts
     from diffparts.inversion.stage import store_model
     from diffparts.occlusion.stage import occlusion_config
     from diffparts.occlusion.stage import setup_occlusion as setup
     from diffparts.store import model_hash
 
+    from diffparts.occlusion.split import NothingToOcclude
+
     root = _root(store, "r+")
     require_parts(root)                      # refuse before touching the model
     model = store_model(root, model)
     digest = model_hash(model)
-    return {**setup(root, store, corpus, model, occlusion_config(config), digest), "model": model}
+    try:
+        return {**setup(root, store, corpus, model, occlusion_config(config), digest,
+                        log=get_run_logger().info), "model": model}
+    except NothingToOcclude as err:          # a corpus too small to hold an image out: skipped, not failed
+        return {"skipped": str(err), "model": model}
 
 
 @task(**NO_RETRIES, cache_policy=NO_CACHE)  # compute: an error or OOM would only repeat

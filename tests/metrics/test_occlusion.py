@@ -78,3 +78,25 @@ def test_restoration_by_hand():
     assert r["iou"] == 0 and r["hidden_share"] == 0 and not r["assigned"]
     assert category_of_part(labels, part) == 3
     assert category_of_part(np.zeros((4, 4), np.int16), part) == 0
+
+
+def test_detection_columns_of_issue_18():
+    import numpy as np
+    import pytest
+
+    from diffparts.metrics.occlusion import false_alarm_rate, hidden_greyish, roc_auc_per_category
+
+    scores = np.array([[0.9, 0.1], [0.2, 0.8], [0.1, 0.3]])
+    hidden = np.array([[True, False], [False, True], [False, False]])
+    assert roc_auc_per_category(scores, hidden) == [1.0, 1.0]
+    assert np.isnan(roc_auc_per_category(scores, np.zeros((3, 2), bool))[0])
+    assert false_alarm_rate([[1], [], [2], []], [[], [], [1], []]) == pytest.approx(1 / 3)   # 1 of 3 clean cases
+    assert np.isnan(false_alarm_rate([[1]], [[1]]))
+    image = np.zeros((4, 4, 3), np.uint8)
+    image[:2] = (130, 128, 126)                                   # grey-ish
+    image[2:] = (200, 30, 40)                                     # red
+    mask = np.zeros((4, 4), bool)
+    mask[:2] = True
+    assert hidden_greyish(image, mask) and not hidden_greyish(image, ~mask)
+    with pytest.raises(ValueError, match="mask is empty"):
+        hidden_greyish(image, np.zeros((4, 4), bool))

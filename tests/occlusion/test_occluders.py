@@ -73,7 +73,7 @@ def test_bad_input_errors():
         label_mask(gt, [7], (16, 16))
     with pytest.raises(ValueError, match="0 is background"):
         label_mask(gt, [0], (16, 16))
-    with pytest.raises(ValueError, match="fill must be one of"):
+    with pytest.raises(ValueError, match="unknown fill 'blur'"):
         occlude(image, gt == 1, "blur")
     with pytest.raises(ValueError, match="mask is empty"):
         occlude(image, np.zeros((16, 16), bool))
@@ -83,3 +83,29 @@ def test_bad_input_errors():
         occlude(image, np.ones((8, 8), bool))
     with pytest.raises(ValueError, match="object mask is empty"):
         random_box(np.zeros((4, 4), bool), np.random.default_rng(0))
+
+
+def test_object_fill_is_a_natural_leaf_or_branch_and_bad_fills_are_named():
+    from diffparts.occlusion.occluders import fill_region, object_texture
+
+    image, gt, _ = _scene()
+    mask = label_mask(gt, [4], (16, 16))
+    out = fill_region(image, mask, "object", np.random.default_rng(2))
+    assert np.array_equal(out[~mask], image[~mask])
+    tex = object_texture((32, 32), np.random.default_rng(5)).astype(int)
+    r, g, b = tex[..., 0].mean(), tex[..., 1].mean(), tex[..., 2].mean()
+    assert (g > r and g > b) or (r > g > b)                 # leaf green or bark brown
+    assert tex.std() > 3                                     # a texture, not a flat fill
+    with pytest.raises(ValueError, match="unknown fill 'smoke'"):
+        fill_region(image, mask, "smoke", np.random.default_rng(0))
+
+
+def test_background_control_moves_the_shape_off_the_object():
+    from diffparts.occlusion.occluders import move_to_background
+
+    _, gt, _ = _scene()
+    shape = label_mask(gt, [1], (16, 16))
+    moved = move_to_background(shape, gt > 0, np.random.default_rng(0))
+    assert moved.sum() == shape.sum() and not (moved & (gt > 0)).any()
+    with pytest.raises(ValueError, match="no background room"):
+        move_to_background(shape, np.ones((16, 16), bool), np.random.default_rng(0))

@@ -11,7 +11,8 @@ from diffparts.occlusion.stage import (OcclusionConfig, occlusion_config, occlus
                                        setup_occlusion, summarize_occlusion)
 from diffparts.store import open_store
 
-FAST = {"how": "category", "n_cases": 3, "completion": {"steps": 2}}
+FAST = {"how": "category", "n_cases": 3, "fill": "grey", "completion": {"steps": 2},
+        "detect": {"calibration_images": 3, "imagine": {"steps": 2, "seeds": [0]}}}
 
 
 def test_cases_run_resume_and_keep_the_outside(occlusion_store):
@@ -81,8 +82,10 @@ def test_setup_refusals(occlusion_store, tmp_path):
         setup_occlusion(root, store, corpus, model, occlusion_config({**FAST, "losses": ["attention"]}))
     with pytest.raises(ValueError, match="not part categories"):
         setup_occlusion(root, store, corpus, model, occlusion_config({**FAST, "hide": [5]}))
-    with pytest.raises(ValueError, match="fill must be one of"):
+    with pytest.raises(ValueError, match="unknown fill 'blur'"):
         OcclusionConfig(fill="blur")
+    with pytest.raises(ValueError, match="unknown detection method 'guess'"):
+        occlusion_config({"detect": {"method": "guess"}})
     with pytest.raises(ValueError, match="unknown occlusion settings"):
         occlusion_config({"cases": 3})
     make_part_store(tmp_path / "bare.zarr", n_images=2)
@@ -97,11 +100,11 @@ def test_flow_runs_and_publishes(prefect_server, occlusion_store):
 
     store, corpus, model = occlusion_store
     result = assess_occlusion(store, model=model, corpus=corpus, n_cases=2, how="category",
-                              config={"completion": {"steps": 2}}, batch_size=1)
+                              config={"completion": {"steps": 2}, "detect": FAST["detect"]}, batch_size=1)
     assert result["ran"] == [0, 1] and not result["failed"] and Path(result["grid"]).is_file()
     assert result["summary"]["cases"] == 2
     again = assess_occlusion(store, model=model, corpus=corpus, n_cases=2, how="category",
-                             config={"completion": {"steps": 2}}, batch_size=1)
+                             config={"completion": {"steps": 2}, "detect": FAST["detect"]}, batch_size=1)
     assert again["ran"] == []
 
 
@@ -117,3 +120,35 @@ def test_cli_help_and_refusal(tmp_path, capsys):
     make_part_store(tmp_path / "s.zarr", n_images=2)
     assert main(["occlusion", "--store", str(tmp_path / "s.zarr"), "--model", str(tmp_path)]) == 2
     assert "parts stage is not done" in capsys.readouterr().err
+    assert main(["occlude", "--store", str(tmp_path / "s.zarr"), "--fill", "smoke"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "unknown fill 'smoke'" in err and len(err.splitlines()) == 1      # one line, naming it
+
+
+def test_detection_only_background_control_and_calibration(occlusion_store):
+    """The background control hides nothing (every case's true set is empty); detection only
+    writes the two references; the set-up keeps the calibration of the training images."""
+    from diffparts.occlusion.evidence import Calibration
+
+    store, corpus, model = occlusion_store
+    root = open_store(store, "r+")
+    cfg = occlusion_config({**FAST, "how": "background", "fill": "mix", "complete": False, "n_cases": 4})
+    setup = setup_occlusion(root, store, corpus, model, cfg)
+    assert setup["variants"] == ["original", "occluded"]
+    cal = Calibration.from_json(root["occlusion"].attrs["calibration"])
+    held = np.asarray(root["occlusion/held_out"][:])
+    assert cal.images and not any(held[i] for i in cal.images)       # calibrated on training images only
+    out = run_cases(root, store, corpus, model, setup["todo"])
+    assert not out["failed"]
+    g = root["occlusion"]
+    fills = set()
+    for k in range(setup["cases"]):
+        rec = json.loads(str(g["records"][k]))
+        fills.add(rec["fill"])
+        assert rec["categories"] == {} or max(rec["categories"].values()) < 0.5
+        res = json.loads(str(g["results"][k]))
+        assert res["truth"] == [] and res["measures"]["occluded"]["iou"] is None
+    assert len(fills) > 1                                            # a mix of fills
+    d = summarize_occlusion(root)["detection"]
+    assert d["cases_with_hidden_category"] == 0 and d["roc_auc"] is None
+    assert d["false_alarm_rate"] is not None and 0.0 <= d["false_alarm_rate"] <= 1.0

@@ -40,13 +40,22 @@ def register(subparsers) -> None:
                         help="hub id or diffusers folder; default: the model the store was extracted with")
     parser.add_argument("--corpus", default=None, help="corpus folder; default: the store manifest's")
     parser.add_argument("--cases", type=int, default=50, help="number of occluded cases (held-out images, cycled)")
-    parser.add_argument("--how", default="part", choices=["part", "category", "box"],
-                        help="what to hide: a ground-truth part, a discovered category, or a random box")
+    parser.add_argument("--how", default="part",
+                        help="what to hide: part (a ground-truth part), category (a discovered one), box (a "
+                             "random box), or background (a part's shape moved onto the background: a control "
+                             "where nothing is hidden, so every alarm is false)")
     parser.add_argument("--hide", type=_names, default=None,
                         help="comma-separated parts (names such as head,wing or ids; categories for --how "
                              "category) hidden in every case; default: one part per case, seeded")
-    parser.add_argument("--fill", default="grey", choices=["grey", "noise", "patch"],
-                        help="what replaces the hidden pixels (patch: texture cut from another image's background)")
+    parser.add_argument("--fill", default="mix",
+                        help="what replaces the hidden pixels: grey, noise, patch (texture cut from another "
+                             "image's background), object (a leaf or a branch in natural colours), or mix (one "
+                             "of the four per case, in a seeded order)")
+    parser.add_argument("--detect", default=None, dest="detect_method",
+                        help="detection method: evidence (imagine and compare, calibrated on training images; "
+                             "the default) or area (prevalence x typical size, the earlier baseline)")
+    parser.add_argument("--detect-only", action="store_true",
+                        help="detection only: no inpainting (the table keeps the original and occluded rows)")
     parser.add_argument("--losses", type=_names, default=None,
                         help="token losses to complete with (default: every loss with files beside the store)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the plan, the fills and the inpainting noise")
@@ -66,13 +75,21 @@ def register(subparsers) -> None:
 
 
 def run_occlude(args) -> int:
-    from flows.occlusion import assess_occlusion
+    from diffparts.occlusion.stage import occlusion_config
 
     config: dict = {}
     if args.min_fraction is not None:
         config["min_fraction"] = args.min_fraction
-    if args.threshold is not None:
-        config["detect"] = {"threshold": args.threshold}
+    detect = {k: v for k, v in (("threshold", args.threshold), ("method", args.detect_method)) if v is not None}
+    if detect:
+        config["detect"] = detect
+    if args.detect_only:
+        config["complete"] = False
+    # Bad names (fill, how, method) are refused here in one line, before a flow starts.
+    occlusion_config({**config, "fill": args.fill, "how": args.how})
+
+    from flows.occlusion import assess_occlusion
+
     completion = {k: v for k, v in (("steps", args.steps), ("guidance_scale", args.guidance)) if v is not None}
     if completion:
         config["completion"] = completion

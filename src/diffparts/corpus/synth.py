@@ -55,6 +55,8 @@ def generate_birds(out_dir, n: int, seed: int, config: SynthConfig = SynthConfig
 
     Image ``i`` (0-based draw order) belongs to class ``i % n_classes`` and is in the train split
     when ``(i // n_classes) % 2 == 0`` (for train_fraction 0.5). Image ids are 1..n in class order.
+    When that leaves no test image (n <= n_classes: one bird per species), the bird of every
+    odd-numbered class is held out instead, so a small corpus still has a test split.
     """
     if n < 1:
         raise ValueError(f"n={n} must be >= 1")
@@ -80,6 +82,10 @@ def generate_birds(out_dir, n: int, seed: int, config: SynthConfig = SynthConfig
         f = config.train_fraction
         is_train = math.ceil((k + 1) * f - 1e-9) > math.ceil(k * f - 1e-9)   # first one is train
         plan.append((c, k, i, is_train))
+    # A corpus too small for any class to reach a test image (one bird per species) keeps CUB's
+    # habit of a test split all the same: the single birds of every other class are held out.
+    if 0.0 < config.train_fraction < 1.0 and n >= 2 and all(t for *_, t in plan):
+        plan = [(c, k, i, not (per_class[c] == 1 and c % 2 == 1)) for c, k, i, _ in plan]
     plan.sort()
     # 2. Render and write each image, its masks and its metadata rows.
     for sub in ("images", "segmentations", "part_segmentations", "parts"):

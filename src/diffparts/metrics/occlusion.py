@@ -5,7 +5,12 @@ category is *hidden* when at least ``min_fraction`` of its pixels in that image 
 
 - ``detection_scores``: precision, recall and F1 with TP/FP/FN summed over the cases (micro);
 - ``roc_auc``: ROC AUC of the per-(case, category) missing score against hidden or not (the
-  Mann-Whitney statistic, ties counted one half; NaN when one class is empty).
+  Mann-Whitney statistic, ties counted one half; NaN when one class is empty);
+  ``roc_auc_per_category``: the same per category (column);
+- ``false_alarm_rate``: the share of cases that hide no category (background controls, or a
+  part covering less than ``min_fraction`` of every category) where any category is predicted;
+- ``hidden_greyish``: whether the pixels an occluder hid were grey-ish (low saturation), so a
+  grey fill there is a plausible grey part and cannot be told from it by its colour.
 
 Completion, per case and prompt, against the unoccluded original:
 
@@ -77,6 +82,36 @@ def roc_auc(scores, labels) -> float:
         return float("nan")
     ranks = rankdata(s)                     # average ranks: ties count one half
     return float((ranks[y].sum() - pos * (pos + 1) / 2) / (pos * neg))
+
+
+def roc_auc_per_category(scores, labels) -> list[float]:
+    """ROC AUC of each column of (case, category) ``scores`` against (case, category) bool
+    ``labels`` (NaN for a category never or always hidden)."""
+    s, y = np.asarray(scores, np.float64), np.asarray(labels, bool)
+    if s.shape != y.shape or s.ndim != 2:
+        raise ValueError(f"scores {s.shape} and labels {y.shape} must be the same (case, category) shape")
+    return [roc_auc(s[:, k], y[:, k]) for k in range(s.shape[1])]
+
+
+def false_alarm_rate(predicted: Sequence[Iterable[int]], truth: Sequence[Iterable[int]]) -> float:
+    """Share of the cases with an empty true set that predict at least one missing category
+    (NaN when every case hides something)."""
+    if len(predicted) != len(truth):
+        raise ValueError(f"{len(predicted)} predictions for {len(truth)} cases")
+    clean = [bool(set(p)) for p, t in zip(predicted, truth) if not set(t)]
+    return float(np.mean(clean)) if clean else float("nan")
+
+
+def hidden_greyish(image, mask, max_range: float = 40.0) -> bool:
+    """True when the (y, x, 3) ``image``'s pixels under ``mask`` are grey-ish: their mean
+    channel range (max - min of R, G, B, in 0-255) is below ``max_range``."""
+    image, mask = np.asarray(image, np.float64), np.asarray(mask, bool)
+    if image.ndim != 3 or image.shape[:2] != mask.shape:
+        raise ValueError(f"image {image.shape} must be (y, x, 3) with the mask's size {mask.shape}")
+    if not mask.any():
+        raise ValueError("mask is empty: no hidden pixel")
+    px = image[mask]
+    return bool((px.max(1) - px.min(1)).mean() < max_range)
 
 
 def _check_images(pred, target, mask) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

@@ -1,8 +1,13 @@
 """The occlusion stage (docs/design.md §5.7 "Occlusion"): hide parts, detect what is missing, inpaint it back.
 
-- ``occluders``: hide ground-truth parts, discovered categories or a random box; grey, noise
-  or background-patch fills; :class:`OcclusionRecord` of exactly what was hidden;
-- ``detect``: missing-part detection against the dataset's prevalence and typical sizes;
+- ``occluders``: hide ground-truth parts, discovered categories or a random box, or move such a
+  shape onto the background (the control); grey, noise, background-patch or object (leaf,
+  branch) fills; :class:`OcclusionRecord` of exactly what was hidden;
+- ``detect``: missing-part detection: where from the assignment, whether from evidence of
+  absence (``imagine``: img2img imaginations and their disagreement with the input;
+  ``evidence``: per-category evidence, calibration, occlusion map; ``calibrate``: the
+  calibration on a store's training images); the earlier area rule as a baseline;
+- ``split``: which images are held out for the cases (a seeded share for a small corpus);
 - ``complete``: inpainting with the part tokens, the mask dilated to latent cells, the
   original pasted back outside the hidden region;
 - ``stage``: the cases over a store (``occlusion/`` group), the table and the picture grid.
@@ -13,14 +18,21 @@ Never imports Prefect; measures live in ``diffparts.metrics.occlusion``.
 from diffparts.occlusion.complete import (CompletionConfig, complete, encode_prompts, inpaint_pipeline,
                                           latent_cell_mask, token_prompt)
 from diffparts.occlusion.detect import (DetectConfig, Detection, Expectation, dataset_expectation, detect_missing,
-                                        missing_scores, rank_missing, store_expectation)
+                                        missing_scores, rank_evidence, rank_missing, store_expectation)
+from diffparts.occlusion.evidence import Calibration, calibrate, calibrated_scores, category_disagreement
+from diffparts.occlusion.imagine import ImagineConfig, disagreement, img2img_pipeline, imagine
 from diffparts.occlusion.occluders import (FILLS, OcclusionRecord, background_patch, fill_region, hidden_fractions,
-                                           label_mask, occlude, random_box, resize_labels)
+                                           label_mask, move_to_background, object_texture, occlude, random_box,
+                                           resize_labels)
+from diffparts.occlusion.split import NothingToOcclude, held_out_images
 from diffparts.occlusion.cases import run_cases
 from diffparts.occlusion.stage import (OcclusionConfig, available_losses, occlusion_config, occlusion_dir,
                                        occlusion_grid, plan_cases, setup_occlusion, summarize_occlusion)
 
 __all__ = [
+    "Calibration", "ImagineConfig", "NothingToOcclude", "calibrate", "calibrated_scores", "category_disagreement",
+    "disagreement", "held_out_images", "img2img_pipeline", "imagine", "move_to_background", "object_texture",
+    "rank_evidence",
     "FILLS", "CompletionConfig", "DetectConfig", "Detection", "Expectation", "OcclusionConfig", "OcclusionRecord",
     "available_losses", "background_patch", "complete", "dataset_expectation", "detect_missing", "encode_prompts",
     "fill_region", "hidden_fractions", "inpaint_pipeline", "label_mask", "latent_cell_mask", "missing_scores",

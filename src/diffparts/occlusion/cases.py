@@ -37,6 +37,8 @@ class _Context:
     expectation: object
     tokens: dict            # loss -> categories that have a token file
     unknown_threshold: float | None = None   # parts.assign.unknown_threshold at config.detect.unknown_quantile
+    img2img: object = None                   # the evidence detector's imagination pipeline (shares pipe's weights)
+    calibration: object = None               # occlusion.evidence.Calibration from the set-up (evidence method)
 
 
 def _context(root, store, corpus, model, device, dtype) -> _Context:
@@ -61,7 +63,20 @@ def _context(root, store, corpus, model, device, dtype) -> _Context:
                     {loss: {int(r["category"]) for r in read_index(embeddings_dir(store, loss))}
                      for loss in attrs["losses"]},
                     None if config.detect.unknown_quantile is None
-                    else unknown_threshold(root, config.detect.unknown_quantile))
+                    else unknown_threshold(root, config.detect.unknown_quantile),
+                    *_evidence_parts(attrs, config, pipe))
+
+
+def _evidence_parts(attrs: dict, config: OcclusionConfig, pipe) -> tuple:
+    """(img2img pipeline, calibration) for the evidence method; (None, None) for the area rule."""
+    if config.detect.method != "evidence":
+        return None, None
+    from diffparts.occlusion.evidence import Calibration
+    from diffparts.occlusion.imagine import img2img_pipeline
+
+    if "calibration" not in attrs:
+        raise ValueError("occlusion/ has no calibration for the evidence detector: run the set-up again")
+    return img2img_pipeline(pipe), Calibration.from_json(attrs["calibration"])
 
 
 def _image(ctx: _Context, index: int) -> tuple[np.ndarray, np.ndarray | None, object]:
@@ -96,7 +111,7 @@ def _prepare(ctx: _Context, case: dict) -> dict:
     from diffparts.metrics.occlusion import hidden_categories
     from diffparts.occlusion.complete import token_prompt
     from diffparts.occlusion.detect import detect_missing
-    from diffparts.occlusion.occluders import label_mask, occlude, random_box, resize_labels
+    from diffparts.occlusion.occluders import label_mask, move_to_background, occlude, random_box, resize_labels
 
     cfg = ctx.config
     image, gt, rec = _image(ctx, case["image"])
@@ -106,6 +121,10 @@ def _prepare(ctx: _Context, case: dict) -> dict:
         mask = label_mask(gt, case["target"], (ctx.size, ctx.size))
     elif cfg.how == "category":
         mask = label_mask(cats_img, case["target"], (ctx.size, ctx.size))
+    elif cfg.how == "background":                                   # a part's shape, moved off the object
+        shape = label_mask(gt if gt is not None else cats_img, case["target"], (ctx.size, ctx.size))
+        obj = (cats_img > 0) | (gt > 0 if gt is not None else False)
+        mask = move_to_background(shape, obj, np.random.default_rng(case["seed"]))
     else:
         obj = gt > 0 if gt is not None else cats_img > 0
         mask = random_box(obj, np.random.default_rng(case["seed"]))
@@ -118,8 +137,11 @@ def _prepare(ctx: _Context, case: dict) -> dict:
     occluded, record = occlude(image, mask, case["fill"], case["seed"], how=cfg.how, target=case["target"],
                                gt_labels=gt, categories=cats, patch_source=patch, patch_from=case["patch_image"])
     box = _box(ctx, rec)
+    started = time.perf_counter()
     detection = detect_missing(ctx.fitted, ctx.pipe, occluded, ctx.expectation, cfg.detect, box=box,
-                               unknown_threshold=ctx.unknown_threshold)
+                               unknown_threshold=ctx.unknown_threshold, img2img=ctx.img2img,
+                               calibration=ctx.calibration, seed=case["seed"])
+    detect_seconds = time.perf_counter() - started
     truth = hidden_categories(record.categories, cfg.min_fraction)
     true_prompt = sorted(truth or record.categories, key=lambda k: -record.categories.get(k, 0))[: cfg.completion.max_tokens]
     detected_prompt = list(detection.top(cfg.completion.max_tokens))
@@ -133,7 +155,7 @@ def _prepare(ctx: _Context, case: dict) -> dict:
             named[f"{loss}:{which}"] = cats_named
     return {"case": case, "image": image, "gt": gt, "cats": cats, "mask": mask, "occluded": occluded,
             "record": record, "detection": detection, "truth": sorted(truth), "prompts": prompts, "named": named,
-            "box": box}
+            "box": box, "detect_seconds": detect_seconds}
 
 
 def _encode_all(ctx: _Context, prepared: list[dict]) -> dict:
@@ -157,7 +179,8 @@ def _encode_all(ctx: _Context, prepared: list[dict]) -> dict:
 
 def _finish(ctx: _Context, prep: dict, embeds: dict) -> dict:
     """Steps 3-4 of a case: completions, their categories, the measures; writes the case."""
-    from diffparts.metrics.occlusion import category_of_part, masked_psnr, masked_ssim, restoration_scores
+    from diffparts.metrics.occlusion import (category_of_part, hidden_greyish, masked_psnr, masked_ssim,
+                                             restoration_scores)
     from diffparts.occlusion.complete import complete
     from diffparts.occlusion.occluders import resize_labels
     from diffparts.parts.assign import assign_image
@@ -170,12 +193,17 @@ def _finish(ctx: _Context, prep: dict, embeds: dict) -> dict:
             continue
         prompt = embeds.get((k, v), prep["prompts"][v])
         images[v] = complete(ctx.inpaint, prep["occluded"], prep["mask"], prompt, case["seed"], cfg.completion)
-    labels = {v: assign_image(ctx.fitted, ctx.pipe, images[v], box=prep["box"]) for v in ctx.variants}
+    if cfg.complete:
+        labels = {v: assign_image(ctx.fitted, ctx.pipe, images[v], box=prep["box"]) for v in ctx.variants}
+    else:                               # detection only: the corpus map and the detection's own assignment
+        labels = {"original": prep["cats"], "occluded": prep["detection"].assigned}
 
     # What restoring means: per hidden ground-truth part, the category that covered it in the
     # corpus map; without ground truth, each truly hidden category and its own corpus mask.
     hidden = resize_labels(prep["mask"].astype(np.int16), ctx.label_shape) > 0
-    if cfg.how == "part":
+    if cfg.how == "background":
+        targets = []                                                           # nothing hidden: nothing to restore
+    elif cfg.how == "part":
         targets = []
         for p in case["target"]:
             part = resize_labels(prep["gt"], ctx.label_shape) == p
@@ -188,9 +216,8 @@ def _finish(ctx: _Context, prep: dict, embeds: dict) -> dict:
     for v in ctx.variants:
         rows = [restoration_scores(labels[v], c, part, hidden, cfg.detect.min_pixels) for c, part in targets]
         psnr = masked_psnr(images[v], prep["image"], prep["mask"])
-        measures[v] = {"iou": float(np.mean([r["iou"] for r in rows])),
-                       "hidden_share": float(np.mean([r["hidden_share"] for r in rows])),
-                       "assigned": float(np.mean([r["assigned"] for r in rows])),
+        mean = (lambda key: float(np.mean([r[key] for r in rows])) if rows else None)  # noqa: E731
+        measures[v] = {"iou": mean("iou"), "hidden_share": mean("hidden_share"), "assigned": mean("assigned"),
                        "psnr": None if not np.isfinite(psnr) else psnr,
                        "ssim": masked_ssim(images[v], prep["image"], prep["mask"]),
                        "categories": prep["named"].get(v)}
@@ -202,7 +229,9 @@ def _finish(ctx: _Context, prep: dict, embeds: dict) -> dict:
     result = {"image": case["image"], "target": case["target"], "restore": [int(c) for c, _ in targets],
               "truth": prep["truth"], "missing": list(det.missing), "ranking": list(det.ranking),
               "prompts": prep["prompts"], "measures": measures, "occlusion_iou": occlusion_iou,
-              "unknown_pixels": None if det.occlusion_map is None else int(det.occlusion_map.sum())}
+              "unknown_pixels": None if det.occlusion_map is None else int(det.occlusion_map.sum()),
+              "fill": case["fill"], "hidden_greyish": hidden_greyish(prep["image"], prep["mask"]),
+              "detect_seconds": round(prep["detect_seconds"], 4)}
 
     # Write the case's chunks, then its marker.
     g = ctx.root[STAGE]

@@ -1,21 +1,30 @@
 """Missing-part detection (docs/design.md §5.7 "Occlusion"): which part categories does an occluded image lack?
 
+Two methods (``DetectConfig.method``):
+
+**evidence** (default): *where* a category belongs comes from position and context, *whether*
+it is there from evidence that the pixels disagree with it.
+
 1. The occluded image goes through the corpus's own capture, segmentation and descriptor code
    and its segments are assigned to the store's **fitted** categories, no refit
-   (:func:`diffparts.parts.assign.assign_image`).
-2. Each category k has a dataset expectation: its prevalence p_k (``parts/prevalence``, the
-   fraction of images that contain it) and its typical size n_k (the median pixel count of k in
-   the images that contain it, training images only when the store has a held-out split).
-3. The missing score of k is ``p_k * max(0, 1 - present_k / n_k)``: 0 for a category present at
-   its typical size, p_k for one that is absent; a category rarely seen anyway scores low
-   because its absence says little. Categories scoring at least ``threshold`` are predicted
-   missing, ranked by score.
-4. "Unknown" (``DetectConfig.unknown_quantile``, with the store's threshold from
-   :func:`diffparts.parts.assign.unknown_threshold`): a foreground pixel whose unit is farther
-   from its nearest centre than that quantile of the corpus's own units is not evidence of any
-   category (label -1, so present_k counts only confidently assigned pixels), and these unknown
-   pixels are the per-pixel occlusion map (``Detection.occlusion_map``). Without a threshold
-   the map is None and every unit counts for its nearest centre.
+   (:func:`diffparts.parts.assign.assign_image`): this says where each category should be (an
+   occluder at the head's place is labelled head: fine, that is where the head belongs).
+2. The model imagines the image (:mod:`diffparts.occlusion.imagine`: img2img from the occluded
+   image, class prompt, a few seeds); the per-pixel disagreement with the input, averaged over
+   each category's region, is the evidence (:mod:`diffparts.occlusion.evidence`).
+3. The missing score of k is calibrated against k's values on complete training images (the
+   share of them below this one, in [0, 1]); categories scoring at least ``threshold`` are
+   predicted missing, ranked. A category with no region scores 0 (no evidence either way).
+4. Outcomes per pixel: background (0, from the assignment), a category (1..K), or "matches
+   nothing" (-1): an object pixel whose disagreement exceeds the calibrated pixel threshold.
+   The -1 pixels are ``Detection.occlusion_map``.
+
+**area** (the earlier rule, kept as a baseline row): each category k has a dataset
+expectation, its prevalence p_k (``parts/prevalence``) and typical size n_k (median pixel count
+in the training images that contain it); the missing score is ``p_k * max(0, 1 - present_k /
+n_k)``. Optionally (``unknown_quantile``) a pixel far from every fitted centre is unknown and
+counts for no category. Position decides everything here, so a grey box where the head was
+still counts as the head (docs/occlusion.md, Results).
 """
 
 from __future__ import annotations
@@ -24,13 +33,38 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from diffparts.occlusion.imagine import ImagineConfig
+
+
+METHODS = ("evidence", "area")
+AREA_THRESHOLD = 0.1        # the area rule's threshold (best F1 on the validation birds, seed 999: 0.085)
+EVIDENCE_THRESHOLD = 4.0    # the evidence rule's, in robust spreads (validation birds: best F1, <= 10 % false alarms)
+
 
 @dataclass(frozen=True)
 class DetectConfig:
-    threshold: float = 0.1    # missing when score >= this (best F1 on the validation birds, seed 999: 0.085)
-    min_pixels: int = 4       # a category counts as present in a dataset image from this many pixels
-    unknown_quantile: float | None = None   # corpus-distance quantile beyond which a unit is unknown; None = off
-                                            # (validation birds: no quantile helps, see docs/occlusion.md)
+    method: str = "evidence"  # evidence (imagine and compare, calibrated) | area (prevalence x size, baseline)
+    threshold: float | None = None   # missing when score >= this; None = the method's (AREA_/EVIDENCE_THRESHOLD)
+    min_pixels: int = 4       # a category counts as present (has a region) from this many pixels
+    unknown_quantile: float | None = None   # area only: corpus-distance quantile beyond which a unit is unknown;
+                                            # None = off (validation birds: no quantile helps, docs/occlusion.md)
+    imagine: ImagineConfig = field(default_factory=ImagineConfig)   # evidence: the imaginations
+    pixel_quantile: float = 0.95  # evidence: occlusion map = object pixels above this quantile of training ones
+    calibration_images: int = 32  # evidence: training images the calibration is made from (seeded subset)
+
+    def __post_init__(self):
+        if self.method not in METHODS:
+            raise ValueError(f"unknown detection method {self.method!r}: the methods are {', '.join(METHODS)}")
+        if isinstance(self.imagine, dict):
+            object.__setattr__(self, "imagine", ImagineConfig(**{k: tuple(v) if k == "seeds" else v
+                                                                for k, v in self.imagine.items()}))
+
+    @property
+    def cutoff(self) -> float:
+        """The threshold in use: ``threshold``, or the method's default."""
+        if self.threshold is not None:
+            return float(self.threshold)
+        return EVIDENCE_THRESHOLD if self.method == "evidence" else AREA_THRESHOLD
 
 
 @dataclass(frozen=True)
@@ -48,6 +82,12 @@ class Detection:
     ranking: tuple[int, ...]                 # categories 1..K by decreasing score (ties: smaller k)
     missing: tuple[int, ...]                 # predicted missing (score >= threshold), ranked
     occlusion_map: np.ndarray | None = None  # (y, x) bool where occluded, if the method gives one
+    assignment: np.ndarray | None = field(default=None, repr=False)   # (y, x) int16 the plain assignment
+
+    @property
+    def assigned(self) -> np.ndarray:
+        """(y, x) int16: the occluded image's plain assignment (before any pixel is marked -1)."""
+        return self.labels if self.assignment is None else self.assignment
 
     def top(self, n: int) -> tuple[int, ...]:
         """The predicted missing categories, at least one and at most ``n`` (best ranked)."""
@@ -97,7 +137,7 @@ def rank_missing(labels: np.ndarray, expectation: Expectation, config: DetectCon
     """Scores, ranking and the predicted missing categories of one category map."""
     scores = missing_scores(labels, expectation)
     order = sorted(range(1, len(scores)), key=lambda k: (-float(scores[k]), k))
-    missing = tuple(k for k in order if scores[k] >= config.threshold and scores[k] > 0)
+    missing = tuple(k for k in order if scores[k] >= config.cutoff and scores[k] > 0)
     return Detection(np.asarray(labels, np.int16), scores, tuple(order), missing, occlusion_map)
 
 
@@ -114,15 +154,45 @@ def rank_with_unknown(labels: np.ndarray, distance: np.ndarray, expectation: Exp
     return rank_missing(confident, expectation, config, occlusion_map=(confident < 0) & (np.asarray(labels) > 0))
 
 
-def detect_missing(fitted, pipe, image: np.ndarray, expectation: Expectation,
+def rank_evidence(labels: np.ndarray, dmap: np.ndarray, calibration, config: DetectConfig = DetectConfig()) -> Detection:
+    """The evidence method's steps 2-4 on a (y, x) category map and its (y, x) disagreement map:
+    calibrated scores, ranking, predicted missing, and the labels with "matches nothing" (-1)."""
+    from diffparts.occlusion.evidence import calibrated_scores, category_disagreement, occlusion_map
+
+    labels = np.asarray(labels)
+    scores = calibrated_scores(category_disagreement(dmap, labels, len(calibration.values), config.min_pixels),
+                               calibration)
+    order = sorted(range(1, len(scores)), key=lambda k: (-float(scores[k]), k))
+    missing = tuple(k for k in order if scores[k] >= config.cutoff and scores[k] > 0)
+    omap = occlusion_map(dmap, labels, calibration)
+    return Detection(np.where(omap, -1, labels).astype(np.int16), scores, tuple(order), missing, omap,
+                     labels.astype(np.int16))
+
+
+def detect_missing(fitted, pipe, image: np.ndarray, expectation: Expectation | None = None,
                    config: DetectConfig = DetectConfig(), box=None,
-                   unknown_threshold: float | None = None) -> Detection:
+                   unknown_threshold: float | None = None, img2img=None, calibration=None,
+                   seed: int = 0) -> Detection:
     """Assign the occluded (y, x, 3) uint8 ``image`` to the fitted categories and rank what is
     missing. box: the object box (x, y, w, h) in segment-map pixels, as for the corpus.
-    unknown_threshold: the store's :func:`diffparts.parts.assign.unknown_threshold` (used when
-    ``config.unknown_quantile`` is set); beyond it a pixel is unknown (step 4)."""
+
+    evidence: ``img2img`` (:func:`diffparts.occlusion.imagine.img2img_pipeline` of ``pipe``)
+    and the store's ``calibration`` (:func:`diffparts.occlusion.calibrate.calibrate_store`);
+    ``seed`` offsets the imaginations' seeds. area: ``expectation``; unknown_threshold: the
+    store's :func:`diffparts.parts.assign.unknown_threshold` (used when
+    ``config.unknown_quantile`` is set), beyond which a pixel is unknown."""
     from diffparts.parts.assign import assign_image
 
+    if config.method == "evidence":
+        from diffparts.occlusion.imagine import disagreement, imagine
+
+        if img2img is None or calibration is None:
+            raise ValueError("the evidence method needs an img2img pipeline and the store's calibration")
+        labels = assign_image(fitted, pipe, image, box=box)
+        dmap = disagreement(image, imagine(img2img, image, config.imagine, seed))
+        return rank_evidence(labels, dmap, calibration, config)
+    if expectation is None:
+        raise ValueError("the area method needs the dataset expectation (store_expectation)")
     if config.unknown_quantile is None or unknown_threshold is None:
         return rank_missing(assign_image(fitted, pipe, image, box=box), expectation, config)
     labels, distance = assign_image(fitted, pipe, image, box=box, return_distance=True)
@@ -131,14 +201,10 @@ def detect_missing(fitted, pipe, image: np.ndarray, expectation: Expectation,
 
 def store_expectation(root, min_pixels: int = 4) -> Expectation:
     """:func:`dataset_expectation` of a store: ``parts/prevalence`` and the typical sizes of the
-    labelled images, excluding held-out ones (``embeddings/held_out``) when the split exists."""
-    from diffparts.store import done_mask
+    labelled training images (``occlusion.split.training_images``: held-out ones excluded)."""
+    from diffparts.occlusion.split import training_images
 
-    done = done_mask(root, "parts")
-    if "embeddings/held_out" in root:
-        held = np.asarray(root["embeddings/held_out"][:], bool)
-        done = done & ~np.pad(held, (0, max(0, len(done) - len(held))))[: len(done)]
-    idx = np.flatnonzero(done)
+    idx = training_images(root)
     if len(idx) == 0:
         raise ValueError("the store has no labelled (training) image: run the parts stage first")
     labels = np.stack([np.asarray(root["parts/labels"][int(i)]) for i in idx])

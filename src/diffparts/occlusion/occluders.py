@@ -2,8 +2,10 @@
 
 A hidden region is chosen by **ground-truth part** (where the corpus has part masks: the
 measurable case), by **discovered category** (the parts stage's map) or as a **random box**
-over the object; it is filled with flat grey, seeded noise, or a texture patch cut from another
-image's background. :class:`OcclusionRecord` says what was hidden: the pixel mask, the
+over the object; the **background control** moves such a shape onto the background only
+(:func:`move_to_background`: nothing is hidden, so every alarm is false). It is filled with
+flat grey, seeded noise, a texture patch cut from another image's background, or a foreground
+``object`` in natural colours (:func:`object_texture`: a leaf or a branch in front of the bird). :class:`OcclusionRecord` says what was hidden: the pixel mask, the
 ground-truth parts and discovered categories under it with the fraction of each one's pixels
 that is covered, the fill and the seed. Arrays in, arrays out; all maps are at image size.
 """
@@ -15,7 +17,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-FILLS = ("grey", "noise", "patch")
+FILLS = ("grey", "noise", "patch", "object")
 GREY = 128  # the flat fill's value in every channel: mid-grey, no colour cue
 
 
@@ -24,11 +26,11 @@ class OcclusionRecord:
     """Exactly what one occluder hid in one image."""
 
     mask: np.ndarray = field(repr=False)   # (y, x) bool, True = hidden
-    how: str                               # "part", "category" or "box"
+    how: str                               # "part", "category", "box" or "background"
     target: tuple[int, ...]                # the parts or categories asked for (empty for a box)
     gt_parts: dict[int, float]             # ground-truth part -> fraction of its pixels hidden (covered ones)
     categories: dict[int, float]           # discovered category -> fraction of its pixels hidden
-    fill: str                              # grey | noise | patch
+    fill: str                              # grey | noise | patch | object
     seed: int                              # seed of the noise, the patch and the box
     patch_from: int | None = None          # where the patch came from (the caller's image id)
 
@@ -129,11 +131,83 @@ def background_patch(source: np.ndarray, background: np.ndarray, shape: tuple[in
     return big[oy:oy + shape[0], ox:ox + shape[1]]
 
 
+def move_to_background(shape: np.ndarray, object_mask: np.ndarray, rng: np.random.Generator,
+                       margin: int = 1) -> np.ndarray:
+    """(y, x) bool: ``shape`` (a (y, x) bool occluder) translated to a seeded random place where
+    it touches no ``object_mask`` pixel (the object dilated by ``margin``), clipped to nothing.
+
+    When no place fits, the shape is halved (nearest) and tried again, at most 3 times; then
+    ValueError (the image has no background room for it).
+    """
+    from PIL import Image
+    from scipy.ndimage import binary_dilation
+    from scipy.signal import fftconvolve
+
+    shape, obj = np.asarray(shape, bool), np.asarray(object_mask, bool)
+    if shape.shape != obj.shape:
+        raise ValueError(f"occluder shape {shape.shape} and object mask {obj.shape} differ in size")
+    if not shape.any():
+        raise ValueError("the occluder's shape is empty: nothing to place")
+    blocked = binary_dilation(obj, iterations=margin) if margin > 0 else obj
+    ys, xs = np.nonzero(shape)
+    crop = shape[ys.min():ys.max() + 1, xs.min():xs.max() + 1]
+    h, w = obj.shape
+    for _ in range(4):
+        ch, cw = crop.shape
+        if ch <= h and cw <= w:
+            # hits[y, x] = object pixels under the crop placed with its top-left corner at (y, x)
+            hits = fftconvolve(blocked.astype(np.float32), crop[::-1, ::-1].astype(np.float32), mode="valid")
+            free = np.argwhere(hits < 0.5)
+            if len(free):
+                y0, x0 = free[int(rng.integers(len(free)))]
+                out = np.zeros((h, w), bool)
+                out[y0:y0 + ch, x0:x0 + cw] = crop
+                return out
+        crop = np.asarray(Image.fromarray(crop).resize((max(1, cw // 2), max(1, ch // 2)),
+                                                      Image.Resampling.NEAREST), bool)
+        if not crop.any():
+            break
+    raise ValueError("no background room for the occluder in this image (even at 1/8 of its size)")
+
+
+LEAF_GREENS = ((58, 112, 44), (84, 140, 52), (40, 90, 36), (110, 150, 60))   # leaf base colours
+BARK_BROWNS = ((96, 70, 44), (120, 88, 56), (78, 60, 40), (140, 110, 76))     # branch base colours
+
+
+def object_texture(shape: tuple[int, int], rng: np.random.Generator) -> np.ndarray:
+    """(y, x, 3) uint8: a foreground object in natural colours, a leaf or a branch (seeded).
+
+    Leaf: a green (jittered) with a darker midrib and side veins at a random angle and a soft
+    shading across it. Branch: a brown with darker bark lines along a random direction and
+    fine grain. Both are smooth, plausible surfaces, never a colour of the bird's palette on
+    purpose (greens and browns do occur in birds, as in life)."""
+    h, w = shape
+    yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
+    angle = float(rng.uniform(0, np.pi))
+    u = (xx - w / 2) * np.cos(angle) + (yy - h / 2) * np.sin(angle)               # along the object
+    v = -(xx - w / 2) * np.sin(angle) + (yy - h / 2) * np.cos(angle)              # across it
+    if rng.random() < 0.5:                                                         # leaf
+        base = np.array(LEAF_GREENS[int(rng.integers(len(LEAF_GREENS)))], np.float32) + rng.normal(0, 8, 3)
+        shade = 1.0 + 0.18 * np.tanh(v / (0.25 * max(h, w)))                       # lighter on one side
+        midrib = np.exp(-(v / 1.2) ** 2)                                           # a thin dark line
+        period = float(rng.uniform(5, 8))
+        veins = np.exp(-((np.mod(u + 0.8 * np.abs(v), period) - period / 2) / 0.9) ** 2) * 0.6
+        dark = 1.0 - 0.35 * np.maximum(midrib, veins)
+        rgb = base[None, None, :] * (shade * dark)[..., None]
+    else:                                                                          # branch
+        base = np.array(BARK_BROWNS[int(rng.integers(len(BARK_BROWNS)))], np.float32) + rng.normal(0, 6, 3)
+        period = float(rng.uniform(3, 5))
+        lines = 0.5 + 0.5 * np.cos(2 * np.pi * (v + 0.6 * np.sin(u / 5.0)) / period)
+        grain = rng.normal(0, 0.05, (h, w)).astype(np.float32)
+        rgb = base[None, None, :] * (0.78 + 0.3 * lines + grain)[..., None]
+    return np.clip(np.round(rgb), 0, 255).astype(np.uint8)
+
+
 def fill_region(image: np.ndarray, mask: np.ndarray, fill: str, rng: np.random.Generator,
                 patch: np.ndarray | None = None) -> np.ndarray:
     """A copy of ``image`` (y, x, 3) uint8 with the ``mask`` pixels replaced by ``fill``."""
     if fill not in FILLS:
-        raise ValueError(f"fill must be one of {FILLS}, got {fill!r}")
+        raise ValueError(f"unknown fill {fill!r}: the fills are {', '.join(FILLS)}")
     image = np.asarray(image)
     if image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3:
         raise ValueError(f"image must be (y, x, 3) uint8, got {image.dtype} {image.shape}")
@@ -145,6 +219,8 @@ def fill_region(image: np.ndarray, mask: np.ndarray, fill: str, rng: np.random.G
         out[mask] = GREY
     elif fill == "noise":
         out[mask] = rng.integers(0, 256, (int(mask.sum()), 3), dtype=np.uint8)
+    elif fill == "object":
+        out[mask] = object_texture(image.shape[:2], rng)[mask]
     else:
         if patch is None or patch.shape != image.shape:
             raise ValueError(f"the patch fill needs a patch of the image's shape {image.shape}, got "

@@ -9,7 +9,8 @@ One case (docs/design.md §5.7 "Occlusion"):
 
 1. The image at the model's input size; what to hide (ground-truth parts, discovered
    categories or a random box over the object), filled; the record of what was hidden.
-2. Missing-part detection on the occluded image (fitted categories, no refit).
+2. Missing-part detection on the occluded image: where each category belongs from the fitted
+   categories (no refit), whether it is there from the model's imagination (``detect.py``).
 3. Completions, one per variant, all from the case's seed: the empty prompt, the class prompt,
    the image's caption, and for every loss its tokens of the detection's top categories
    (``<loss>:detected``) and of the truly hidden ones (``<loss>:true``).
@@ -28,7 +29,9 @@ categories, background included; the whole store: docs/store.md)::
     occlusion/results      (case,) str              detection and per-variant measures as JSON
     occlusion/failures     (case,) str              "" or why the case failed
     occlusion/done         (case,) bool             written after the arrays above
-    attrs: config, plan, variants, losses, model, model_hash, parts_fingerprint, image_size
+    occlusion/held_out     (image,) bool            the images cases come from (attrs: rule; split.py)
+    attrs: config, plan, variants, losses, model, model_hash, parts_fingerprint, image_size, held_out,
+           calibration (the evidence detector's, JSON: occlusion.evidence.Calibration)
 
 Groups written before issue 13 name the labels' axes ``y x`` and the scores' ``part``; they are
 reopened and resumed as they are.
@@ -47,30 +50,34 @@ import numpy as np
 from diffparts.occlusion.complete import CompletionConfig
 from diffparts.occlusion.detect import DetectConfig
 from diffparts.occlusion.occluders import FILLS
+from diffparts.occlusion.split import NothingToOcclude, held_out_images, training_images, write_held_out_flags
 
 STAGE = "occlusion"
-HOW = ("part", "category", "box")
+HOW = ("part", "category", "box", "background")
+MIX = "mix"                            # a fill per case, cycling through FILLS in a seeded order
 REFERENCES = ("original", "occluded")
 
 
 @dataclass(frozen=True)
 class OcclusionConfig:
     n_cases: int = 50                  # cases (a held-out image may serve several, hiding other parts)
-    how: str = "part"                  # part (ground-truth masks) | category (discovered) | box
+    how: str = "part"                  # part (ground-truth masks) | category (discovered) | box | background
+                                       # (background: a part's shape moved onto the background, nothing hidden)
     hide: tuple = ()                   # part names/ids (or categories) hidden in every case; () = one per case, seeded
-    fill: str = "grey"                 # grey | noise | patch
+    fill: str = "grey"                 # grey | noise | patch | object | mix (one of the four per case)
     seed: int = 0                      # plan, fills and inpainting noise
     min_fraction: float = 0.5          # a category is hidden when this share of its pixels is covered
     min_part_pixels: int = 12          # a part smaller than this (model-size pixels) is not hidden alone
     losses: tuple | None = None        # token losses to complete with; None = every loss with files
+    complete: bool = True              # False: detection only (the references original/occluded, no inpainting)
     detect: DetectConfig = field(default_factory=DetectConfig)
     completion: CompletionConfig = field(default_factory=CompletionConfig)
 
     def __post_init__(self):
         if self.how not in HOW:
             raise ValueError(f"how must be one of {HOW}, got {self.how!r}")
-        if self.fill not in FILLS:
-            raise ValueError(f"fill must be one of {FILLS}, got {self.fill!r}")
+        if self.fill not in FILLS + (MIX,):
+            raise ValueError(f"unknown fill {self.fill!r}: the fills are {', '.join(FILLS + (MIX,))}")
         if self.n_cases < 1:
             raise ValueError(f"n_cases must be >= 1, got {self.n_cases}")
 
@@ -85,7 +92,7 @@ def occlusion_config(values: dict | OcclusionConfig | None = None) -> OcclusionC
     if unknown:
         raise ValueError(f"unknown occlusion settings {unknown}; known: {sorted(names)}")
     if isinstance(values.get("detect"), dict):
-        values["detect"] = DetectConfig(**values["detect"])
+        values["detect"] = DetectConfig(**values["detect"])      # its imagine dict: DetectConfig converts it
     if isinstance(values.get("completion"), dict):
         values["completion"] = CompletionConfig(**values["completion"])
     for key in ("hide", "losses"):
@@ -154,6 +161,7 @@ def plan_cases(candidates: Sequence[int], labels_of: Callable[[int], np.ndarray]
     """
     rng = np.random.default_rng(config.seed)
     order = [int(i) for i in rng.permutation(np.asarray(candidates, np.int64))]
+    fills = [FILLS[int(j)] for j in rng.permutation(len(FILLS))] if config.fill == MIX else [config.fill]
     if not order:
         raise ValueError("no held-out image with part labels to occlude")
     used: dict[int, set] = {i: set() for i in order}
@@ -179,22 +187,27 @@ def plan_cases(candidates: Sequence[int], labels_of: Callable[[int], np.ndarray]
             used[image].add(tuple(target))
         misses = 0
         others = [i for i in order if i != image] or [image]
-        cases.append({"case": len(cases), "image": image, "target": target, "fill": config.fill,
+        cases.append({"case": len(cases), "image": image, "target": target, "fill": fills[len(cases) % len(fills)],
                       "seed": int(config.seed) * 1_000_003 + len(cases),
                       "patch_image": int(others[int(rng.integers(len(others)))])})
     return cases
 
 
-def variant_names(losses: Sequence[str], captions: bool) -> list[str]:
+def variant_names(losses: Sequence[str], captions: bool, complete: bool = True) -> list[str]:
+    if not complete:
+        return list(REFERENCES)
     names = list(REFERENCES) + ["empty", "class"] + (["caption"] if captions else [])
     return names + [f"{loss}:{which}" for loss in losses for which in ("detected", "true")]
 
 
-def setup_occlusion(root, store: str, corpus, model: str, config: OcclusionConfig, model_hash: str = "") -> dict:
+def setup_occlusion(root, store: str, corpus, model: str, config: OcclusionConfig, model_hash: str = "",
+                    calibration: str | None = None, log: Callable[[str], None] | None = None) -> dict:
     """Plan the cases and create ``occlusion/`` (redone whole when its identity changed).
 
     Refuses a store whose parts stage is not done, ``how="part"`` on a corpus without part
-    masks, and losses without token files. Returns {cases, todo, variants, losses, reset, ...}.
+    masks, and losses without token files. calibration: the evidence detector's calibration
+    (JSON) made by another set-up on the same store, model and detect settings, reused instead of
+    recomputed (a benchmark running several fills). Returns {cases, todo, variants, losses, reset, ...}.
     """
     from diffparts.corpus import load_mask
     from diffparts.inversion.saving import parts_fingerprint, require_parts
@@ -207,14 +220,13 @@ def setup_occlusion(root, store: str, corpus, model: str, config: OcclusionConfi
     if size <= 0:
         raise ValueError("the store's attention group records no image_size: run extract first")
     done = done_mask(root, "parts")
-    if "embeddings/held_out" in root:
-        held = np.asarray(root["embeddings/held_out"][:], bool)
-        candidates = np.flatnonzero(done[: len(held)] & held[: len(done)])
-        split = "embeddings/held_out"
-    else:
-        candidates, split = np.flatnonzero(done), "every labelled image (no embeddings/held_out split)"
     records, legend = _records(root, corpus)
     table = image_table(root)
+    held, split = held_out_images(root, records, [row["name"] for row in table], config.seed)
+    candidates = np.flatnonzero(done & held)
+    if len(candidates) == 0:
+        raise NothingToOcclude(f"no held-out image with part labels to occlude ({split}; "
+                               f"{int(done.sum())} labelled image(s)): the occlusion stage is skipped")
     recs = {int(i): records.get(table[int(i)]["name"]) for i in candidates}
     lost = [table[i]["name"] for i, r in recs.items() if r is None]
     if lost:
@@ -226,8 +238,9 @@ def setup_occlusion(root, store: str, corpus, model: str, config: OcclusionConfi
     losses = available_losses(store, config.losses)
     captions = all(r.caption for r in recs.values())
 
-    # 2. The plan.
-    if config.how == "part":
+    # 2. The plan (the background control borrows the shapes of ground-truth parts where the
+    #    corpus has them, else of discovered categories).
+    if config.how == "part" or (config.how == "background" and has_gt):
         targets = _part_ids(config.hide, legend)
         def labels_of(i): return resize_labels(load_mask(recs[i].part_mask_path), (size, size))
     else:
@@ -237,14 +250,16 @@ def setup_occlusion(root, store: str, corpus, model: str, config: OcclusionConfi
             raise ValueError(f"categories {bad} are not part categories of this store (1..{k1 - 1})")
         def labels_of(i): return resize_labels(np.asarray(root["parts/labels"][i]), (size, size))
     plan = plan_cases([int(i) for i in candidates], labels_of, config, targets)
-    variants = variant_names(losses, captions)
+    variants = variant_names(losses, captions, config.complete)
 
     # 3. The group: reset when anything that made it changed.
     identity = {"config": json.loads(json.dumps(dataclasses.asdict(config))), "plan": plan, "variants": variants,
                 "losses": losses, "model": str(model), "model_hash": model_hash,
-                "parts_fingerprint": parts_fingerprint(root), "image_size": size}
+                "parts_fingerprint": parts_fingerprint(root), "image_size": size,
+                "held_out": [int(i) for i in np.flatnonzero(held)]}
     reset = reset_if_changed(root, STAGE, identity)
     group = root.require_group(STAGE)
+    write_held_out_flags(root, held, split)
     n, nv = len(plan), len(variants)
     ly, lx = root["parts/labels"].shape[1:]
     specs = {"cases": ((n,), "int64", ("case",), -1), "masks": ((n, size, size), bool, ("case", "y", "x"), False),
@@ -260,17 +275,41 @@ def setup_occlusion(root, store: str, corpus, model: str, config: OcclusionConfi
     if reset or "plan" not in group.attrs:
         group["cases"][:] = np.array([c["image"] for c in plan], np.int64)
     group.attrs.update(identity)
+    if config.detect.method == "evidence" and "calibration" not in group.attrs:
+        group.attrs["calibration"] = calibration or _calibration(root, records, table, model, config, size,
+                                                                 log).to_json()
     finished = np.asarray(group["done"][:], bool)
     return {"cases": n, "todo": [c["case"] for c in plan if not finished[c["case"]]], "variants": variants,
             "losses": losses, "reset": reset, "split": split, "held_out_images": int(len(candidates)),
             "image_size": size, "n_categories": k1}
 
 
+def _calibration(root, records: dict, table, model: str, config: OcclusionConfig, size: int, log=None):
+    """The evidence detector's calibration on the store's training images (loads the model);
+    progress every 8 images to ``log`` (default: the ``diffparts.occlusion`` logger)."""
+    import logging
+
+    import torch
+
+    from diffparts.corpus import load_rgb
+    from diffparts.model.extract import prepare_images
+    from diffparts.model.load import load_pipeline
+    from diffparts.occlusion.calibrate import calibrate_store
+    from diffparts.occlusion.imagine import img2img_pipeline
+
+    pipe = load_pipeline(model, device="cpu", dtype=torch.float32)
+    pipe.set_progress_bar_config(disable=True)
+
+    def load(i: int) -> np.ndarray:
+        return prepare_images(load_rgb(records[table[i]["name"]].path)[None], size)[0]
+
+    say = log or logging.getLogger("diffparts.occlusion").info
+    return calibrate_store(root, load, img2img_pipeline(pipe), config.detect, config.seed, log=say)
+
+
 def summarize_occlusion(root, min_fraction: float | None = None) -> dict:
     """The stage's table over finished cases: detection (P/R/F1, ROC AUC, top-1) and one row per
     variant (means of iou, hidden_share, assigned, psnr, ssim)."""
-    from diffparts.metrics.occlusion import detection_scores, roc_auc
-
     g = root[STAGE]
     done = np.flatnonzero(np.asarray(g["done"][:], bool))
     variants = list(g.attrs["variants"])
@@ -278,16 +317,18 @@ def summarize_occlusion(root, min_fraction: float | None = None) -> dict:
     if len(done) == 0:
         return {"cases": 0, "detection": None, "table": [], "failed": failures, "variants": variants}
     results = [json.loads(str(g["results"][int(i)])) for i in done]
-    scores = np.stack([np.asarray(g["scores"][int(i)]) for i in done])             # case part
-    truth = [set(r["truth"]) for r in results]
-    det = detection_scores([r["missing"] for r in results], truth)
-    hidden = np.array([[k in t for k in range(1, scores.shape[1])] for t in truth])
-    detection = {**dataclasses.asdict(det), "roc_auc": roc_auc(scores[:, 1:], hidden),
-                 "top1_hidden": float(np.mean([r["ranking"][0] in t for r, t in zip(results, truth)])),
-                 "cases_with_hidden_category": int(sum(bool(t) for t in truth)),
-                 "mean_predicted": float(np.mean([len(r["missing"]) for r in results]))}
-    ious = [r["occlusion_iou"] for r in results if r.get("occlusion_iou") is not None]
-    detection["occlusion_map_iou"] = float(np.mean(ious)) if ious else None       # mean over cases with a map
+    scores = np.stack([np.asarray(g["scores"][int(i)]) for i in done])             # case category
+    config = occlusion_config(g.attrs["config"])
+    detection = detection_table(results, scores, config.detect.cutoff)
+    detection["method"] = config.detect.method
+    detection["threshold"] = config.detect.cutoff
+    detection["how"] = config.how
+    fills = sorted({r.get("fill", config.fill) for r in results})
+    if len(fills) > 1:                                                              # a mix: one row per fill
+        detection["by_fill"] = {f: detection_table([r for r in results if r.get("fill", config.fill) == f],
+                                                   scores[[r.get("fill", config.fill) == f for r in results]],
+                                                   config.detect.cutoff)
+                                for f in fills}
     table = []
     for v in variants:
         rows = [r["measures"][v] for r in results]
@@ -298,6 +339,44 @@ def summarize_occlusion(root, min_fraction: float | None = None) -> dict:
         table.append(row)
     return {"cases": int(len(done)), "detection": detection, "table": table, "failed": failures,
             "variants": variants}
+
+
+def _nan_to_none(value):
+    return None if value is None or (isinstance(value, float) and not np.isfinite(value)) else value
+
+
+def detection_table(results: Sequence[dict], scores: np.ndarray, threshold: float) -> dict:
+    """Detection measures of some cases: results (their ``occlusion/results`` JSON) and their
+    (case, category) scores. ROC AUC overall, per category and on the cases whose hidden
+    pixels are not grey-ish; P/R/F1 of the categories scoring at least ``threshold`` (from the
+    stored scores, so a new threshold needs no rerun); the false-alarm rate on cases hiding no
+    category; top-1; the occlusion map's IoU with the hidden region; detector seconds per case."""
+    from diffparts.metrics.occlusion import detection_scores, false_alarm_rate, roc_auc, roc_auc_per_category
+
+    if not results:
+        return {"cases": 0}
+    truth = [set(r["truth"]) for r in results]
+    predicted = [[k for k in range(1, scores.shape[1]) if scores[i, k] >= threshold and scores[i, k] > 0]
+                 for i in range(len(results))]
+    det = detection_scores(predicted, truth)
+    hidden = np.array([[k in t for k in range(1, scores.shape[1])] for t in truth]).reshape(len(results), -1)
+    plain = np.array([not r.get("hidden_greyish", False) for r in results], bool)
+    ious = [r["occlusion_iou"] for r in results if r.get("occlusion_iou") is not None]
+    secs = [r["detect_seconds"] for r in results if r.get("detect_seconds") is not None]
+    out = {**{k: _nan_to_none(v) for k, v in dataclasses.asdict(det).items()},
+           "roc_auc": _nan_to_none(roc_auc(scores[:, 1:], hidden)),
+           "roc_auc_not_greyish": _nan_to_none(roc_auc(scores[plain, 1:], hidden[plain])) if plain.any() else None,
+           "cases_not_greyish": int(plain.sum()),
+           "roc_auc_per_category": {str(k + 1): _nan_to_none(round(a, 4) if np.isfinite(a) else a)
+                                    for k, a in enumerate(roc_auc_per_category(scores[:, 1:], hidden))},
+           "false_alarm_rate": _nan_to_none(false_alarm_rate(predicted, truth)),
+           "cases_without_hidden_category": int(sum(not t for t in truth)),
+           "top1_hidden": float(np.mean([r["ranking"][0] in t for r, t in zip(results, truth)])),
+           "cases_with_hidden_category": int(sum(bool(t) for t in truth)),
+           "mean_predicted": float(np.mean([len(p) for p in predicted])),
+           "occlusion_map_iou": float(np.mean(ious)) if ious else None,             # mean over cases with a map
+           "detect_seconds_per_case": round(float(np.mean(secs)), 4) if secs else None}
+    return out
 
 
 def occlusion_grid(root, cases: Sequence[int] | None = None, n: int = 6, scale: int = 2) -> np.ndarray:
