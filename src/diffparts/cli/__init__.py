@@ -23,7 +23,7 @@ PREFECT_DEFAULTS = {
 
 # Command modules, in the order their commands appear in --help. A module listed here that
 # does not exist yet is skipped, so stages can land one at a time.
-COMMAND_MODULES = ("run", "serve", "corpus", "train", "extract", "segment", "parts", "embed", "occlude", "failures")
+COMMAND_MODULES = ("run", "serve", "corpus", "train", "models", "extract", "segment", "parts", "embed", "occlude", "failures")
 
 #: Errors that mean the input is wrong (a refused corpus, a bad setting, another store's config):
 #: one line naming the problem, exit status 2; the traceback only with --debug.
