@@ -62,15 +62,25 @@ def _overrides(args, names: dict) -> dict:
     return out
 
 
+def _command_line() -> str:
+    """The command as typed (for the card)."""
+    import shlex
+    import sys
+
+    return "diffparts " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+
+
 def run_train_inpaint(args) -> int:
     from dataclasses import replace
+    from pathlib import Path
 
-    from diffparts.train.inpaint import QUICK_INPAINT, InpaintTrainConfig, train_inpaint
+    from diffparts.train.inpaint import QUICK_INPAINT, InpaintTrainConfig, inpaint_card, train_inpaint
 
     config = QUICK_INPAINT if args.quick else InpaintTrainConfig()
     config = replace(config, **_overrides(args, {"n_images": "n_images", "steps": "steps", "batch_size": "batch_size",
                                                   "lr": "lr", "threads": "threads", "seed": "seed"}))
     record = train_inpaint(args.model, args.out, config, log=lambda msg: print(msg, flush=True))
+    (Path(args.out) / "README.md").write_text(inpaint_card(args.out, _command_line()))
     print(f"saved {args.out}: {record['steps']} steps, held-out loss {record['held_out_loss']} "
           f"(4-channel start {record['held_out_loss_4ch_start']}), {record['seconds']:.0f} s")
     return 0
@@ -79,12 +89,15 @@ def run_train_inpaint(args) -> int:
 def run_train_judge(args) -> int:
     from dataclasses import replace
 
-    from diffparts.judge.train import QUICK_JUDGE, JudgeTrainConfig, train_judge
+    from pathlib import Path
+
+    from diffparts.judge.train import QUICK_JUDGE, JudgeTrainConfig, judge_card, train_judge
 
     config = QUICK_JUDGE if args.quick else JudgeTrainConfig()
     config = replace(config, **_overrides(args, {"n_images": "n_images", "steps": "steps", "threads": "threads",
                                                   "seed": "seed"}))
     record = train_judge(args.out, config, log=lambda msg: print(msg, flush=True))
+    (Path(args.out) / "README.md").write_text(judge_card(args.out, _command_line()))
     print(f"saved {args.out}: {record['steps']} steps, held-out pixel accuracy {record['held_out']['pixel_accuracy']:.3f}, "
           f"part mIoU {record['held_out']['part_miou']:.3f}, {record['seconds']:.0f} s")
     return 0

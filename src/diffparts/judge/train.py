@@ -222,3 +222,53 @@ def train_judge(out_dir: str | Path, config: JudgeTrainConfig = JudgeTrainConfig
 
 def quick_judge_config(**overrides) -> JudgeTrainConfig:
     return replace(QUICK_JUDGE, **overrides)
+
+
+def judge_card(out_dir: str | Path, command: str) -> str:
+    """The judge's card (README.md text) from ``judge.json``."""
+    out_dir = Path(out_dir)
+    r = json.loads((out_dir / "judge.json").read_text())
+    cfg, ho = r["config"], r["held_out_all"]
+    size = (out_dir / "judge.safetensors").stat().st_size / 2**20
+    lines = [
+        "# diffparts-part-judge",
+        "",
+        "An independent part reader for assessment only: a small supervised per-pixel segmenter of the nine",
+        "synthetic part types (+ \"no part\": background or occluder), trained on renders of",
+        "`diffparts.corpus.generate_birds` with their true part masks. It scores what a completion painted",
+        "into a hidden region and what images generated from a prompt show (docs/occlusion.md, docs/embeddings.md).",
+        "Nothing in the pipeline reads it. Load it with `diffparts.judge.PartJudge.load()`.",
+        "",
+        "## How it was made",
+        "",
+        "```",
+        command,
+        "```",
+        "",
+        f"- Network: fully convolutional encoder-decoder, widths {cfg['arch']['widths']} at 64/32/16/8 px, "
+        f"{r['parameters']:,} parameters, {size:.1f} MB (float32 safetensors), input 64 px.",
+        f"- Data: {r['n_train']} birds of corpus seed {cfg['corpus_seed']}; held out: {r['n_val']} birds of corpus "
+        f"seed {cfg['val_seed']} (never trained on); both disjoint from the evaluation (1234), validation (999), "
+        "embedded-model (0) and inpainting held-out (4242) corpora.",
+        f"- Augmentation: {cfg['vae_fraction']:.0%} of images replaced by the embedded VAE's reconstruction; "
+        f"{cfg['occluder_fraction']:.0%} get an occluder (a part's shape, a box or strokes; grey, noise, another "
+        "bird's background, a flat or a smooth random colour) labelled \"no part\"; horizontal flips.",
+        f"- {r['steps']} steps at batch {cfg['batch_size']}, AdamW lr {cfg['lr']:g} cosine, cross-entropy with "
+        f"1/sqrt(frequency) class weights, seed {cfg['seed']}; {r['seconds'] / 60:.1f} min wall, "
+        f"**{r['cpu_seconds'] / 60:.1f} CPU minutes** ({cfg['threads']} torch thread; 2 cores shared with other jobs).",
+        "",
+        f"## Held-out accuracy ({r['n_val']} birds it never saw)",
+        "",
+        "| IoU per class | " + " | ".join(CLASSES) + " | part mIoU | pixel accuracy |",
+        "| --- " * (len(CLASSES) + 3) + "|",
+    ]
+    for name, key in (("renders", "renders"), ("the embedded VAE's reconstructions", "vae_reconstructions"),
+                      ("renders with an occluder (labelled no part)", "occluded")):
+        if key in ho:
+            s = ho[key]
+            lines.append(f"| {name} | " + " | ".join("-" if s["iou"][c] is None else f"{s['iou'][c]:.3f}" for c in CLASSES)
+                         + f" | **{s['part_miou']:.3f}** | {s['pixel_accuracy']:.3f} |")
+    occ = ho.get("occluded", {}).get("occluder_read_as_no_part")
+    if occ is not None:
+        lines += ["", f"Occluder pixels over the bird read as \"no part\": {occ:.3f} (one seeded occluder per held-out bird)."]
+    return "\n".join(lines) + "\n"

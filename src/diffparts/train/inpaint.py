@@ -216,7 +216,7 @@ def train_inpaint(base: str | Path | None, out_dir: str | Path, config: InpaintT
     from diffparts.model.load import load_pipeline
     from diffparts.train.toy import _EMA, _warmup
 
-    t0 = time.monotonic()
+    t0, cpu0 = time.monotonic(), time.process_time()
     torch.set_num_threads(config.threads)
     torch.set_flush_denormal(True)
     torch.manual_seed(config.seed)
@@ -252,6 +252,7 @@ def train_inpaint(base: str | Path | None, out_dir: str | Path, config: InpaintT
         save_inpaint_folder(pipe, ema_unet, out_dir)
         record = {"final": final, "base": str(base) if base is not None else "embedded (data/models/diffparts-toy-birds)",
                   "config": asdict(config), "steps": steps, "seconds": round(time.monotonic() - t0, 1),
+                  "cpu_seconds": round(time.process_time() - cpu0, 1),
                   "train_seconds": round(time.monotonic() - t_phase, 1),
                   "held_out_loss_4ch_start": start_loss, "held_out_loss_inflated_start": inflated_loss,
                   "held_out_loss": loss, "history": history, "val_history": val_history, "n_pairs": n_pairs}
@@ -297,6 +298,66 @@ def train_inpaint(base: str | Path | None, out_dir: str | Path, config: InpaintT
     else:
         step = config.steps
     return snapshot(step, final=True)
+
+
+def inpaint_card(out_dir: str | Path, command: str, cpu_minutes: float | None = None) -> str:
+    """The card (README.md text) of a folder :func:`train_inpaint` saved, from its training.json.
+
+    cpu_minutes: the process's CPU time when the record lacks ``cpu_seconds`` (measured outside).
+    """
+    out_dir = Path(out_dir)
+    r = json.loads((out_dir / "training.json").read_text())
+    cfg = r["config"]
+    cpu = r.get("cpu_seconds", None)
+    cpu_text = f"{cpu / 60:.1f}" if cpu is not None else (f"{cpu_minutes:.1f} (process CPU time read by ps)"
+                                                          if cpu_minutes is not None else "not recorded")
+    start, inflated, end = r["held_out_loss_4ch_start"], r["held_out_loss_inflated_start"], r["held_out_loss"]
+    size = sum(p.stat().st_size for p in out_dir.rglob("*") if p.is_file()) / 2**20
+    lines = [
+        f"# {out_dir.name}",
+        "",
+        "The embedded toy checkpoint (`data/models/diffparts-toy-birds`) made into an inpainting model as",
+        "Stable Diffusion's inpainting checkpoints were made: the UNet's `conv_in` extended from 4 to 9 input",
+        "channels (noisy latents, the mask at latent size, the latent of the masked image), the 5 new channels",
+        "zero-initialised, then fine-tuned with the DDPM noise-prediction loss on random masks of true parts,",
+        "boxes over the bird, strokes and (5 %) the whole image. The VAE, the text encoder and the tokenizer are",
+        "the embedded model's, unchanged, so part tokens learned on it load into this pipeline's text encoder.",
+        "A diffusers `StableDiffusionInpaintPipeline` folder (safetensors, DDIM scheduler); the default",
+        "completion model of the occlusion stage for the embedded model (docs/occlusion.md).",
+        "",
+        "## How it was made",
+        "",
+        "```",
+        command,
+        "```",
+        "",
+        f"- Data: {cfg['n_images']} synthetic birds of corpus seed {cfg['corpus_seed']} (the embedded model's own "
+        f"training corpus) at 64 px, {cfg['masks_per_image']} random masks each ({r['n_pairs']} pairs, encoded once); "
+        f"masks dilated to whole latent cells, the masked image = image with the hidden pixels at 0 in [-1, 1].",
+        f"- {r['steps']} steps at batch {cfg['batch_size']}, AdamW lr {cfg['lr']:g} (warm-up {cfg['warmup_steps']}), "
+        f"{cfg['caption_dropout']:.0%} empty captions, EMA {cfg['ema_decay']} (saved), seed {cfg['seed']}.",
+        f"- Time: {r['seconds'] / 60:.1f} min wall ({r['train_seconds'] / 60:.1f} min of optimisation, "
+        f"{cfg['threads']} torch thread on 2 CPU cores shared with other jobs); CPU minutes: {cpu_text}.",
+        f"- Folder size: {size:.1f} MB.",
+        "",
+        "## Held-out loss",
+        "",
+        f"Noise-prediction MSE on {cfg['n_val']} held-out birds of corpus seed {cfg['val_seed']} (never trained on), "
+        "one seeded mask each, fixed noise and timesteps; the whole latent and the latent cells under the mask:",
+        "",
+        "| model | whole latent | inside the mask |",
+        "| --- | --- | --- |",
+        f"| 4-channel start (the embedded UNet, no mask or masked image) | {start['all']:.4f} | {start['masked']:.4f} |",
+        f"| inflated start (9 channels, extra ones zero) | {inflated['all']:.4f} | {inflated['masked']:.4f} |",
+        f"| this checkpoint | **{end['all']:.4f}** | **{end['masked']:.4f}** |",
+        "",
+        "Held-out loss during training (EMA weights): "
+        + ", ".join(f"step {s}: {v['all']:.4f} / {v['masked']:.4f}" for s, v in r["val_history"]) + ".",
+        "",
+        "What its completions are worth is measured by the independent part judge in docs/occlusion.md",
+        "(`benchmarks/eval_inpaint_judge.py`).",
+    ]
+    return "\n".join(lines) + "\n"
 
 
 def quick_inpaint_config(**overrides) -> InpaintTrainConfig:
