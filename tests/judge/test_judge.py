@@ -87,3 +87,11 @@ def test_train_judge_quick_saves_a_loadable_judge(tmp_path):
     assert judge.labels(np.zeros((2, 64, 64, 3), np.uint8)).shape == (2, 64, 64)
     with pytest.raises(FileNotFoundError, match="nowhere"):
         PartJudge.load(tmp_path / "nowhere.safetensors")
+
+
+def test_cli_train_judge_quick_writes_weights_and_card(tmp_path):
+    from diffparts.cli import main
+
+    assert main(["train-judge", "--out", str(tmp_path / "j"), "--quick"]) == 0
+    card = (tmp_path / "j" / "README.md").read_text()
+    assert "diffparts train-judge --out" in card and "CPU minutes" in card and "part mIoU" in card

@@ -44,3 +44,14 @@ def test_quick_inpaint_training_saves_an_inpainting_pipeline(tiny_pipeline, tmp_
     assert inpaint.tokenizer.get_vocab() == pipe.tokenizer.get_vocab()    # tokens of the base load into it
     with pytest.raises(ValueError, match="4-channel"):
         train_inpaint(tmp_path / "inp", tmp_path / "again", quick_inpaint_config(), log=lambda _m: None)
+
+
+def test_cli_train_inpaint_quick_writes_the_card(tiny_pipeline, tmp_path, capsys):
+    from diffparts.cli import main
+
+    path, _ = tiny_pipeline
+    assert main(["train-inpaint", "--model", str(path), "--out", str(tmp_path / "i"), "--quick"]) == 0
+    card = (tmp_path / "i" / "README.md").read_text()
+    assert "diffparts train-inpaint --model" in card and "4-channel start" in card
+    assert main(["train-inpaint", "--model", str(tmp_path / "i"), "--out", str(tmp_path / "x"), "--quick"]) == 2
+    assert "4-channel" in capsys.readouterr().err                 # one line naming the problem

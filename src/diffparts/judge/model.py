@@ -32,7 +32,7 @@ class JudgeArch:
     """Shapes of the judge network."""
 
     size: int = 64                              # input side in pixels (images are resized to it)
-    widths: tuple[int, ...] = (16, 32, 48, 64)  # channels at 64, 32, 16 and 8 px (multiples of 8)
+    widths: tuple[int, ...] = (8, 24, 48, 64)   # channels at 64, 32, 16 and 8 px (multiples of 8)
     n_classes: int = len(CLASSES)               # background + nine part types
 
 

@@ -39,11 +39,11 @@ class JudgeTrainConfig:
     """Everything that determines a judge training run."""
 
     arch: JudgeArch = JudgeArch()   # network shapes
-    n_images: int = 2000            # training birds, corpus seed ``corpus_seed``
+    n_images: int = 1500            # training birds, corpus seed ``corpus_seed``
     corpus_seed: int = 5151         # disjoint from every evaluation corpus of the project
     n_val: int = 128                # held-out birds, corpus seed ``val_seed``
     val_seed: int = 5252            # never seen in training
-    steps: int = 1500               # optimiser steps (a budget may stop earlier)
+    steps: int = 1000               # optimiser steps (a budget may stop earlier)
     batch_size: int = 16            # images per step
     lr: float = 2e-3                # AdamW peak learning rate (cosine to 5 % of it over ``steps``)
     weight_decay: float = 1e-4      # AdamW weight decay
