@@ -61,6 +61,9 @@ def main(argv=None) -> int:
     parser.add_argument("--min-pixels", type=int, default=20, help="smallest part to hide, pixels at model size")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--out", default=None, help="also write the JSON here")
+    parser.add_argument("--cache", default=None,
+                        help="npz of the completions and their timings: written after the completions, "
+                             "read instead of recomputing them when it exists (same arguments)")
     args = parser.parse_args(argv)
 
     import torch
@@ -82,11 +85,13 @@ def main(argv=None) -> int:
     if inpaint_model is None:
         raise SystemExit("no inpainting checkpoint for this model: pass --inpaint-model")
     models = {"blend": inpaint_pipeline(pipe), "inpaint": inpaint_pipeline(pipe, inpaint_model)}
-    judge = PartJudge.load(args.judge)
     config = CompletionConfig(steps=args.steps)
     images, maps, captions = render_birds(args.n, args.seed, size, log)
     rng = np.random.default_rng(args.seed)
-    rows, seconds = [], {name: [] for name in models}
+    cases = []                                   # (bird, part, fill, {variant: image})
+    seconds = {name: [] for name in models}
+    cache = Path(args.cache) if args.cache else None
+    cached = dict(np.load(cache)) if cache is not None and cache.is_file() else None
     for i, (image, truth, caption) in enumerate(zip(images, maps, captions)):
         counts = np.bincount(truth.ravel(), minlength=10)
         candidates = [p for p in range(1, 10) if counts[p] >= args.min_pixels]
@@ -98,15 +103,37 @@ def main(argv=None) -> int:
             for prompt_kind in prompts:
                 text = config.class_prompt if prompt_kind == "class" else caption
                 for name, model in models.items():
+                    key = f"{i}/{fill}/{name}:{prompt_kind}"
+                    if cached is not None:
+                        variants[f"{name}:{prompt_kind}"] = cached[key]
+                        seconds[name].append(float(cached["seconds/" + key]))
+                        continue
                     t0 = time.perf_counter()
                     variants[f"{name}:{prompt_kind}"] = complete(model, occluded, hidden, text, seed=i, config=config)
                     seconds[name].append(time.perf_counter() - t0)
-            for variant, img in variants.items():
-                s = score_completion(judge, img, hidden, truth, [part])
-                rows.append({"bird": i, "part": part, "fill": fill, "variant": variant,
-                             **{k: s[k] for k in SCORES if k in s},
-                             "psnr": None if variant == "original" else round(masked_psnr(img, image, hidden), 4)})
+            cases.append((i, part, fill, variants))
         log(f"bird {i + 1}/{args.n}: part {part}")
+    if cache is not None and cached is None:
+        arrays = {}
+        for i, _, fill, variants in cases:
+            for v, img in variants.items():
+                if ":" in v:
+                    arrays[f"{i}/{fill}/{v}"] = img
+        for name, values in seconds.items():     # same order as the loop above
+            keys = [k for k in arrays if k.split("/")[2].startswith(name + ":")]
+            arrays.update({"seconds/" + k: np.float64(t) for k, t in zip(keys, values)})
+        np.savez_compressed(cache, **arrays)
+        log(f"completions cached in {cache}")
+    judge = PartJudge.load(args.judge)
+    rows = []
+    for i, part, fill, variants in cases:
+        image, truth = images[i], maps[i]
+        hidden = truth == part
+        for variant, img in variants.items():
+            s = score_completion(judge, img, hidden, truth, [part])
+            rows.append({"bird": i, "part": part, "fill": fill, "variant": variant,
+                         **{k: s[k] for k in SCORES if k in s},
+                         "psnr": None if variant == "original" else round(masked_psnr(img, image, hidden), 4)})
 
     table = {}
     for fill in fills:

@@ -95,3 +95,25 @@ def test_cli_train_judge_quick_writes_weights_and_card(tmp_path):
     assert main(["train-judge", "--out", str(tmp_path / "j"), "--quick"]) == 0
     card = (tmp_path / "j" / "README.md").read_text()
     assert "diffparts train-judge --out" in card and "CPU minutes" in card and "part mIoU" in card
+
+
+def test_embeddings_generates_measure_is_na_without_part_masks():
+    from diffparts.inversion.evaluate import judge_for, judge_presence
+
+    assert judge_for(False) is None
+    images = np.zeros((2, 64, 64, 3), np.uint8)
+    assert judge_presence(None, images, 3) == (None, None)
+    assert judge_presence(judge_for(False), images, None) == (None, None)
+
+
+@needs_weights
+def test_embeddings_generates_measure_reads_images_with_the_judge():
+    from diffparts.inversion.evaluate import judge_for, judge_presence
+    from diffparts.train.renders import render_birds
+
+    images, truth, _ = render_birds(4, FRESH_SEED + 2, 64)
+    judge = judge_for(True)
+    wing, share = judge_presence(judge, images, 7)                  # every bird shows a wing
+    assert wing == 1.0 and share > 0.05
+    flat = np.full((4, 64, 64, 3), 128, np.uint8)                   # a grey field shows no part
+    assert judge_presence(judge, flat, 7)[0] == 0.0
