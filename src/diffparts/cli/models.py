@@ -25,6 +25,9 @@ def register(subparsers) -> None:
     inp.add_argument("--steps", type=int, default=None, help="optimiser steps (default: the config's)")
     inp.add_argument("--batch-size", type=int, default=None, help="latents per step")
     inp.add_argument("--lr", type=float, default=None, help="learning rate")
+    inp.add_argument("--masks-per-image", type=int, default=None, help="random masks per training bird")
+    inp.add_argument("--outside-weight", type=float, default=None,
+                     help="loss weight of the latent cells outside the mask (inside: 1)")
     inp.add_argument("--budget-minutes", type=float, default=None, help="wall-clock budget of the optimisation")
     inp.add_argument("--checkpoint-minutes", type=float, default=None, help="write the folder this often")
     inp.add_argument("--threads", type=int, default=1, help="torch CPU threads")
@@ -78,7 +81,9 @@ def run_train_inpaint(args) -> int:
 
     config = QUICK_INPAINT if args.quick else InpaintTrainConfig()
     config = replace(config, **_overrides(args, {"n_images": "n_images", "steps": "steps", "batch_size": "batch_size",
-                                                  "lr": "lr", "threads": "threads", "seed": "seed"}))
+                                                  "lr": "lr", "threads": "threads", "seed": "seed",
+                                                  "masks_per_image": "masks_per_image",
+                                                  "outside_weight": "outside_weight"}))
     record = train_inpaint(args.model, args.out, config, log=lambda msg: print(msg, flush=True))
     (Path(args.out) / "README.md").write_text(inpaint_card(args.out, _command_line()))
     print(f"saved {args.out}: {record['steps']} steps, held-out loss {record['held_out_loss']} "
