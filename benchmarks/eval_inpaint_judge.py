@@ -62,8 +62,11 @@ def main(argv=None) -> int:
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--out", default=None, help="also write the JSON here")
     parser.add_argument("--cache", default=None,
-                        help="npz of the completions and their timings: written after the completions, "
-                             "read instead of recomputing them when it exists (same arguments)")
+                        help="npz of the completions and their timings: completions found there (same "
+                             "arguments) are read instead of recomputed; the new ones are added to it")
+    parser.add_argument("--models", default="blend,inpaint", help="completion models to run (blend, inpaint)")
+    parser.add_argument("--completions-only", action="store_true",
+                        help="stop after the completions are cached (score in a later run)")
     args = parser.parse_args(argv)
 
     import torch
@@ -84,14 +87,20 @@ def main(argv=None) -> int:
     inpaint_model = args.inpaint_model or default_inpaint_model(args.model)
     if inpaint_model is None:
         raise SystemExit("no inpainting checkpoint for this model: pass --inpaint-model")
-    models = {"blend": inpaint_pipeline(pipe), "inpaint": inpaint_pipeline(pipe, inpaint_model)}
+    wanted = [m for m in args.models.split(",") if m]
+    models = {}
+    if "blend" in wanted:
+        models["blend"] = inpaint_pipeline(pipe)
+    if "inpaint" in wanted:
+        models["inpaint"] = inpaint_pipeline(pipe, inpaint_model)
     config = CompletionConfig(steps=args.steps)
     images, maps, captions = render_birds(args.n, args.seed, size, log)
     rng = np.random.default_rng(args.seed)
     cases = []                                   # (bird, part, fill, {variant: image})
     seconds = {name: [] for name in models}
     cache = Path(args.cache) if args.cache else None
-    cached = dict(np.load(cache)) if cache is not None and cache.is_file() else None
+    cached = dict(np.load(cache)) if cache is not None and cache.is_file() else {}
+    computed = {}
     for i, (image, truth, caption) in enumerate(zip(images, maps, captions)):
         counts = np.bincount(truth.ravel(), minlength=10)
         candidates = [p for p in range(1, 10) if counts[p] >= args.min_pixels]
@@ -104,26 +113,21 @@ def main(argv=None) -> int:
                 text = config.class_prompt if prompt_kind == "class" else caption
                 for name, model in models.items():
                     key = f"{i}/{fill}/{name}:{prompt_kind}"
-                    if cached is not None:
+                    if key in cached:
                         variants[f"{name}:{prompt_kind}"] = cached[key]
                         seconds[name].append(float(cached["seconds/" + key]))
                         continue
                     t0 = time.perf_counter()
                     variants[f"{name}:{prompt_kind}"] = complete(model, occluded, hidden, text, seed=i, config=config)
                     seconds[name].append(time.perf_counter() - t0)
+                    computed[key], computed["seconds/" + key] = variants[f"{name}:{prompt_kind}"], seconds[name][-1]
             cases.append((i, part, fill, variants))
         log(f"bird {i + 1}/{args.n}: part {part}")
-    if cache is not None and cached is None:
-        arrays = {}
-        for i, _, fill, variants in cases:
-            for v, img in variants.items():
-                if ":" in v:
-                    arrays[f"{i}/{fill}/{v}"] = img
-        for name, values in seconds.items():     # same order as the loop above
-            keys = [k for k in arrays if k.split("/")[2].startswith(name + ":")]
-            arrays.update({"seconds/" + k: np.float64(t) for k, t in zip(keys, values)})
-        np.savez_compressed(cache, **arrays)
-        log(f"completions cached in {cache}")
+    if cache is not None and computed:
+        np.savez_compressed(cache, **{**cached, **{k: np.asarray(v) for k, v in computed.items()}})
+        log(f"{len(computed) // 2} completions added to {cache}")
+    if args.completions_only:
+        return 0
     judge = PartJudge.load(args.judge)
     rows = []
     for i, part, fill, variants in cases:
