@@ -65,12 +65,18 @@ def _overrides(args, names: dict) -> dict:
     return out
 
 
-def _command_line() -> str:
-    """The command as typed (for the card)."""
+def _command_line(args, command: str, fields: tuple[str, ...]) -> str:
+    """The command that reproduces ``args`` (the options given), for the card."""
     import shlex
-    import sys
 
-    return "diffparts " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+    parts = [f"diffparts {command}"]
+    for name in fields:
+        value = getattr(args, name, None)
+        if value is None or value is False:
+            continue
+        flag = "--" + name.replace("_", "-")
+        parts.append(flag if value is True else f"{flag} {shlex.quote(str(value))}")
+    return " ".join(parts)
 
 
 def run_train_inpaint(args) -> int:
@@ -85,7 +91,10 @@ def run_train_inpaint(args) -> int:
                                                   "masks_per_image": "masks_per_image",
                                                   "outside_weight": "outside_weight"}))
     record = train_inpaint(args.model, args.out, config, log=lambda msg: print(msg, flush=True))
-    (Path(args.out) / "README.md").write_text(inpaint_card(args.out, _command_line()))
+    command = _command_line(args, "train-inpaint", ("model", "out", "n_images", "steps", "batch_size", "lr",
+                                                    "masks_per_image", "outside_weight", "budget_minutes",
+                                                    "checkpoint_minutes", "threads", "seed", "quick"))
+    (Path(args.out) / "README.md").write_text(inpaint_card(args.out, command))
     print(f"saved {args.out}: {record['steps']} steps, held-out loss {record['held_out_loss']} "
           f"(4-channel start {record['held_out_loss_4ch_start']}), {record['seconds']:.0f} s")
     return 0
@@ -102,7 +111,9 @@ def run_train_judge(args) -> int:
     config = replace(config, **_overrides(args, {"n_images": "n_images", "steps": "steps", "threads": "threads",
                                                   "seed": "seed"}))
     record = train_judge(args.out, config, log=lambda msg: print(msg, flush=True))
-    (Path(args.out) / "README.md").write_text(judge_card(args.out, _command_line()))
+    command = _command_line(args, "train-judge", ("out", "n_images", "steps", "budget_minutes", "threads", "seed",
+                                                  "quick"))
+    (Path(args.out) / "README.md").write_text(judge_card(args.out, command))
     print(f"saved {args.out}: {record['steps']} steps, held-out pixel accuracy {record['held_out']['pixel_accuracy']:.3f}, "
           f"part mIoU {record['held_out']['part_miou']:.3f}, {record['seconds']:.0f} s")
     return 0
