@@ -9,12 +9,14 @@ inpainting checkpoint's held-out birds (4242). Augmentation, per image and step:
   model outputs, which are that VAE's decodings: softer than renders);
 - half get an occluder (a true part's shape, a box or strokes, ``train.renders.random_mask``)
   filled with grey, uniform noise, another image's background texture, a flat random colour or
-  a smooth random colour field, and its pixels are labelled background ("no part"): a grey
-  region where the head was is not a head. So the judge must read parts from what is painted;
+  a smooth random colour field, and its pixels are labelled background ("no part") with loss
+  weight ``occluder_weight``: a grey region where the head was is not a head. So the judge must
+  read parts from what is painted;
 - random horizontal flips.
 
-Loss: cross-entropy with class weights 1/sqrt(frequency) (small parts such as the eye count),
-AdamW, cosine learning rate. The record (``judge.json`` beside the weights) holds the config,
+Loss: cross-entropy with class weights 1/sqrt(frequency) (small parts such as the eye count;
+occluder pixels weigh ``occluder_weight``), AdamW, cosine learning rate. ``init_from`` continues
+a saved judge (fresh optimiser), e.g. with another occluder weight. The record (``judge.json`` beside the weights) holds the config,
 the CPU seconds and the held-out figures of :func:`evaluate_judge`.
 """
 
@@ -54,6 +56,10 @@ class JudgeTrainConfig:
     log_every: int = 50             # steps between progress lines
     threads: int = 1                # torch CPU threads
     vae_model: str | None = None    # whose VAE reconstructs (None: the embedded checkpoint)
+    # Loss weight of occluder pixels (read as "no part"); None = the background class weight, which
+    # 1/sqrt(frequency) makes small: a first judge then read 85-90 % of occluders as the part.
+    occluder_weight: float | None = 3.0
+    init_from: str | None = None    # continue from a judge.safetensors (its architecture is kept)
 
     def __post_init__(self):
         for name in ("n_images", "n_val", "batch_size", "log_every", "threads"):
@@ -84,14 +90,15 @@ def vae_roundtrip(images: np.ndarray, model: str | None = None, batch: int = 64)
 
 
 def occlude_for_training(rng: np.random.Generator, image: np.ndarray, labels: np.ndarray, other: np.ndarray,
-                         other_labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """A copy of (image, labels) with a random occluder whose pixels are labelled 0 (no part)."""
+                         other_labels: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """A copy of (image, labels) with a random occluder whose pixels are labelled 0 (no part),
+    and the occluder's (y, x) bool mask."""
     from diffparts.occlusion.occluders import background_patch
     from diffparts.train.renders import random_mask
 
     mask, _ = random_mask(rng, labels, probabilities=(0.5, 0.3, 0.2, 0.0))
     if not mask.any():
-        return image, labels
+        return image, labels, mask
     fill = OCCLUDER_FILLS[int(rng.integers(len(OCCLUDER_FILLS)))]
     h, w = labels.shape
     if fill == "grey":
@@ -110,7 +117,7 @@ def occlude_for_training(rng: np.random.Generator, image: np.ndarray, labels: np
                           for c in range(3)], -1).clip(0, 255).astype(np.uint8)
     out = image.copy()
     out[mask] = paint[mask]
-    return out, np.where(mask, 0, labels).astype(labels.dtype)
+    return out, np.where(mask, 0, labels).astype(labels.dtype), mask
 
 
 def confusion(pred: np.ndarray, truth: np.ndarray, n: int = len(CLASSES)) -> np.ndarray:
@@ -136,7 +143,7 @@ def evaluate_judge(judge: PartJudge, images: np.ndarray, labels: np.ndarray, see
     if vae_images is not None:
         out["vae_reconstructions"] = scores_from_confusion(confusion(judge.labels(vae_images), labels))
     rng = np.random.default_rng(seed)
-    occluded, occ_labels = zip(*[occlude_for_training(rng, img, lab, images[(i + 1) % len(images)],
+    occluded, occ_labels, _ = zip(*[occlude_for_training(rng, img, lab, images[(i + 1) % len(images)],
                                                       labels[(i + 1) % len(images)])
                                  for i, (img, lab) in enumerate(zip(images, labels))])
     pred = judge.labels(np.stack(occluded))
@@ -166,7 +173,11 @@ def train_judge(out_dir: str | Path, config: JudgeTrainConfig = JudgeTrainConfig
     weights = torch.tensor((freq.sum() / freq) ** 0.5, dtype=torch.float32)
     weights = weights / weights.mean()
 
-    net = JudgeNet(config.arch)
+    if config.init_from is not None:
+        net = PartJudge.load(config.init_from).net.train()
+        log(f"continuing from {config.init_from}")
+    else:
+        net = JudgeNet(config.arch)
     opt = torch.optim.AdamW(net.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     sched = torch.optim.lr_scheduler.LambdaLR(
         opt, lambda s: min(1.0, (s + 1) / 50) * (0.05 + 0.95 * 0.5 * (1 + np.cos(np.pi * min(s / max(config.steps, 1), 1.0)))))
@@ -178,20 +189,24 @@ def train_judge(out_dir: str | Path, config: JudgeTrainConfig = JudgeTrainConfig
             log(f"budget reached after {step} steps")
             break
         idx = rng.integers(len(images), size=config.batch_size)
-        xs, ys = [], []
+        xs, ys, occ = [], [], []
         for i in idx:
             img = recon[i] if rng.random() < config.vae_fraction else images[i]
-            lab = labels[i]
+            lab, hidden = labels[i], np.zeros(labels[i].shape, bool)
             if rng.random() < config.occluder_fraction:
                 j = int(rng.integers(len(images)))
-                img, lab = occlude_for_training(rng, img, lab, images[j], labels[j])
+                img, lab, hidden = occlude_for_training(rng, img, lab, images[j], labels[j])
             if rng.random() < 0.5:
-                img, lab = img[:, ::-1], lab[:, ::-1]
+                img, lab, hidden = img[:, ::-1], lab[:, ::-1], hidden[:, ::-1]
             xs.append(img)
             ys.append(lab)
+            occ.append(hidden)
         x = torch.from_numpy(np.ascontiguousarray(np.stack(xs))).permute(0, 3, 1, 2).float().div(127.5).sub(1.0)
         y = torch.from_numpy(np.ascontiguousarray(np.stack(ys))).long()
-        loss = torch.nn.functional.cross_entropy(net(x), y, weight=weights)
+        w = weights[y]                                                       # image y x
+        if config.occluder_weight is not None:
+            w = torch.where(torch.from_numpy(np.ascontiguousarray(np.stack(occ))), config.occluder_weight, w)
+        loss = (torch.nn.functional.cross_entropy(net(x), y, reduction="none") * w).sum() / w.sum()
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
