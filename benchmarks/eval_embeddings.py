@@ -90,7 +90,9 @@ def markdown(result: dict) -> str:
                   "generated: contain k | generated: share k |", "| --- | --- | --- | --- | --- | --- | --- |"]
         for m in run["measures"]["means"]:
             def cell(key, fmt="{:.3f}"):
-                return "" if m.get(key) is None else fmt.format(m[key])
+                if m.get(key) is None:   # the judge's columns where no judge applies (no part masks)
+                    return "n/a" if key.startswith("generated_") and m["kind"] != "empty" else ""
+                return fmt.format(m[key])
             lines.append(f"| {names.get(m['kind'], m['kind'] + ' loss')} | {cell('mse', '{:.5f}')} | "
                          f"{cell('mse_vs_empty_pct', '{:+.2f} %')} | {cell('iou_discovered')} | {cell('iou_gt')} | "
                          f"{cell('generated_with_part', '{:.2f}')} | {cell('generated_part_share', '{:.3f}')} |")

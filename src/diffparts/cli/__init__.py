@@ -23,7 +23,7 @@ PREFECT_DEFAULTS = {
 
 # Command modules, in the order their commands appear in --help. A module listed here that
 # does not exist yet is skipped, so stages can land one at a time.
-COMMAND_MODULES = ("run", "serve", "corpus", "train", "extract", "segment", "parts", "embed", "occlude", "failures")
+COMMAND_MODULES = ("run", "serve", "corpus", "train", "models", "extract", "segment", "parts", "embed", "occlude", "failures")
 
 #: Commands that run a Prefect flow: Prefect's console log only with --verbose, and the
 #: configured server (PREFECT_API_URL) asked first (``diffparts.cli.runtime``).

@@ -9,10 +9,15 @@ For part category k and one prompt (the token's, the initializer word's, or a re
   the latent noised to ``attention_timestep`` with fixed noise) thresholded at
   ``attention_threshold`` x its maximum; IoU with k's discovered mask and with the ground-truth
   part that best matches k (highest pooled IoU over the held-out images).
-- **Generates the part**: images generated from the prompt with fixed seeds, segmented and
-  assigned to the store's fitted categories (:func:`diffparts.parts.assign.assign_image`): the
-  fraction of them that contain k, and the share of their foreground that is k, against the
-  class prompt alone.
+- **Generates the part**: images generated from the prompt with fixed seeds, read by the
+  independent part judge (:mod:`diffparts.judge`, a supervised segmenter of the synthetic part
+  types, trained apart from the pipeline): the fraction of them in which the judge finds the true
+  part type that best matches k, and the share of their bird pixels it reads as that type,
+  against the class prompt alone (:func:`judge_presence`). Re-assigning the generated images to
+  the store's own categories (:func:`contains_fraction`, the earlier measure) is biased by
+  position (a descriptor weighs where a pixel is, so any bird "contains" every category at its
+  place) and is no longer used for this measure. Where the corpus has no part masks (a real
+  corpus) no judge applies and the measure is n/a (None).
 """
 
 from __future__ import annotations
@@ -163,3 +168,23 @@ def contains_fraction(fitted, pipe, images: np.ndarray, category: int, min_pixel
     from diffparts.parts.assign import assign_image
 
     return part_presence([assign_image(fitted, pipe, img) for img in images], category, min_pixels)
+
+
+def judge_for(has_part_masks: bool, path=None):
+    """The part judge (``diffparts.judge.PartJudge``) when the corpus has synthetic part masks,
+    else None (the judge measures are then n/a)."""
+    if not has_part_masks:
+        return None
+    from diffparts.judge import PartJudge
+
+    return PartJudge.load(path)
+
+
+def judge_presence(judge, images: np.ndarray, gt_part: int | None, min_pixels: int = 4) -> tuple:
+    """(fraction of ``images`` in which the judge reads >= ``min_pixels`` of part type ``gt_part``,
+    mean share of each image's bird pixels read as it); (None, None) without a judge or a part."""
+    if judge is None or gt_part is None:
+        return None, None
+    from diffparts.judge import part_presence_by_judge
+
+    return part_presence_by_judge(judge, images, int(gt_part), min_pixels)

@@ -228,19 +228,16 @@ def measure_embeddings(root, store: str, corpus: str | Path | None, model: str, 
     """
     import torch
 
-    from diffparts.inversion.evaluate import (MeasureConfig, best_gt_part, contains_fraction, denoising_error,
-                                              generate_images, iou, part_presence, threshold_maps, token_maps)
+    from diffparts.inversion.evaluate import (MeasureConfig, best_gt_part, denoising_error, generate_images, iou,
+                                              judge_for, judge_presence, threshold_maps, token_maps)
     from diffparts.inversion.saving import load_part_embeddings
     from diffparts.inversion.train import encode_latents
     from diffparts.model.extract import native_image_size
     from diffparts.model.load import load_pipeline
-    from diffparts.parts.assign import fitted_parts
-
     measure = measure or MeasureConfig()
     say = log or (lambda _msg: None)
     k1 = require_parts(root)
     cats = list(range(1, k1)) if categories is None else [int(c) for c in categories]
-    fitted = fitted_parts(root)
     base = load_pipeline(model, device=device, dtype=getattr(torch, dtype))
     size = native_image_size(base)
 
@@ -275,14 +272,15 @@ def measure_embeddings(root, store: str, corpus: str | Path | None, model: str, 
 
     rows = []
     # 3. References: the empty prompt (MSE) and the class prompt (MSE, generation).
+    # "Generates the part" is read by the independent judge, where the corpus has part masks.
+    judge = judge_for(any(d["gt"] is not None for d in data.values()))
     class_images = generate_images(base, class_prompt, measure)
-    class_maps = _assign_all(fitted, base, class_images)
     for c, d in data.items():
         ex, lat = d["examples"], d["latents"]
         m = torch.from_numpy(ex.masks)
         rows.append({"kind": "empty", "category": c, "images": len(ex),
                      "mse": denoising_error(base, lat, m, "", measure, ex.indices)})
-        with_part, share = part_presence(class_maps, c, measure.min_pixels)
+        with_part, share = judge_presence(judge, class_images, d["gt_part"], measure.min_pixels)
         rows.append({"kind": "class", "category": c, "images": len(ex),
                      "mse": denoising_error(base, lat, m, class_prompt, measure, ex.indices),
                      "generated_with_part": with_part, "generated_part_share": share})
@@ -305,7 +303,7 @@ def measure_embeddings(root, store: str, corpus: str | Path | None, model: str, 
             maps = token_maps(pipe, lat, prompt, token, size, measure, ex.indices)
             region = threshold_maps(maps, measure.attention_threshold)
             images = generate_images(pipe, prompt, measure)
-            with_part, share = contains_fraction(fitted, pipe, images, c, measure.min_pixels)
+            with_part, share = judge_presence(judge, images, d["gt_part"], measure.min_pixels)
             rows.append({
                 "kind": kind, "category": c, "images": len(ex),
                 "mse": denoising_error(pipe, lat, torch.from_numpy(ex.masks), prompt, measure, ex.indices),

@@ -1,8 +1,18 @@
 """Completion: inpaint the hidden region, the original pasted back outside it (docs/design.md §5.7 "Occlusion").
 
-diffusers' ``StableDiffusionInpaintPipeline`` built from the same components as the pipeline
-the store was made with. With a standard 4-channel UNet it starts the masked latents from noise
-and, at every step, replaces the unmasked latents with the image's own, noised to that step.
+Two ways, both diffusers' ``StableDiffusionInpaintPipeline``:
+
+- **An inpainting checkpoint** (``--inpaint-model ID_OR_PATH``, :func:`load_inpaint_pipeline`):
+  a 9-channel UNet that sees the mask and the masked image's latent at every step, as real SD
+  users complete (SD 1.5 / 2 inpainting). For the embedded model the default is the toy
+  inpainting checkpoint made from it (:data:`TOY_INPAINT_MODEL`, ``diffparts train-inpaint``;
+  :func:`default_inpaint_model`). Part tokens load into its own text encoder with
+  ``load_textual_inversion`` (:func:`load_tokens`), only when its tokenizer is the one the tokens
+  were learned with (:func:`check_tokenizer` refuses others, naming both models).
+- **Latent blending** (the baseline row, :func:`inpaint_pipeline`): the same pipeline class
+  built from the components of the pipeline the store was made with. With a standard 4-channel
+  UNet it starts the masked latents from noise
+  and, at every step, replaces the unmasked latents with the image's own, noised to that step.
 It takes the mask down to the latent grid by nearest interpolation, so the mask it gets here is
 first dilated to whole latent cells (:func:`latent_cell_mask`): a cell the occluder touched is
 regenerated whole, never half-kept. The VAE does not reproduce the outside exactly, so after
@@ -14,9 +24,15 @@ from the same noise.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Sequence
 
 import numpy as np
+
+from diffparts import REPO_ROOT
+
+#: The toy inpainting checkpoint made from the embedded model (docs/model.md).
+TOY_INPAINT_MODEL = REPO_ROOT / "data" / "models" / "diffparts-toy-birds-inpaint"
 
 
 @dataclass(frozen=True)
@@ -50,16 +66,94 @@ def token_prompt(categories: Sequence[int], template: str = CompletionConfig.tem
     return template.format(token=" and ".join(part_token(int(k)) for k in categories))
 
 
-def inpaint_pipeline(pipe):
-    """A ``StableDiffusionInpaintPipeline`` sharing ``pipe``'s components (no copy of weights)."""
+def inpaint_pipeline(pipe, inpaint_model=None):
+    """The completion pipeline: ``load_inpaint_pipeline(inpaint_model)`` on ``pipe``'s device
+    and dtype when an inpainting checkpoint is named, else (latent blending) a
+    ``StableDiffusionInpaintPipeline`` sharing ``pipe``'s components (no copy of weights)."""
     from diffusers import StableDiffusionInpaintPipeline
 
+    if inpaint_model is not None:
+        return load_inpaint_pipeline(inpaint_model, device=pipe.device, dtype=pipe.unet.dtype)
     parts = {k: v for k, v in pipe.components.items() if k in ("vae", "text_encoder", "tokenizer", "unet",
                                                                "scheduler", "image_encoder")}
     out = StableDiffusionInpaintPipeline(**parts, safety_checker=None, feature_extractor=None,
                                          requires_safety_checker=False)
     out.set_progress_bar_config(disable=True)
     return out
+
+
+def default_inpaint_model(model) -> Path | None:
+    """The inpainting checkpoint to use for ``model`` when none is given: the toy inpainting
+    checkpoint for the embedded model (None or its folder), else None (latent blending)."""
+    from diffparts.model.load import DEFAULT_MODEL
+
+    if model is not None and Path(str(model)).expanduser().resolve() != DEFAULT_MODEL.resolve():
+        return None
+    return TOY_INPAINT_MODEL if (TOY_INPAINT_MODEL / "model_index.json").is_file() else None
+
+
+def load_inpaint_pipeline(model, device: str = "cpu", dtype=None):
+    """A ``StableDiffusionInpaintPipeline`` with a 9-channel UNet from a hub id or folder.
+
+    Safetensors only, no safety checker, local files when offline (as ``model.load``). A model
+    that is not an inpainting pipeline (its UNet does not take latents + mask + masked-image
+    latents, 9 channels) is refused with a one-line ValueError naming it.
+    """
+    import torch
+    from diffusers import StableDiffusionInpaintPipeline
+
+    from diffparts.model.load import _check_folder, _dtype_argument, _hub_offline, _resolve
+
+    if model is None or not str(model).strip():
+        raise ValueError(f"inpaint model must be a hub id or a diffusers folder, got {model!r}")
+    source, local = _resolve(str(model))
+    if local:
+        _check_folder(Path(source))
+        unet_config = Path(source) / "unet" / "config.json"
+        if unet_config.is_file():
+            import json
+
+            channels = json.loads(unet_config.read_text()).get("in_channels")
+            if channels != 9:
+                raise ValueError(f"inpaint model {str(model)!r} is not an inpainting pipeline: its UNet takes "
+                                 f"{channels} input channels, not 9 (latents + mask + masked-image latents)")
+    try:
+        pipe = StableDiffusionInpaintPipeline.from_pretrained(
+            source, use_safetensors=True, safety_checker=None, feature_extractor=None,
+            requires_safety_checker=False, local_files_only=local or _hub_offline(),
+            **{_dtype_argument(): dtype or torch.float32})
+    except Exception as err:      # OSError, hub errors, missing components
+        raise ValueError(f"could not load inpaint model {str(model)!r} as a StableDiffusionInpaintPipeline: "
+                         f"{str(err).splitlines()[0] if str(err) else type(err).__name__}") from err
+    if pipe.unet.config.in_channels != 9:
+        raise ValueError(f"inpaint model {str(model)!r} is not an inpainting pipeline: its UNet takes "
+                         f"{pipe.unet.config.in_channels} input channels, not 9 (latents + mask + masked-image latents)")
+    pipe = pipe.to(device)
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
+
+
+def check_tokenizer(inpaint, tokenizer, inpaint_name: str = "the inpaint model", tokens_from: str = "the base model") -> None:
+    """ValueError naming both models unless ``inpaint``'s tokenizer and text-encoder width are
+    those the tokens were learned with (``tokenizer``: the base pipeline's tokenizer)."""
+    theirs, ours = inpaint.tokenizer, tokenizer
+    if theirs.get_vocab() != ours.get_vocab() or getattr(theirs, "bpe_ranks", None) != getattr(ours, "bpe_ranks", None):
+        raise ValueError(f"inpaint model {inpaint_name!s} has another tokenizer than {tokens_from!s} "
+                         f"({len(theirs)} vs {len(ours)} tokens, or other merges): part tokens learned with "
+                         f"{tokens_from!s} cannot be loaded into it")
+
+
+def load_tokens(inpaint, directory, categories=None, tokenizer=None, inpaint_name: str = "the inpaint model",
+                tokens_from: str = "the base model") -> list[str]:
+    """Load the part tokens of ``directory`` (an embeddings loss folder) into ``inpaint``'s text
+    encoder with ``load_textual_inversion``; refused (ValueError) when ``tokenizer`` (the one the
+    tokens were learned with) is given and is not ``inpaint``'s. Unload with
+    ``inpaint.unload_textual_inversion()``."""
+    from diffparts.inversion.saving import load_part_embeddings
+
+    if tokenizer is not None:
+        check_tokenizer(inpaint, tokenizer, inpaint_name, tokens_from)
+    return load_part_embeddings(inpaint, Path(directory), categories)
 
 
 def encode_prompts(pipe, prompts: Sequence[str]) -> list[tuple]:
