@@ -67,6 +67,7 @@ def _markdown(store: str, summary: dict, grid: dict | None) -> str:
                  for f, r in d["by_fill"].items()]
         lines += [*markdown_table(fills, digits=3), ""]
     rows = [{"variant": r["variant"], "IoU": r["iou"], "hidden share": r["hidden_share"], "assigned": r["assigned"],
+             "judge IoU": r.get("judge_iou"), "judge hidden acc.": r.get("judge_hidden_accuracy"),
              "PSNR (dB)": r["psnr"], "SSIM": r["ssim"]} for r in summary["table"]]
     lines += [*markdown_table(rows, digits=3), "",
               "–: no finite value over the cases (e.g. PSNR where the pixels are unchanged)."]

@@ -199,9 +199,12 @@ def headline_measures(name: str, s: dict) -> list[tuple[str, object]]:
     if name == "occlusion":
         summary = s.get("summary") or {}
         detection = summary.get("detection") or {}
-        iou = {r["variant"]: r.get("iou") for r in summary.get("table") or []}
-        pairs = [("cases", s.get("cases")), ("detection AUC", detection.get("roc_auc"))]
-        return pairs + [(f"IoU {v}", iou[v]) for v in ("class", "noise:detected") if v in iou]
+        judge = {r["variant"]: r.get("judge_iou") for r in summary.get("table") or []}
+        pairs = [("cases", s.get("cases")), ("detection AUC", detection.get("roc_auc")),
+                 ("false alarms", detection.get("false_alarm_rate"))]
+        # the judge's reading of the hidden part (by appearance), occluded input = the floor
+        return pairs + [(f"judge IoU {v}", judge[v]) for v in ("occluded", "class", "noise:detected")
+                        if judge.get(v) is not None]
     return []
 
 

@@ -152,3 +152,57 @@ def test_detection_only_background_control_and_calibration(occlusion_store):
     d = summarize_occlusion(root)["detection"]
     assert d["cases_with_hidden_category"] == 0 and d["roc_auc"] is None
     assert d["false_alarm_rate"] is not None and 0.0 <= d["false_alarm_rate"] <= 1.0
+
+
+def test_cases_complete_with_an_inpainting_checkpoint(occlusion_store, tiny_pipeline, tmp_path):
+    """``completion.inpaint_model``: the cases complete with a 9-channel checkpoint (the tokens go
+    into its own text encoder), and the outside stays the input; no part masks, so no judge."""
+    import shutil
+
+    import torch
+
+    from diffparts.occlusion.cases import _context
+    from diffparts.train.inpaint import inflate_unet, save_inpaint_folder
+
+    store, corpus, model = occlusion_store
+    shutil.copytree(Path(store).parent, tmp_path / "copy")          # the store and its folders beside it
+    copy = str(tmp_path / "copy" / Path(store).name)
+    _, pipe = tiny_pipeline
+    torch.manual_seed(0)
+    inpaint = tmp_path / "inpaint"
+    save_inpaint_folder(pipe, inflate_unet(pipe.unet), inpaint)
+    root = open_store(copy, "r+")
+    cfg = occlusion_config({**FAST, "n_cases": 2, "completion": {"steps": 2, "inpaint_model": str(inpaint)}})
+    setup = setup_occlusion(root, copy, corpus, model, cfg)
+    ctx = _context(root, copy, corpus, model, "cpu", "float32")
+    assert ctx.inpaint_name == str(inpaint) and ctx.inpaint.unet.config.in_channels == 9 and ctx.judge is None
+    out = run_cases(root, copy, corpus, model, setup["todo"])
+    assert out["done"] == [0, 1] and not out["failed"]
+    g = root["occlusion"]
+    for k in range(2):
+        images, mask = np.asarray(g["images"][k]), np.asarray(g["masks"][k])
+        for j in range(1, images.shape[0]):
+            assert np.array_equal(images[j][~mask], images[0][~mask])
+        assert json.loads(str(g["results"][k]))["prompts"]["noise:true"].startswith("a photo of a bird with <part-")
+    table = {r["variant"]: r for r in summarize_occlusion(root)["table"]}
+    assert table["original"]["judge_iou"] is None                   # no ground truth: n/a
+
+
+def test_judge_measures_see_the_part_in_the_original_not_under_noise(tmp_path):
+    """The judge's columns: the hidden head is read in the original, far less under a noise fill."""
+    from diffparts.corpus import SynthConfig, generate_birds, load_mask, load_rgb, open_corpus
+    from diffparts.corpus.synth_species import PART_INDEX
+    from diffparts.judge import PartJudge
+    from diffparts.occlusion.cases import judge_measures
+    from diffparts.occlusion.occluders import fill_region
+
+    corpus = generate_birds(tmp_path / "birds", n=2, seed=11, config=SynthConfig(image_size=64))
+    rec = next(iter(open_corpus(corpus)))
+    image, truth = load_rgb(rec.path), load_mask(rec.part_mask_path).astype(np.int16)
+    head = PART_INDEX["head"]
+    mask = truth == head
+    assert mask.sum() > 20
+    noisy = fill_region(image, mask, "noise", np.random.default_rng(0))
+    scores = judge_measures(PartJudge.load(), {"original": image, "occluded": noisy}, mask, truth, [head])
+    assert scores["original"]["iou"] > 0.5
+    assert scores["occluded"]["iou"] < scores["original"]["iou"] - 0.3

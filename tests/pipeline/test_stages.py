@@ -70,9 +70,12 @@ def test_headline_measures_put_quality_first():
 
     parts = {"clusters": {"k": 8}, "scores": {"nmi": 0.5, "ari": 0.3, "pck@0.1": 0.7}}
     assert headline_measures("parts", parts) == [("K", 8), ("nmi", 0.5), ("pck@0.1", 0.7)]
-    occlusion = {"cases": 4, "summary": {"detection": {"roc_auc": 0.6},
-                                         "table": [{"variant": "class", "iou": 0.3}, {"variant": "empty", "iou": 0.2}]}}
-    assert headline_measures("occlusion", occlusion) == [("cases", 4), ("detection AUC", 0.6), ("IoU class", 0.3)]
+    occlusion = {"cases": 4, "summary": {"detection": {"roc_auc": 0.6, "false_alarm_rate": 0.1},
+                                         "table": [{"variant": "occluded", "iou": 0.4, "judge_iou": 0.35},
+                                                   {"variant": "class", "iou": 0.3, "judge_iou": 0.5},
+                                                   {"variant": "empty", "iou": 0.2, "judge_iou": 0.45}]}}
+    assert headline_measures("occlusion", occlusion) == [("cases", 4), ("detection AUC", 0.6), ("false alarms", 0.1),
+                                                         ("judge IoU occluded", 0.35), ("judge IoU class", 0.5)]
     assert headline_measures("embeddings", {"summary": [{"final_loss": 0.1}, {"final_loss": 0.3}]})[1][1] == \
         pytest.approx(0.2)
     assert headline_measures("segment", {"done": 3}) == []     # no ground truth: no quality figure

@@ -134,7 +134,8 @@ def test_every_stage_group_opens_with_one_length_per_dimension(full_store):
     occ = groups["occlusion"]
     size, (ly, lx) = int(root["attention"].attrs["image_size"]), root["parts/labels"].shape[1:]
     assert dict(occ.sizes) == {"case": 1, "variant": len(root["occlusion"].attrs["variants"]), "y": size, "x": size,
-                               "channel": 3, "ly": ly, "lx": lx, "category": k1}
+                               "channel": 3, "ly": ly, "lx": lx, "category": k1,
+                               "image": root["images/name"].shape[0]}   # occlusion/held_out: one flag per image
     assert occ["labels"].dims == ("case", "variant", "ly", "lx") and occ["scores"].dims == ("case", "category")
     assert bool(occ["done"].values[0])
 

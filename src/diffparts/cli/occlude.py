@@ -65,6 +65,10 @@ def register(subparsers) -> None:
                         help="missing-score threshold of the detection (default: DetectConfig's)")
     parser.add_argument("--steps", type=int, default=None, help="inpainting steps (default 25)")
     parser.add_argument("--guidance", type=float, default=None, help="classifier-free guidance scale (default 7)")
+    parser.add_argument("--inpaint-model", default="default", metavar="ID_OR_PATH",
+                        help="a 9-channel inpainting pipeline (e.g. an SD 1.5 / 2 inpainting folder or hub id) to "
+                             "complete with; 'default': the toy inpainting checkpoint for the embedded model, "
+                             "latent blending otherwise; 'blend': latent blending in the text-to-image UNet")
     parser.add_argument("--batch-size", type=int, default=8, help="cases per task")
     parser.add_argument("--device", default="cpu", help="torch device (cuda for a GPU)")
     parser.add_argument("--dtype", default="float32", choices=["float32", "float16", "bfloat16"], help="model dtype")
@@ -85,12 +89,16 @@ def run_occlude(args) -> int:
         config["detect"] = detect
     if args.detect_only:
         config["complete"] = False
-    # Bad names (fill, how, method) are refused here in one line, before a flow starts.
+    # Bad names (fill, how, method, inpaint model) are refused here in one line, before a flow starts.
     occlusion_config({**config, "fill": args.fill, "how": args.how})
+    from diffparts.occlusion.complete import check_inpaint_model
+
+    check_inpaint_model(args.inpaint_model)
 
     from flows.occlusion import assess_occlusion
 
-    completion = {k: v for k, v in (("steps", args.steps), ("guidance_scale", args.guidance)) if v is not None}
+    completion = {k: v for k, v in (("steps", args.steps), ("guidance_scale", args.guidance),
+                                    ("inpaint_model", args.inpaint_model)) if v is not None}
     if completion:
         config["completion"] = completion
     result = assess_occlusion(

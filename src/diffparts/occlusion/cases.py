@@ -39,6 +39,8 @@ class _Context:
     unknown_threshold: float | None = None   # parts.assign.unknown_threshold at config.detect.unknown_quantile
     img2img: object = None                   # the evidence detector's imagination pipeline (shares pipe's weights)
     calibration: object = None               # occlusion.evidence.Calibration from the set-up (evidence method)
+    inpaint_name: str | None = None          # the inpainting checkpoint (None: latent blending on pipe)
+    judge: object = None                     # diffparts.judge.PartJudge where the corpus has part masks
 
 
 def _context(root, store, corpus, model, device, dtype) -> _Context:
@@ -46,7 +48,7 @@ def _context(root, store, corpus, model, device, dtype) -> _Context:
 
     from diffparts.inversion.saving import embeddings_dir, read_index
     from diffparts.model.load import load_pipeline
-    from diffparts.occlusion.complete import inpaint_pipeline
+    from diffparts.occlusion.complete import inpaint_pipeline, resolve_inpaint_model
     from diffparts.occlusion.detect import store_expectation
     from diffparts.parts.assign import fitted_parts, unknown_threshold
     from diffparts.store import image_table
@@ -56,15 +58,22 @@ def _context(root, store, corpus, model, device, dtype) -> _Context:
     pipe = load_pipeline(model, device=device, dtype=getattr(torch, dtype))
     pipe.set_progress_bar_config(disable=True)
     records, _ = _records(root, corpus)
-    return _Context(root, store, config, {c["case"]: c for c in attrs["plan"]}, list(attrs["variants"]),
+    inpaint_name = resolve_inpaint_model(config.completion.inpaint_model, model)
+    ctx = _Context(root, store, config, {c["case"]: c for c in attrs["plan"]}, list(attrs["variants"]),
                     list(attrs["losses"]), int(attrs["image_size"]), tuple(root["parts/labels"].shape[1:]),
-                    records, [r["name"] for r in image_table(root)], pipe, inpaint_pipeline(pipe),
+                    records, [r["name"] for r in image_table(root)], pipe, inpaint_pipeline(pipe, inpaint_name),
                     fitted_parts(root), store_expectation(root, config.detect.min_pixels),
                     {loss: {int(r["category"]) for r in read_index(embeddings_dir(store, loss))}
                      for loss in attrs["losses"]},
                     None if config.detect.unknown_quantile is None
                     else unknown_threshold(root, config.detect.unknown_quantile),
                     *_evidence_parts(attrs, config, pipe))
+    ctx.inpaint_name = inpaint_name
+    if config.how == "part":               # ground-truth part masks: the judge reads the completions
+        from diffparts.judge import PartJudge
+
+        ctx.judge = PartJudge.load()
+    return ctx
 
 
 def _evidence_parts(attrs: dict, config: OcclusionConfig, pipe) -> tuple:
@@ -161,19 +170,24 @@ def _prepare(ctx: _Context, case: dict) -> dict:
 def _encode_all(ctx: _Context, prepared: list[dict]) -> dict:
     """{(case, variant): (embeds, negative embeds)} for the token variants, one loss at a time
     (its tokens loaded with diffusers' ``load_textual_inversion``, then unloaded)."""
-    from diffparts.inversion.saving import embeddings_dir, load_part_embeddings
-    from diffparts.occlusion.complete import encode_prompts
+    from diffparts.inversion.saving import embeddings_dir
+    from diffparts.occlusion.complete import encode_prompts, load_tokens
 
+    # the tokens go into the text encoder of the pipeline that completes (an inpainting
+    # checkpoint's own, refused by name when its tokenizer is not the one they were learned with)
+    pipe = ctx.inpaint if ctx.inpaint_name else ctx.pipe
     out = {}
     for loss in ctx.losses:
-        tokens = load_part_embeddings(ctx.pipe, embeddings_dir(ctx.store, loss))
+        tokens = load_tokens(pipe, embeddings_dir(ctx.store, loss),
+                             tokenizer=ctx.pipe.tokenizer if ctx.inpaint_name else None,
+                             inpaint_name=ctx.inpaint_name or "the inpaint model")
         try:
             keys = [(p["case"]["case"], v) for p in prepared for v in p["prompts"] if v.startswith(f"{loss}:")]
             texts = [next(p for p in prepared if p["case"]["case"] == c)["prompts"][v] for c, v in keys]
-            out.update(zip(keys, encode_prompts(ctx.pipe, texts)))
+            out.update(zip(keys, encode_prompts(pipe, texts)))
         finally:
             if tokens:
-                ctx.pipe.unload_textual_inversion()    # every added token, multi-vector ones too
+                pipe.unload_textual_inversion()    # every added token, multi-vector ones too
     return out
 
 
@@ -212,6 +226,9 @@ def _finish(ctx: _Context, prep: dict, embeds: dict) -> dict:
         covered = prep["record"].categories                                   # no hidden one: the most covered
         chosen = prep["truth"] or sorted(covered, key=lambda c: -covered[c])[:1]
         targets = [(c, prep["cats"] == c) for c in chosen]
+    judged = {}
+    if ctx.judge is not None and cfg.how == "part" and prep["gt"] is not None:   # by appearance, at model size
+        judged = judge_measures(ctx.judge, images, prep["mask"], prep["gt"], case["target"])
     measures = {}
     for v in ctx.variants:
         rows = [restoration_scores(labels[v], c, part, hidden, cfg.detect.min_pixels) for c, part in targets]
@@ -220,7 +237,9 @@ def _finish(ctx: _Context, prep: dict, embeds: dict) -> dict:
         measures[v] = {"iou": mean("iou"), "hidden_share": mean("hidden_share"), "assigned": mean("assigned"),
                        "psnr": None if not np.isfinite(psnr) else psnr,
                        "ssim": masked_ssim(images[v], prep["image"], prep["mask"]),
-                       "categories": prep["named"].get(v)}
+                       "categories": prep["named"].get(v),
+                       "judge_iou": judged.get(v, {}).get("iou"),
+                       "judge_hidden_accuracy": judged.get(v, {}).get("hidden_accuracy")}
     det = prep["detection"]
     occlusion_iou = None                                                      # the unknown pixels vs the occluder
     if det.occlusion_map is not None:
@@ -244,6 +263,15 @@ def _finish(ctx: _Context, prep: dict, embeds: dict) -> dict:
     g["failures"][k] = ""
     g["done"][k] = True
     return result
+
+
+def judge_measures(judge, images: dict, mask: np.ndarray, truth: np.ndarray, parts: Sequence[int]) -> dict:
+    """{variant: the judge's scores of the hidden ``parts``} (``diffparts.judge.score_completion``):
+    what each image shows inside the hidden ``mask``, read by appearance alone, against the
+    true part map ``truth``; assessment only, it never feeds detection or completion."""
+    from diffparts.judge import score_completion
+
+    return {v: score_completion(judge, image, mask, truth, parts) for v, image in images.items()}
 
 
 def run_cases(root, store: str, corpus, model: str, cases: Sequence[int], device: str = "cpu",

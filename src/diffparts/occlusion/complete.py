@@ -42,6 +42,9 @@ class CompletionConfig:
     template: str = "a photo of a bird with {token}"  # the tokens' training prompt
     class_prompt: str = "a photo of a bird"          # the class prompt without part tokens
     max_tokens: int = 2                              # at most this many missing tokens in one prompt
+    inpaint_model: str | None = "default"            # a 9-channel inpainting pipeline (hub id or folder);
+                                                     # "default": the toy one for the embedded model, else
+                                                     # blending; "blend" or None: latent blending (baseline)
 
 
 def latent_cell_mask(mask: np.ndarray, factor: int) -> np.ndarray:
@@ -80,6 +83,40 @@ def inpaint_pipeline(pipe, inpaint_model=None):
                                          requires_safety_checker=False)
     out.set_progress_bar_config(disable=True)
     return out
+
+
+def resolve_inpaint_model(choice: str | None, model) -> str | None:
+    """The inpainting checkpoint a completion uses: ``choice`` as given, None for latent blending
+    ("blend" or None), and for "default" :func:`default_inpaint_model` of the base ``model``."""
+    if choice is None or str(choice) == "blend":
+        return None
+    if str(choice) == "default":
+        found = default_inpaint_model(model)
+        return None if found is None else str(found)
+    return str(choice)
+
+
+def check_inpaint_model(choice: str | None) -> None:
+    """Refuse, in one line naming it, an ``inpaint_model`` that is a local path which does not
+    exist or whose UNet is not a 9-channel inpainting UNet (cheap: reads its config only; a hub id
+    is checked when it is loaded)."""
+    if choice is None or str(choice) in ("default", "blend"):
+        return
+    path = Path(str(choice)).expanduser()
+    if not path.exists():
+        if str(choice).startswith((".", "/", "~")) or str(choice).count("/") != 1:
+            raise ValueError(f"inpaint model {str(choice)!r} does not exist: give a diffusers inpainting folder, "
+                             f"a hub id, 'default' or 'blend'")
+        return
+    config = path / "unet" / "config.json"
+    if not config.is_file():
+        raise ValueError(f"inpaint model {str(choice)!r} is not a diffusers pipeline folder (no unet/config.json)")
+    import json
+
+    channels = json.loads(config.read_text()).get("in_channels")
+    if channels != 9:
+        raise ValueError(f"inpaint model {str(choice)!r} is not an inpainting pipeline: its UNet takes "
+                         f"{channels} input channels, not 9 (latents + mask + masked-image latents)")
 
 
 def default_inpaint_model(model) -> Path | None:

@@ -309,7 +309,8 @@ def _calibration(root, records: dict, table, model: str, config: OcclusionConfig
 
 def summarize_occlusion(root, min_fraction: float | None = None) -> dict:
     """The stage's table over finished cases: detection (P/R/F1, ROC AUC, top-1) and one row per
-    variant (means of iou, hidden_share, assigned, psnr, ssim)."""
+    variant (means of iou, hidden_share, assigned, the judge's IoU and hidden-pixel accuracy where
+    the corpus has part masks, psnr, ssim)."""
     g = root[STAGE]
     done = np.flatnonzero(np.asarray(g["done"][:], bool))
     variants = list(g.attrs["variants"])
@@ -333,8 +334,8 @@ def summarize_occlusion(root, min_fraction: float | None = None) -> dict:
     for v in variants:
         rows = [r["measures"][v] for r in results]
         row = {"variant": v, "cases": len(rows)}
-        for key in ("iou", "hidden_share", "assigned", "psnr", "ssim"):
-            vals = np.array([np.nan if m[key] is None else m[key] for m in rows], float)
+        for key in ("iou", "hidden_share", "assigned", "judge_iou", "judge_hidden_accuracy", "psnr", "ssim"):
+            vals = np.array([np.nan if m.get(key) is None else m[key] for m in rows], float)
             row[key] = round(float(np.nanmean(vals)), 4) if np.isfinite(vals).any() else None
         table.append(row)
     return {"cases": int(len(done)), "detection": detection, "table": table, "failed": failures,
