@@ -26,7 +26,8 @@ from flows.artifacts import (markdown_table, markdown_with_pictures, measure_row
                              publish_table, stage_report)
 from flows.fanout import as_finished, submit_all
 from tasks.segment import (STAGE, choose_thresholds, create_segment_arrays, record_batch_failure,
-                           save_segment_picture, score_segments, segment_images)
+                           record_segment_scores, save_segment_picture, score_segments, scores_key, segment_images,
+                           stored_segment_scores)
 
 #: Rows of the per-image table artifact (a huge corpus gets a truncated table, said in its description).
 MAX_TABLE_ROWS = 1000
@@ -253,7 +254,16 @@ def segment_dataset(
     finished = done_mask(open_store(store, mode="r"), STAGE)
     scores = {"rows": [], "summary": {}}
     if corpus and Path(corpus).exists():
-        scores = score_segments(store, str(corpus), [row for row in table if finished[row["index"]]])
+        segmented = [row for row in table if finished[row["index"]]]
+        key = scores_key(str(corpus), segmented)
+        # nothing segmented now and the same images as last time: the stored measures, not a reread
+        cached = None if counts["done"] else stored_segment_scores(store, key)
+        if cached is not None:
+            scores = cached
+            logger.info("segment: measures of the last run reused (the same %d images)", len(segmented))
+        else:
+            scores = score_segments(store, str(corpus), segmented)
+            record_segment_scores(store, key, scores, [row["name"] for row in table[:MAX_TABLE_ROWS]])
 
     # 5. Artifacts
     by_name = {r["name"]: r for r in scores["rows"]}

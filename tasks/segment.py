@@ -274,6 +274,37 @@ def score_segments(store: str, corpus: str, images: list[dict]) -> dict:
     return {"rows": rows, "summary": summary}
 
 
+#: ``segments/`` attribute holding the last measures and what they were computed over.
+SCORES_ATTR = "scores"
+
+
+def scores_key(corpus: str, images: list[dict]) -> str:
+    """What a set of measures was computed over: the corpus and the segmented images (index, name)."""
+    import hashlib
+    import json
+
+    from pathlib import Path
+
+    listed = [[int(img["index"]), str(img["name"])] for img in images]
+    return hashlib.sha256(json.dumps([str(Path(corpus).resolve()), listed]).encode()).hexdigest()
+
+
+@task(**QUICK_STORAGE, cache_policy=NO_CACHE)
+def stored_segment_scores(store: str, key: str) -> dict | None:
+    """The measures recorded by an earlier run over the same images (``scores_key``), or None:
+    a re-run that segmented nothing reads them instead of reading every label map again."""
+    found = dict(_open(store, "r")[STAGE].attrs).get(SCORES_ATTR)
+    return {"rows": found["rows"], "summary": found["summary"]} if found and found.get("key") == key else None
+
+
+@task(**QUICK_STORAGE, cache_policy=NO_CACHE)
+def record_segment_scores(store: str, key: str, scores: dict, names: list[str]) -> None:
+    """Keep the summary and the rows of ``names`` (the artifact's first rows) for the next run."""
+    wanted = set(names)
+    rows = [r for r in scores["rows"] if r["name"] in wanted]
+    _open(store)[STAGE].attrs[SCORES_ATTR] = {"key": key, "summary": scores["summary"], "rows": rows}
+
+
 @task(**NO_RETRIES, cache_policy=NO_CACHE)  # a picture: an error would only repeat
 def save_segment_picture(store: str, corpus: str | None, path: str, level: int = 0, n_images: int = 8) -> dict:
     """The first ``n_images`` segmented images with their segments at ``level`` (0 = finest),

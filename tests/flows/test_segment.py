@@ -105,7 +105,8 @@ def test_other_settings_refused_without_overwrite(birds, tmp_path):
 
 
 @pytest.mark.flow
-def test_flow_segments_skips_and_scores(prefect_server, birds, tmp_path):
+def test_flow_segments_skips_and_scores(prefect_server, birds, tmp_path, monkeypatch):
+    import flows.segment as flow
     from flows.segment import segment_dataset
 
     store = build_store(tmp_path / "s.zarr", birds)
@@ -116,7 +117,13 @@ def test_flow_segments_skips_and_scores(prefect_server, birds, tmp_path):
     stored = root["segments"].attrs["settings"]
     assert stored["thresholds"]["statistics"]["rule"] == "otsu"
     assert stored["thresholds"]["statistics"]["n_images"] == 3
-    second = segment_dataset(store, method="diffseg", thresholds="auto", rule="otsu", batch_size=2, sample=3)   # manifest's corpus
+    def no_rereading(*args, **kwargs):
+        raise AssertionError("a re-run with nothing new re-read every label map to score it")
+
+    with monkeypatch.context() as m:
+        m.setattr(flow, "score_segments", no_rereading)       # the measures stored by the first run are used
+        second = segment_dataset(store, method="diffseg", thresholds="auto", rule="otsu", batch_size=2,
+                                 sample=3)   # manifest's corpus
     assert (second["done"], second["skipped"]) == (0, 3)
     assert second["miou"] == first["miou"]
     assert second["level_thresholds"] == first["level_thresholds"]
