@@ -85,9 +85,11 @@ def markdown(summary: dict) -> str:
              f"precision {fmt(d['precision'])}, recall {fmt(d['recall'])}, F1 {fmt(d['f1'])}, "
              f"ROC AUC {fmt(d['roc_auc'])}, top-1 hidden {fmt(d['top1_hidden'])}"
              + ("" if d.get("occlusion_map_iou") is None else f", occlusion map IoU {d['occlusion_map_iou']:.3f}"), "",
-             "| variant | IoU restored category vs true part | hidden share | assigned | PSNR (dB) | SSIM |",
-             "| --- | --- | --- | --- | --- | --- |"]
+             "| variant | IoU restored category vs true part | hidden share | assigned | judge IoU | "
+             "judge hidden acc. | PSNR (dB) | SSIM |",
+             "| --- | --- | --- | --- | --- | --- | --- | --- |"]
     lines += [f"| {r['variant']} | {fmt(r['iou'])} | {fmt(r['hidden_share'])} | {fmt(r['assigned'])} | "
+              f"{fmt(r.get('judge_iou'))} | {fmt(r.get('judge_hidden_accuracy'))} | "
               f"{fmt(r['psnr'])} | {fmt(r['ssim'])} |" for r in summary["table"]]
     return "\n".join(lines)
 

@@ -20,13 +20,14 @@ def test_occlusion_artifact_has_no_raw_numbers():
     summary = {"cases": 8, "detection": {"precision": 0.25, "recall": 0.3157894736842105, "f1": 0.27586206896,
                                          "roc_auc": 0.39285714285714285},
                "table": [{"variant": "occluded", "iou": 0.29133, "hidden_share": 0.1, "assigned": 0.5,
-                          "psnr": None, "ssim": 0.912345678},
+                          "judge_iou": 0.3754321, "judge_hidden_accuracy": None, "psnr": None, "ssim": 0.912345678},
                          {"variant": "class", "iou": 0.2881, "hidden_share": 0.2, "assigned": 0.6,
                           "psnr": 21.73219, "ssim": 0.8}]}
     text = _markdown("/s.zarr", summary, None)
     assert "recall 0.316" in text and "ROC AUC 0.393" in text
     assert "None" not in text and not re.search(r"\d\.\d{5,}", text)
-    assert "| occluded | 0.291 | 0.1 | 0.5 | – | 0.912 |" in text and "21.7" in text
+    assert "| occluded | 0.291 | 0.1 | 0.5 | 0.375 | – | – | 0.912 |" in text and "21.7" in text
+    assert "judge IoU" in text
 
 
 def test_run_summary_tables_are_narrow():
