@@ -22,7 +22,7 @@ from prefect import flow, get_run_logger
 
 from flows.artifacts import (markdown_table, measure_rows, publish_markdown, publish_progress,
                              publish_table, stage_report)
-from flows.fanout import as_finished, make_task_runner, submit_all  # make_task_runner: re-exported
+from flows.fanout import as_finished, make_task_runner, parameter_chunks, submit_all  # make_task_runner: re-exported
 from tasks.extract import (
     create_attention_arrays,
     describe_images,
@@ -47,15 +47,16 @@ def fixed_batches(images: list[dict], pending: list[int], batch_size: int) -> li
 def extract_batches(
     store: str, version: int, batches: list[list[dict]], model: str, capture: dict, device: str, dtype: str,
     gpu_annotate: bool = False, features: dict | None = None, limits: dict | None = None,
-    pin_gpu: bool = False, compact: dict | None = None,
+    pin_gpu: bool = False, compact: dict | None = None, done_before: int = 0, total: int | None = None,
 ) -> dict:
-    """Map ``extract_batch`` over the batches on this flow's task runner; count as they finish."""
+    """Map ``extract_batch`` over the batches on this flow's task runner; count as they finish
+    (``done_before`` of ``total`` batches were done by earlier parts of the same fan-out)."""
     futures = submit_all(extract_batch, batches, lambda batch: (store, version, batch, model, capture, device, dtype,
                                                                features, limits, pin_gpu, compact), gpu_annotate)
     totals = {"written": 0, "skipped": 0, "failed": 0, "bytes": 0, "batches": len(batches), "task_seconds": 0.0,
               "forward_seconds": 0.0, "after_forward_seconds": 0.0, "after_forward_cpu_seconds": 0.0}
     for batch, future in as_finished(futures, batches, "extract-progress",
-                                     f"attention extraction into {store}: batches done"):
+                                     f"attention extraction into {store}: batches done", done_before, total):
         if future.state.is_completed():
             result = future.result()
             for key in ("written", "skipped", "failed", "bytes", "forward_seconds", "after_forward_seconds",
@@ -201,16 +202,22 @@ def extract_attention(
                         "attention tensor is not kept", compact["settings"]["method"],
                         compact["settings"]["level_thresholds"])
         # 4. Fan out over fixed batches of store indices.
+        #    In parts whose image lists stay under the API's limit on flow-run parameters.
         fan_out = extract_batches.with_options(task_runner=runner)
-        counts = fan_out(
-            store, version, batches, model, capture, device, dtype,
-            gpu_annotate=bool(device.startswith("cuda") and (dask_address or dask_workers)),
-            features=features, limits=limits, pin_gpu=bool(device == "cuda" and dask_workers), compact=compact,
-        )
+        keys = ("written", "failed", "bytes", "batches", "task_seconds", "forward_seconds", "after_forward_seconds",
+                "after_forward_cpu_seconds")
+        counts = dict.fromkeys(keys, 0)
+        for part in parameter_chunks(batches):
+            part_counts = fan_out(
+                store, version, part, model, capture, device, dtype,
+                gpu_annotate=bool(device.startswith("cuda") and (dask_address or dask_workers)),
+                features=features, limits=limits, pin_gpu=bool(device == "cuda" and dask_workers), compact=compact,
+                done_before=counts["batches"], total=len(batches),
+            )
+            for k in keys:
+                counts[k] += part_counts[k]
         # images of a batch that were done before count as skipped once, at the flow level
-        totals.update({k: counts[k] for k in ("written", "failed", "bytes", "batches", "task_seconds",
-                                              "forward_seconds", "after_forward_seconds",
-                                              "after_forward_cpu_seconds")})
+        totals.update(counts)
         totals["form"] = arrays["form"]
 
     # 5. Summary artifacts.

@@ -23,16 +23,43 @@ def submit_all(task, items: Sequence, arguments: Callable[[object], tuple], gpu_
         return [task.submit(*arguments(item)) for item in items]
 
 
+#: Bytes of JSON the items of one ``*-batches`` subflow call may take: Prefect's API refuses a
+#: flow run whose parameters exceed 512 KiB, and the image lists of a large corpus do (4,000
+#: birds: 1.2 MB), so the stages fan out in consecutive parts below this budget.
+PARAMETER_BUDGET = 256 * 1024
+
+
+def parameter_chunks(items: Sequence, budget: int | None = None) -> list[list]:
+    """``items`` in consecutive runs whose JSON stays under ``budget`` bytes (default
+    ``PARAMETER_BUDGET``; one item at least per run), in order; ``[]`` for no items."""
+    import json
+
+    budget = PARAMETER_BUDGET if budget is None else budget
+    runs: list[list] = []
+    size = 0
+    for item in items:
+        n = len(json.dumps(item, default=str)) + 2
+        if not runs or size + n > budget:
+            runs.append([])
+            size = 0
+        runs[-1].append(item)
+        size += n
+    return runs
+
+
 def as_finished(futures: Sequence[PrefectFuture], items: Sequence, progress_key: str,
-                description: str) -> Iterator[tuple[object, PrefectFuture]]:
+                description: str, done_before: int = 0, total: int | None = None
+                ) -> Iterator[tuple[object, PrefectFuture]]:
     """(item, finished future) in the order the futures finish; the progress artifact
-    ``progress_key`` (created here at 0 %) advances after each one is handled."""
-    progress = publish_progress(progress_key, description, 0, len(futures))
+    ``progress_key`` (created here at ``done_before`` of ``total``, default 0 of the futures)
+    advances after each one is handled (a stage that fans out in parts passes its count)."""
+    total = len(futures) + done_before if total is None else total
+    progress = publish_progress(progress_key, description, done_before, total)
     which = {f.task_run_id: item for f, item in zip(futures, items)}
     for finished, future in enumerate(as_completed(futures), start=1):
         future.wait()
         yield which[future.task_run_id], future
-        advance_progress(progress, finished, len(futures))
+        advance_progress(progress, done_before + finished, total)
 
 
 def make_task_runner(max_workers: int = 2, dask_address: str | None = None, dask_workers: int | None = None, gpu: bool = False):

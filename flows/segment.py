@@ -24,7 +24,7 @@ from prefect import flow, get_run_logger
 
 from flows.artifacts import (markdown_table, markdown_with_pictures, measure_rows, publish_markdown, publish_progress,
                              publish_table, stage_report)
-from flows.fanout import as_finished, submit_all
+from flows.fanout import as_finished, parameter_chunks, submit_all
 from tasks.segment import (STAGE, choose_thresholds, create_segment_arrays, record_batch_failure,
                            record_segment_scores, save_segment_picture, score_segments, scores_key, segment_images,
                            stored_segment_scores)
@@ -51,11 +51,14 @@ def _segment_pictures(store: str, corpus, finished, logger) -> list[dict]:
 
 
 @flow(name="segment-batches")
-def segment_batches(store: str, batches: list[list[dict]], settings: dict) -> list[dict]:
-    """Map ``segment_images`` over the batches on this flow's task runner."""
+def segment_batches(store: str, batches: list[list[dict]], settings: dict, done_before: int = 0,
+                    total: int | None = None) -> list[dict]:
+    """Map ``segment_images`` over the batches on this flow's task runner (``done_before`` of
+    ``total`` batches were done by earlier parts of the same fan-out)."""
     futures = submit_all(segment_images, batches, lambda batch: (store, batch, settings))
     rows = []
-    for batch, future in as_finished(futures, batches, "segment-progress", f"segmentation of {store}: batches done"):
+    for batch, future in as_finished(futures, batches, "segment-progress", f"segmentation of {store}: batches done",
+                                     done_before, total):
         if future.state.is_completed():
             rows.extend(future.result())
         else:  # retries used up: its unfinished images are recorded as failed; a re-run retries them
@@ -239,7 +242,10 @@ def segment_dataset(
     done = done_mask(open_store(store, mode="r"), STAGE)
     pending = [row for row in table if with_attention[row["index"]] and not done[row["index"]]]
     batches = [pending[i : i + batch_size] for i in range(0, len(pending), batch_size)]
-    rows = segment_batches.with_options(task_runner=runner)(store, batches, settings) if batches else []
+    rows, done_before = [], 0
+    for part in parameter_chunks(batches):   # parts under the API's limit on flow-run parameters
+        rows += segment_batches.with_options(task_runner=runner)(store, part, settings, done_before, len(batches))
+        done_before += len(part)
     if not batches:
         publish_progress("segment-progress", f"segmentation of {store}: nothing pending", 1, 1)
     counts = {s: sum(r["status"] == s for r in rows) for s in ("done", "failed")}

@@ -228,3 +228,44 @@ def test_flow_stores_features_and_a_store_without_them_refuses_feature_settings(
     # the store of the reference run has no features: asking for them is another config
     with pytest.raises(StoreMismatchError, match="features"):
         extract_attention(str(birds), str(tiny_pipeline[0]), reference[0], batch_size=2, features={})
+
+
+def test_parameter_chunks_keep_every_item_in_order_under_the_budget():
+    import json
+
+    from flows.fanout import parameter_chunks
+
+    items = [[{"name": f"img_{i:04d}.png", "index": i}] * (1 + i % 3) for i in range(50)]
+    runs = parameter_chunks(items, budget=400)
+    assert [x for run in runs for x in run] == items and len(runs) > 1
+    assert all(len(json.dumps(run)) <= 400 or len(run) == 1 for run in runs)
+    assert parameter_chunks([], budget=10) == [] and parameter_chunks([[1] * 500], budget=10) == [[[1] * 500]]
+
+
+def test_a_fan_out_over_the_parameter_budget_runs_in_parts(reference, birds, tiny_pipeline, tmp_path, monkeypatch):
+    """Prefect's API refuses a flow run whose parameters pass 512 KiB, which a large corpus's
+    image lists do: the extract and segment stages fan out in parts under a budget. A budget of
+    one batch gives one subflow per batch and the same store as one fan-out."""
+    import flows.extract as extract_flow
+    import flows.fanout as fanout
+    import flows.segment as segment_flow
+    from flows.segment import segment_dataset
+
+    parts = []
+
+    def spy(items, budget=None):
+        parts.append(len(fanout.parameter_chunks(items, budget)))
+        return fanout.parameter_chunks(items, budget)
+
+    monkeypatch.setattr(fanout, "PARAMETER_BUDGET", 1)
+    monkeypatch.setattr(extract_flow, "parameter_chunks", spy)
+    monkeypatch.setattr(segment_flow, "parameter_chunks", spy)
+    store = str(tmp_path / "parts.zarr")
+    result = extract_attention(str(birds), str(tiny_pipeline[0]), store, batch_size=2)
+    assert (result["written"], result["batches"]) == (N_BIRDS, 3) and parts == [3]   # three subflows
+    expected = all_arrays(reference[0])
+    for name, value in all_arrays(store).items():
+        if name.startswith("attention/"):
+            np.testing.assert_array_equal(value, expected[name], err_msg=name)
+    seg = segment_dataset(store, method="diffseg", thresholds="sd", batch_size=2)
+    assert seg["done"] == N_BIRDS and done_mask(open_store(store), "segments").all() and parts == [3, 3]
