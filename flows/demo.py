@@ -52,7 +52,7 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "180")
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-    from diffparts.cli.runtime import ServerUnreachable, check_api, prefect_console
+    from flows.runtime import ServerUnreachable, check_api, prefect_console
     from diffparts.corpus import generate_birds
     from diffparts.model.load import DEFAULT_MODEL
     from flows.pipeline import bird_parts

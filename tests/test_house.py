@@ -125,3 +125,19 @@ def test_a_planted_long_file_is_reported_unless_its_opening_comment_says_why(tmp
         "tasks/short.py": body,
     })
     assert long_files(root) == [f"src/diffparts/long.py ({LONG + 1} lines)"]
+
+
+def test_the_library_never_imports_prefect():
+    """The layers of docs/design.md §3 "Layers": only flows/ and tasks/ import Prefect."""
+    import ast
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1] / "src" / "diffparts"
+    found = []
+    for path in sorted(root.rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            names = [a.name for a in node.names] if isinstance(node, ast.Import) else \
+                [node.module or ""] if isinstance(node, ast.ImportFrom) else []
+            found += [f"{path.relative_to(root)}:{node.lineno}" for n in names
+                      if n.split(".")[0] == "prefect" or (n.split(".")[0] in ("tasks",))]
+    assert not found, "the library imports prefect or tasks: " + ", ".join(found)

@@ -109,7 +109,7 @@ def test_help_says_each_default_once(command, capsys):
 def test_prefect_console_log_only_with_verbose():
     from prefect.logging.handlers import PrefectConsoleHandler
 
-    from diffparts.cli.runtime import prefect_console
+    from flows.runtime import prefect_console
 
     handler = PrefectConsoleHandler()
     logger = logging.getLogger("prefect.test-quiet")

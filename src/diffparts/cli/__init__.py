@@ -26,7 +26,7 @@ PREFECT_DEFAULTS = {
 COMMAND_MODULES = ("run", "serve", "corpus", "train", "models", "extract", "segment", "parts", "embed", "occlude", "failures")
 
 #: Commands that run a Prefect flow: Prefect's console log only with --verbose, and the
-#: configured server (PREFECT_API_URL) asked first (``diffparts.cli.runtime``).
+#: configured server (PREFECT_API_URL) asked first (``flows.runtime``).
 FLOW_COMMANDS = ("run", "extract", "segment", "parts", "embed", "occlude", "serve")
 
 #: Errors that mean the input is wrong (a refused corpus, a bad setting, another store's config,
@@ -103,8 +103,8 @@ def _without_bad_input_tracebacks(factory):
 def main(argv: list[str] | None = None) -> int:
     import contextlib
 
-    from diffparts.cli.runtime import ServerUnreachable, check_api, prefect_console
     from diffparts.logs import quiet_third_party
+    from flows.runtime import ServerUnreachable, check_api, prefect_console  # the Prefect layer, imported lazily
 
     parser = build_parser()
     args = parser.parse_args(argv)
