@@ -126,3 +126,29 @@ def test_embeddings_generates_measure_reads_images_with_the_judge():
     assert wing == 1.0 and share > 0.05
     flat = np.full((4, 64, 64, 3), 128, np.uint8)                   # a grey field shows (almost) no part
     assert (judge.labels(flat) == 0).mean() >= 0.9
+
+
+def test_shown_parts_is_the_most_read_part_not_background():
+    from diffparts.judge import shown_parts
+
+    maps = np.zeros((3, 8, 8), np.int64)
+    maps[0, :2] = 2                     # beak 16 px
+    maps[0, 4:5] = 1                    # head 8 px; background (40 px) never counts
+    maps[1, :, :3] = 7                  # wing only
+    assert shown_parts(maps).tolist() == [2, 7, 0]          # no part at all: 0
+
+
+def test_cli_train_judge_parts_world_reports_closeups(tmp_path):
+    from diffparts.cli import main
+
+    assert main(["train-judge", "--out", str(tmp_path / "j"), "--quick", "--world", "parts"]) == 0
+    record = json.loads((tmp_path / "j" / "judge.json").read_text())
+    assert record["config"]["world"] == "parts"
+    card = (tmp_path / "j" / "README.md").read_text()
+    assert card.startswith("# diffparts-part-judge-parts") and "--world parts" in card
+    if "closeups" in record["held_out_all"]:              # the 4 held-out images may hold no close-up
+        assert 0.0 <= record["held_out_all"]["closeups"]["part_shown_right"] <= 1.0
+        assert "close-ups whose most-read part" in card
+    with pytest.raises(ValueError, match="world must be"):
+        from diffparts.judge.train import quick_judge_config
+        quick_judge_config(world="trees")

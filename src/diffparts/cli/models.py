@@ -55,6 +55,10 @@ def register(subparsers) -> None:
     judge.add_argument("--occluder-weight", type=float, default=None, help="loss weight of occluder pixels")
     judge.add_argument("--lr", type=float, default=None, help="peak learning rate")
     judge.add_argument("--seed", type=int, default=0, help="seed of initialisation, batches and augmentation")
+    judge.add_argument("--world", choices=("birds", "parts"), default=None,
+                       help="renders of the default birds, or of the part world (close-ups and scenes too)")
+    judge.add_argument("--vae-model", default=None,
+                       help="model whose VAE reconstructs the training images (default: the embedded checkpoint)")
     judge.add_argument("--quick", action="store_true", help="seconds-long smoke setting (tests)")
     judge.set_defaults(handler=run_train_judge)
 
@@ -113,10 +117,11 @@ def run_train_judge(args) -> int:
     config = QUICK_JUDGE if args.quick else JudgeTrainConfig()
     config = replace(config, **_overrides(args, {"n_images": "n_images", "steps": "steps", "threads": "threads",
                                                   "seed": "seed", "init_from": "init_from",
-                                                  "occluder_weight": "occluder_weight", "lr": "lr"}))
+                                                  "occluder_weight": "occluder_weight", "lr": "lr",
+                                                  "world": "world", "vae_model": "vae_model"}))
     record = train_judge(args.out, config, log=lambda msg: print(msg, flush=True))
     command = _command_line(args, "train-judge", ("out", "init_from", "n_images", "steps", "lr", "occluder_weight",
-                                                  "budget_minutes", "threads", "seed", "quick"))
+                                                  "budget_minutes", "threads", "seed", "world", "vae_model", "quick"))
     (Path(args.out) / "README.md").write_text(judge_card(args.out, command))
     print(f"saved {args.out}: {record['steps']} steps, held-out pixel accuracy {record['held_out']['pixel_accuracy']:.3f}, "
           f"part mIoU {record['held_out']['part_miou']:.3f}, {record['seconds']:.0f} s")

@@ -92,13 +92,16 @@ def denoising_error(pipe, latents: torch.Tensor, masks: torch.Tensor, prompt: st
 @torch.no_grad()
 def token_maps(pipe, latents: torch.Tensor, prompt: str, token: str, size: int,
                config: MeasureConfig = MeasureConfig(), image_keys=None) -> torch.Tensor:
-    """(image, size, size) cross-attention of ``token`` in ``prompt`` (all its vectors summed)."""
+    """(image, size, size) cross-attention of ``token`` in ``prompt`` (all its vectors summed);
+    ``token`` is a placeholder token or a word of the prompt."""
     unet, scheduler = pipe.unet, training_scheduler(pipe)
     text = pipe.maybe_convert_prompt(prompt, pipe.tokenizer)
     ids = prompt_inputs(pipe.tokenizer, text)
     vocab = pipe.tokenizer.get_vocab()
     names = [w for w in pipe.maybe_convert_prompt(token, pipe.tokenizer).split() if w in vocab]
-    positions = token_positions(ids, [vocab[w] for w in names])
+    # a placeholder token is its own vocabulary entry; a plain word ("beak") is what the tokenizer makes of it
+    wanted = [vocab[w] for w in names] or pipe.tokenizer(token, add_special_tokens=False).input_ids
+    positions = token_positions(ids, wanted)
     if not positions:
         raise ValueError(f"{token!r} is not a token of {prompt!r} for this tokenizer")
     keys = list(range(len(latents))) if image_keys is None else [int(k) for k in image_keys]

@@ -176,7 +176,7 @@ def embedding_summary(root, losses: Sequence[str]) -> list[dict]:
     return rows
 
 
-def _gt_part_masks(root, corpus, indices: Sequence[int], size: int) -> np.ndarray | None:
+def gt_part_masks(root, corpus, indices: Sequence[int], size: int) -> np.ndarray | None:
     """(image, size, size) ground-truth part ids of the store images, or None without them."""
     from diffparts.corpus import load_mask, open_corpus
     from diffparts.inversion.data import resize_mask
@@ -204,7 +204,7 @@ def _captions(root, corpus, indices: Sequence[int]) -> list[str] | None:
     return None if any(c is None for c in caps) else caps
 
 
-def _untrained_pipeline(model, device, dtype, categories, config: InversionConfig):
+def untrained_pipeline(model, device, dtype, categories, config: InversionConfig):
     import torch
 
     from diffparts.inversion.tokens import add_part_tokens
@@ -250,7 +250,7 @@ def measure_embeddings(root, store: str, corpus: str | Path | None, model: str, 
         if len(idx) == 0:
             continue
         ex = load_examples(root, corpus, c, idx, size)
-        gt = _gt_part_masks(root, corpus, idx, size)
+        gt = gt_part_masks(root, corpus, idx, size)
         masks = ex.masks > 0.5
         best = best_gt_part(masks, gt) if gt is not None else (None, float("nan"))
         data[c] = {"examples": ex, "latents": encode_latents(base, ex.images), "masks": masks, "gt": gt,
@@ -260,7 +260,7 @@ def measure_embeddings(root, store: str, corpus: str | Path | None, model: str, 
 
     # 2. Prompt kinds -> pipelines.
     kinds: list[tuple[str, Callable[[], object]]] = [
-        ("initializer", lambda: _untrained_pipeline(model, device, dtype, cats, config))]
+        ("initializer", lambda: untrained_pipeline(model, device, dtype, cats, config))]
     for loss in losses:
         directory = embeddings_dir(store, loss, out_dir)
 

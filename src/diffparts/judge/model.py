@@ -25,6 +25,8 @@ CLASSES: tuple[str, ...] = ("background", "head", "beak", "eye", "breast", "bell
 
 #: The committed judge (made by ``diffparts train-judge``; card in the same folder).
 DEFAULT_JUDGE = REPO_ROOT / "data" / "models" / "diffparts-part-judge" / "judge.safetensors"
+#: The part world's judge (``diffparts train-judge --world parts``): also reads close-ups.
+PARTS_JUDGE = REPO_ROOT / "data" / "models" / "diffparts-part-judge-parts" / "judge.safetensors"
 
 
 @dataclass(frozen=True)

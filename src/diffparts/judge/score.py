@@ -84,6 +84,22 @@ def part_presence_by_judge(judge, images: np.ndarray, part: int | None, min_pixe
     return float(np.mean(hits)), float(np.mean(shares))
 
 
+def shown_parts(labels: np.ndarray) -> np.ndarray:
+    """(image,) the part type each (image, y, x) label map shows most: the part label (1..9) with
+    the most pixels, 0 where no pixel is a part. What a close-up "shows" (docs/embeddings.md)."""
+    labels = np.asarray(labels)
+    counts = np.stack([(labels == p).reshape(len(labels), -1).sum(1) for p in range(int(max(labels.max(), 0)) + 1)], 1)
+    counts[:, 0] = 0                                                  # background is not a part
+    return np.where(counts.max(1) > 0, counts.argmax(1), 0)
+
+
+def part_shown_share(judge, images: np.ndarray, part: int | None) -> float | None:
+    """Share of ``images`` whose most-read part (by the judge) is ``part``; None without a part."""
+    if part is None or not len(images):
+        return None
+    return float(np.mean(shown_parts(judge.labels(np.asarray(images))) == int(part)))
+
+
 def mean_scores(rows: Sequence[dict], keys: Sequence[str] = ("iou", "iou_hidden", "hidden_accuracy", "part_recall")) -> dict:
     """Mean of each score over rows (None where no row has it)."""
     out = {}

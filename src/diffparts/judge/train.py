@@ -60,11 +60,20 @@ class JudgeTrainConfig:
     # 1/sqrt(frequency) makes small: a first judge then read 85-90 % of occluders as the part.
     occluder_weight: float | None = 3.0
     init_from: str | None = None    # continue from a judge.safetensors (its architecture is kept)
+    # "birds": whole birds (the default corpus); "parts": the part world's images (docs/corpus.md
+    # "The part world"): whole birds, close-ups of one part (share ``closeup_share``) and scenes
+    # without a bird, so the judge also reads a zoomed part (issue 23's close-up prompts).
+    world: str = "birds"
+    closeup_share: float = 0.4      # part world only: share of close-ups among the training images
 
     def __post_init__(self):
         for name in ("n_images", "n_val", "batch_size", "log_every", "threads"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.world not in ("birds", "parts"):
+            raise ValueError(f"world must be 'birds' or 'parts', got {self.world!r}")
+        if not 0.0 <= self.closeup_share <= 0.9:
+            raise ValueError(f"closeup_share={self.closeup_share} must be in [0, 0.9]")
         if self.corpus_seed == self.val_seed:
             raise ValueError("corpus_seed and val_seed must differ (the held-out birds are never trained on)")
 
@@ -135,11 +144,29 @@ def scores_from_confusion(conf: np.ndarray) -> dict:
             "iou": {name: (None if np.isnan(v) else round(float(v), 4)) for name, v in zip(CLASSES, iou)}}
 
 
+def part_world(config: JudgeTrainConfig):
+    """The ``PartWorldConfig`` of a part-world judge (None for the default birds)."""
+    if config.world != "parts":
+        return None
+    from diffparts.corpus.synth_world import PartWorldConfig
+
+    return PartWorldConfig(closeup_share=config.closeup_share, scene_share=0.05)
+
+
 def evaluate_judge(judge: PartJudge, images: np.ndarray, labels: np.ndarray, seed: int = 1,
-                   vae_images: np.ndarray | None = None) -> dict:
+                   vae_images: np.ndarray | None = None, closeups: np.ndarray | None = None) -> dict:
     """Held-out figures: on the renders; on the VAE's reconstructions (if given); with one seeded
-    occluder per image (accuracy on the occluder's pixels = read as "no part", and on the rest)."""
-    out = {"renders": scores_from_confusion(confusion(judge.labels(images), labels))}
+    occluder per image (accuracy on the occluder's pixels = read as "no part", and on the rest);
+    on the close-ups among them (``closeups``: bool per image), the share whose most-read part
+    is the true one (``judge.score.shown_parts``)."""
+    from diffparts.judge.score import shown_parts
+
+    pred_all = judge.labels(images)
+    out = {"renders": scores_from_confusion(confusion(pred_all, labels))}
+    if closeups is not None and np.any(closeups):
+        sel = np.asarray(closeups, bool)
+        right = shown_parts(pred_all[sel]) == shown_parts(labels[sel])
+        out["closeups"] = {"n": int(sel.sum()), "part_shown_right": round(float(right.mean()), 4)}
     if vae_images is not None:
         out["vae_reconstructions"] = scores_from_confusion(confusion(judge.labels(vae_images), labels))
     rng = np.random.default_rng(seed)
@@ -164,8 +191,9 @@ def train_judge(out_dir: str | Path, config: JudgeTrainConfig = JudgeTrainConfig
     torch.manual_seed(config.seed)
     rng = np.random.default_rng(config.seed)
     size = config.arch.size
-    images, labels, _ = render_birds(config.n_images, config.corpus_seed, size, log)
-    v_images, v_labels, _ = render_birds(config.n_val, config.val_seed, size, log)
+    world = part_world(config)
+    images, labels, _ = render_birds(config.n_images, config.corpus_seed, size, log, world=world)
+    v_images, v_labels, v_captions = render_birds(config.n_val, config.val_seed, size, log, world=world)
     log("VAE reconstructions of the training and held-out birds")
     recon = vae_roundtrip(images, config.vae_model)
     v_recon = vae_roundtrip(v_images, config.vae_model)
@@ -220,7 +248,8 @@ def train_judge(out_dir: str | Path, config: JudgeTrainConfig = JudgeTrainConfig
         step = config.steps
     net.eval()
     judge = PartJudge(net)
-    held_out = evaluate_judge(judge, v_images, v_labels, seed=config.seed + 1, vae_images=v_recon)
+    held_out = evaluate_judge(judge, v_images, v_labels, seed=config.seed + 1, vae_images=v_recon,
+                              closeups=np.array([c.startswith("a close-up") for c in v_captions]))
     out_dir = Path(out_dir)
     record = {"config": {**asdict(config), "arch": asdict(config.arch)}, "steps": step,
               "seconds": round(time.monotonic() - t0, 1), "cpu_seconds": round(time.process_time() - cpu0, 1),
@@ -245,14 +274,19 @@ def judge_card(out_dir: str | Path, command: str) -> str:
     r = json.loads((out_dir / "judge.json").read_text())
     cfg, ho = r["config"], r["held_out_all"]
     size = (out_dir / "judge.safetensors").stat().st_size / 2**20
+    parts_world = cfg.get("world", "birds") == "parts"
     lines = [
-        "# diffparts-part-judge",
+        "# diffparts-part-judge" + ("-parts" if parts_world else ""),
         "",
         "An independent part reader for assessment only: a small supervised per-pixel segmenter of the nine",
         "synthetic part types (+ \"no part\": background or occluder), trained on renders of",
         "`diffparts.corpus.generate_birds` with their true part masks. It scores what a completion painted",
         "into a hidden region and what images generated from a prompt show (docs/occlusion.md, docs/embeddings.md).",
         "Nothing in the pipeline reads it. Load it with `diffparts.judge.PartJudge.load()`.",
+        *(["", "This one is trained on the part world (docs/corpus.md \"The part world\"): "
+           f"{cfg['closeup_share']:.0%} of its images are close-ups of one part, 5 % scenes without a bird, so it "
+           "also reads a zoomed part (the close-up prompts of docs/embeddings.md's claim table). Load it with "
+           "`PartJudge.load(PARTS_JUDGE)`."] if parts_world else []),
         "",
         "## How it was made",
         "",
@@ -286,4 +320,8 @@ def judge_card(out_dir: str | Path, command: str) -> str:
     occ = ho.get("occluded", {}).get("occluder_read_as_no_part")
     if occ is not None:
         lines += ["", f"Occluder pixels over the bird read as \"no part\": {occ:.3f} (one seeded occluder per held-out bird)."]
+    close = ho.get("closeups")
+    if close:
+        lines += ["", f"Held-out close-ups whose most-read part is the true part: **{close['part_shown_right']:.3f}** "
+                      f"({close['n']} close-ups)."]
     return "\n".join(lines) + "\n"

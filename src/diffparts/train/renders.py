@@ -57,15 +57,16 @@ def load_renders(root: str | Path, size: int) -> tuple[np.ndarray, np.ndarray, l
     return np.stack(images), downsample_labels(np.stack(maps), size), captions
 
 
-def render_birds(n: int, seed: int, size: int, log=None) -> tuple[np.ndarray, np.ndarray, list[str]]:
+def render_birds(n: int, seed: int, size: int, log=None, world=None) -> tuple[np.ndarray, np.ndarray, list[str]]:
     """``n`` fresh synthetic birds of corpus seed ``seed`` at ``size`` px (a temporary corpus,
-    deleted after reading): see :func:`load_renders`."""
+    deleted after reading): see :func:`load_renders`. ``world``: a ``PartWorldConfig`` for the
+    part world's images (close-ups and scenes among the birds), None for the default birds."""
     from diffparts.corpus import generate_birds
 
     with tempfile.TemporaryDirectory(prefix="diffparts-renders-") as work:
         if log:
             log(f"rendering {n} synthetic birds (corpus seed {seed})")
-        generate_birds(work, n, seed)
+        generate_birds(work, n, seed, world=world)
         return load_renders(work, size)
 
 
