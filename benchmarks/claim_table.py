@@ -125,10 +125,10 @@ def main(argv=None) -> dict:
     cats = None if args.categories is None else [int(c) for c in args.categories.split(",")]
     t0 = time.perf_counter()
     log(f"stages 1-3 on {corpus} with {model}")
-    stages = run_stages(corpus, store, model, args.n, args.seed, args.size, args.k)
+    stages = run_stages(corpus, store, model, args.n, args.seed, args.size, args.k, args.device)
     config = InversionConfig(steps=args.steps, batch_size=args.batch_size)
     log(f"training {len(losses)} losses x categories, {args.steps} steps each")
-    trained = train_all(str(store), str(corpus), model, losses, config, cats, None)
+    trained = train_all(str(store), str(corpus), model, losses, config, cats, None, args.device)
     measure = MeasureConfig(timesteps=tuple(int(t) for t in args.timesteps.split(",")), n_generate=args.n_generate,
                             generate_steps=args.generate_steps, max_images=args.max_images)
     claim = ClaimConfig(n_context=args.n_context)

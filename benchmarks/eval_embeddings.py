@@ -39,7 +39,8 @@ def log(msg: str) -> None:
     print(f"[{time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
 
 
-def run_stages(corpus: Path, store: Path, model: str | None, n: int, seed: int, size: int, k: int | None) -> dict:
+def run_stages(corpus: Path, store: Path, model: str | None, n: int, seed: int, size: int, k: int | None,
+               device: str = "cpu") -> dict:
     """Corpus and stages 1-3 through the flows (each skips what is done)."""
     from diffparts.corpus import SynthConfig, generate_birds
     from flows.extract import extract_attention
@@ -49,14 +50,15 @@ def run_stages(corpus: Path, store: Path, model: str | None, n: int, seed: int, 
     if not (corpus / "images.txt").is_file():
         generate_birds(corpus, n=n, seed=seed, config=SynthConfig(image_size=size))
     t0 = time.perf_counter()
-    extract_attention(str(corpus), model=model, store=str(store), features={})   # as `diffparts extract`: + features
+    extract_attention(str(corpus), model=model, store=str(store), features={}, device=device)  # + features, as the CLI
     segment_dataset(str(store), corpus=str(corpus))
     parts = discover_parts(str(store), k=k, corpus=str(corpus), evaluate=True)
     return {"seconds": round(time.perf_counter() - t0, 1), "k": parts["clusters"]["k"],
             "prevalence": parts["prevalence"], "scores": parts.get("scores")}
 
 
-def train_all(store: str, corpus: str, model: str, losses: list[str], config, categories, out_dir) -> dict:
+def train_all(store: str, corpus: str, model: str, losses: list[str], config, categories, out_dir,
+              device: str = "cpu") -> dict:
     from diffparts.inversion.stage import finish_index, setup_embeddings, text_channels, train_category
     from diffparts.store import model_hash, open_store
 
@@ -67,7 +69,8 @@ def train_all(store: str, corpus: str, model: str, losses: list[str], config, ca
     rows, seconds = [], {}
     for item in setup["plan"]:
         cfg = dataclasses.replace(config, loss=item["loss"])
-        rows.append(train_category(root, store, corpus, model, item["category"], cfg, out_dir, model_hash=digest))
+        rows.append(train_category(root, store, corpus, model, item["category"], cfg, out_dir, device=device,
+                                   model_hash=digest))
         seconds.setdefault(item["loss"], []).append(rows[-1]["seconds"] / max(rows[-1]["steps"], 1))
         log(f"{item['loss']} <part-{item['category']}>: final loss {rows[-1]['final_loss']:.5f} "
             f"({rows[-1]['seconds']:.0f} s, {rows[-1]['images']} images)")

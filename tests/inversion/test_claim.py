@@ -74,3 +74,15 @@ def test_claim_table_script_runs_on_the_embedded_checkpoint(prefect_server, tmp_
         assert "attention_iou" not in kinds["class"]                 # the class prompt has no token to localise
     table = markdown(out)
     assert "rank of true word (of 9)" in table and "| noise |" in table
+
+
+def test_part_word_closeups_script_reads_every_word(tiny_pipeline):
+    from benchmarks.part_word_closeups import main
+    from diffparts.corpus.synth_species import PART_NAMES
+
+    judge = REPO / "data" / "models" / "diffparts-part-judge" / "judge.safetensors"
+    out = main(["--model", str(tiny_pipeline[0]), "--judge", str(judge), "--n-generate", "1", "--steps", "2"])
+    assert list(out["words"]) == [*PART_NAMES, "(class)"]
+    assert all(0.0 <= v["right"] <= 1.0 for w, v in out["words"].items() if w != "(class)")
+    assert out["words"]["(class)"]["right"] is None
+    assert all(abs(sum(v["shown"].values()) - 1.0) < 1e-3 for v in out["words"].values())

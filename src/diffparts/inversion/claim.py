@@ -124,6 +124,27 @@ def context_iou(inpaint, judge, images: np.ndarray, truth: np.ndarray, part: int
     return float(np.mean(scores)) if scores else None
 
 
+def closeup_reading(pipe, judge, measure, config: ClaimConfig = ClaimConfig()) -> dict:
+    """How the judge reads close-ups generated from each part word (the checkpoint's card):
+    {word: {"right": share whose most-read part is the word's, "shown": {part: share}}}, and the
+    same for the class word alone under ``"(class)"`` (no right answer: its ``right`` is None)."""
+    from diffparts.corpus.synth_species import PART_INDEX
+    from diffparts.inversion.evaluate import generate_images
+    from diffparts.judge import shown_parts
+
+    def read(prompt):
+        shown = shown_parts(judge.labels(generate_images(pipe, prompt, measure)))
+        names = ["none", *PART_NAMES]
+        return shown, {names[p]: round(float(np.mean(shown == p)), 4) for p in np.unique(shown)}
+
+    out = {}
+    for word in config.part_words:
+        shown, dist = read(config.closeup_word.format(word=word))
+        out[word] = {"right": round(float(np.mean(shown == PART_INDEX[word])), 4), "shown": dist}
+    out["(class)"] = {"right": None, "shown": read(config.closeup_class)[1]}
+    return out
+
+
 @dataclass
 class CategoryData:
     """One category's held-out material (arrays at the model's size)."""

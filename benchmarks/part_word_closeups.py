@@ -1,0 +1,53 @@
+"""How the part judge reads close-ups generated from each part word ("a close-up of a bird head"
+should show a head); prints JSON. The part-world checkpoint's card and docs/model.md quote it.
+
+    OMP_NUM_THREADS=1 .venv/bin/python benchmarks/part_word_closeups.py --n-generate 16
+
+``right``: share of the word's close-ups whose most-read part (``judge.shown_parts``) is the word's
+part; ``shown``: what they show, as shares. "(class)" is "a close-up of a bird" (no right answer).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+
+def main(argv=None) -> dict:
+    import numpy as np
+
+    from benchmarks.claim_table import PARTS_MODEL
+    from diffparts.inversion.claim import ClaimConfig, closeup_reading
+    from diffparts.inversion.evaluate import MeasureConfig
+    from diffparts.judge import PARTS_JUDGE, PartJudge
+    from diffparts.model.load import load_pipeline
+
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--model", default=str(PARTS_MODEL), help="model id or folder (default: the part-world checkpoint)")
+    ap.add_argument("--judge", default=str(PARTS_JUDGE), help="judge.safetensors (default: the part world's judge)")
+    ap.add_argument("--n-generate", type=int, default=16, help="close-ups per word (seeds 0..n-1)")
+    ap.add_argument("--steps", type=int, default=25, help="DDIM steps")
+    ap.add_argument("--guidance", type=float, default=7.0, help="classifier-free guidance")
+    args = ap.parse_args(argv)
+
+    t0 = time.perf_counter()
+    pipe = load_pipeline(args.model)
+    measure = MeasureConfig(n_generate=args.n_generate, generate_steps=args.steps, guidance=args.guidance)
+    reading = closeup_reading(pipe, PartJudge.load(args.judge), measure, ClaimConfig())
+    rights = [v["right"] for v in reading.values() if v["right"] is not None]
+    out = {"model": args.model, "judge": args.judge, "n_generate": args.n_generate, "steps": args.steps,
+           "guidance": args.guidance, "mean_right": round(float(np.mean(rights)), 4), "words": reading,
+           "seconds": round(time.perf_counter() - t0, 1)}
+    print(json.dumps(out, indent=1))
+    return out
+
+
+if __name__ == "__main__":
+    main()
