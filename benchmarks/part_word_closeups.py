@@ -35,6 +35,8 @@ def main(argv=None) -> dict:
     ap.add_argument("--n-generate", type=int, default=16, help="close-ups per word (seeds 0..n-1)")
     ap.add_argument("--steps", type=int, default=25, help="DDIM steps")
     ap.add_argument("--guidance", type=float, default=7.0, help="classifier-free guidance")
+    ap.add_argument("--card", action="store_true",
+                    help="save closeups.json in the model folder and rewrite its card (README.md)")
     args = ap.parse_args(argv)
 
     t0 = time.perf_counter()
@@ -46,6 +48,15 @@ def main(argv=None) -> dict:
            "guidance": args.guidance, "mean_right": round(float(np.mean(rights)), 4), "words": reading,
            "seconds": round(time.perf_counter() - t0, 1)}
     print(json.dumps(out, indent=1))
+    if args.card:
+        from diffparts.train.card import train_commands, write_model_card
+
+        model = Path(args.model)
+        out["command"] = (f".venv/bin/python benchmarks/part_word_closeups.py --model {args.model} --n-generate "
+                          f"{args.n_generate} --steps {args.steps} --guidance {args.guidance:g} --card")
+        (model / "closeups.json").write_text(json.dumps(out, indent=1) + "\n")
+        record = json.loads((model / "training.json").read_text())
+        write_model_card(model, train_commands(record), out["command"])
     return out
 
 

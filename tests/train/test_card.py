@@ -76,3 +76,22 @@ def test_card_of_a_continued_run_states_both_stages_and_their_commands(tmp_path)
     assert "stage 1: `--vae-steps 900 --unet-steps 1500`; stage 2: `--unet-steps 7000`" in text
     # 900 + 4000 s (stage 1) + 12 + 3600 s (stage 2: loading, no VAE phase) = 142 min
     assert "142 min in all" in text
+
+
+def test_part_world_card_names_the_world_and_reads_the_closeups(tmp_path):
+    from diffparts.train.card import train_commands
+
+    record = {**TRAINING, "config": {**TRAINING["config"], "vocabulary": "parts"}}
+    (tmp_path / "training.json").write_text(json.dumps(record))
+    cmds = train_commands(record)
+    assert "--world parts --corpus work/partworld" in cmds and "data/models/diffparts-toy-parts" in cmds
+    closeups = {"n_generate": 4, "steps": 25, "guidance": 7.0, "mean_right": 0.625, "command": "CMD-CLOSEUPS",
+                "words": {"head": {"right": 0.75, "shown": {"head": 0.75, "beak": 0.25}},
+                          "beak": {"right": 0.5, "shown": {"beak": 0.5, "head": 0.5}},
+                          "(class)": {"right": None, "shown": {"wing": 1.0}}}}
+    (tmp_path / "closeups.json").write_text(json.dumps(closeups))
+    text = model_card(tmp_path, cmds, "unused")
+    assert text.startswith("# diffparts-toy-parts") and "part-world images" in text
+    assert "| head | 0.75 | beak (0.25) |" in text and "| beak | 0.50 | head (0.50) |" in text
+    assert "alone shows: wing 1.00" in text and "**0.62**" in text and "CMD-CLOSEUPS" in text
+    assert "samples.png" not in text                                   # no grid was written

@@ -41,6 +41,8 @@ def train_command(record: dict, out: str = "data/models/diffparts-toy-birds", in
     cfg = record["config"]
     parts = ["diffparts train-toy", f"--out {out}", f"--n-images {record['n_train'] + record['n_val']}",
              f"--seed {cfg['seed']}"]
+    if is_part_world(record):
+        parts[1:1] = ["--world parts", "--corpus work/partworld"]
     if init_from is not None:
         parts.append(f"--init-from {init_from}")
     if cfg.get("budget_s"):
@@ -61,14 +63,21 @@ def train_command(record: dict, out: str = "data/models/diffparts-toy-birds", in
     return " ".join(parts)
 
 
-def train_commands(record: dict, out: str = "data/models/diffparts-toy-birds") -> str:
+def is_part_world(record: dict) -> bool:
+    """Whether a ``training.json`` record is of a part-world checkpoint (``train-toy --world parts``)."""
+    return record["config"].get("vocabulary") == "parts"
+
+
+def train_commands(record: dict, out: str | None = None) -> str:
     """The command lines of every stage of a record, each continuing the one before."""
     chain = stages(record)
+    name = "toy-parts" if is_part_world(record) else "toy"
+    out = out or f"data/models/diffparts-{'toy-parts' if is_part_world(record) else 'toy-birds'}"
     lines = []
     for i, stage in enumerate(chain):
         last = i == len(chain) - 1
-        lines.append(train_command(stage, out if last else f"work/toy-stage{i + 1}",
-                                   init_from=None if i == 0 else f"work/toy-stage{i}"))
+        lines.append(train_command(stage, out if last else f"work/{name}-stage{i + 1}",
+                                   init_from=None if i == 0 else f"work/{name}-stage{i}"))
     return "\n".join(lines)
 
 
@@ -111,31 +120,55 @@ def model_card(model_dir: str | Path, train_command: str, bench_command: str, no
     vae_stage = chain[0]  # the VAE is trained in the first stage and kept after
     latent = arch["sample_size"] // 2 ** (len(arch["vae_block_out_channels"]) - 1)
     attn_res = [latent // 2**i for i, t in enumerate(arch["unet_down_block_types"]) if t.startswith("CrossAttn")]
+    if is_part_world(train):
+        intro = [
+            "# diffparts-toy-parts",
+            "",
+            "A small Stable-Diffusion-format model trained from scratch, on CPU, on the part world of",
+            "`diffparts corpus synth --world parts` (docs/corpus.md \"The part world\"): whole birds captioned with",
+            "their parts (\"a blue bird with a red head, a short yellow beak and striped wings\"), close-ups of one",
+            "part, scenes without a bird. Unlike the embedded default, its text encoder has learned part words, so a",
+            "part token can be compared with the word that explains the part (the claim's table, docs/embeddings.md).",
+            f"It is a toy: {arch['sample_size']} px images, a few million parameters, "
+            f"{_total_minutes(chain):.0f} min of CPU.",
+            "",
+            "Load it with `diffparts.model.load.load_pipeline(\"data/models/diffparts-toy-parts\")`. The saved",
+            "scheduler is DDIM with the training betas (SD-1.x scaled-linear schedule).",
+            "",
+        ]
+    else:
+        intro = [
+            "# diffparts-toy-birds",
+            "",
+            "A small Stable-Diffusion-format model trained from scratch, on CPU, on the synthetic birds of",
+            "`diffparts.corpus.generate_birds`. It is the embedded default of diffparts (docs/design.md §4 \"The embedded default\"):",
+            "its attention makes the demo and the end-to-end tests meaningful where no real checkpoint can be",
+            f"downloaded. It is a toy: {arch['sample_size']} px images, a few million parameters, "
+            f"{_total_minutes(chain):.0f} min of 2 CPU cores.",
+            "",
+            "Load it with `StableDiffusionPipeline.from_pretrained(path, use_safetensors=True)` or",
+            "`diffparts.model.load.load_pipeline()` (the default model). The saved scheduler is DDIM with the",
+            "training betas (SD-1.x scaled-linear schedule, so t=300 means what it means for SD).",
+            "",
+        ]
+    if (model_dir / "samples.png").is_file():
+        intro += [
+            "![real held-out birds (top) and samples from their captions (bottom)](samples.png)",
+            "",
+            "Top: real held-out synthetic birds. Bottom: samples generated from their captions "
+            f"({(quality or {}).get('grid', {}).get('sampler', 'DDIM 30 steps, guidance 4')}).",
+            "",
+        ]
     lines = [
-        "# diffparts-toy-birds",
-        "",
-        "A small Stable-Diffusion-format model trained from scratch, on CPU, on the synthetic birds of",
-        "`diffparts.corpus.generate_birds`. It is the embedded default of diffparts (docs/design.md §4 \"The embedded default\"):",
-        "its attention makes the demo and the end-to-end tests meaningful where no real checkpoint can be",
-        f"downloaded. It is a toy: {arch['sample_size']} px images, a few million parameters, "
-        f"{_total_minutes(chain):.0f} min of 2 CPU cores.",
-        "",
-        "Load it with `StableDiffusionPipeline.from_pretrained(path, use_safetensors=True)` or",
-        "`diffparts.model.load.load_pipeline()` (the default model). The saved scheduler is DDIM with the",
-        "training betas (SD-1.x scaled-linear schedule, so t=300 means what it means for SD).",
-        "",
-        "![real held-out birds (top) and samples from their captions (bottom)](samples.png)",
-        "",
-        "Top: real held-out synthetic birds. Bottom: samples generated from their captions "
-        f"({(quality or {}).get('grid', {}).get('sampler', 'DDIM 30 steps, guidance 4')}).",
-        "",
+        *intro,
         "## How it was made",
         "",
         "```",
         train_command,
         "```",
         "",
-        f"- Data: {train['n_train']} training images + {train['n_val']} held out, synthetic birds "
+        f"- Data: {train['n_train']} training images + {train['n_val']} held out, "
+        f"{'part-world images (whole birds, close-ups of one part, scenes without a bird)' if is_part_world(train) else 'synthetic birds'} "
         f"(corpus seed {cfg['seed']}, 16 species, rendered at 128 px and box-downsampled to "
         f"{arch['sample_size']} px), one caption each; random horizontal flips.",
         f"- VAE (AutoencoderKL, blocks {arch['vae_block_out_channels']}, no mid-block attention, "
@@ -225,9 +258,42 @@ def model_card(model_dir: str | Path, train_command: str, bench_command: str, no
             bench_command,
             "```",
         ]
+    closeups_path = model_dir / "closeups.json"
+    if closeups_path.is_file():
+        lines += ["", *closeups_section(json.loads(closeups_path.read_text()))]
     if notes:
         lines += ["", "## Notes", "", notes]
     return "\n".join(lines) + "\n"
+
+
+def closeups_section(reading: dict) -> list[str]:
+    """The card's lines for ``benchmarks/part_word_closeups.py``'s JSON: what the part judge reads
+    in close-ups generated from each part word."""
+    words = reading["words"]
+    lines = [
+        "## Close-ups from part words, read by the part judge",
+        "",
+        f"{reading['n_generate']} images per prompt \"a close-up of a bird <word>\" (DDIM {reading['steps']} steps, "
+        f"guidance {reading['guidance']:g}, seeds 0..{reading['n_generate'] - 1}), read by the part world's judge "
+        "(`data/models/diffparts-part-judge-parts`): the share whose most-read part is the word's part, and what "
+        "the others show most.",
+        "",
+        "| word | shows the word's part | most shown otherwise |",
+        "| --- | --- | --- |",
+    ]
+    for word, v in words.items():
+        if v["right"] is None:
+            continue
+        others = sorted(((share, part) for part, share in v["shown"].items() if part != word), reverse=True)
+        other = f"{others[0][1]} ({others[0][0]:.2f})" if others else "-"
+        lines.append(f"| {word} | {v['right']:.2f} | {other} |")
+    cls = words.get("(class)")
+    if cls:
+        shown = ", ".join(f"{p} {v:.2f}" for p, v in sorted(cls["shown"].items(), key=lambda kv: -kv[1])[:4])
+        lines += ["", f"\"a close-up of a bird\" alone shows: {shown}."]
+    lines += ["", f"Mean over the words: **{reading['mean_right']:.2f}**. Reproduce:", "", "```",
+              reading.get("command", ".venv/bin/python benchmarks/part_word_closeups.py"), "```"]
+    return lines
 
 
 def write_model_card(model_dir: str | Path, train_command: str, bench_command: str, notes: str = "") -> Path:
