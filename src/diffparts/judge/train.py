@@ -296,10 +296,12 @@ def judge_card(out_dir: str | Path, command: str) -> str:
         "",
         f"- Network: fully convolutional encoder-decoder, widths {cfg['arch']['widths']} at 64/32/16/8 px, "
         f"{r['parameters']:,} parameters, {size:.1f} MB (float32 safetensors), input 64 px.",
-        f"- Data: {r['n_train']} birds of corpus seed {cfg['corpus_seed']}; held out: {r['n_val']} birds of corpus "
+        f"- Data: {r['n_train']} {'part-world images' if cfg.get('world') == 'parts' else 'birds'} of corpus seed "
+        f"{cfg['corpus_seed']}; held out: {r['n_val']} of corpus "
         f"seed {cfg['val_seed']} (never trained on); both disjoint from the evaluation (1234), validation (999), "
         "embedded-model (0) and inpainting held-out (4242) corpora.",
-        f"- Augmentation: {cfg['vae_fraction']:.0%} of images replaced by the embedded VAE's reconstruction; "
+        f"- Augmentation: {cfg['vae_fraction']:.0%} of images replaced by the VAE's reconstruction "
+        f"({cfg.get('vae_model') or 'the embedded checkpoint'}); "
         f"{cfg['occluder_fraction']:.0%} get an occluder (a part's shape, a box or strokes; grey, noise, another "
         "bird's background, a flat or a smooth random colour) labelled \"no part\"; horizontal flips.",
         f"- {r['steps']} steps at batch {cfg['batch_size']}, AdamW lr {cfg['lr']:g} cosine, cross-entropy with "
@@ -311,7 +313,7 @@ def judge_card(out_dir: str | Path, command: str) -> str:
         "| IoU per class | " + " | ".join(CLASSES) + " | part mIoU | pixel accuracy |",
         "| --- " * (len(CLASSES) + 3) + "|",
     ]
-    for name, key in (("renders", "renders"), ("the embedded VAE's reconstructions", "vae_reconstructions"),
+    for name, key in (("renders", "renders"), (f"the VAE's reconstructions ({cfg.get('vae_model') or 'embedded checkpoint'})", "vae_reconstructions"),
                       ("renders with an occluder (labelled no part)", "occluded")):
         if key in ho:
             s = ho[key]
