@@ -66,12 +66,20 @@ def held_out_split(names: Sequence[str], records: Sequence | None, seed: int = 0
 
 
 def category_pixels(root) -> np.ndarray:
-    """(image, part) int64 pixel count of every category in every labelled image (one pass;
-    images whose parts are not done count nothing)."""
+    """(image, part) int64 pixel count of every category in every labelled image (images whose
+    parts are not done count nothing): ``parts/category_pixels`` (one chunk) where the parts
+    stage wrote it, else one pass over the label maps (stores painted before issue 20)."""
     from diffparts.store import done_mask
 
     k1 = int(root[PARTS].attrs["n_categories"])
     done = done_mask(root, PARTS)
+    stored = root[f"{PARTS}/category_pixels"] if "category_pixels" in root[PARTS] else None
+    if stored is not None and int(stored.attrs.get("n_categories", -1)) == k1 and stored.shape[1] == k1:
+        counts = np.zeros((len(done), k1), np.int64)   # written by the parts stage with its labels
+        rows = np.asarray(stored[: min(len(done), stored.shape[0])], np.int64)
+        counts[: len(rows)] = rows
+        counts[~done] = 0
+        return counts
     labels = root[f"{PARTS}/labels"]
     counts = np.zeros((len(done), k1), np.int64)
     for i in np.flatnonzero(done):

@@ -113,7 +113,9 @@ def create_feature_arrays(root: zarr.Group, shapes: Mapping[int, tuple[int, int,
     old = group.attrs.get("blocks")
     if old and list(old) != blocks:
         raise ValueError(f"feature arrays exist for up_blocks {old}; asked for {blocks}")
-    existing = feature_precision(root) if old else None
+    made = [block_name(b) for b in blocks if block_name(b) in group]
+    existing = feature_precision(root) if old else ("int8" if group[made[0]].dtype == np.int8 else "float16") \
+        if made else None
     if existing and precision and precision != existing:
         raise ValueError(f"feature arrays exist with precision {existing!r}; asked for {precision!r} "
                          "(another precision needs a new store or --new-version)")
