@@ -11,7 +11,8 @@ The manifest lives in the attributes of each version's root group::
         "config": {...},                       # capture settings + storage precision
         "precision": "float16",
         "compute": {"device": "cpu", "dtype": "float32", "batch_size": 4},   # see below
-        "images": [{"image_id", "name", "sha256"}, ...],
+        "images": [{"image_id", "name", "sha256", "size", "mtime_ns"}, ...],   # size, mtime_ns: the
+                                               # file's stat when hashed (since issue 20; reused if equal)
         "corpus": {"path": "/abs/corpus", "kind": "cub" | "folder"},   # where the images came from
     }
 
@@ -179,29 +180,49 @@ def code_version() -> str:
     return f"{__version__}+g{sha}" if sha else __version__
 
 
-def describe_images(records, limits=None) -> list[dict]:
-    """``[{"image_id", "name", "sha256"}]`` of corpus records (``ImageRecord``-like objects).
+def known_hashes(root: zarr.Group | None) -> dict[str, dict]:
+    """{name: {"sha256", "size", "mtime_ns"}} of the manifest's images that carry a file stat
+    (written since issue 20): what ``describe_images`` may reuse instead of hashing again."""
+    if root is None:
+        return {}
+    return {str(r["name"]): r for r in manifest(root).get("images", [])
+            if r.get("sha256") and "size" in r and "mtime_ns" in r}
 
-    The hash is of the file's bytes ("" when it cannot be read: the load step records why). A
-    record the reader refused (``refused`` set: outside the corpus, not a regular file, too
-    large) is not opened; the others are opened as ``corpus.safety.open_checked`` does, so a
-    FIFO or device never blocks the hash. ``limits``: a ``corpus.ReadLimits`` (default: its defaults).
+
+def describe_images(records, limits=None, known: dict[str, dict] | None = None) -> list[dict]:
+    """``[{"image_id", "name", "sha256", "size", "mtime_ns"}]`` of corpus records (``ImageRecord``-like).
+
+    The hash is of the file's bytes ("" when it cannot be read: the load step records why; then
+    no size and mtime). A record the reader refused (``refused`` set: outside the corpus, not a
+    regular file, too large) is not opened; the others are opened as ``corpus.safety.open_checked``
+    does, so a FIFO or device never blocks the hash. ``limits``: a ``corpus.ReadLimits`` (default:
+    its defaults). ``known`` (``known_hashes`` of the store): a file whose size and modification
+    time (ns) equal the ones recorded with its hash is not read again, its recorded hash is used
+    (issue 20: a re-run need not read every image); a file changed in place with its size and
+    mtime kept (e.g. restored by a tool that resets mtime) is then not noticed: ``touch`` it.
     """
     from diffparts.corpus.safety import DEFAULT_LIMITS, CorpusFileError, open_checked
 
+    known = known or {}
     rows = []
     for rec in records:
-        digest = ""
+        row = {"image_id": int(rec.image_id), "name": str(rec.name), "sha256": ""}
         if not getattr(rec, "refused", None):
             try:
                 with open_checked(rec.path, limits or DEFAULT_LIMITS) as fh:
-                    h = hashlib.sha256()
-                    while chunk := fh.read(1 << 20):
-                        h.update(chunk)
-                    digest = h.hexdigest()
+                    st = os.fstat(fh.fileno())
+                    seen = known.get(row["name"])
+                    if seen and (int(seen["size"]), int(seen["mtime_ns"])) == (st.st_size, st.st_mtime_ns):
+                        digest = str(seen["sha256"])
+                    else:
+                        h = hashlib.sha256()
+                        while chunk := fh.read(1 << 20):
+                            h.update(chunk)
+                        digest = h.hexdigest()
+                    row.update({"sha256": digest, "size": int(st.st_size), "mtime_ns": int(st.st_mtime_ns)})
             except (OSError, CorpusFileError):
                 pass
-        rows.append({"image_id": int(rec.image_id), "name": str(rec.name), "sha256": digest})
+        rows.append(row)
     return rows
 
 
@@ -350,14 +371,22 @@ def _prepare_store(path, images, identity, stages, new_version, corpus) -> Prepa
         _reset_image(root, k, [img for img in images if table[str(img["name"])] == k][0])
     rows = image_table(root)
     sha = root["images/sha256"][:]
+    # each image's file stat beside its hash (from this call, else the last manifest), kept only
+    # where it belongs to the stored hash: the next run reuses the hash of an unchanged file
+    stats = {**known_hashes(root), **{str(img["name"]): img for img in images if "size" in img and "mtime_ns" in img}}
+
+    def entry(r: dict) -> dict:
+        row = {"image_id": r["image_id"], "name": r["name"], "sha256": str(sha[r["index"]])}
+        st = stats.get(r["name"])
+        if st is not None and str(st.get("sha256")) == row["sha256"] and row["sha256"]:
+            row.update({"size": int(st["size"]), "mtime_ns": int(st["mtime_ns"])})
+        return row
+
     root.attrs["manifest"] = {
         **manifest(root),
         **({"corpus": dict(corpus)} if corpus else {}),
         "last_code_version": identity.get("last_code_version", identity.get("code_version")),
-        "images": [
-            {"image_id": r["image_id"], "name": r["name"], "sha256": str(sha[r["index"]])}
-            for r in rows
-        ],
+        "images": [entry(r) for r in rows],
     }
     return PreparedStore(str(path), version_number(root), indices, added, changed)
 
