@@ -16,6 +16,8 @@ from typing import Sequence
 
 import numpy as np
 
+from diffparts.store.markers import read_image_vector
+
 STAGE = "embeddings"
 PARTS = "parts"
 
@@ -96,7 +98,7 @@ def category_indices(root, category: int, held_out: bool, min_pixels: int = 4,
     """
     if f"{STAGE}/held_out" not in root:
         raise ValueError("the store has no embeddings/held_out split yet (run the embeddings set-up first)")
-    split = np.asarray(root[f"{STAGE}/held_out"][:], dtype=bool)
+    split = np.asarray(read_image_vector(root[f"{STAGE}/held_out"]), dtype=bool)
     pixels = category_pixels(root) if pixels is None else pixels
     if not 0 <= int(category) < pixels.shape[1]:
         raise ValueError(f"category {category} is not a part category of this store (0..{pixels.shape[1] - 1})")

@@ -17,6 +17,8 @@ from typing import Sequence
 import numpy as np
 import zarr
 
+from diffparts.store.markers import read_image_vector
+
 #: Attribute of ``parts/`` holding the identity of the run that made it.
 IDENTITY_ATTR = "run_identity"
 #: Attribute of ``parts/`` holding that run's summary (JSON).
@@ -39,7 +41,7 @@ def stored_summary(root: zarr.Group, identity: dict, indices: Sequence[int]) -> 
     attrs = dict(root["parts"].attrs)
     if attrs.get(IDENTITY_ATTR) != identity or SUMMARY_ATTR not in attrs:
         return None
-    done = np.asarray(root["parts/done"][:], bool)
+    done = np.asarray(read_image_vector(root["parts/done"]), bool)
     if any(int(i) >= len(done) or not done[int(i)] for i in indices):
         return None
     return json.loads(attrs[SUMMARY_ATTR])

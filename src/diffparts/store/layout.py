@@ -29,6 +29,8 @@ from typing import Any, Sequence
 import numpy as np
 import zarr
 
+from diffparts.store.markers import read_image_vector
+
 #: Root attribute naming the group (relative to the root) of the version in use ("" = root).
 CURRENT_VERSION_ATTR = "current_version"
 #: Group holding versions 2, 3, ... of a store whose model or config changed (docs/design.md §6 "The store").
@@ -190,10 +192,20 @@ def image_count(root: zarr.Group) -> int:
     return int(root["images/image_id"].shape[0]) if "images/image_id" in root else 0
 
 
-def image_table(root: zarr.Group) -> list[dict]:
-    """One dict per stored image: ``{"image_id", "name", "index"}`` (index = image axis)."""
+def image_table(root: zarr.Group, from_arrays: bool = False) -> list[dict]:
+    """One dict per stored image: ``{"image_id", "name", "index"}`` (index = image axis).
+
+    Read from the manifest's image list (in the group's own attributes: no array read) when it
+    lists exactly the stored images, else (or with ``from_arrays``) from ``images/``: one chunk
+    per image, seconds for thousands of images, and every stage asks (issue 20). The set-up
+    writes the arrays first and the manifest last; it reads the arrays itself.
+    """
     if "images/image_id" not in root:
         return []
+    n = int(root["images/image_id"].shape[0])
+    listed = root.attrs.get("manifest", {}).get("images") or []
+    if not from_arrays and len(listed) == n and all("name" in r and "image_id" in r for r in listed):
+        return [{"image_id": int(r["image_id"]), "name": str(r["name"]), "index": k} for k, r in enumerate(listed)]
     ids = root["images/image_id"][:]
     names = root["images/name"][:]
     return [
@@ -284,7 +296,7 @@ def done_mask(root: zarr.Group, stage: str) -> np.ndarray:
     """(image,) bool: the ``done`` markers of ``stage`` (all False if the stage is absent)."""
     if f"{stage}/done" not in root:
         return np.zeros(image_count(root), dtype=bool)
-    return np.asarray(root[f"{stage}/done"][:], dtype=bool)
+    return np.asarray(read_image_vector(root[f"{stage}/done"]), dtype=bool)
 
 
 def mark_done(root: zarr.Group, stage: str, index: int, done: bool = True) -> None:
@@ -334,7 +346,7 @@ def failures(root: zarr.Group, stage: str | None = None) -> list[dict]:
     for name, arr in sorted(root[FAILURES_GROUP].arrays()):
         if stage is not None and name != stage:
             continue
-        reasons = arr[:]
+        reasons = read_image_vector(arr)
         for k in np.flatnonzero(reasons != ""):
             row = table[int(k)]
             out.append({**row, "stage": name, "reason": str(reasons[k])})

@@ -337,8 +337,11 @@ def _prepare_store(path, images, identity, stages, new_version, corpus) -> Prepa
     # 2. Images: match by name (folder-reader ids can shift when files are added).
     for key, dtype in (("image_id", "int64"), ("name", str), ("sha256", str)):
         create_stage_array(root.require_group("images"), key, (0,), dtype, ("image",))
-    table = {row["name"]: row["index"] for row in image_table(root)}
-    stored_sha = root["images/sha256"][:] if table else np.array([], dtype=str)
+    # the arrays, read once (not the manifest: a set-up cut short may have written them only)
+    table = {row["name"]: row["index"] for row in image_table(root, from_arrays=True)}
+    names = list(table)
+    stored_sha = [str(v) for v in root["images/sha256"][:]] if table else []
+    stored_ids = [int(v) for v in root["images/image_id"][:]] if table else []
     n_old = len(table)
     indices, added, changed = [], [], []
     new_rows: list[dict] = []
@@ -349,8 +352,8 @@ def _prepare_store(path, images, identity, stages, new_version, corpus) -> Prepa
             indices.append(k)
             if str(stored_sha[k]) != str(img["sha256"]):
                 changed.append(k)
-            if int(root["images/image_id"][k]) != int(img["image_id"]):
-                root["images/image_id"][k] = int(img["image_id"])
+            if stored_ids[k] != int(img["image_id"]):
+                root["images/image_id"][k] = stored_ids[k] = int(img["image_id"])
         else:
             k = n_old + len(new_rows)
             table[name] = k
@@ -363,14 +366,19 @@ def _prepare_store(path, images, identity, stages, new_version, corpus) -> Prepa
         root["images/image_id"][sl] = np.array([int(r["image_id"]) for r in new_rows], "int64")
         root["images/name"][sl] = np.array([str(r["name"]) for r in new_rows], dtype=str)
         root["images/sha256"][sl] = np.array([str(r["sha256"]) for r in new_rows], dtype=str)
+        names += [str(r["name"]) for r in new_rows]
+        stored_ids += [int(r["image_id"]) for r in new_rows]
+        stored_sha += [str(r["sha256"]) for r in new_rows]
 
     # 3. Stage markers (existing stages too, so a changed image is redone everywhere).
     for stage in stages:
         ensure_stage(root, stage)
+    by_index = {table[str(img["name"])]: img for img in images}
     for k in changed:
-        _reset_image(root, k, [img for img in images if table[str(img["name"])] == k][0])
-    rows = image_table(root)
-    sha = root["images/sha256"][:]
+        _reset_image(root, k, by_index[k])
+        stored_sha[k] = str(by_index[k]["sha256"])
+    rows = [{"image_id": i, "name": name, "index": k} for k, (i, name) in enumerate(zip(stored_ids, names))]
+    sha = stored_sha
     # each image's file stat beside its hash (from this call, else the last manifest), kept only
     # where it belongs to the stored hash: the next run reuses the hash of an unchanged file
     stats = {**known_hashes(root), **{str(img["name"]): img for img in images if "size" in img and "mtime_ns" in img}}
