@@ -27,7 +27,9 @@ SUMMARY_ATTR = "run_summary"
 
 def parts_identity(root: zarr.Group, indices: Sequence[int], settings: dict) -> dict:
     """What the categories depend on: the images used (index and sha256) and the settings."""
-    shas = root["images/sha256"][:] if "images/sha256" in root else None
+    from diffparts.store.layout import image_hashes
+
+    shas = image_hashes(root) if "images/sha256" in root else None
     images = [[int(i), "" if shas is None else str(shas[int(i)])] for i in sorted(indices)]
     digest = hashlib.sha256(json.dumps(images).encode()).hexdigest()[:16]
     return {"images": len(images), "images_sha": digest, "settings": json.loads(json.dumps(settings))}

@@ -213,6 +213,18 @@ def image_table(root: zarr.Group, from_arrays: bool = False) -> list[dict]:
     ]
 
 
+def image_hashes(root: zarr.Group) -> list[str]:
+    """The sha256 of every stored image, in index order: from the manifest when it lists exactly
+    the stored images (as ``image_table``), else from ``images/sha256``."""
+    if "images/sha256" not in root:
+        return []
+    n = int(root["images/sha256"].shape[0])
+    listed = root.attrs.get("manifest", {}).get("images") or []
+    if len(listed) == n and all("sha256" in r for r in listed):
+        return [str(r["sha256"]) for r in listed]
+    return [str(v) for v in root["images/sha256"][:]]
+
+
 def grow_image_axis(root: zarr.Group, n_images: int) -> None:
     """Resize every array of this version whose first axis is ``image`` to ``n_images``.
 
