@@ -81,7 +81,7 @@ def parts_quality(store: Path, max_pairs: int, seed: int) -> dict:
     clusters = cluster_parts(root, ClusterConfig(random_state=seed))
     paint_part_labels(root)
     scores = evaluate_store(open_store(store), infos, max_pairs=max_pairs, random_state=seed, method="auto")
-    keep = ("nmi", "ari", "pck@0.05", "pck@0.1", "pairs_scored", "method")
+    keep = ("nmi", "ari", "pck@0.05", "pck@0.1", "pairs_scored")   # PCK by feature matching ("auto")
     return {"k": clusters["k"], **{k: scores.get(k) for k in keep}, "seconds": round(time.perf_counter() - start, 1)}
 
 
