@@ -48,6 +48,7 @@ def test_a_corpus_written_a_moment_ago_is_read_every_time(birds, monkeypatch):
     """Files younger than SETTLE_NS: a same-size edit within one timestamp tick would not show."""
     import diffparts.corpus.cub as cub
 
+    monkeypatch.setattr(cache, "SETTLE_NS", 10**15)                     # every file counts as just written
     open_corpus(birds)
     calls = []
     real = cub.corpus_file
