@@ -60,3 +60,22 @@ def test_category_pixels_come_from_the_stored_counts_and_equal_the_labels(parts_
     np.testing.assert_array_equal(category_pixels(root), expected)
     del root["parts/category_pixels"]                      # as painted before issue 20: from the labels
     np.testing.assert_array_equal(category_pixels(root), expected)
+
+
+def test_held_out_flags_are_kept_appended_and_not_rewritten(parts_store, monkeypatch):
+    """An existing split is kept for its images and extended for new ones; a set-up with nothing
+    new writes no flag again (a no-op re-run wrote one chunk per image)."""
+    import zarr
+
+    from diffparts.inversion.saving import write_held_out
+    from diffparts.store import open_store
+
+    store, _ = parts_store
+    root = open_store(store, "r+")
+    write_held_out(root, np.arange(8) % 2 == 0, "even")
+    writes = []
+    real = zarr.Array.__setitem__
+    monkeypatch.setattr(zarr.Array, "__setitem__", lambda self, k, v: writes.append(k) or real(self, k, v))
+    write_held_out(root, np.ones(8, bool), "all")                      # the old flags win, nothing written
+    assert writes == []
+    np.testing.assert_array_equal(np.asarray(root["embeddings/held_out"][:], bool), np.arange(8) % 2 == 0)

@@ -15,8 +15,6 @@ from typing import Sequence
 
 import numpy as np
 
-from diffparts.store.markers import read_image_vector
-
 STAGE = "occlusion"
 
 
@@ -39,7 +37,7 @@ def held_out_images(root, records: dict, names: Sequence[str], seed: int = 0,
     n = len(done)
     if "embeddings/held_out" in root:
         held = np.zeros(n, bool)
-        stored = np.asarray(read_image_vector(root["embeddings/held_out"]), bool)[:n]
+        stored = np.asarray(root["embeddings/held_out"][:], bool)[:n]
         held[: len(stored)] = stored
         if (held & done).any():
             return held, "embeddings/held_out"
