@@ -46,6 +46,7 @@ from typing import Sequence
 import numpy as np
 import zarr
 
+from diffparts.store.hashes import known_hashes
 from diffparts.store.layout import (
     CURRENT_VERSION_ATTR,
     FAILURES_GROUP,
@@ -178,52 +179,6 @@ def code_version() -> str:
     except (OSError, subprocess.SubprocessError):
         return __version__
     return f"{__version__}+g{sha}" if sha else __version__
-
-
-def known_hashes(root: zarr.Group | None) -> dict[str, dict]:
-    """{name: {"sha256", "size", "mtime_ns"}} of the manifest's images that carry a file stat
-    (written since issue 20): what ``describe_images`` may reuse instead of hashing again."""
-    if root is None:
-        return {}
-    return {str(r["name"]): r for r in manifest(root).get("images", [])
-            if r.get("sha256") and "size" in r and "mtime_ns" in r}
-
-
-def describe_images(records, limits=None, known: dict[str, dict] | None = None) -> list[dict]:
-    """``[{"image_id", "name", "sha256", "size", "mtime_ns"}]`` of corpus records (``ImageRecord``-like).
-
-    The hash is of the file's bytes ("" when it cannot be read: the load step records why; then
-    no size and mtime). A record the reader refused (``refused`` set: outside the corpus, not a
-    regular file, too large) is not opened; the others are opened as ``corpus.safety.open_checked``
-    does, so a FIFO or device never blocks the hash. ``limits``: a ``corpus.ReadLimits`` (default:
-    its defaults). ``known`` (``known_hashes`` of the store): a file whose size and modification
-    time (ns) equal the ones recorded with its hash is not read again, its recorded hash is used
-    (issue 20: a re-run need not read every image); a file changed in place with its size and
-    mtime kept (e.g. restored by a tool that resets mtime) is then not noticed: ``touch`` it.
-    """
-    from diffparts.corpus.safety import DEFAULT_LIMITS, CorpusFileError, open_checked
-
-    known = known or {}
-    rows = []
-    for rec in records:
-        row = {"image_id": int(rec.image_id), "name": str(rec.name), "sha256": ""}
-        if not getattr(rec, "refused", None):
-            try:
-                with open_checked(rec.path, limits or DEFAULT_LIMITS) as fh:
-                    st = os.fstat(fh.fileno())
-                    seen = known.get(row["name"])
-                    if seen and (int(seen["size"]), int(seen["mtime_ns"])) == (st.st_size, st.st_mtime_ns):
-                        digest = str(seen["sha256"])
-                    else:
-                        h = hashlib.sha256()
-                        while chunk := fh.read(1 << 20):
-                            h.update(chunk)
-                        digest = h.hexdigest()
-                    row.update({"sha256": digest, "size": int(st.st_size), "mtime_ns": int(st.st_mtime_ns)})
-            except (OSError, CorpusFileError):
-                pass
-        rows.append(row)
-    return rows
 
 
 def build_manifest(model: str, model_hash: str, config: dict, compute: dict | None = None) -> dict:
