@@ -204,3 +204,33 @@ def test_an_unchanged_file_is_not_hashed_again_and_a_changed_one_is(tmp_path):
     old = tmp_path / "old.zarr"
     prepare_store(old, IMAGES, build_manifest("m", "sha256:0", {}))
     assert known_hashes(open_store(old)) == {}
+
+
+def test_a_set_up_cut_short_leaves_readers_on_the_arrays(tmp_path, monkeypatch):
+    """The image table and hashes come from the manifest's list, except while a set-up is
+    changing images/ (cut short, say): then from the arrays, until a set-up ends again."""
+    import sys
+
+    from diffparts.store import image_table
+    from diffparts.store.layout import image_hashes
+
+    path = tmp_path / "s.zarr"
+    prepare_store(path, IMAGES, build_manifest("m", "sha256:0", {}))
+    changed = [dict(IMAGES[0], sha256="new"), *IMAGES[1:], {"image_id": 9, "name": "9.png", "sha256": "h9"}]
+
+    def cut(root, index, img):                                        # the process dies mid-set-up
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(sys.modules["diffparts.store.manifest"], "_reset_image", cut)
+    with pytest.raises(KeyboardInterrupt):
+        prepare_store(path, changed, build_manifest("m", "sha256:0", {}))
+    root = open_store(path)
+    assert len(manifest(root)["images"]) == 3                         # the list lags the arrays
+    assert [r["name"] for r in image_table(root)] == ["0.png", "1.png", "2.png", "9.png"]
+    assert image_hashes(root)[3] == "h9"
+    monkeypatch.undo()
+    report = prepare_store(path, changed, build_manifest("m", "sha256:0", {}))
+    assert report.added == [] and report.changed == [0]               # 9.png is in the arrays already
+    root = open_store(path)
+    assert not root.attrs["images_pending"] and len(manifest(root)["images"]) == 4
+    assert manifest(root)["images"][0]["sha256"] == "new"

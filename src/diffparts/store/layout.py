@@ -37,6 +37,22 @@ CURRENT_VERSION_ATTR = "current_version"
 VERSIONS_GROUP = "versions"
 #: Group holding one failure array per stage.
 FAILURES_GROUP = "failures"
+#: Attribute of a version group set while a set-up is changing ``images/`` (the manifest's image
+#: list may lag the arrays until the set-up ends): readers then take the arrays.
+IMAGES_PENDING_ATTR = "images_pending"
+
+
+def listed_images(root: zarr.Group) -> list[dict] | None:
+    """The manifest's image list when it describes ``images/`` exactly (same length, no set-up
+    in progress, every row with image_id, name and sha256), else None: read the arrays."""
+    if "images/image_id" not in root or root.attrs.get(IMAGES_PENDING_ATTR):
+        return None
+    listed = root.attrs.get("manifest", {}).get("images") or []
+    if len(listed) != int(root["images/image_id"].shape[0]):
+        return None
+    if not all("name" in r and "image_id" in r and "sha256" in r for r in listed):
+        return None
+    return listed
 
 
 try:  # zarr >= 3.1 raises this (not a FileNotFoundError) for a missing group on fsspec stores
@@ -196,15 +212,15 @@ def image_table(root: zarr.Group, from_arrays: bool = False) -> list[dict]:
     """One dict per stored image: ``{"image_id", "name", "index"}`` (index = image axis).
 
     Read from the manifest's image list (in the group's own attributes: no array read) when it
-    lists exactly the stored images, else (or with ``from_arrays``) from ``images/``: one chunk
-    per image, seconds for thousands of images, and every stage asks (issue 20). The set-up
-    writes the arrays first and the manifest last; it reads the arrays itself.
+    describes the stored images (``listed_images``), else (or with ``from_arrays``) from
+    ``images/``: one chunk per image, seconds for thousands of images, and every stage asks
+    (issue 20). A set-up marks ``images_pending`` before it changes the arrays and clears it
+    with the manifest it writes last.
     """
     if "images/image_id" not in root:
         return []
-    n = int(root["images/image_id"].shape[0])
-    listed = root.attrs.get("manifest", {}).get("images") or []
-    if not from_arrays and len(listed) == n and all("name" in r and "image_id" in r for r in listed):
+    listed = None if from_arrays else listed_images(root)
+    if listed is not None:
         return [{"image_id": int(r["image_id"]), "name": str(r["name"]), "index": k} for k, r in enumerate(listed)]
     ids = root["images/image_id"][:]
     names = root["images/name"][:]
@@ -218,9 +234,8 @@ def image_hashes(root: zarr.Group) -> list[str]:
     the stored images (as ``image_table``), else from ``images/sha256``."""
     if "images/sha256" not in root:
         return []
-    n = int(root["images/sha256"].shape[0])
-    listed = root.attrs.get("manifest", {}).get("images") or []
-    if len(listed) == n and all("sha256" in r for r in listed):
+    listed = listed_images(root)
+    if listed is not None:
         return [str(r["sha256"]) for r in listed]
     return [str(v) for v in root["images/sha256"][:]]
 

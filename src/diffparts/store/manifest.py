@@ -50,6 +50,7 @@ from diffparts.store.hashes import known_hashes
 from diffparts.store.layout import (
     CURRENT_VERSION_ATTR,
     FAILURES_GROUP,
+    IMAGES_PENDING_ATTR,
     MISSING_STORE_ERRORS,
     VERSIONS_GROUP,
     _as_store,
@@ -57,6 +58,7 @@ from diffparts.store.layout import (
     ensure_stage,
     grow_image_axis,
     image_table,
+    listed_images,
     version_group,
     version_number,
 )
@@ -292,11 +294,17 @@ def _prepare_store(path, images, identity, stages, new_version, corpus) -> Prepa
     # 2. Images: match by name (folder-reader ids can shift when files are added).
     for key, dtype in (("image_id", "int64"), ("name", str), ("sha256", str)):
         create_stage_array(root.require_group("images"), key, (0,), dtype, ("image",))
-    # the arrays, read once (not the manifest: a set-up cut short may have written them only)
-    table = {row["name"]: row["index"] for row in image_table(root, from_arrays=True)}
-    names = list(table)
-    stored_sha = [str(v) for v in root["images/sha256"][:]] if table else []
-    stored_ids = [int(v) for v in root["images/image_id"][:]] if table else []
+    # the manifest's list where it describes the arrays (no set-up cut short since), else the arrays
+    listed = listed_images(root)
+    if listed is not None:
+        names = [str(r["name"]) for r in listed]
+        stored_ids = [int(r["image_id"]) for r in listed]
+        stored_sha = [str(r["sha256"]) for r in listed]
+    else:
+        names = [row["name"] for row in image_table(root, from_arrays=True)]
+        stored_sha = [str(v) for v in root["images/sha256"][:]] if names else []
+        stored_ids = [int(v) for v in root["images/image_id"][:]] if names else []
+    table = {name: k for k, name in enumerate(names)}
     n_old = len(table)
     indices, added, changed = [], [], []
     new_rows: list[dict] = []
@@ -308,6 +316,7 @@ def _prepare_store(path, images, identity, stages, new_version, corpus) -> Prepa
             if str(stored_sha[k]) != str(img["sha256"]):
                 changed.append(k)
             if stored_ids[k] != int(img["image_id"]):
+                _images_pending(root)
                 root["images/image_id"][k] = stored_ids[k] = int(img["image_id"])
         else:
             k = n_old + len(new_rows)
@@ -316,6 +325,7 @@ def _prepare_store(path, images, identity, stages, new_version, corpus) -> Prepa
             added.append(k)
             new_rows.append(img)
     if new_rows:
+        _images_pending(root)
         grow_image_axis(root, n_old + len(new_rows))
         sl = slice(n_old, n_old + len(new_rows))
         root["images/image_id"][sl] = np.array([int(r["image_id"]) for r in new_rows], "int64")
@@ -330,6 +340,7 @@ def _prepare_store(path, images, identity, stages, new_version, corpus) -> Prepa
         ensure_stage(root, stage)
     by_index = {table[str(img["name"])]: img for img in images}
     for k in changed:
+        _images_pending(root)
         _reset_image(root, k, by_index[k])
         stored_sha[k] = str(by_index[k]["sha256"])
     rows = [{"image_id": i, "name": name, "index": k} for k, (i, name) in enumerate(zip(stored_ids, names))]
@@ -351,7 +362,16 @@ def _prepare_store(path, images, identity, stages, new_version, corpus) -> Prepa
         "last_code_version": identity.get("last_code_version", identity.get("code_version")),
         "images": [entry(r) for r in rows],
     }
+    if root.attrs.get(IMAGES_PENDING_ATTR):            # the list matches the arrays again
+        root.attrs[IMAGES_PENDING_ATTR] = False
     return PreparedStore(str(path), version_number(root), indices, added, changed)
+
+
+def _images_pending(root: zarr.Group) -> None:
+    """Mark (once) that ``images/`` is about to change, so readers take the arrays until the
+    manifest written at the end of the set-up lists them again."""
+    if not root.attrs.get(IMAGES_PENDING_ATTR):
+        root.attrs[IMAGES_PENDING_ATTR] = True
 
 
 def _reset_image(root: zarr.Group, index: int, img: dict) -> None:
