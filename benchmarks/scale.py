@@ -207,6 +207,8 @@ def stage_rows(records: list[dict], n_images: int) -> dict:
     rows = {}
     for r in records:
         row = {"status": r["status"], "seconds": r["seconds"], "message": r["message"]}
+        if r.get("peak_rss_bytes"):                     # the CLI process's peak so far, after the stage
+            row["peak_rss_after_bytes"] = r["peak_rss_bytes"]
         if r["name"] in ("extract", "segment") and r["status"] == "done" and r["seconds"] > 0:
             row["images_per_s"] = round(n_images / r["seconds"], 2)
             row["s_per_image"] = round(r["seconds"] / n_images, 4)

@@ -175,7 +175,7 @@ def extract_attention(
     runner = make_task_runner(max_workers, dask_address, dask_workers, gpu=device.startswith("cuda"))
 
     # 1. Describe the corpus and the run.
-    images = describe_images(str(corpus), limits)
+    images = describe_images(str(corpus), limits, store)
     identity = identify_run(model, capture, precision, features, device, dtype, batch_size)
 
     # 2. Create or extend the store (single writer); pending = done marker unset.

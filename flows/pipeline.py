@@ -108,8 +108,8 @@ def bird_parts(
     ``{"embeddings": {"config": {"learning_rate": 0.01}}}``). echo: also print each stage's
     line to stdout as it finishes (the CLI does). Returns each stage's record and the report.
     """
-    from diffparts.pipeline import (STAGES, absolute, check_run_inputs, check_stage, select_stages, stage_status,
-                                    stages_from)
+    from diffparts.pipeline import (STAGES, absolute, check_run_inputs, check_stage, peak_rss_bytes, select_stages,
+                                    stage_status, stages_from)
 
     logger = get_run_logger()
     clock = time.perf_counter()
@@ -176,7 +176,8 @@ def bird_parts(
             continue
         status, line = stage_status(name, summary)
         records.append({"name": name, "status": status, "seconds": round(time.perf_counter() - start, 2),
-                        "message": line, "summary": summary, "report": _with_headline(name, summary)})
+                        "message": line, "summary": summary, "report": _with_headline(name, summary),
+                        "peak_rss_bytes": peak_rss_bytes()})
         say(f"{name:<10} {status:<8} {records[-1]['seconds']:6.1f} s  {line}")
 
     result = {"corpus": corpus, "store": store, "model": model, "stages": records,

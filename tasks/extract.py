@@ -129,18 +129,25 @@ def _capture_config(capture: dict):
 
 
 @task(**STORAGE_RETRIES, cache_policy=NO_CACHE)
-def describe_images(corpus: str, limits: dict | None = None) -> list[dict]:
-    """Corpus records -> ``[{"image_id", "name", "sha256", "path", "refused"}]`` (content hashes).
+def describe_images(corpus: str, limits: dict | None = None, store: str | None = None) -> list[dict]:
+    """Corpus records -> ``[{"image_id", "name", "sha256", "size", "mtime_ns", "path", "refused"}]``.
 
     The corpus is validated here, once (a malformed metadata line fails the run at once, not
     retried); ``refused`` is the reader's reason for an image it will not open, else None.
+    With ``store`` (an existing one), an image file whose size and mtime equal those recorded
+    with its hash in the store's manifest is not hashed again (``store.known_hashes``).
     """
     from diffparts.corpus import open_corpus
     from diffparts.store import describe_images as describe
+    from diffparts.store import known_hashes, open_store
 
     read_limits = _limits(limits)
     records = list(open_corpus(corpus, limits=read_limits))
-    rows = describe(records, read_limits)
+    try:
+        known = known_hashes(open_store(store)) if store else {}
+    except FileNotFoundError:                    # a new store: every image is hashed
+        known = {}
+    rows = describe(records, read_limits, known)
     return [{**row, "path": str(rec.path), "refused": rec.refused,
              "bbox": None if getattr(rec, "bbox", None) is None else [float(v) for v in rec.bbox]}
             for row, rec in zip(rows, records)]

@@ -13,6 +13,7 @@ Each stage keeps its results in one group of the store (``attention/`` (+ ``feat
 from __future__ import annotations
 
 import shutil
+import sys
 from pathlib import Path
 
 #: The stages in pipeline order (the CLI's --from-stage / --to-stage / --force names).
@@ -152,6 +153,19 @@ def force_stage(store: str | Path, stage: str) -> list[str]:
                 shutil.rmtree(folder)
                 cleared.append(str(folder))
     return cleared
+
+
+def peak_rss_bytes() -> int | None:
+    """This process's peak resident set so far, in bytes (None where the platform does not say).
+
+    Recorded after each stage of a run, so the stage that raised the peak shows (issue 20).
+    """
+    try:
+        import resource
+    except ImportError:                                  # not on Windows
+        return None
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return int(peak) if sys.platform == "darwin" else int(peak) * 1024   # macOS: bytes; Linux: KiB
 
 
 def stage_status(name: str, summary: dict) -> tuple[str, str]:

@@ -129,6 +129,8 @@ def test_cli_workers_write_the_thread_pool_store_and_load_the_model_once(cluster
     for key in ref:
         if ref[key].dtype.kind == "f":
             np.testing.assert_allclose(got[key], ref[key], rtol=RTOL, atol=ATOL, err_msg=key)
+        elif key.startswith("features/up_") and ref[key].dtype == np.int8:   # int8 features (issue 20):
+            np.testing.assert_allclose(got[key], ref[key], rtol=0, atol=1, err_msg=key)   # a rounding may flip
         else:
             np.testing.assert_array_equal(got[key], ref[key], err_msg=key)
 

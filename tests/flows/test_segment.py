@@ -226,3 +226,65 @@ def test_a_batch_that_fails_for_good_is_recorded_per_image(prefect_server, birds
     assert [f["index"] for f in failures(root, "segments")] == [0, 1]
     mark_done(open_store(store, "r+"), "segments", 2)
     assert require_segments(open_store(store)) == [2]           # the failed ones are left out, not waited for
+
+
+def _all_at_once(store, corpus, images, n_classes):
+    """The measures as score_segments computed them before issue 20: every image in memory."""
+    from diffparts.metrics import SegmentationScores, nf_covering
+
+    root, records = open_store(store), {r.name: r for r in open_corpus(corpus)}
+    pairs = []
+    for img in images:
+        n = int(root["segments/n_levels"][img["index"]])
+        levels = np.asarray(root["segments/labels"][img["index"], :n], np.int64)
+        gt = load_mask(records[img["name"]].part_mask_path).astype(np.int64)
+        ys, xs = [(np.arange(gt.shape[a]) * levels.shape[a + 1]) // gt.shape[a] for a in (0, 1)]
+        pairs.append((levels[:, ys][:, :, xs], gt))
+    n_classes = max([n_classes] + [int(gt.max()) + 1 for _, gt in pairs])
+    overall = SegmentationScores(n_classes, ignore_index=None)
+    per_level = [SegmentationScores(n_classes, ignore_index=None) for _ in range(max(len(lv) for lv, _ in pairs))]
+    covering = []
+    for levels, gt in pairs:
+        overall.update(levels[0], gt)
+        for k, s in enumerate(per_level):
+            s.update(levels[min(k, len(levels) - 1)], gt)
+        covering.append(nf_covering(levels, gt))
+    return {"classes": n_classes, "miou": overall.result().miou, "nf_covering": float(np.nanmean(covering)),
+            "miou_per_level": [s.result().miou for s in per_level]}
+
+
+def test_scores_streamed_one_image_at_a_time_equal_the_all_at_once_ones(birds, tmp_path, monkeypatch):
+    """Issue 20: score_segments holds one image's labels and mask at a time; its measures equal
+    those computed with every image in memory, also when a mask holds a class past the legend
+    (the images are then read again with the larger number of classes)."""
+    import diffparts.corpus
+    from flows.segment import resolve_settings
+    from tasks.segment import create_segment_arrays, score_segments, segment_images
+
+    store = build_store(tmp_path / "s.zarr", birds)
+    request = {"method": "diffseg", "thresholds": "sd", "rule": "quantile", "quantile": 0.05,
+               "level_thresholds": [0.5, 1.0, 4.0], "rounds": 2, "anchors_per_side": 16, "sample": 4,
+               "ncut": {}, "out_size": None, "names": False}
+    settings = resolve_settings(store, request, [0, 1, 2], R, 32)
+    create_segment_arrays.fn(store, settings)
+    images = image_table(open_store(store))
+    assert [r["status"] for r in segment_images.fn(store, images, settings)] == ["done"] * 3
+    legend = getattr(open_corpus(birds), "part_legend", {}) or {}
+    streamed = score_segments.fn(store, str(birds), images)["summary"]
+    expected = _all_at_once(store, birds, images, max(legend, default=0) + 1)
+    assert streamed["classes"] == expected["classes"] and len(streamed["miou_per_level"]) >= 2
+    for key in ("miou", "nf_covering", "miou_per_level"):
+        np.testing.assert_allclose(streamed[key], expected[key])
+    # a legend shorter than the masks' classes: a second pass with the classes seen, same result
+    opened = diffparts.corpus.open_corpus
+
+    def short_legend(*args, **kwargs):
+        dataset = opened(*args, **kwargs)
+        dataset.part_legend = {0: "background", 1: "one"}
+        return dataset
+
+    with monkeypatch.context() as m:
+        m.setattr(diffparts.corpus, "open_corpus", short_legend)
+        again = score_segments.fn(store, str(birds), images)["summary"]
+    assert again["classes"] == expected["classes"]
+    np.testing.assert_allclose(again["miou_per_level"], expected["miou_per_level"])

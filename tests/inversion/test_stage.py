@@ -31,7 +31,10 @@ def test_setup_refuses_a_store_without_parts(tmp_path):
 def test_setup_split_plan_and_refusals(parts_store):
     store, corpus = parts_store
     root = open_store(store, "r+")
+    counts = np.asarray(root["parts/category_pixels"][:])
+    del root["parts/category_pixels"]                              # a store painted before issue 20
     plan = setup_embeddings(root, corpus, ["noise", "attention"], CONFIG, "h", 32, store=store)
+    np.testing.assert_array_equal(root["parts/category_pixels"][:], counts)   # counted once and kept
     held = np.asarray(root["embeddings/held_out"][:])
     assert plan["held_out"] == held.sum() == 4 and plan["split"].startswith("seeded")  # a folder: seeded half
     assert {(p["loss"], p["category"]) for p in plan["plan"]} == {(l, c) for l in ("noise", "attention") for c in (1, 2)}

@@ -162,3 +162,75 @@ def test_store_without_compute_counts_as_the_old_defaults(tmp_path):
     message = str(err.value)
     assert "dtype: 'float32' -> 'float16'" in message and "before device, dtype and batch size were recorded" in message
     assert "--device cpu --dtype float32 --batch-size 4" in message and "--new-version" in message
+
+
+def test_an_unchanged_file_is_not_hashed_again_and_a_changed_one_is(tmp_path):
+    """Issue 20: the manifest keeps each file's size and mtime beside its hash; a re-run reuses
+    the hash of a file whose stat is unchanged and hashes one whose stat changed."""
+    import hashlib
+    import os
+    from types import SimpleNamespace
+
+    from diffparts.store import describe_images, known_hashes
+
+    files = []
+    for i in range(3):
+        path = tmp_path / "c" / f"{i}.png"
+        path.parent.mkdir(exist_ok=True)
+        path.write_bytes(bytes([i]) * 100)
+        files.append(SimpleNamespace(image_id=i + 1, name=f"{i}.png", path=path, refused=None))
+    first = describe_images(files)
+    assert first[1]["sha256"] == hashlib.sha256(bytes([1]) * 100).hexdigest()
+    assert first[1]["size"] == 100 and first[1]["mtime_ns"] == os.stat(files[1].path).st_mtime_ns
+    store = tmp_path / "s.zarr"
+    prepare_store(store, first, build_manifest("m", "sha256:0", {}))
+    known = known_hashes(open_store(store))
+    assert set(known) == {"0.png", "1.png", "2.png"} and known["2.png"]["size"] == 100
+    # a recorded hash is used as it is when the stat matches (proof: a planted one comes back)
+    planted = {**known, "0.png": {**known["0.png"], "sha256": "f" * 64}}
+    assert describe_images(files, known=planted)[0]["sha256"] == "f" * 64
+    # same size, new mtime: hashed again; new content: a new hash, and the store redoes the image
+    stamp = known["1.png"]["mtime_ns"] + 5_000_000_000
+    files[1].path.write_bytes(bytes([9]) * 100)
+    os.utime(files[1].path, ns=(stamp, stamp))
+    again = describe_images(files, known=known_hashes(open_store(store)))
+    assert again[1]["sha256"] == hashlib.sha256(bytes([9]) * 100).hexdigest() and again[1]["mtime_ns"] == stamp
+    assert [r["sha256"] for r in again[::2]] == [r["sha256"] for r in first[::2]]
+    report = prepare_store(store, again, build_manifest("m", "sha256:0", {}))
+    assert report.changed == [1]
+    assert known_hashes(open_store(store))["1.png"]["mtime_ns"] == stamp
+    # a manifest written before issue 20 (no stat): nothing is reused, every file is hashed
+    assert known_hashes(None) == {}
+    old = tmp_path / "old.zarr"
+    prepare_store(old, IMAGES, build_manifest("m", "sha256:0", {}))
+    assert known_hashes(open_store(old)) == {}
+
+
+def test_a_set_up_cut_short_leaves_readers_on_the_arrays(tmp_path, monkeypatch):
+    """The image table and hashes come from the manifest's list, except while a set-up is
+    changing images/ (cut short, say): then from the arrays, until a set-up ends again."""
+    import sys
+
+    from diffparts.store import image_table
+    from diffparts.store.layout import image_hashes
+
+    path = tmp_path / "s.zarr"
+    prepare_store(path, IMAGES, build_manifest("m", "sha256:0", {}))
+    changed = [dict(IMAGES[0], sha256="new"), *IMAGES[1:], {"image_id": 9, "name": "9.png", "sha256": "h9"}]
+
+    def cut(root, index, img):                                        # the process dies mid-set-up
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(sys.modules["diffparts.store.manifest"], "_reset_image", cut)
+    with pytest.raises(KeyboardInterrupt):
+        prepare_store(path, changed, build_manifest("m", "sha256:0", {}))
+    root = open_store(path)
+    assert len(manifest(root)["images"]) == 3                         # the list lags the arrays
+    assert [r["name"] for r in image_table(root)] == ["0.png", "1.png", "2.png", "9.png"]
+    assert image_hashes(root)[3] == "h9"
+    monkeypatch.undo()
+    report = prepare_store(path, changed, build_manifest("m", "sha256:0", {}))
+    assert report.added == [] and report.changed == [0]               # 9.png is in the arrays already
+    root = open_store(path)
+    assert not root.attrs["images_pending"] and len(manifest(root)["images"]) == 4
+    assert manifest(root)["images"][0]["sha256"] == "new"

@@ -27,6 +27,7 @@ that resolves outside its folder, is not a regular file or is too large gives a 
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import os
 from collections.abc import Iterable, Iterator
@@ -34,6 +35,7 @@ from pathlib import Path
 
 import numpy as np
 
+from diffparts.corpus.cache import remembered
 from diffparts.corpus.records import ImageRecord
 from diffparts.corpus.safety import DEFAULT_LIMITS, CorpusFileError, ReadLimits, corpus_file, read_text_checked
 
@@ -131,8 +133,19 @@ class CubDataset:
         self.class_names: dict[int, str] = {}
         self.part_names: list[str] = []
         self.part_legend: dict[int, str] = {}
-        all_records = self._read_all()
+        all_records = self._read_remembered()
         self.records: list[ImageRecord] = self._filter(all_records, split, classes)
+
+    def _read_remembered(self) -> list[ImageRecord]:
+        """``_read_all``, or what it gave in this process while the folder is unchanged
+        (``corpus.cache``: a run opens the corpus in every stage)."""
+        def read():
+            records = self._read_all()
+            return records, dict(self.class_names), list(self.part_names), dict(self.part_legend)
+
+        records, classes, parts, legend = remembered(("cub", str(self.root), self.limits), self.root, read)
+        self.class_names, self.part_names, self.part_legend = dict(classes), list(parts), dict(legend)
+        return [r if r.keypoints is None else dataclasses.replace(r, keypoints=r.keypoints.copy()) for r in records]
 
     def _table(self, path: Path, *args, **kwargs):
         """``_read_table`` of a metadata file, refused (ValueError) if it leads outside the corpus."""

@@ -16,6 +16,8 @@ from typing import Sequence
 
 import numpy as np
 
+from diffparts.store.markers import read_image_vector
+
 STAGE = "embeddings"
 PARTS = "parts"
 
@@ -66,12 +68,20 @@ def held_out_split(names: Sequence[str], records: Sequence | None, seed: int = 0
 
 
 def category_pixels(root) -> np.ndarray:
-    """(image, part) int64 pixel count of every category in every labelled image (one pass;
-    images whose parts are not done count nothing)."""
+    """(image, part) int64 pixel count of every category in every labelled image (images whose
+    parts are not done count nothing): ``parts/category_pixels`` (one chunk) where the parts
+    stage wrote it, else one pass over the label maps (stores painted before issue 20)."""
     from diffparts.store import done_mask
 
     k1 = int(root[PARTS].attrs["n_categories"])
     done = done_mask(root, PARTS)
+    stored = root[f"{PARTS}/category_pixels"] if "category_pixels" in root[PARTS] else None
+    if stored is not None and int(stored.attrs.get("n_categories", -1)) == k1 and stored.shape[1] == k1:
+        counts = np.zeros((len(done), k1), np.int64)   # written by the parts stage with its labels
+        rows = np.asarray(stored[: min(len(done), stored.shape[0])], np.int64)
+        counts[: len(rows)] = rows
+        counts[~done] = 0
+        return counts
     labels = root[f"{PARTS}/labels"]
     counts = np.zeros((len(done), k1), np.int64)
     for i in np.flatnonzero(done):
@@ -88,7 +98,7 @@ def category_indices(root, category: int, held_out: bool, min_pixels: int = 4,
     """
     if f"{STAGE}/held_out" not in root:
         raise ValueError("the store has no embeddings/held_out split yet (run the embeddings set-up first)")
-    split = np.asarray(root[f"{STAGE}/held_out"][:], dtype=bool)
+    split = np.asarray(read_image_vector(root[f"{STAGE}/held_out"]), dtype=bool)
     pixels = category_pixels(root) if pixels is None else pixels
     if not 0 <= int(category) < pixels.shape[1]:
         raise ValueError(f"category {category} is not a part category of this store (0..{pixels.shape[1] - 1})")

@@ -40,6 +40,7 @@ import numpy as np
 
 from diffparts.inversion.data import STAGE
 from diffparts.inversion.tokens import part_token
+from diffparts.store.markers import read_image_vector
 
 
 def embeddings_dir(store: str | Path, loss: str, out_dir: str | Path | None = None) -> Path:
@@ -92,12 +93,15 @@ def write_held_out(root, held_out: np.ndarray, rule: str) -> None:
     group = root.require_group(STAGE)
     n = len(held_out)
     existing = group["held_out"] if "held_out" in group else None
-    old = np.asarray(existing[:], bool) if existing is not None else np.zeros(0, bool)
+    old = np.asarray(read_image_vector(existing), bool) if existing is not None else np.zeros(0, bool)
     arr = create_stage_array(group, "held_out", (n,), bool, ("image",), fill_value=False)
     merged = np.asarray(held_out, bool).copy()
     merged[: len(old)] = old[:n]
-    arr[:] = merged
-    arr.attrs["rule"] = rule
+    kept = min(len(old), n)                 # unchanged flags are not written again (one chunk each)
+    if kept < n:
+        arr[kept:] = merged[kept:]
+    if arr.attrs.get("rule") != rule:
+        arr.attrs["rule"] = rule
 
 
 def prepare_loss_group(root, loss: str, n_categories: int, num_vectors: int, channels: int,

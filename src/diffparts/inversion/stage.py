@@ -83,6 +83,10 @@ def setup_embeddings(root, corpus: str | Path | None, losses: Sequence[str], con
         if bad:
             raise ValueError(f"categories {bad} are not part categories of this store (1..{k1 - 1}; 0 is background)")
     pixels = category_pixels(root)
+    if "category_pixels" not in root["parts"]:       # painted before issue 20: counted once, kept
+        from diffparts.parts.dataset import write_category_pixels
+
+        write_category_pixels(root, {int(i): pixels[i] for i in range(len(pixels))})
     counts = {c: len(category_indices(root, c, held_out=False, min_pixels=min_pixels, pixels=pixels))
               for c in wanted}
     empty = [c for c in wanted if counts[c] == 0]

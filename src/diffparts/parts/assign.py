@@ -21,6 +21,7 @@ from dataclasses import dataclass, fields
 import numpy as np
 
 from diffparts.parts.dataset import descriptor_column, fill_unassigned
+from diffparts.store.markers import read_image_vector
 
 
 @dataclass(frozen=True)
@@ -77,7 +78,7 @@ def corpus_distances(root, exclude_held_out: bool = True, block_size: int = 6553
     feats = desc["features"]
     keep = np.asarray(desc["foreground"][:], bool) & ~np.asarray(desc["small"][:], bool)
     if exclude_held_out and "embeddings/held_out" in root:
-        held = np.flatnonzero(np.asarray(root["embeddings/held_out"][:], bool))
+        held = np.flatnonzero(np.asarray(read_image_vector(root["embeddings/held_out"]), bool))
         keep &= ~np.isin(np.asarray(descriptor_column(desc, "image_index")[:], np.int64), held)
     out = []
     for start in range(0, int(feats.shape[0]), block_size):

@@ -24,6 +24,9 @@ clusters, ``category`` = the K + 1 categories 0 (background), 1..K; the whole st
     parts/mean, parts/scale       (feature,) float32 standardisation of the features
     parts/labels                  (image, y, x) int16 part category per pixel (-1 = not done)
     parts/prevalence              (category,) float32  fraction of labelled images holding category
+    parts/category_pixels         (image, category) int32  pixels of each category in each labelled
+                                                     image, one chunk, written after every label of a
+                                                     paint (absent in older stores: read from labels)
     parts/done                    (image,) bool      labels of the image written
     attrs: n_categories (K + 1, background included), k_selection {criterion, scores, chosen},
            cluster_config
@@ -331,6 +334,10 @@ def paint_part_labels(root: zarr.Group, indices: Sequence[int] | None = None) ->
     split, connected = bool(cfg.get("split_at_box", False)), bool(cfg.get("connected_units", False))
     boxes, estimated = group["box"], group["box_estimated"]
     indices = [i for i in range(n) if starts[i] >= 0] if indices is None else list(indices)
+    k1 = int(group.attrs["n_categories"])
+    if "category_pixels" in group:                       # stale from here until every label is painted
+        del group["category_pixels"]
+    painted: dict[int, np.ndarray] = {}
     for i in indices:
         if starts[i] < 0:
             raise ValueError(f"image {i} has no descriptors")
@@ -342,9 +349,32 @@ def paint_part_labels(root: zarr.Group, indices: Sequence[int] | None = None) ->
             seg = unit_map(seg, boxes[i] if split and not estimated[i] else None, connected)[0]
         lut = np.zeros(int(max(seg.max(), seg_ids.max())) + 1, np.int16)
         lut[seg_ids] = cats
-        labels[i] = fill_unassigned(lut[seg])
+        lab = fill_unassigned(lut[seg])
+        labels[i] = lab
         mark_done(root, STAGE, i)
+        painted[i] = _count_categories(lab, k1)
+    write_category_pixels(root, painted)
     return write_prevalence(root)
+
+
+def _count_categories(labels: np.ndarray, k1: int) -> np.ndarray:
+    """(category,) pixels of each category 0..K in one part map (unlabelled -1 not counted)."""
+    lab = np.asarray(labels).ravel()
+    return np.bincount(lab[lab >= 0], minlength=k1)[:k1]
+
+
+def write_category_pixels(root: zarr.Group, counted: dict[int, np.ndarray]) -> None:
+    """``parts/category_pixels`` (image, category): ``counted`` rows, the other labelled images'
+    counted from their labels. One chunk, written once by the single painting task, so that the
+    stages after parts read one chunk instead of every label map (issue 20)."""
+    group = root[STAGE]
+    k1 = int(group.attrs["n_categories"])
+    done = done_mask(root, STAGE)
+    pixels = np.zeros((len(done), k1), np.int32)
+    for i in np.flatnonzero(done):
+        pixels[i] = counted[int(i)] if int(i) in counted else _count_categories(root[f"{STAGE}/labels"][int(i)], k1)
+    group.create_array("category_pixels", data=pixels, chunks=(max(len(done), 1), k1),
+                       dimension_names=("image", "category"), attributes={"n_categories": k1})
 
 
 def write_prevalence(root: zarr.Group) -> dict:

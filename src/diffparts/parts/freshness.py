@@ -17,6 +17,8 @@ from typing import Sequence
 import numpy as np
 import zarr
 
+from diffparts.store.markers import read_image_vector
+
 #: Attribute of ``parts/`` holding the identity of the run that made it.
 IDENTITY_ATTR = "run_identity"
 #: Attribute of ``parts/`` holding that run's summary (JSON).
@@ -25,7 +27,9 @@ SUMMARY_ATTR = "run_summary"
 
 def parts_identity(root: zarr.Group, indices: Sequence[int], settings: dict) -> dict:
     """What the categories depend on: the images used (index and sha256) and the settings."""
-    shas = root["images/sha256"][:] if "images/sha256" in root else None
+    from diffparts.store.layout import image_hashes
+
+    shas = image_hashes(root) if "images/sha256" in root else None
     images = [[int(i), "" if shas is None else str(shas[int(i)])] for i in sorted(indices)]
     digest = hashlib.sha256(json.dumps(images).encode()).hexdigest()[:16]
     return {"images": len(images), "images_sha": digest, "settings": json.loads(json.dumps(settings))}
@@ -39,7 +43,7 @@ def stored_summary(root: zarr.Group, identity: dict, indices: Sequence[int]) -> 
     attrs = dict(root["parts"].attrs)
     if attrs.get(IDENTITY_ATTR) != identity or SUMMARY_ATTR not in attrs:
         return None
-    done = np.asarray(root["parts/done"][:], bool)
+    done = np.asarray(read_image_vector(root["parts/done"]), bool)
     if any(int(i) >= len(done) or not done[int(i)] for i in indices):
         return None
     return json.loads(attrs[SUMMARY_ATTR])

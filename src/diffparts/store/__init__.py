@@ -2,6 +2,8 @@
 
 ``layout``: opening, versions, per-image arrays, done markers, failures.
 ``manifest``: model/config/compute identity, image hashes and the single-writer set-up.
+``hashes``: corpus images' content hashes, reused for files whose size and mtime are unchanged.
+``markers``: whole per-image marker arrays read fast from their chunk files.
 ``lock``: the set-up lock (a lock file beside a local store, with a stale-lock rule).
 ``attention``: the ``attention/`` group, its storage precision, per-image writes and reads.
 ``features``: the ``features/`` group, UNet up-block features per image (DIFT).
@@ -41,6 +43,7 @@ from diffparts.store.features import (
     read_features,
     write_features,
 )
+from diffparts.store.hashes import describe_images, known_hashes
 from diffparts.store.layout import (
     STAGE_INPUTS,
     clear_dependents,
@@ -71,7 +74,6 @@ from diffparts.store.manifest import (
     compute_settings,
     config_hash,
     describe_corpus,
-    describe_images,
     file_sha256,
     manifest,
     manifest_compute,
@@ -109,6 +111,7 @@ __all__ = [
     "dependent_stages",
     "describe_corpus",
     "describe_images",
+    "known_hashes",
     "dequantise_key_maps",
     "dequantise_key_maps_log",
     "done_mask",

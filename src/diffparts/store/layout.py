@@ -29,12 +29,30 @@ from typing import Any, Sequence
 import numpy as np
 import zarr
 
+from diffparts.store.markers import read_image_vector
+
 #: Root attribute naming the group (relative to the root) of the version in use ("" = root).
 CURRENT_VERSION_ATTR = "current_version"
 #: Group holding versions 2, 3, ... of a store whose model or config changed (docs/design.md §6 "The store").
 VERSIONS_GROUP = "versions"
 #: Group holding one failure array per stage.
 FAILURES_GROUP = "failures"
+#: Attribute of a version group set while a set-up is changing ``images/`` (the manifest's image
+#: list may lag the arrays until the set-up ends): readers then take the arrays.
+IMAGES_PENDING_ATTR = "images_pending"
+
+
+def listed_images(root: zarr.Group) -> list[dict] | None:
+    """The manifest's image list when it describes ``images/`` exactly (same length, no set-up
+    in progress, every row with image_id, name and sha256), else None: read the arrays."""
+    if "images/image_id" not in root or root.attrs.get(IMAGES_PENDING_ATTR):
+        return None
+    listed = root.attrs.get("manifest", {}).get("images") or []
+    if len(listed) != int(root["images/image_id"].shape[0]):
+        return None
+    if not all("name" in r and "image_id" in r and "sha256" in r for r in listed):
+        return None
+    return listed
 
 
 try:  # zarr >= 3.1 raises this (not a FileNotFoundError) for a missing group on fsspec stores
@@ -190,15 +208,36 @@ def image_count(root: zarr.Group) -> int:
     return int(root["images/image_id"].shape[0]) if "images/image_id" in root else 0
 
 
-def image_table(root: zarr.Group) -> list[dict]:
-    """One dict per stored image: ``{"image_id", "name", "index"}`` (index = image axis)."""
+def image_table(root: zarr.Group, from_arrays: bool = False) -> list[dict]:
+    """One dict per stored image: ``{"image_id", "name", "index"}`` (index = image axis).
+
+    Read from the manifest's image list (in the group's own attributes: no array read) when it
+    describes the stored images (``listed_images``), else (or with ``from_arrays``) from
+    ``images/``: one chunk per image, seconds for thousands of images, and every stage asks
+    (issue 20). A set-up marks ``images_pending`` before it changes the arrays and clears it
+    with the manifest it writes last.
+    """
     if "images/image_id" not in root:
         return []
+    listed = None if from_arrays else listed_images(root)
+    if listed is not None:
+        return [{"image_id": int(r["image_id"]), "name": str(r["name"]), "index": k} for k, r in enumerate(listed)]
     ids = root["images/image_id"][:]
     names = root["images/name"][:]
     return [
         {"image_id": int(i), "name": str(n), "index": k} for k, (i, n) in enumerate(zip(ids, names))
     ]
+
+
+def image_hashes(root: zarr.Group) -> list[str]:
+    """The sha256 of every stored image, in index order: from the manifest when it lists exactly
+    the stored images (as ``image_table``), else from ``images/sha256``."""
+    if "images/sha256" not in root:
+        return []
+    listed = listed_images(root)
+    if listed is not None:
+        return [str(r["sha256"]) for r in listed]
+    return [str(v) for v in root["images/sha256"][:]]
 
 
 def grow_image_axis(root: zarr.Group, n_images: int) -> None:
@@ -284,7 +323,7 @@ def done_mask(root: zarr.Group, stage: str) -> np.ndarray:
     """(image,) bool: the ``done`` markers of ``stage`` (all False if the stage is absent)."""
     if f"{stage}/done" not in root:
         return np.zeros(image_count(root), dtype=bool)
-    return np.asarray(root[f"{stage}/done"][:], dtype=bool)
+    return np.asarray(read_image_vector(root[f"{stage}/done"]), dtype=bool)
 
 
 def mark_done(root: zarr.Group, stage: str, index: int, done: bool = True) -> None:
@@ -334,7 +373,7 @@ def failures(root: zarr.Group, stage: str | None = None) -> list[dict]:
     for name, arr in sorted(root[FAILURES_GROUP].arrays()):
         if stage is not None and name != stage:
             continue
-        reasons = arr[:]
+        reasons = read_image_vector(arr)
         for k in np.flatnonzero(reasons != ""):
             row = table[int(k)]
             out.append({**row, "stage": name, "reason": str(reasons[k])})

@@ -11,7 +11,8 @@ The manifest lives in the attributes of each version's root group::
         "config": {...},                       # capture settings + storage precision
         "precision": "float16",
         "compute": {"device": "cpu", "dtype": "float32", "batch_size": 4},   # see below
-        "images": [{"image_id", "name", "sha256"}, ...],
+        "images": [{"image_id", "name", "sha256", "size", "mtime_ns"}, ...],   # size, mtime_ns: the
+                                               # file's stat when hashed (since issue 20; reused if equal)
         "corpus": {"path": "/abs/corpus", "kind": "cub" | "folder"},   # where the images came from
     }
 
@@ -45,9 +46,11 @@ from typing import Sequence
 import numpy as np
 import zarr
 
+from diffparts.store.hashes import known_hashes
 from diffparts.store.layout import (
     CURRENT_VERSION_ATTR,
     FAILURES_GROUP,
+    IMAGES_PENDING_ATTR,
     MISSING_STORE_ERRORS,
     VERSIONS_GROUP,
     _as_store,
@@ -55,6 +58,7 @@ from diffparts.store.layout import (
     ensure_stage,
     grow_image_axis,
     image_table,
+    listed_images,
     version_group,
     version_number,
 )
@@ -179,32 +183,6 @@ def code_version() -> str:
     return f"{__version__}+g{sha}" if sha else __version__
 
 
-def describe_images(records, limits=None) -> list[dict]:
-    """``[{"image_id", "name", "sha256"}]`` of corpus records (``ImageRecord``-like objects).
-
-    The hash is of the file's bytes ("" when it cannot be read: the load step records why). A
-    record the reader refused (``refused`` set: outside the corpus, not a regular file, too
-    large) is not opened; the others are opened as ``corpus.safety.open_checked`` does, so a
-    FIFO or device never blocks the hash. ``limits``: a ``corpus.ReadLimits`` (default: its defaults).
-    """
-    from diffparts.corpus.safety import DEFAULT_LIMITS, CorpusFileError, open_checked
-
-    rows = []
-    for rec in records:
-        digest = ""
-        if not getattr(rec, "refused", None):
-            try:
-                with open_checked(rec.path, limits or DEFAULT_LIMITS) as fh:
-                    h = hashlib.sha256()
-                    while chunk := fh.read(1 << 20):
-                        h.update(chunk)
-                    digest = h.hexdigest()
-            except (OSError, CorpusFileError):
-                pass
-        rows.append({"image_id": int(rec.image_id), "name": str(rec.name), "sha256": digest})
-    return rows
-
-
 def build_manifest(model: str, model_hash: str, config: dict, compute: dict | None = None) -> dict:
     """The identity part of a manifest (images are added by ``prepare_store``).
 
@@ -316,8 +294,17 @@ def _prepare_store(path, images, identity, stages, new_version, corpus) -> Prepa
     # 2. Images: match by name (folder-reader ids can shift when files are added).
     for key, dtype in (("image_id", "int64"), ("name", str), ("sha256", str)):
         create_stage_array(root.require_group("images"), key, (0,), dtype, ("image",))
-    table = {row["name"]: row["index"] for row in image_table(root)}
-    stored_sha = root["images/sha256"][:] if table else np.array([], dtype=str)
+    # the manifest's list where it describes the arrays (no set-up cut short since), else the arrays
+    listed = listed_images(root)
+    if listed is not None:
+        names = [str(r["name"]) for r in listed]
+        stored_ids = [int(r["image_id"]) for r in listed]
+        stored_sha = [str(r["sha256"]) for r in listed]
+    else:
+        names = [row["name"] for row in image_table(root, from_arrays=True)]
+        stored_sha = [str(v) for v in root["images/sha256"][:]] if names else []
+        stored_ids = [int(v) for v in root["images/image_id"][:]] if names else []
+    table = {name: k for k, name in enumerate(names)}
     n_old = len(table)
     indices, added, changed = [], [], []
     new_rows: list[dict] = []
@@ -328,8 +315,9 @@ def _prepare_store(path, images, identity, stages, new_version, corpus) -> Prepa
             indices.append(k)
             if str(stored_sha[k]) != str(img["sha256"]):
                 changed.append(k)
-            if int(root["images/image_id"][k]) != int(img["image_id"]):
-                root["images/image_id"][k] = int(img["image_id"])
+            if stored_ids[k] != int(img["image_id"]):
+                _images_pending(root)
+                root["images/image_id"][k] = stored_ids[k] = int(img["image_id"])
         else:
             k = n_old + len(new_rows)
             table[name] = k
@@ -337,29 +325,53 @@ def _prepare_store(path, images, identity, stages, new_version, corpus) -> Prepa
             added.append(k)
             new_rows.append(img)
     if new_rows:
+        _images_pending(root)
         grow_image_axis(root, n_old + len(new_rows))
         sl = slice(n_old, n_old + len(new_rows))
         root["images/image_id"][sl] = np.array([int(r["image_id"]) for r in new_rows], "int64")
         root["images/name"][sl] = np.array([str(r["name"]) for r in new_rows], dtype=str)
         root["images/sha256"][sl] = np.array([str(r["sha256"]) for r in new_rows], dtype=str)
+        names += [str(r["name"]) for r in new_rows]
+        stored_ids += [int(r["image_id"]) for r in new_rows]
+        stored_sha += [str(r["sha256"]) for r in new_rows]
 
     # 3. Stage markers (existing stages too, so a changed image is redone everywhere).
     for stage in stages:
         ensure_stage(root, stage)
+    by_index = {table[str(img["name"])]: img for img in images}
     for k in changed:
-        _reset_image(root, k, [img for img in images if table[str(img["name"])] == k][0])
-    rows = image_table(root)
-    sha = root["images/sha256"][:]
+        _images_pending(root)
+        _reset_image(root, k, by_index[k])
+        stored_sha[k] = str(by_index[k]["sha256"])
+    rows = [{"image_id": i, "name": name, "index": k} for k, (i, name) in enumerate(zip(stored_ids, names))]
+    sha = stored_sha
+    # each image's file stat beside its hash (from this call, else the last manifest), kept only
+    # where it belongs to the stored hash: the next run reuses the hash of an unchanged file
+    stats = {**known_hashes(root), **{str(img["name"]): img for img in images if "size" in img and "mtime_ns" in img}}
+
+    def entry(r: dict) -> dict:
+        row = {"image_id": r["image_id"], "name": r["name"], "sha256": str(sha[r["index"]])}
+        st = stats.get(r["name"])
+        if st is not None and str(st.get("sha256")) == row["sha256"] and row["sha256"]:
+            row.update({"size": int(st["size"]), "mtime_ns": int(st["mtime_ns"])})
+        return row
+
     root.attrs["manifest"] = {
         **manifest(root),
         **({"corpus": dict(corpus)} if corpus else {}),
         "last_code_version": identity.get("last_code_version", identity.get("code_version")),
-        "images": [
-            {"image_id": r["image_id"], "name": r["name"], "sha256": str(sha[r["index"]])}
-            for r in rows
-        ],
+        "images": [entry(r) for r in rows],
     }
+    if root.attrs.get(IMAGES_PENDING_ATTR):            # the list matches the arrays again
+        root.attrs[IMAGES_PENDING_ATTR] = False
     return PreparedStore(str(path), version_number(root), indices, added, changed)
+
+
+def _images_pending(root: zarr.Group) -> None:
+    """Mark (once) that ``images/`` is about to change, so readers take the arrays until the
+    manifest written at the end of the set-up lists them again."""
+    if not root.attrs.get(IMAGES_PENDING_ATTR):
+        root.attrs[IMAGES_PENDING_ATTR] = True
 
 
 def _reset_image(root: zarr.Group, index: int, img: dict) -> None:
