@@ -45,8 +45,10 @@ def image_evidence(kind: str, image: np.ndarray, labels: np.ndarray, n_categorie
 
         r = config.repaint
         cats, masks = region_masks(labels, n_categories, image.shape[0], r.dilate, config.min_pixels)
-        maps = repaint_disagreement(image, repaint(pipelines[kind], image, masks, r, seed), r.texture, r.spread) \
-            if cats else np.zeros((0, *image.shape[:2]), np.float32)
+        maps = np.zeros((0, *image.shape[:2]), np.float32)
+        if cats:
+            painted = repaint(pipelines[kind], image, masks, r, seed)                  # category seed y x 3
+            maps = repaint_disagreement(image, painted, r.texture, r.spread, r.colour)
         return repaint_evidence(maps, cats, labels, n_categories)
     raise ValueError(f"unknown kind of evidence {kind!r}: img2img or repaint")
 

@@ -1,23 +1,27 @@
 """Missing-part detection (docs/design.md §5.7 "Occlusion"): which part categories does an occluded image lack?
 
-Two methods (``DetectConfig.method``):
-
-**evidence** (default): *where* a category belongs comes from position and context, *whether*
-it is there from evidence that the pixels disagree with it.
+Calibrated methods (``DetectConfig.method``): *where* a category belongs comes from position
+and context, *whether* it is there from evidence that the pixels disagree with it.
 
 1. The occluded image goes through the corpus's own capture, segmentation and descriptor code
    and its segments are assigned to the store's **fitted** categories, no refit
    (:func:`diffparts.parts.assign.assign_image`): this says where each category should be (an
    occluder at the head's place is labelled head: fine, that is where the head belongs).
-2. The model imagines the image (:mod:`diffparts.occlusion.imagine`: img2img from the occluded
-   image, class prompt, a few seeds); the per-pixel disagreement with the input, averaged over
-   each category's region, is the evidence (:mod:`diffparts.occlusion.evidence`).
-3. The missing score of k is calibrated against k's values on complete training images (the
-   share of them below this one, in [0, 1]); categories scoring at least ``threshold`` are
-   predicted missing, ranked. A category with no region scores 0 (no evidence either way).
+2. Evidence of each category's region, of one or two kinds
+   (:func:`diffparts.occlusion.calibrate.image_evidence`): **evidence** = ``img2img``, the model
+   imagines the whole image from it (:mod:`diffparts.occlusion.imagine`: it sees the pixels it
+   judges, so a flat fill it keeps is no evidence); **repaint** = each category's region masked
+   and repainted from its context by the inpainting pipeline (:mod:`diffparts.occlusion.repaint`:
+   it never sees those pixels); **combined** = both.
+3. The missing score of k: per kind, how many robust spreads k's evidence lies above k's values
+   on complete training images (:mod:`diffparts.occlusion.evidence`), the larger over kinds;
+   categories scoring at least the threshold are predicted missing, ranked. The threshold is
+   family-wise (``family_alpha``): the (1 - alpha) quantile of complete training images'
+   maximum score over categories (leave-one-out), so an image that hides nothing raises an
+   alarm with probability about alpha. A category with no region scores 0 (no evidence).
 4. Outcomes per pixel: background (0, from the assignment), a category (1..K), or "matches
-   nothing" (-1): an object pixel whose disagreement exceeds the calibrated pixel threshold.
-   The -1 pixels are ``Detection.occlusion_map``.
+   nothing" (-1): an object pixel whose disagreement (of ``map_kind``) exceeds the calibrated
+   pixel threshold. The -1 pixels are ``Detection.occlusion_map``.
 
 **area** (the earlier rule, kept as a baseline row): each category k has a dataset
 expectation, its prevalence p_k (``parts/prevalence``) and typical size n_k (median pixel count
@@ -46,7 +50,7 @@ EVIDENCE_THRESHOLD = 4.0    # the evidence rules' fixed one, in robust spreads, 
 
 @dataclass(frozen=True)
 class DetectConfig:
-    method: str = "evidence"  # repaint (each region repainted from its context, calibrated) | evidence (img2img
+    method: str = "repaint"   # repaint (each region repainted from its context, calibrated) | evidence (img2img
                               # imagine and compare, calibrated) | combined (the larger calibrated score of the
                               # two) | area (prevalence x size, baseline)
     threshold: float | None = None   # missing when score >= this; None = the calibration's family-wise one

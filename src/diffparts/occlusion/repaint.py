@@ -33,15 +33,18 @@ class RepaintConfig:
     guidance_scale: float = 7.0           # classifier-free guidance of the class prompt
     prompt: str = "a photo of a bird"     # the class prompt: what the object is, not which part to paint
     dilate: int = 1                       # segment-map cells added around each region before masking
-    texture: float = 1.0                  # weight of the local-contrast channels against the colour ones
-    spread: float = 0.5                   # weight of the repaintings' own spread subtracted (the model's doubt)
+    colour: float = 0.0                   # weight of the colour channels (0: the toy checkpoint paints a region's
+                                          # colour near the mean, so colour misleads; docs/occlusion.md)
+    texture: float = 1.0                  # weight of the local-contrast channels (edges, eyes, patterns)
+    spread: float = 0.0                   # weight of the repaintings' own spread subtracted (the model's doubt;
+                                          # validation birds: it did not help)
 
     def __post_init__(self):
         if self.steps < 1 or not self.seeds:
             raise ValueError(f"repaint needs steps >= 1 and at least one seed, got {self.steps}, {self.seeds}")
-        if self.dilate < 0 or self.texture < 0 or self.spread < 0:
-            raise ValueError(f"repaint dilate, texture and spread must be >= 0, got {self.dilate}, {self.texture}, "
-                             f"{self.spread}")
+        if min(self.dilate, self.colour, self.texture, self.spread) < 0 or self.colour + self.texture <= 0:
+            raise ValueError(f"repaint dilate, colour, texture and spread must be >= 0 (colour + texture > 0), got "
+                             f"{self.dilate}, {self.colour}, {self.texture}, {self.spread}")
 
 
 def _dilate(mask: np.ndarray, n: int) -> np.ndarray:
@@ -119,26 +122,26 @@ def repaint(inpaint, image: np.ndarray, masks: np.ndarray, config: RepaintConfig
     return np.where(masks[:, None, :, :, None], painted, image[None, None])
 
 
-def appearance(images: np.ndarray, texture: float = 1.0) -> np.ndarray:
-    """(..., y, x, 3) uint8 -> (..., y, x, 5) float32 in [0, 1]-ish: the colour channels and
-    ``texture`` x the local contrast (absolute horizontal and vertical differences of the
-    grey level): a flat fill has none where a part has edges, an eye or a pattern."""
+def appearance(images: np.ndarray, texture: float = 1.0, colour: float = 1.0) -> np.ndarray:
+    """(..., y, x, 3) uint8 -> (..., y, x, 5) float32 in [0, 1]-ish: ``colour`` x the colour
+    channels and ``texture`` x the local contrast (absolute horizontal and vertical differences
+    of the grey level): a flat fill has none where a part has edges, an eye or a pattern."""
     x = np.asarray(images, np.float32) / 255.0
     grey = x.mean(-1)
     gy = np.abs(np.diff(grey, axis=-2, append=grey[..., -1:, :]))
     gx = np.abs(np.diff(grey, axis=-1, append=grey[..., :, -1:]))
-    return np.concatenate([x, texture * gy[..., None], texture * gx[..., None]], -1)
+    return np.concatenate([colour * x, texture * gy[..., None], texture * gx[..., None]], -1)
 
 
 def repaint_disagreement(image: np.ndarray, painted: np.ndarray, texture: float = 1.0,
-                         spread: float = 0.5) -> np.ndarray:
+                         spread: float = 0.0, colour: float = 0.0) -> np.ndarray:
     """(category, y, x) float32: per pixel, the mean distance of the (y, x, 3) input from each
     category's (category, seed, y, x, 3) repaintings minus ``spread`` x the mean distance between
     the repaintings (how unsure the model is there; an energy score at 0.5), on
     :func:`appearance`. Outside a category's mask its repaintings are the input: 0 there
     (up to the spread term, which is 0 there too)."""
-    a = appearance(image, texture)                                                   # y x c
-    p = appearance(painted, texture)                                                 # category seed y x c
+    a = appearance(image, texture, colour)                                           # y x c
+    p = appearance(painted, texture, colour)                                         # category seed y x c
     if p.ndim != 5 or p.shape[2:] != a.shape:
         raise ValueError(f"repaintings {np.shape(painted)} do not match the image {np.shape(image)}")
     to_input = np.abs(p - a[None, None]).mean(-1).mean(1)                            # category y x
