@@ -31,7 +31,7 @@ categories, background included; the whole store: docs/store.md)::
     occlusion/done         (case,) bool             written after the arrays above
     occlusion/held_out     (image,) bool            the images cases come from (attrs: rule; split.py)
     attrs: config, plan, variants, losses, model, model_hash, parts_fingerprint, image_size, held_out,
-           calibration (the evidence detector's, JSON: occlusion.evidence.Calibration)
+           calibration (the calibrated detector's, JSON: occlusion.evidence.Calibrations)
 
 Groups written before issue 13 name the labels' axes ``y x`` and the scores' ``part``; they are
 reopened and resumed as they are.
@@ -205,7 +205,7 @@ def setup_occlusion(root, store: str, corpus, model: str, config: OcclusionConfi
     """Plan the cases and create ``occlusion/`` (redone whole when its identity changed).
 
     Refuses a store whose parts stage is not done, ``how="part"`` on a corpus without part
-    masks, and losses without token files. calibration: the evidence detector's calibration
+    masks, and losses without token files. calibration: the calibrated detector's calibration
     (JSON) made by another set-up on the same store, model and detect settings, reused instead of
     recomputed (a benchmark running several fills). Returns {cases, todo, variants, losses, reset, ...}.
     """
@@ -285,7 +285,7 @@ def setup_occlusion(root, store: str, corpus, model: str, config: OcclusionConfi
 
 
 def _calibration(root, records: dict, table, model: str, config: OcclusionConfig, size: int, log=None):
-    """The evidence detector's calibration on the store's training images (loads the model);
+    """The calibrated detector's calibration on the store's training images (loads the model);
     progress every 8 images to ``log`` (default: the ``diffparts.occlusion`` logger)."""
     import logging
 
