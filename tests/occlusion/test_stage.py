@@ -156,6 +156,27 @@ def test_detection_only_background_control_and_calibration(occlusion_store):
     assert d["false_alarm_rate"] is not None and 0.0 <= d["false_alarm_rate"] <= 1.0
 
 
+def test_combined_detector_calibrates_both_kinds_and_uses_the_family_threshold(occlusion_store):
+    """``--detect combined``: the set-up calibrates img2img and repaint on the same training
+    images, the cases' scores are the larger calibrated score, and the summary reports the
+    calibration's family-wise threshold (a fixed ``threshold`` overrides it)."""
+    from diffparts.occlusion.evidence import Calibrations
+
+    store, corpus, model = occlusion_store
+    root = open_store(store, "r+")
+    cfg = occlusion_config({**FAST, "detect": {**FAST["detect"], "method": "combined"}, "complete": False,
+                            "n_cases": 2})
+    setup = setup_occlusion(root, store, corpus, model, cfg)
+    cals = Calibrations.from_json(root["occlusion"].attrs["calibration"])
+    assert cals.names == ("img2img", "repaint")
+    assert cals["img2img"].images == cals["repaint"].images
+    assert not run_cases(root, store, corpus, model, setup["todo"])["failed"]
+    d = summarize_occlusion(root)["detection"]
+    assert d["method"] == "combined" and d["threshold"] == pytest.approx(cals.family_threshold)
+    fixed = occlusion_config({**FAST, "detect": {**FAST["detect"], "method": "combined", "threshold": 4}})
+    assert fixed.detect.cutoff_for(cals) == 4.0
+
+
 def test_cases_complete_with_an_inpainting_checkpoint(occlusion_store, tiny_pipeline, tmp_path):
     """``completion.inpaint_model``: the cases complete with a 9-channel checkpoint (the tokens go
     into its own text encoder), and the outside stays the input; no part masks, so no judge."""
