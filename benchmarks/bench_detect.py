@@ -4,12 +4,18 @@ On a store after the parts stage (default runs/occ-eval-src, as ``eval_occlusion
 its model, for ``--cases`` held-out birds with a part hidden (noise fill), in the same process
 and on the same images, each timed ``--repeat`` times (median):
 
-- ``detect_evidence``: the evidence detector (assignment + imaginations + scores), the default;
+- ``detect_repaint``: the repaint detector (assignment + each category's region repainted from
+  its context by the inpainting checkpoint + scores);
+- ``repaint``: the repaintings alone (every category's mask x 2 seeds in one batch, 10 DDIM
+  steps, guidance 7);
+- ``detect_evidence``: the img2img evidence detector (assignment + imaginations + scores);
 - ``imagine``: the imaginations alone (img2img, 2 seeds, 6 of 10 DDIM steps, guidance 7);
+- ``detect_combined``: both kinds of evidence, the larger calibrated score;
 - ``assign``: the assignment alone (capture, segmentation, descriptors, nearest centre);
 - ``detect_area``: the earlier area rule (the assignment and a count);
-- ``complete_blend``: one completion, latent blending in the text-to-image UNet (25 DDIM steps,
-  guidance 7), the stage's completion of one variant.
+- ``complete_inpaint``: one completion with the inpainting checkpoint (the stage's default for
+  the embedded model; 25 DDIM steps, guidance 7), the stage's completion of one variant;
+- ``complete_blend``: one completion by latent blending in the text-to-image UNet (the baseline).
 
     OMP_NUM_THREADS=1 .venv/bin/python benchmarks/bench_detect.py --source runs/occ-eval-src --cases 4
 """
@@ -43,8 +49,8 @@ def main() -> None:
     from diffparts.inversion.stage import store_model
     from diffparts.model.extract import prepare_images
     from diffparts.model.load import load_pipeline
-    from diffparts.occlusion.calibrate import calibrate_store
-    from diffparts.occlusion.complete import CompletionConfig, complete, inpaint_pipeline
+    from diffparts.occlusion.calibrate import calibrate_store, image_evidence
+    from diffparts.occlusion.complete import CompletionConfig, complete, inpaint_pipeline, resolve_inpaint_model
     from diffparts.occlusion.detect import DetectConfig, detect_missing, store_expectation
     from diffparts.occlusion.imagine import img2img_pipeline, imagine
     from diffparts.occlusion.occluders import label_mask, occlude, resize_labels
@@ -59,12 +65,16 @@ def main() -> None:
     model = store_model(root, None)
     pipe = load_pipeline(model)
     pipe.set_progress_bar_config(disable=True)
-    i2i, inpaint = img2img_pipeline(pipe), inpaint_pipeline(pipe)
+    i2i, blend = img2img_pipeline(pipe), inpaint_pipeline(pipe)
+    inpaint = inpaint_pipeline(pipe, resolve_inpaint_model("default", model))
+    inpaint.set_progress_bar_config(disable=True)
+    pipelines = {"img2img": i2i, "repaint": inpaint}
     size = int(root["attention"].attrs["image_size"])
     records, _ = _records(root, None)
     names = [r["name"] for r in image_table(root)]
     held, _ = held_out_images(root, records, names)
-    config = DetectConfig(calibration_images=args.calibration_images)
+    configs = {m: DetectConfig(method=m, calibration_images=args.calibration_images)
+               for m in ("repaint", "evidence", "combined")}
 
     class _Root:                                                # the source read-only, the split beside it
         def __init__(self, root, held):
@@ -81,22 +91,33 @@ def main() -> None:
     def load(i: int) -> np.ndarray:
         return prepare_images(load_rgb(records[names[i]].path)[None], size)[0]
 
-    calibration = calibrate_store(view, load, i2i, config)
+    calibration = calibrate_store(view, load, pipelines, configs["combined"])    # both kinds, one pass
     expectation = store_expectation(view)
     fitted = fitted_parts(root)
     cases = [int(i) for i in np.flatnonzero(done_mask(root, "parts") & held)][: args.cases]
-    timings = {k: [] for k in ("detect_evidence", "imagine", "assign", "detect_area", "complete_blend")}
+    timings = {k: [] for k in ("detect_repaint", "repaint", "detect_evidence", "imagine", "detect_combined", "assign",
+                               "detect_area", "complete_inpaint", "complete_blend")}
     for i in cases:
         image = load(i)
         gt = resize_labels(load_mask(records[names[i]].part_mask_path), (size, size))
         part = int(np.bincount(gt[gt > 0]).argmax())
         occluded, record = occlude(image, label_mask(gt, [part], (size, size)), "noise", seed=i)
-        runs = {"detect_evidence": lambda: detect_missing(fitted, pipe, occluded, None, config, img2img=i2i,
-                                                          calibration=calibration, seed=i),
-                "imagine": lambda: imagine(i2i, occluded, config.imagine, i),
+        labels = assign_image(fitted, pipe, occluded)
+        k1 = len(calibration["repaint"].values)
+
+        def detector(method):
+            return lambda: detect_missing(fitted, pipe, occluded, None, configs[method], pipelines=pipelines,
+                                          calibration=calibration, seed=i)
+        runs = {"detect_repaint": detector("repaint"),
+                "repaint": lambda: image_evidence("repaint", occluded, labels, k1, pipelines, configs["repaint"], i),
+                "detect_evidence": detector("evidence"),
+                "imagine": lambda: imagine(i2i, occluded, configs["evidence"].imagine, i),
+                "detect_combined": detector("combined"),
                 "assign": lambda: assign_image(fitted, pipe, occluded),
                 "detect_area": lambda: detect_missing(fitted, pipe, occluded, expectation, DetectConfig(method="area")),
-                "complete_blend": lambda: complete(inpaint, occluded, record.mask, "a photo of a bird", i,
+                "complete_inpaint": lambda: complete(inpaint, occluded, record.mask, "a photo of a bird", i,
+                                                     CompletionConfig()),
+                "complete_blend": lambda: complete(blend, occluded, record.mask, "a photo of a bird", i,
                                                    CompletionConfig())}
         for name, fn in runs.items():
             for _ in range(args.repeat):
@@ -108,7 +129,8 @@ def main() -> None:
               "seconds_median": {k: round(statistics.median(v), 4) for k, v in timings.items()},
               "seconds_min": {k: round(min(v), 4) for k, v in timings.items()}}
     med = result["seconds_median"]
-    result["detect_evidence_vs_one_completion"] = round(med["detect_evidence"] / med["complete_blend"], 3)
+    for det in ("detect_repaint", "detect_evidence", "detect_combined"):
+        result[f"{det}_vs_one_completion"] = round(med[det] / med["complete_inpaint"], 3)
     print(json.dumps(result, indent=1))
 
 

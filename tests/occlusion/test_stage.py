@@ -12,7 +12,7 @@ from diffparts.occlusion.stage import (OcclusionConfig, occlusion_config, occlus
 from diffparts.store import open_store
 
 FAST = {"how": "category", "n_cases": 3, "fill": "grey", "completion": {"steps": 2},
-        "detect": {"calibration_images": 3, "imagine": {"steps": 2, "seeds": [0]}}}
+        "detect": {"calibration_images": 3, "imagine": {"steps": 2, "seeds": [0]}, "repaint": {"steps": 2, "seeds": [0]}}}
 
 
 def test_cases_run_resume_and_keep_the_outside(occlusion_store):
@@ -128,16 +128,18 @@ def test_cli_help_and_refusal(tmp_path, capsys):
 def test_detection_only_background_control_and_calibration(occlusion_store):
     """The background control hides nothing (every case's true set is empty); detection only
     writes the two references; the set-up keeps the calibration of the training images."""
-    from diffparts.occlusion.evidence import Calibration
+    from diffparts.occlusion.evidence import Calibrations
 
     store, corpus, model = occlusion_store
     root = open_store(store, "r+")
     cfg = occlusion_config({**FAST, "how": "background", "fill": "mix", "complete": False, "n_cases": 4})
     setup = setup_occlusion(root, store, corpus, model, cfg)
     assert setup["variants"] == ["original", "occluded"]
-    cal = Calibration.from_json(root["occlusion"].attrs["calibration"])
+    cals = Calibrations.from_json(root["occlusion"].attrs["calibration"])
+    assert cals.names == cfg.detect.kinds and cals.family_threshold is not None
     held = np.asarray(root["occlusion/held_out"][:])
-    assert cal.images and not any(held[i] for i in cal.images)       # calibrated on training images only
+    for _, cal in cals.kinds:                                        # calibrated on training images only
+        assert cal.images and not any(held[i] for i in cal.images)
     out = run_cases(root, store, corpus, model, setup["todo"])
     assert not out["failed"]
     g = root["occlusion"]
@@ -152,6 +154,27 @@ def test_detection_only_background_control_and_calibration(occlusion_store):
     d = summarize_occlusion(root)["detection"]
     assert d["cases_with_hidden_category"] == 0 and d["roc_auc"] is None
     assert d["false_alarm_rate"] is not None and 0.0 <= d["false_alarm_rate"] <= 1.0
+
+
+def test_combined_detector_calibrates_both_kinds_and_uses_the_family_threshold(occlusion_store):
+    """``--detect combined``: the set-up calibrates img2img and repaint on the same training
+    images, the cases' scores are the larger calibrated score, and the summary reports the
+    calibration's family-wise threshold (a fixed ``threshold`` overrides it)."""
+    from diffparts.occlusion.evidence import Calibrations
+
+    store, corpus, model = occlusion_store
+    root = open_store(store, "r+")
+    cfg = occlusion_config({**FAST, "detect": {**FAST["detect"], "method": "combined"}, "complete": False,
+                            "n_cases": 2})
+    setup = setup_occlusion(root, store, corpus, model, cfg)
+    cals = Calibrations.from_json(root["occlusion"].attrs["calibration"])
+    assert cals.names == ("img2img", "repaint")
+    assert cals["img2img"].images == cals["repaint"].images
+    assert not run_cases(root, store, corpus, model, setup["todo"])["failed"]
+    d = summarize_occlusion(root)["detection"]
+    assert d["method"] == "combined" and d["threshold"] == pytest.approx(cals.family_threshold)
+    fixed = occlusion_config({**FAST, "detect": {**FAST["detect"], "method": "combined", "threshold": 4}})
+    assert fixed.detect.cutoff_for(cals) == 4.0
 
 
 def test_cases_complete_with_an_inpainting_checkpoint(occlusion_store, tiny_pipeline, tmp_path):

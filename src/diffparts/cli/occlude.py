@@ -52,8 +52,10 @@ def register(subparsers) -> None:
                              "image's background), object (a leaf or a branch in natural colours), or mix (one "
                              "of the four per case, in a seeded order)")
     parser.add_argument("--detect", default=None, dest="detect_method",
-                        help="detection method: evidence (imagine and compare, calibrated on training images; "
-                             "the default) or area (prevalence x typical size, the earlier baseline)")
+                        help="detection method: repaint (each category's region repainted from its context by "
+                             "the inpainting model, its texture compared with the input, calibrated on training "
+                             "images; the default), evidence (img2img imagine and compare, calibrated), combined "
+                             "(the larger of the two scores) or area (prevalence x typical size, the earlier baseline)")
     parser.add_argument("--detect-only", action="store_true",
                         help="detection only: no inpainting (the table keeps the original and occluded rows)")
     parser.add_argument("--losses", type=_names, default=None,
@@ -62,7 +64,8 @@ def register(subparsers) -> None:
     parser.add_argument("--min-fraction", type=float, default=None,
                         help="a category counts as hidden from this share of its pixels covered (default 0.5)")
     parser.add_argument("--threshold", type=float, default=None,
-                        help="missing-score threshold of the detection (default: DetectConfig's)")
+                        help="missing-score threshold of the detection (default: the calibration's family-wise one, "
+                             "about 10 %% false alarms on complete training images; the area rule's 0.1)")
     parser.add_argument("--steps", type=int, default=None, help="inpainting steps (default 25)")
     parser.add_argument("--guidance", type=float, default=None, help="classifier-free guidance scale (default 7)")
     parser.add_argument("--inpaint-model", default="default", metavar="ID_OR_PATH",

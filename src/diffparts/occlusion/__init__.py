@@ -5,8 +5,10 @@
   branch) fills; :class:`OcclusionRecord` of exactly what was hidden;
 - ``detect``: missing-part detection: where from the assignment, whether from evidence of
   absence (``imagine``: img2img imaginations and their disagreement with the input;
-  ``evidence``: per-category evidence, calibration, occlusion map; ``calibrate``: the
-  calibration on a store's training images); the earlier area rule as a baseline;
+  ``repaint``: each category's region repainted from its context by the inpainting pipeline;
+  ``evidence``: per-category evidence, calibration, family-wise threshold, occlusion map;
+  ``calibrate``: the calibration on a store's training images); the earlier area rule as a
+  baseline;
 - ``split``: which images are held out for the cases (a seeded share for a small corpus);
 - ``complete``: inpainting with the part tokens, the mask dilated to latent cells, the
   original pasted back outside the hidden region;
@@ -19,8 +21,10 @@ from diffparts.occlusion.complete import (CompletionConfig, complete, encode_pro
                                           latent_cell_mask, token_prompt)
 from diffparts.occlusion.detect import (DetectConfig, Detection, Expectation, dataset_expectation, detect_missing,
                                         missing_scores, rank_evidence, rank_missing, store_expectation)
-from diffparts.occlusion.evidence import Calibration, calibrate, calibrated_scores, category_disagreement
+from diffparts.occlusion.evidence import (Calibration, Calibrations, calibrate, calibrated_scores,
+                                          category_disagreement, family_threshold, leave_one_out_maxima)
 from diffparts.occlusion.imagine import ImagineConfig, disagreement, img2img_pipeline, imagine
+from diffparts.occlusion.repaint import RepaintConfig, region_masks, repaint, repaint_disagreement, repaint_evidence
 from diffparts.occlusion.occluders import (FILLS, OcclusionRecord, background_patch, fill_region, hidden_fractions,
                                            label_mask, move_to_background, object_texture, occlude, random_box,
                                            resize_labels)
@@ -32,7 +36,8 @@ from diffparts.occlusion.stage import (OcclusionConfig, available_losses, occlus
 __all__ = [
     "Calibration", "ImagineConfig", "NothingToOcclude", "calibrate", "calibrated_scores", "category_disagreement",
     "disagreement", "held_out_images", "img2img_pipeline", "imagine", "move_to_background", "object_texture",
-    "rank_evidence",
+    "rank_evidence", "Calibrations", "RepaintConfig", "family_threshold", "leave_one_out_maxima", "region_masks",
+    "repaint", "repaint_disagreement", "repaint_evidence",
     "FILLS", "CompletionConfig", "DetectConfig", "Detection", "Expectation", "OcclusionConfig", "OcclusionRecord",
     "available_losses", "background_patch", "complete", "dataset_expectation", "detect_missing", "encode_prompts",
     "fill_region", "hidden_fractions", "inpaint_pipeline", "label_mask", "latent_cell_mask", "missing_scores",

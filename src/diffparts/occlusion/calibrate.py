@@ -1,14 +1,16 @@
-"""The evidence detector's calibration on a store's complete training images (docs/design.md §5.7 "Occlusion").
+"""The detector's calibration on a store's complete training images (docs/design.md §5.7 "Occlusion").
 
-What "normal" disagreement looks like: for a seeded subset of the training images (never the
+What "normal" evidence looks like: for a seeded subset of the training images (never the
 held-out ones the cases come from; ``occlusion.split.training_images``), each image at the
-model's input size is imagined exactly as a case will be (same :class:`ImagineConfig`), and
-its disagreement is averaged over each category's region of the store's own map
-(``parts/labels``: the same assignment a case gets, made by the parts stage). The per-category
-values and the object pixels' disagreement make the :class:`~diffparts.occlusion.evidence.Calibration`
-that turns a case's evidence into a missing score in [0, 1] and gives the occlusion map's
-pixel threshold. The stage's set-up computes it once and keeps it as JSON in the
-``occlusion`` group's attributes (``calibration``).
+model's input size goes through the detector's evidence exactly as a case will, with the
+store's own map (``parts/labels``: the same assignment a case gets, made by the parts stage)
+as its regions: ``img2img`` (imagine and compare, :mod:`~diffparts.occlusion.imagine`) and/or
+``repaint`` (each category's region repainted from its context, :mod:`~diffparts.occlusion.repaint`).
+Per kind, the per-category values and the object pixels' disagreement make a
+:class:`~diffparts.occlusion.evidence.Calibration` (a case's evidence -> robust z; the occlusion
+map's pixel threshold); over kinds, the family-wise threshold of the maximum score
+(:func:`~diffparts.occlusion.evidence.leave_one_out_maxima`). The stage's set-up computes it
+once and keeps it as JSON in the ``occlusion`` group's attributes (``calibration``).
 """
 
 from __future__ import annotations
@@ -18,16 +20,52 @@ from typing import Callable
 import numpy as np
 
 
-def calibrate_store(root, load_image: Callable[[int], np.ndarray], img2img, config, seed: int = 0,
-                    log: Callable[[str], None] | None = None):
-    """The :class:`~diffparts.occlusion.evidence.Calibration` of a store.
+def detector_pipelines(detect, pipe, inpaint) -> dict:
+    """{kind: pipeline} of a calibrated ``detect`` config: img2img on ``pipe``'s components,
+    repaint with the completion's inpainting pipeline ``inpaint`` (a 9-channel checkpoint, or
+    latent blending on ``pipe``: either never sees the pixels it repaints)."""
+    from diffparts.occlusion.imagine import img2img_pipeline
 
-    load_image(i): store image i as (y, x, 3) uint8 at the model's input size. config: the
-    stage's :class:`~diffparts.occlusion.detect.DetectConfig` (imagine settings, min_pixels,
-    pixel_quantile, calibration_images). ValueError when the store has no training image.
+    return {k: img2img_pipeline(pipe) if k == "img2img" else inpaint for k in detect.kinds}
+
+
+def image_evidence(kind: str, image: np.ndarray, labels: np.ndarray, n_categories: int, pipelines: dict,
+                   config, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """((category,) evidence, (y, x) pixel disagreement) of one (y, x, 3) uint8 image whose
+    categories are the (ly, lx) map ``labels``; kind "img2img" or "repaint". pipelines: {kind:
+    pipeline}; config: the stage's :class:`~diffparts.occlusion.detect.DetectConfig`."""
+    if kind == "img2img":
+        from diffparts.occlusion.evidence import category_disagreement
+        from diffparts.occlusion.imagine import disagreement, imagine
+
+        dmap = disagreement(image, imagine(pipelines[kind], image, config.imagine, seed=seed))
+        return category_disagreement(dmap, labels, n_categories, config.min_pixels), dmap
+    if kind == "repaint":
+        from diffparts.occlusion.repaint import region_masks, repaint, repaint_disagreement, repaint_evidence
+
+        r = config.repaint
+        cats, masks = region_masks(labels, n_categories, image.shape[0], r.dilate, config.min_pixels)
+        maps = np.zeros((0, *image.shape[:2]), np.float32)
+        if cats:
+            painted = repaint(pipelines[kind], image, masks, r, seed)                  # category seed y x 3
+            maps = repaint_disagreement(image, painted, r.texture, r.spread, r.colour)
+        return repaint_evidence(maps, cats, labels, n_categories)
+    raise ValueError(f"unknown kind of evidence {kind!r}: img2img or repaint")
+
+
+def calibrate_store(root, load_image: Callable[[int], np.ndarray], pipelines: dict, config, seed: int = 0,
+                    log: Callable[[str], None] | None = None):
+    """The :class:`~diffparts.occlusion.evidence.Calibrations` of a store for the detector's
+    kinds (``config.kinds``).
+
+    load_image(i): store image i as (y, x, 3) uint8 at the model's input size. pipelines: {kind:
+    pipeline} (img2img: ``imagine.img2img_pipeline``; repaint: an inpainting pipeline). config:
+    the stage's :class:`~diffparts.occlusion.detect.DetectConfig` (imagine / repaint settings,
+    min_pixels, pixel_quantile, calibration_images, family_alpha). ValueError when the store
+    has no training image.
     """
-    from diffparts.occlusion.evidence import _resized, calibrate, category_disagreement
-    from diffparts.occlusion.imagine import disagreement, imagine
+    from diffparts.occlusion.evidence import (Calibrations, _resized, calibrate, family_threshold,
+                                              leave_one_out_maxima)
     from diffparts.occlusion.split import training_images
 
     say = log or (lambda _m: None)
@@ -37,14 +75,22 @@ def calibrate_store(root, load_image: Callable[[int], np.ndarray], img2img, conf
     rng = np.random.default_rng(seed)
     chosen = sorted(int(i) for i in rng.permutation(train)[: max(1, int(config.calibration_images))])
     k1 = int(root["parts"].attrs["n_categories"]) if "n_categories" in root["parts"].attrs \
-        else int(len(root["parts/prevalence"]))
-    rows, pixels = [], []
+        else int(root["parts/prevalence"].shape[0])
+    kinds = config.kinds
+    rows = {k: [] for k in kinds}
+    pixels = {k: [] for k in kinds}
     for n, i in enumerate(chosen):
         image = load_image(i)
         labels = np.asarray(root["parts/labels"][i])                                   # ly lx
-        dmap = disagreement(image, imagine(img2img, image, config.imagine, seed=i))
-        rows.append(category_disagreement(dmap, labels, k1, config.min_pixels))
-        pixels.append(_resized(dmap, labels.shape)[labels > 0])
+        for kind in kinds:
+            values, dmap = image_evidence(kind, image, labels, k1, pipelines, config, seed=i)
+            rows[kind].append(values)
+            pixels[kind].append(_resized(dmap, labels.shape)[labels > 0])
         if (n + 1) % 8 == 0 or n + 1 == len(chosen):
-            say(f"calibration: {n + 1}/{len(chosen)} training images imagined")
-    return calibrate(rows, np.concatenate(pixels), config.pixel_quantile, chosen)
+            say(f"calibration: {n + 1}/{len(chosen)} training images ({', '.join(kinds)})")
+    cals = tuple((k, calibrate(rows[k], np.concatenate(pixels[k]), config.pixel_quantile, chosen)) for k in kinds)
+    alpha = config.family_alpha
+    threshold = None
+    if alpha is not None and len(chosen) >= 2:
+        threshold = family_threshold(leave_one_out_maxima([np.asarray(rows[k]) for k in kinds]), alpha)
+    return Calibrations(cals, threshold, alpha)

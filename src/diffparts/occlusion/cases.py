@@ -37,8 +37,9 @@ class _Context:
     expectation: object
     tokens: dict            # loss -> categories that have a token file
     unknown_threshold: float | None = None   # parts.assign.unknown_threshold at config.detect.unknown_quantile
-    img2img: object = None                   # the evidence detector's imagination pipeline (shares pipe's weights)
-    calibration: object = None               # occlusion.evidence.Calibration from the set-up (evidence method)
+    pipelines: dict | None = None            # the calibrated detector's {kind: pipeline} (img2img shares pipe's
+                                             # weights; repaint is the completion's inpainting pipeline)
+    calibration: object = None               # occlusion.evidence.Calibrations from the set-up (calibrated methods)
     inpaint_name: str | None = None          # the inpainting checkpoint (None: latent blending on pipe)
     judge: object = None                     # diffparts.judge.PartJudge where the corpus has part masks
 
@@ -59,15 +60,17 @@ def _context(root, store, corpus, model, device, dtype) -> _Context:
     pipe.set_progress_bar_config(disable=True)
     records, _ = _records(root, corpus)
     inpaint_name = resolve_inpaint_model(config.completion.inpaint_model, model)
+    inpaint = inpaint_pipeline(pipe, inpaint_name)
+    inpaint.set_progress_bar_config(disable=True)
     ctx = _Context(root, store, config, {c["case"]: c for c in attrs["plan"]}, list(attrs["variants"]),
                     list(attrs["losses"]), int(attrs["image_size"]), tuple(root["parts/labels"].shape[1:]),
-                    records, [r["name"] for r in image_table(root)], pipe, inpaint_pipeline(pipe, inpaint_name),
+                    records, [r["name"] for r in image_table(root)], pipe, inpaint,
                     fitted_parts(root), store_expectation(root, config.detect.min_pixels),
                     {loss: {int(r["category"]) for r in read_index(embeddings_dir(store, loss))}
                      for loss in attrs["losses"]},
                     None if config.detect.unknown_quantile is None
                     else unknown_threshold(root, config.detect.unknown_quantile),
-                    *_evidence_parts(attrs, config, pipe))
+                    *_evidence_parts(attrs, config, pipe, inpaint))
     ctx.inpaint_name = inpaint_name
     if config.how == "part":               # ground-truth part masks: the judge reads the completions
         from diffparts.judge import PartJudge
@@ -76,16 +79,16 @@ def _context(root, store, corpus, model, device, dtype) -> _Context:
     return ctx
 
 
-def _evidence_parts(attrs: dict, config: OcclusionConfig, pipe) -> tuple:
-    """(img2img pipeline, calibration) for the evidence method; (None, None) for the area rule."""
-    if config.detect.method != "evidence":
+def _evidence_parts(attrs: dict, config: OcclusionConfig, pipe, inpaint) -> tuple:
+    """({kind: pipeline}, calibration) for the calibrated methods; (None, None) for the area rule."""
+    if config.detect.method == "area":
         return None, None
-    from diffparts.occlusion.evidence import Calibration
-    from diffparts.occlusion.imagine import img2img_pipeline
+    from diffparts.occlusion.calibrate import detector_pipelines
+    from diffparts.occlusion.evidence import Calibrations
 
     if "calibration" not in attrs:
-        raise ValueError("occlusion/ has no calibration for the evidence detector: run the set-up again")
-    return img2img_pipeline(pipe), Calibration.from_json(attrs["calibration"])
+        raise ValueError(f"occlusion/ has no calibration for the {config.detect.method} detector: run the set-up again")
+    return detector_pipelines(config.detect, pipe, inpaint), Calibrations.from_json(attrs["calibration"])
 
 
 def _image(ctx: _Context, index: int) -> tuple[np.ndarray, np.ndarray | None, object]:
@@ -148,7 +151,7 @@ def _prepare(ctx: _Context, case: dict) -> dict:
     box = _box(ctx, rec)
     started = time.perf_counter()
     detection = detect_missing(ctx.fitted, ctx.pipe, occluded, ctx.expectation, cfg.detect, box=box,
-                               unknown_threshold=ctx.unknown_threshold, img2img=ctx.img2img,
+                               unknown_threshold=ctx.unknown_threshold, pipelines=ctx.pipelines,
                                calibration=ctx.calibration, seed=case["seed"])
     detect_seconds = time.perf_counter() - started
     truth = hidden_categories(record.categories, cfg.min_fraction)

@@ -1,23 +1,27 @@
 """Missing-part detection (docs/design.md §5.7 "Occlusion"): which part categories does an occluded image lack?
 
-Two methods (``DetectConfig.method``):
-
-**evidence** (default): *where* a category belongs comes from position and context, *whether*
-it is there from evidence that the pixels disagree with it.
+Calibrated methods (``DetectConfig.method``): *where* a category belongs comes from position
+and context, *whether* it is there from evidence that the pixels disagree with it.
 
 1. The occluded image goes through the corpus's own capture, segmentation and descriptor code
    and its segments are assigned to the store's **fitted** categories, no refit
    (:func:`diffparts.parts.assign.assign_image`): this says where each category should be (an
    occluder at the head's place is labelled head: fine, that is where the head belongs).
-2. The model imagines the image (:mod:`diffparts.occlusion.imagine`: img2img from the occluded
-   image, class prompt, a few seeds); the per-pixel disagreement with the input, averaged over
-   each category's region, is the evidence (:mod:`diffparts.occlusion.evidence`).
-3. The missing score of k is calibrated against k's values on complete training images (the
-   share of them below this one, in [0, 1]); categories scoring at least ``threshold`` are
-   predicted missing, ranked. A category with no region scores 0 (no evidence either way).
+2. Evidence of each category's region, of one or two kinds
+   (:func:`diffparts.occlusion.calibrate.image_evidence`): **evidence** = ``img2img``, the model
+   imagines the whole image from it (:mod:`diffparts.occlusion.imagine`: it sees the pixels it
+   judges, so a flat fill it keeps is no evidence); **repaint** = each category's region masked
+   and repainted from its context by the inpainting pipeline (:mod:`diffparts.occlusion.repaint`:
+   it never sees those pixels); **combined** = both.
+3. The missing score of k: per kind, how many robust spreads k's evidence lies above k's values
+   on complete training images (:mod:`diffparts.occlusion.evidence`), the larger over kinds;
+   categories scoring at least the threshold are predicted missing, ranked. The threshold is
+   family-wise (``family_alpha``): the (1 - alpha) quantile of complete training images'
+   maximum score over categories (leave-one-out), so an image that hides nothing raises an
+   alarm with probability about alpha. A category with no region scores 0 (no evidence).
 4. Outcomes per pixel: background (0, from the assignment), a category (1..K), or "matches
-   nothing" (-1): an object pixel whose disagreement exceeds the calibrated pixel threshold.
-   The -1 pixels are ``Detection.occlusion_map``.
+   nothing" (-1): an object pixel whose disagreement (of ``map_kind``) exceeds the calibrated
+   pixel threshold. The -1 pixels are ``Detection.occlusion_map``.
 
 **area** (the earlier rule, kept as a baseline row): each category k has a dataset
 expectation, its prevalence p_k (``parts/prevalence``) and typical size n_k (median pixel count
@@ -34,37 +38,66 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from diffparts.occlusion.imagine import ImagineConfig
+from diffparts.occlusion.repaint import RepaintConfig
 
 
-METHODS = ("evidence", "area")
+METHODS = ("repaint", "evidence", "combined", "area")
+KINDS = {"evidence": ("img2img",), "repaint": ("repaint",), "combined": ("img2img", "repaint"), "area": ()}
 AREA_THRESHOLD = 0.1        # the area rule's threshold (best F1 on the validation birds, seed 999: 0.085)
-EVIDENCE_THRESHOLD = 4.0    # the evidence rule's, in robust spreads (validation birds: best F1, <= 10 % false alarms)
+EVIDENCE_THRESHOLD = 4.0    # the evidence rules' fixed one, in robust spreads, where no family-wise threshold is
+                            # calibrated (validation birds, img2img: best F1, <= 10 % false alarms)
 
 
 @dataclass(frozen=True)
 class DetectConfig:
-    method: str = "evidence"  # evidence (imagine and compare, calibrated) | area (prevalence x size, baseline)
-    threshold: float | None = None   # missing when score >= this; None = the method's (AREA_/EVIDENCE_THRESHOLD)
+    method: str = "repaint"   # repaint (each region repainted from its context, calibrated) | evidence (img2img
+                              # imagine and compare, calibrated) | combined (the larger calibrated score of the
+                              # two) | area (prevalence x size, baseline)
+    threshold: float | None = None   # missing when score >= this; None = the calibration's family-wise one
+                                     # (family_alpha), else the method's (AREA_/EVIDENCE_THRESHOLD)
     min_pixels: int = 4       # a category counts as present (has a region) from this many pixels
     unknown_quantile: float | None = None   # area only: corpus-distance quantile beyond which a unit is unknown;
                                             # None = off (validation birds: no quantile helps, docs/occlusion.md)
-    imagine: ImagineConfig = field(default_factory=ImagineConfig)   # evidence: the imaginations
-    pixel_quantile: float = 0.95  # evidence: occlusion map = object pixels above this quantile of training ones
-    calibration_images: int = 32  # evidence: training images the calibration is made from (seeded subset)
+    imagine: ImagineConfig = field(default_factory=ImagineConfig)   # evidence / combined: the imaginations
+    repaint: RepaintConfig = field(default_factory=RepaintConfig)   # repaint / combined: the repaintings
+    pixel_quantile: float = 0.95  # calibrated methods: occlusion map = object pixels above this quantile of
+                                  # the training images' (of the map's kind)
+    calibration_images: int = 32  # calibrated methods: training images the calibration is made from (seeded)
+    family_alpha: float | None = 0.1   # calibrated methods: threshold = the (1 - alpha) quantile of complete
+                                       # training images' maximum score (leave-one-out); None: the fixed one
+    map_kind: str | None = None   # the kind whose pixels make the occlusion map; None: the method's last kind
 
     def __post_init__(self):
         if self.method not in METHODS:
             raise ValueError(f"unknown detection method {self.method!r}: the methods are {', '.join(METHODS)}")
-        if isinstance(self.imagine, dict):
-            object.__setattr__(self, "imagine", ImagineConfig(**{k: tuple(v) if k == "seeds" else v
-                                                                for k, v in self.imagine.items()}))
+        for name, cls in (("imagine", ImagineConfig), ("repaint", RepaintConfig)):
+            value = getattr(self, name)
+            if isinstance(value, dict):
+                object.__setattr__(self, name, cls(**{k: tuple(v) if k == "seeds" else v for k, v in value.items()}))
+        if self.map_kind is not None and self.map_kind not in self.kinds:
+            raise ValueError(f"map_kind {self.map_kind!r} is not a kind of evidence of method {self.method!r} "
+                             f"({', '.join(self.kinds) or 'none'})")
+
+    @property
+    def kinds(self) -> tuple:
+        """The kinds of evidence the method combines (img2img, repaint); () for the area rule."""
+        return KINDS[self.method]
 
     @property
     def cutoff(self) -> float:
-        """The threshold in use: ``threshold``, or the method's default."""
+        """The fixed threshold: ``threshold``, or the method's default (see :meth:`cutoff_for`)."""
         if self.threshold is not None:
             return float(self.threshold)
-        return EVIDENCE_THRESHOLD if self.method == "evidence" else AREA_THRESHOLD
+        return AREA_THRESHOLD if self.method == "area" else EVIDENCE_THRESHOLD
+
+    def cutoff_for(self, calibration=None) -> float:
+        """The threshold in use with a store's ``calibration`` (``evidence.Calibrations``):
+        ``threshold`` when given, else its family-wise threshold when ``family_alpha`` is set and
+        it has one, else :attr:`cutoff`."""
+        if self.threshold is None and self.family_alpha is not None and self.method != "area" \
+                and getattr(calibration, "family_threshold", None) is not None:
+            return float(calibration.family_threshold)
+        return self.cutoff
 
 
 @dataclass(frozen=True)
@@ -154,43 +187,61 @@ def rank_with_unknown(labels: np.ndarray, distance: np.ndarray, expectation: Exp
     return rank_missing(confident, expectation, config, occlusion_map=(confident < 0) & (np.asarray(labels) > 0))
 
 
-def rank_evidence(labels: np.ndarray, dmap: np.ndarray, calibration, config: DetectConfig = DetectConfig()) -> Detection:
-    """The evidence method's steps 2-4 on a (y, x) category map and its (y, x) disagreement map:
-    calibrated scores, ranking, predicted missing, and the labels with "matches nothing" (-1)."""
-    from diffparts.occlusion.evidence import calibrated_scores, category_disagreement, occlusion_map
+def rank_evidence(labels: np.ndarray, dmap, calibration, config: DetectConfig = DetectConfig()) -> Detection:
+    """The calibrated methods' steps 2-4 on a (y, x) category map: calibrated scores (per
+    kind, the larger), ranking, predicted missing (at :meth:`DetectConfig.cutoff_for`), and the
+    labels with "matches nothing" (-1).
+
+    dmap: {kind: ((category,) evidence, (y, x) pixel disagreement)} of the method's kinds
+    (:func:`diffparts.occlusion.calibrate.image_evidence`), or one (y, x) img2img disagreement
+    map; calibration: ``evidence.Calibrations`` (or one img2img ``Calibration``)."""
+    from diffparts.occlusion.evidence import (Calibration, Calibrations, calibrated_scores, category_disagreement,
+                                              occlusion_map)
 
     labels = np.asarray(labels)
-    scores = calibrated_scores(category_disagreement(dmap, labels, len(calibration.values), config.min_pixels),
-                               calibration)
+    if isinstance(calibration, Calibration):
+        calibration = Calibrations((("img2img", calibration),))
+    if not isinstance(dmap, dict):
+        dmap = {"img2img": (category_disagreement(dmap, labels, len(calibration["img2img"].values),
+                                                  config.min_pixels), dmap)}
+    kinds = [k for k in calibration.names if k in dmap]
+    if not kinds:
+        raise ValueError(f"no evidence of the calibrated kinds {calibration.names}: got {sorted(dmap)}")
+    scores = np.max([calibrated_scores(dmap[k][0], calibration[k]) for k in kinds], 0).astype(np.float32)
     order = sorted(range(1, len(scores)), key=lambda k: (-float(scores[k]), k))
-    missing = tuple(k for k in order if scores[k] >= config.cutoff and scores[k] > 0)
-    omap = occlusion_map(dmap, labels, calibration)
+    cutoff = config.cutoff_for(calibration)
+    missing = tuple(k for k in order if scores[k] >= cutoff and scores[k] > 0)
+    kind = config.map_kind if config.map_kind in kinds else kinds[-1]
+    omap = occlusion_map(dmap[kind][1], labels, calibration[kind])
     return Detection(np.where(omap, -1, labels).astype(np.int16), scores, tuple(order), missing, omap,
                      labels.astype(np.int16))
 
 
 def detect_missing(fitted, pipe, image: np.ndarray, expectation: Expectation | None = None,
                    config: DetectConfig = DetectConfig(), box=None,
-                   unknown_threshold: float | None = None, img2img=None, calibration=None,
+                   unknown_threshold: float | None = None, pipelines: dict | None = None, calibration=None,
                    seed: int = 0) -> Detection:
     """Assign the occluded (y, x, 3) uint8 ``image`` to the fitted categories and rank what is
     missing. box: the object box (x, y, w, h) in segment-map pixels, as for the corpus.
 
-    evidence: ``img2img`` (:func:`diffparts.occlusion.imagine.img2img_pipeline` of ``pipe``)
-    and the store's ``calibration`` (:func:`diffparts.occlusion.calibrate.calibrate_store`);
-    ``seed`` offsets the imaginations' seeds. area: ``expectation``; unknown_threshold: the
-    store's :func:`diffparts.parts.assign.unknown_threshold` (used when
-    ``config.unknown_quantile`` is set), beyond which a pixel is unknown."""
+    Calibrated methods (repaint, evidence, combined): ``pipelines`` {kind: pipeline} (img2img:
+    :func:`diffparts.occlusion.imagine.img2img_pipeline` of ``pipe``; repaint: an inpainting
+    pipeline) and the store's ``calibration`` (:func:`diffparts.occlusion.calibrate.calibrate_store`);
+    ``seed`` offsets the seeds. area: ``expectation``; unknown_threshold: the store's
+    :func:`diffparts.parts.assign.unknown_threshold` (used when ``config.unknown_quantile`` is
+    set), beyond which a pixel is unknown."""
     from diffparts.parts.assign import assign_image
 
-    if config.method == "evidence":
-        from diffparts.occlusion.imagine import disagreement, imagine
+    if config.method != "area":
+        from diffparts.occlusion.calibrate import image_evidence
 
-        if img2img is None or calibration is None:
-            raise ValueError("the evidence method needs an img2img pipeline and the store's calibration")
+        if calibration is None or any(k not in (pipelines or {}) for k in config.kinds):
+            raise ValueError(f"the {config.method} method needs pipelines for {', '.join(config.kinds)} "
+                             "and the store's calibration")
         labels = assign_image(fitted, pipe, image, box=box)
-        dmap = disagreement(image, imagine(img2img, image, config.imagine, seed))
-        return rank_evidence(labels, dmap, calibration, config)
+        k1 = len(calibration[config.kinds[0]].values)
+        evidence = {k: image_evidence(k, image, labels, k1, pipelines, config, seed) for k in config.kinds}
+        return rank_evidence(labels, evidence, calibration, config)
     if expectation is None:
         raise ValueError("the area method needs the dataset expectation (store_expectation)")
     if config.unknown_quantile is None or unknown_threshold is None:

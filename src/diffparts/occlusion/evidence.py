@@ -66,14 +66,77 @@ class Calibration:
     images: tuple                 # the training images it was made from (store indices)
 
     def to_json(self) -> str:
-        return json.dumps({"values": [list(v) for v in self.values], "pixel_threshold": self.pixel_threshold,
-                           "images": list(self.images)})
+        return json.dumps(self.to_dict())
+
+    def to_dict(self) -> dict:
+        return {"values": [list(v) for v in self.values], "pixel_threshold": self.pixel_threshold,
+                "images": list(self.images)}
 
     @staticmethod
-    def from_json(text: str) -> "Calibration":
-        d = json.loads(text)
+    def from_json(text: str | dict) -> "Calibration":
+        d = json.loads(text) if isinstance(text, str) else text
         return Calibration(tuple(tuple(float(x) for x in v) for v in d["values"]), float(d["pixel_threshold"]),
                            tuple(int(i) for i in d["images"]))
+
+
+@dataclass(frozen=True)
+class Calibrations:
+    """The detector's calibration: one :class:`Calibration` per kind of evidence it combines
+    (``img2img``: :mod:`~diffparts.occlusion.imagine`; ``repaint``: :mod:`~diffparts.occlusion.repaint`)
+    and the family-wise threshold of the maximum score over categories."""
+
+    kinds: tuple                  # ((name, Calibration), ...) in the detector's order
+    family_threshold: float | None = None   # the (1 - alpha) quantile, over training images, of their
+                                            # leave-one-out maximum score over categories (and kinds)
+    family_alpha: float | None = None       # that alpha: the false-alarm rate aimed at on complete images
+
+    def __getitem__(self, name: str) -> Calibration:
+        return dict(self.kinds)[name]
+
+    @property
+    def names(self) -> tuple:
+        return tuple(n for n, _ in self.kinds)
+
+    def to_json(self) -> str:
+        return json.dumps({"kinds": {n: c.to_dict() for n, c in self.kinds}, "family_threshold": self.family_threshold,
+                           "family_alpha": self.family_alpha})
+
+    @staticmethod
+    def from_json(text: str) -> "Calibrations":
+        d = json.loads(text)
+        if "kinds" not in d:                                     # a single img2img calibration (before the repaint)
+            return Calibrations((("img2img", Calibration.from_json(d)),))
+        return Calibrations(tuple((n, Calibration.from_json(c)) for n, c in d["kinds"].items()),
+                            None if d.get("family_threshold") is None else float(d["family_threshold"]),
+                            None if d.get("family_alpha") is None else float(d["family_alpha"]))
+
+
+def leave_one_out_maxima(rows_by_kind: Sequence[np.ndarray]) -> np.ndarray:
+    """(image,) float64: for each training image, the maximum over categories and kinds of its
+    :func:`calibrated_scores` against a calibration made from the OTHER training images (so its
+    own values do not pull its scores towards the median). rows_by_kind: per kind the
+    (image, category) values, the same images in the same order."""
+    rows_by_kind = [np.asarray(r, np.float64) for r in rows_by_kind]
+    m = len(rows_by_kind[0])
+    if m < 2 or any(len(r) != m for r in rows_by_kind):
+        raise ValueError("the family-wise threshold needs at least 2 training images, the same for every kind")
+    out = np.empty(m, np.float64)
+    for i in range(m):
+        best = -np.inf
+        for rows in rows_by_kind:
+            rest = np.delete(rows, i, 0)
+            cal = Calibration(tuple(tuple(np.sort(c[np.isfinite(c)])) for c in rest.T), 0.0, ())
+            best = max(best, float(calibrated_scores(rows[i], cal)[1:].max(initial=-np.inf)))
+        out[i] = best
+    return out
+
+
+def family_threshold(maxima: np.ndarray, alpha: float) -> float:
+    """The (1 - alpha) quantile of the training images' :func:`leave_one_out_maxima`: a complete
+    image's maximum score exceeds it with probability about ``alpha``."""
+    if not 0.0 < alpha < 1.0:
+        raise ValueError(f"family_alpha must be in (0, 1), got {alpha}")
+    return float(np.quantile(np.asarray(maxima, np.float64), 1.0 - alpha))
 
 
 def calibrate(rows: Sequence[np.ndarray], pixel_values: np.ndarray, pixel_quantile: float = 0.9,

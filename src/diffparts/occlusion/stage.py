@@ -31,7 +31,7 @@ categories, background included; the whole store: docs/store.md)::
     occlusion/done         (case,) bool             written after the arrays above
     occlusion/held_out     (image,) bool            the images cases come from (attrs: rule; split.py)
     attrs: config, plan, variants, losses, model, model_hash, parts_fingerprint, image_size, held_out,
-           calibration (the evidence detector's, JSON: occlusion.evidence.Calibration)
+           calibration (the calibrated detector's, JSON: occlusion.evidence.Calibrations)
 
 Groups written before issue 13 name the labels' axes ``y x`` and the scores' ``part``; they are
 reopened and resumed as they are.
@@ -205,7 +205,7 @@ def setup_occlusion(root, store: str, corpus, model: str, config: OcclusionConfi
     """Plan the cases and create ``occlusion/`` (redone whole when its identity changed).
 
     Refuses a store whose parts stage is not done, ``how="part"`` on a corpus without part
-    masks, and losses without token files. calibration: the evidence detector's calibration
+    masks, and losses without token files. calibration: the calibrated detector's calibration
     (JSON) made by another set-up on the same store, model and detect settings, reused instead of
     recomputed (a benchmark running several fills). Returns {cases, todo, variants, losses, reset, ...}.
     """
@@ -275,7 +275,7 @@ def setup_occlusion(root, store: str, corpus, model: str, config: OcclusionConfi
     if reset or "plan" not in group.attrs:
         group["cases"][:] = np.array([c["image"] for c in plan], np.int64)
     group.attrs.update(identity)
-    if config.detect.method == "evidence" and "calibration" not in group.attrs:
+    if config.detect.method != "area" and "calibration" not in group.attrs:
         group.attrs["calibration"] = calibration or _calibration(root, records, table, model, config, size,
                                                                  log).to_json()
     finished = np.asarray(group["done"][:], bool)
@@ -285,7 +285,7 @@ def setup_occlusion(root, store: str, corpus, model: str, config: OcclusionConfi
 
 
 def _calibration(root, records: dict, table, model: str, config: OcclusionConfig, size: int, log=None):
-    """The evidence detector's calibration on the store's training images (loads the model);
+    """The calibrated detector's calibration on the store's training images (loads the model);
     progress every 8 images to ``log`` (default: the ``diffparts.occlusion`` logger)."""
     import logging
 
@@ -294,17 +294,29 @@ def _calibration(root, records: dict, table, model: str, config: OcclusionConfig
     from diffparts.corpus import load_rgb
     from diffparts.model.extract import prepare_images
     from diffparts.model.load import load_pipeline
-    from diffparts.occlusion.calibrate import calibrate_store
-    from diffparts.occlusion.imagine import img2img_pipeline
+    from diffparts.occlusion.calibrate import calibrate_store, detector_pipelines
+    from diffparts.occlusion.complete import inpaint_pipeline, resolve_inpaint_model
 
     pipe = load_pipeline(model, device="cpu", dtype=torch.float32)
     pipe.set_progress_bar_config(disable=True)
+    inpaint = None
+    if "repaint" in config.detect.kinds:
+        inpaint = inpaint_pipeline(pipe, resolve_inpaint_model(config.completion.inpaint_model, model))
+        inpaint.set_progress_bar_config(disable=True)
 
     def load(i: int) -> np.ndarray:
         return prepare_images(load_rgb(records[table[i]["name"]].path)[None], size)[0]
 
     say = log or logging.getLogger("diffparts.occlusion").info
-    return calibrate_store(root, load, img2img_pipeline(pipe), config.detect, config.seed, log=say)
+    return calibrate_store(root, load, detector_pipelines(config.detect, pipe, inpaint), config.detect,
+                           config.seed, log=say)
+
+
+def _stored_calibration(attrs):
+    """The calibrated detector's ``evidence.Calibrations`` kept in the group's attributes, or None."""
+    from diffparts.occlusion.evidence import Calibrations
+
+    return Calibrations.from_json(attrs["calibration"]) if "calibration" in attrs else None
 
 
 def summarize_occlusion(root, min_fraction: float | None = None) -> dict:
@@ -320,15 +332,16 @@ def summarize_occlusion(root, min_fraction: float | None = None) -> dict:
     results = [json.loads(str(g["results"][int(i)])) for i in done]
     scores = np.stack([np.asarray(g["scores"][int(i)]) for i in done])             # case category
     config = occlusion_config(g.attrs["config"])
-    detection = detection_table(results, scores, config.detect.cutoff)
+    cutoff = config.detect.cutoff_for(_stored_calibration(g.attrs))
+    detection = detection_table(results, scores, cutoff)
     detection["method"] = config.detect.method
-    detection["threshold"] = config.detect.cutoff
+    detection["threshold"] = cutoff
     detection["how"] = config.how
     fills = sorted({r.get("fill", config.fill) for r in results})
     if len(fills) > 1:                                                              # a mix: one row per fill
         detection["by_fill"] = {f: detection_table([r for r in results if r.get("fill", config.fill) == f],
                                                    scores[[r.get("fill", config.fill) == f for r in results]],
-                                                   config.detect.cutoff)
+                                                   cutoff)
                                 for f in fills}
     table = []
     for v in variants:
