@@ -86,3 +86,14 @@ def test_part_word_closeups_script_reads_every_word(tiny_pipeline):
     assert all(0.0 <= v["right"] <= 1.0 for w, v in out["words"].items() if w != "(class)")
     assert out["words"]["(class)"]["right"] is None
     assert all(abs(sum(v["shown"].values()) - 1.0) < 1e-3 for v in out["words"].values())
+
+
+def test_minmax_threshold_finds_the_preferred_place_of_a_flat_map():
+    import torch
+
+    from diffparts.inversion.evaluate import threshold_maps
+
+    maps = torch.full((1, 4, 4), 0.012)
+    maps[0, :2, :2] = 0.015                                          # prefers the top-left, barely
+    assert threshold_maps(maps, 0.5).all()                           # raw: the whole image
+    assert threshold_maps(maps, 0.5, minmax=True)[0].sum() == 4      # rescaled: the preferred cells

@@ -21,8 +21,11 @@ and the true part word), on held-out images:
 - **generates in context**: p's true region of held-out birds (dilated by ``dilate`` pixels)
   inpainted with the prompt of "explains" (``occlusion.complete``: an inpainting checkpoint or
   latent blending), the judge's IoU of p with its true mask (``judge.score_completion``).
-- **localises**: the prompt's cross-attention of the token (or the word) thresholded, IoU with
-  p's true mask (``evaluate.token_maps``).
+- **localises**: the prompt's cross-attention of the token (or the word), min-max rescaled per
+  image and thresholded at ``attention_threshold``, IoU with p's true mask (``evaluate.token_maps``).
+  The rescaling differs from the embeddings stage's measure (a fraction of the raw maximum): a
+  toy model's cross-attention can be nearly flat (max/min about 1.25), and the raw threshold then
+  keeps the whole image for every token, so every prompt would score the part's area.
 
 Where the corpus has no part masks (a real corpus such as CUB) there is no p: the columns that
 need it are None ("n/a" in the tables); explains against the class prompt still applies.
@@ -225,7 +228,7 @@ def measure_kind(pipe, inpaint, judge, data: dict, kind: str, config: ClaimConfi
                                                  completion)
         if target is not None and d.truth is not None:
             maps = token_maps(pipe, d.latents, prompt, target, size, measure, d.indices)
-            row["attention_iou"] = iou(threshold_maps(maps, measure.attention_threshold), d.truth == d.part)
+            row["attention_iou"] = iou(threshold_maps(maps, measure.attention_threshold, minmax=True), d.truth == d.part)
         rows.append(row)
         say(f"{kind}: category {c} ({word or 'n/a'}) measured")
     return rows

@@ -114,9 +114,15 @@ def token_maps(pipe, latents: torch.Tensor, prompt: str, token: str, size: int,
     return capture.maps(size).float().cpu()
 
 
-def threshold_maps(maps: torch.Tensor, fraction: float) -> np.ndarray:
-    """(image, y, x) bool: pixels at or above ``fraction`` x each map's maximum."""
+def threshold_maps(maps: torch.Tensor, fraction: float, minmax: bool = False) -> np.ndarray:
+    """(image, y, x) bool: pixels at or above ``fraction`` x each map's maximum; with ``minmax``,
+    of each map rescaled to [0, 1] first (min-max), so a nearly flat map (a token that attends
+    everywhere about equally) still yields the place it prefers rather than the whole image."""
     m = maps.numpy()
+    if minmax:
+        flat = m.reshape(len(m), -1)
+        low, high = flat.min(1)[:, None, None], flat.max(1)[:, None, None]
+        m = (m - low) / np.maximum(high - low, 1e-12)
     return m >= fraction * m.reshape(len(m), -1).max(1)[:, None, None]
 
 
