@@ -49,7 +49,7 @@ def test_flow_asks_for_pinning_only_on_its_own_local_cluster(monkeypatch):
         raise Stop
 
     monkeypatch.setattr(flow, "get_run_logger", lambda: logging.getLogger("test"))
-    monkeypatch.setattr(flow, "describe_images", lambda corpus, limits: [{"image_id": 1, "name": "a", "sha256": ""}])
+    monkeypatch.setattr(flow, "describe_images", lambda corpus, limits, store=None: [{"image_id": 1, "name": "a", "sha256": ""}])
     monkeypatch.setattr(flow, "identify_run", lambda *a: {})
     monkeypatch.setattr(flow, "prepare_store", lambda *a: {"version": 1, "pending": [0], "added": [], "changed": [],
                                                             "images": [{"index": 0}]})
