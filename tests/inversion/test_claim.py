@@ -4,7 +4,6 @@ and the benchmark script end to end on the embedded checkpoint with a few part-w
 import json
 from pathlib import Path
 
-import numpy as np
 import pytest
 
 from diffparts.inversion.claim import ClaimConfig, means, name_rank, with_relative
