@@ -88,6 +88,7 @@ def main(argv=None) -> dict:
     from diffparts.inversion.evaluate import MeasureConfig
     from diffparts.inversion.stage import parse_losses
     from diffparts.inversion.train import InversionConfig
+    from diffparts.occlusion.complete import CompletionConfig
     from diffparts.store import open_store
 
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -132,7 +133,6 @@ def main(argv=None) -> dict:
     measure = MeasureConfig(timesteps=tuple(int(t) for t in args.timesteps.split(",")), n_generate=args.n_generate,
                             generate_steps=args.generate_steps, max_images=args.max_images)
     claim = ClaimConfig(n_context=args.n_context)
-    from diffparts.occlusion.complete import CompletionConfig
     if args.generate_steps != CompletionConfig.steps:
         log(f"in context: {args.generate_steps} inpainting steps is not the occlusion stage's {CompletionConfig.steps}")
     result = claim_table(open_store(store), str(store), str(corpus), model, losses, cats, claim, measure, config,

@@ -101,23 +101,18 @@ def name_rank(pipe, token: str, true_word: str, config: ClaimConfig = ClaimConfi
                                                                  for w, s in zip(config.part_words, sims)}
 
 
-def dilate_mask(mask: np.ndarray, radius: int) -> np.ndarray:
-    from diffparts.train.renders import dilate
-
-    return dilate(mask, radius)
-
-
 def context_iou(inpaint, judge, images: np.ndarray, truth: np.ndarray, part: int, prompt,
                 config: ClaimConfig = ClaimConfig(), completion=None) -> float | None:
     """Mean judge IoU of ``part`` after inpainting its true region (dilated) of each image with
     ``prompt`` (a string or ``occlusion.complete.encode_prompts`` embeddings); None without a part."""
     from diffparts.judge import score_completion
     from diffparts.occlusion.complete import CompletionConfig, complete
+    from diffparts.train.renders import dilate
 
     completion = completion or CompletionConfig()
     scores = []
     for j, (img, lab) in enumerate(zip(images, truth)):
-        hidden = dilate_mask(lab == part, config.dilate)
+        hidden = dilate(lab == part, config.dilate)
         if not (lab == part).any():
             continue
         done = complete(inpaint, img, hidden, prompt, config.context_seed + j, completion)
