@@ -198,3 +198,35 @@ def test_cli_world_parts(tmp_path, capsys):
     assert len(kinds) == 6 and any(k == "scene" for k, _ in kinds.values())
     assert main(["corpus", "synth", "--out", str(tmp_path / "x"), "--n", "2", "--scene-share", "0.5"]) == 2
     assert "--world parts" in capsys.readouterr().err
+
+
+def test_plain_closeup_captions_keep_the_images(tmp_path):
+    # plain_share only changes close-ups' captions ("a close-up of a bird head"): same pixels,
+    # same kinds; every other caption is the same
+    plain = PartWorldConfig(closeup_share=0.6, scene_share=0.1, plain_share=0.5)
+    rich = PartWorldConfig(closeup_share=0.6, scene_share=0.1)
+    a = generate_birds(tmp_path / "a", 16, 4, SMALL, plain)
+    b = generate_birds(tmp_path / "b", 16, 4, SMALL, rich)
+    for sub in ("images", "part_segmentations"):
+        for p in sorted((b / sub).rglob("*.png")):
+            assert (a / sub / p.relative_to(b / sub)).read_bytes() == p.read_bytes()
+    assert read_image_kinds(a) == read_image_kinds(b)
+    kinds = read_image_kinds(a)
+    caps = {rec.image_id: rec.caption for rec in open_corpus(a)}
+    rich_caps = {rec.image_id: rec.caption for rec in open_corpus(b)}
+    n_plain = 0
+    for image_id, (kind, part) in kinds.items():
+        if caps[image_id] == rich_caps[image_id]:
+            continue
+        assert kind == "closeup"
+        assert caps[image_id] == (f"a close-up of bird {part}" if part == "legs" else f"a close-up of a bird {part}")
+        n_plain += 1
+    assert 0 < n_plain < sum(k == "closeup" for k, _ in kinds.values())
+    with pytest.raises(ValueError, match="plain_share"):
+        PartWorldConfig(plain_share=1.5)
+
+
+def test_cli_plain_share_needs_the_part_world(tmp_path, capsys):
+    assert main(["corpus", "synth", "--out", str(tmp_path / "c"), "--n", "2", "--plain-share", "0.3"]) == 2
+    assert "--plain-share need --world parts" in capsys.readouterr().err
+    assert not (tmp_path / "c").exists()

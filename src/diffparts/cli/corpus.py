@@ -42,6 +42,9 @@ def register(subparsers) -> None:
                        help="part world: share of part close-ups (default 0.25)")
     synth.add_argument("--scene-share", type=float, default=None, metavar="F",
                        help="part world: share of scenes without a bird (default 0.08)")
+    synth.add_argument("--plain-share", type=float, default=None, metavar="F",
+                       help="part world: share of close-ups captioned by the part alone, "
+                            "\"a close-up of a bird head\" (default 0; the images are the same)")
     synth.set_defaults(handler=run_synth)
 
     info = sub.add_parser(
@@ -69,11 +72,11 @@ def run_synth(args) -> int:
         config = replace(config, n_classes=args.classes)
     world = None
     if args.world == "parts":
-        shares = {name: getattr(args, name) for name in ("closeup_share", "scene_share")
+        shares = {name: getattr(args, name) for name in ("closeup_share", "scene_share", "plain_share")
                   if getattr(args, name) is not None}
         world = PartWorldConfig(**shares)
-    elif args.closeup_share is not None or args.scene_share is not None:
-        raise ValueError("--closeup-share / --scene-share need --world parts")
+    elif any(getattr(args, name) is not None for name in ("closeup_share", "scene_share", "plain_share")):
+        raise ValueError("--closeup-share / --scene-share / --plain-share need --world parts")
     out = generate_birds(args.out, args.n, args.seed, config, world)
     what = "synthetic birds" if world is None else "part-world images"
     print(f"wrote {args.n} {what} ({args.size} px, seed {args.seed}) to {out}")

@@ -85,9 +85,10 @@ def _whole_caption(rng, names, patt, shape, visible):
     return f"a photo of {_article(names['back'])} {names['back']} bird with {body}"
 
 
-def _closeup_caption(part, names, patt, shape):
-    """'a close-up of a red bird head', 'a close-up of pink bird legs'."""
-    words = " ".join(_part_phrase(part, names, patt, shape) + ["bird", part])
+def _closeup_caption(part, names, patt, shape, plain=False):
+    """'a close-up of a red bird head', 'a close-up of pink bird legs'; ``plain``: the part alone,
+    'a close-up of a bird head', 'a close-up of bird legs'."""
+    words = " ".join(([] if plain else _part_phrase(part, names, patt, shape)) + ["bird", part])
     return f"a close-up of {words}" if part == "legs" else f"a close-up of {_article(words)} {words}"
 
 

@@ -40,9 +40,10 @@ class PartWorldConfig:
     closeup_min_side: float = 1 / 6    # smallest crop side / image side (caps the zoom at 6x)
     closeup_min_share: float = 0.12    # the part must cover this share of its crop and be its largest part
     min_part_pixels: int = 6           # a part with fewer pixels (at 128 px; scaled with the area) is not named
+    plain_share: float = 0.0           # share of close-ups captioned by the part alone ("a close-up of a bird head")
 
     def __post_init__(self):
-        for name in ("closeup_share", "scene_share", "shape_swap_prob", "closeup_min_share"):
+        for name in ("closeup_share", "scene_share", "shape_swap_prob", "closeup_min_share", "plain_share"):
             if not 0.0 <= getattr(self, name) <= 1.0:
                 raise ValueError(f"{name}={getattr(self, name)} must be in [0, 1]")
         if self.closeup_share + self.scene_share > 1.0:
@@ -60,17 +61,20 @@ def scene_class_name(n_classes: int) -> str:
     return f"{n_classes + 1:03d}.No_bird"
 
 
-def plan_item(seed: int, i: int, world: PartWorldConfig) -> tuple[str, int]:
-    """Draw ``i``'s kind ('bird', 'closeup', 'scene') and preferred close-up part (an index into
-    ``closeup_parts``), from their own stream (seed, i, 1), so the writer knows the class first."""
+def plan_item(seed: int, i: int, world: PartWorldConfig) -> tuple[str, int, bool]:
+    """Draw ``i``'s kind ('bird', 'closeup', 'scene'), preferred close-up part (an index into
+    ``closeup_parts``) and whether a close-up's caption is plain (the part alone, probability
+    ``plain_share``), from their own stream (seed, i, 1), so the writer knows the class first.
+    The plain draw comes last: a world with another ``plain_share`` has the same images."""
     rng = np.random.default_rng((seed, i, 1))
     u = rng.random()
     pref = int(rng.integers(len(world.closeup_parts)))
+    plain = bool(rng.random() < world.plain_share)
     if u < world.scene_share:
-        return "scene", pref
+        return "scene", pref, False
     if u < world.scene_share + world.closeup_share:
-        return "closeup", pref
-    return "bird", pref
+        return "closeup", pref, plain
+    return "bird", pref, False
 
 
 def _visible_parts(part_mask, world) -> list[str]:
@@ -113,7 +117,7 @@ def _crop_for(part_mask, part, world):
     return None
 
 
-def _render_closeup(rng, class_index, cfg, world, pref, shape):
+def _render_closeup(rng, class_index, cfg, world, pref, shape, plain=False):
     """A close-up of one part, or None when no close-up part dominates a crop (see ``_crop_for``).
 
     Returns (rgb, part mask, keypoints, caption, part). The bird is drawn twice from the same
@@ -152,7 +156,7 @@ def _render_closeup(rng, class_index, cfg, world, pref, shape):
     yi = np.clip(kp[:, 1].astype(int), 0, size - 1)
     inside &= mask[yi, xi] > 0
     kp[~inside] = 0.0
-    caption = _closeup_caption(part, info["names"], info["patterns"], shape)
+    caption = _closeup_caption(part, info["names"], info["patterns"], shape, plain)
     return img, mask, kp, caption, part
 
 
@@ -172,15 +176,17 @@ def _render_scene(rng, cfg):
             _scene_caption(info["background"]))
 
 
-def render_item(rng, class_index: int, kind: str, pref: int, cfg: SynthConfig, world: PartWorldConfig):
+def render_item(rng, class_index: int, kind: str, pref: int, cfg: SynthConfig, world: PartWorldConfig,
+                plain: bool = False):
     """One image of the part world: (rgb (y, x, 3) uint8, part mask (y, x) uint8, keypoints (15, 3),
-    caption, kind, part or None). A close-up that finds no dominant part becomes a whole bird."""
+    caption, kind, part or None). A close-up that finds no dominant part becomes a whole bird.
+    ``plain``: a close-up's caption names the part alone ("a close-up of a bird head")."""
     if kind == "scene":
         return (*_render_scene(rng, cfg), "scene", None)
     shape = _draw_shape(rng, class_index, world.shape_swap_prob)
     if kind == "closeup":
         state = rng.bit_generator.state
-        out = _render_closeup(rng, class_index, cfg, world, pref, shape)
+        out = _render_closeup(rng, class_index, cfg, world, pref, shape, plain)
         if out is not None:
             return (*out[:4], "closeup", out[4])
         rng.bit_generator.state = state
