@@ -8,6 +8,11 @@ data-URI pictures have loaded, and saves the page as PNG:
 
     .venv/bin/python benchmarks/dashboard_screenshot.py --url http://127.0.0.1:4200 \\
         --key parts-pictures --out docs/images/dashboard-artifact.png
+
+With ``--flow-run NAME`` it opens instead the page of the newest flow run of the flow ``NAME``
+(e.g. ``diffparts-run``) and waits until the page shows the run's name and its task runs
+("seconds" then says how long the page took to open; docs/scale.md uses it on a big store's
+server).
 """
 
 from __future__ import annotations
@@ -25,6 +30,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--url", default="http://127.0.0.1:4200", help="the server (UI and API)")
     parser.add_argument("--key", default="parts-pictures", help="artifact key (newest artifact with it)")
+    parser.add_argument("--flow-run", default=None, metavar="FLOW",
+                        help="the newest run of this flow's page instead of an artifact")
     parser.add_argument("--out", default="docs/images/dashboard-artifact.png", help="PNG to write")
     parser.add_argument("--width", type=int, default=1400)
     parser.add_argument("--height", type=int, default=1000)
@@ -42,15 +49,29 @@ def main(argv: list[str] | None = None) -> int:
     if not chromium_available():
         raise SystemExit("no Chromium at /usr/bin/chromium (apt install chromium) or $DIFFPARTS_CHROMIUM")
     url = args.url.rstrip("/")
-    found = httpx.post(f"{url}/api/artifacts/filter", timeout=30,
-                       json={"artifacts": {"key": {"any_": [args.key]}}, "sort": "CREATED_DESC", "limit": 1}).json()
-    if not found:
-        raise SystemExit(f"no artifact with key {args.key!r} on {url}")
-    page = f"{url}/artifacts/artifact/{found[0]['id']}"
+    if args.flow_run:
+        runs = httpx.post(f"{url}/api/flow_runs/filter", timeout=30,
+                          json={"flows": {"name": {"any_": [args.flow_run]}}, "sort": "START_TIME_DESC",
+                                "limit": 1}).json()
+        if not runs:
+            raise SystemExit(f"no run of the flow {args.flow_run!r} on {url}")
+        page = f"{url}/runs/flow-run/{runs[0]['id']}"
+        # the run's name is shown, and the page lists task runs (or says there are none)
+        ready = (f"(() => {{ const t = document.body ? document.body.innerText : ''; "
+                 f"return t.includes({json.dumps(runs[0]['name'])}) && /task run/i.test(t) ? [t.length] : null; }})()")
+    else:
+        found = httpx.post(f"{url}/api/artifacts/filter", timeout=30,
+                           json={"artifacts": {"key": {"any_": [args.key]}}, "sort": "CREATED_DESC",
+                                 "limit": 1}).json()
+        if not found:
+            raise SystemExit(f"no artifact with key {args.key!r} on {url}")
+        page = f"{url}/artifacts/artifact/{found[0]['id']}"
+        ready = LOADED_JS
     start = time.perf_counter()
     with Browser(width=args.width, height=args.height) as browser:
         browser.navigate(page)
-        loaded = browser.wait_for(LOADED_JS, timeout=args.timeout)
+        loaded = browser.wait_for(ready, timeout=args.timeout)
+        opened_s = time.perf_counter() - start
         time.sleep(1.0)                         # let the layout settle after the last picture
         png = browser.screenshot(full_page=args.full_page)
     out = Path(args.out)
@@ -64,8 +85,9 @@ def main(argv: list[str] | None = None) -> int:
 
         picture = Image.open(io.BytesIO(png)).convert("RGB")
         picture.quantize(256, method=Image.Quantize.MEDIANCUT).save(out, optimize=True)
-    print(json.dumps({"page": page, "pictures_loaded": len(loaded or []),
-                      "natural_widths": [i["naturalWidth"] for i in loaded or []], "out": str(out),
+    shown = {"page_text_chars": loaded[0]} if args.flow_run and loaded else {
+        "pictures_loaded": len(loaded or []), "natural_widths": [i["naturalWidth"] for i in loaded or []]}
+    print(json.dumps({"page": page, **shown, "opened_s": round(opened_s, 1) if loaded else None, "out": str(out),
                       "bytes": out.stat().st_size, "seconds": round(time.perf_counter() - start, 1)}))
     return 0 if loaded else 1
 

@@ -55,7 +55,10 @@ def register(subparsers) -> None:
                         help="detection method: repaint (each category's region repainted from its context by "
                              "the inpainting model, its texture compared with the input, calibrated on training "
                              "images; the default), evidence (img2img imagine and compare, calibrated), combined "
-                             "(the larger of the two scores) or area (prevalence x typical size, the earlier baseline)")
+                             "(the larger of the two scores), colour (each region's pixels against that category's colours on the "
+                             "training birds whose visible parts look like this one's, calibrated), repaint-colour "
+                             "(the larger of repaint and colour) or area (prevalence x typical size, the earlier "
+                             "baseline)")
     parser.add_argument("--detect-only", action="store_true",
                         help="detection only: no inpainting (the table keeps the original and occluded rows)")
     parser.add_argument("--losses", type=_names, default=None,

@@ -20,20 +20,41 @@ from typing import Callable
 import numpy as np
 
 
-def detector_pipelines(detect, pipe, inpaint) -> dict:
+def detector_pipelines(detect, pipe, inpaint, root=None, load_image: Callable[[int], np.ndarray] | None = None,
+                       seed: int = 0, log: Callable[[str], None] | None = None) -> dict:
     """{kind: pipeline} of a calibrated ``detect`` config: img2img on ``pipe``'s components,
     repaint with the completion's inpainting pipeline ``inpaint`` (a 9-channel checkpoint, or
-    latent blending on ``pipe``: either never sees the pixels it repaints)."""
+    latent blending on ``pipe``: either never sees the pixels it repaints), colour: the store
+    ``root``'s colour reference (:func:`~diffparts.occlusion.colour.colour_reference`, its
+    training images loaded by ``load_image``; deterministic for ``seed``)."""
     from diffparts.occlusion.imagine import img2img_pipeline
 
-    return {k: img2img_pipeline(pipe) if k == "img2img" else inpaint for k in detect.kinds}
+    out = {}
+    for kind in detect.kinds:
+        if kind == "img2img":
+            out[kind] = img2img_pipeline(pipe)
+        elif kind == "colour":
+            from diffparts.occlusion.colour import colour_reference
+
+            if root is None or load_image is None:
+                raise ValueError("the colour detector needs the store and its image loader for its reference")
+            out[kind] = colour_reference(root, load_image, detect.colour, seed, log)
+        else:
+            out[kind] = inpaint
+    return out
 
 
 def image_evidence(kind: str, image: np.ndarray, labels: np.ndarray, n_categories: int, pipelines: dict,
-                   config, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+                   config, seed: int = 0, index: int | None = None) -> tuple[np.ndarray, np.ndarray]:
     """((category,) evidence, (y, x) pixel disagreement) of one (y, x, 3) uint8 image whose
-    categories are the (ly, lx) map ``labels``; kind "img2img" or "repaint". pipelines: {kind:
-    pipeline}; config: the stage's :class:`~diffparts.occlusion.detect.DetectConfig`."""
+    categories are the (ly, lx) map ``labels``; kind "img2img", "repaint" or "colour". pipelines:
+    {kind: pipeline, or the colour reference}; config: the stage's
+    :class:`~diffparts.occlusion.detect.DetectConfig`; index: the store index of a training image
+    being calibrated (left out of the colour reference)."""
+    if kind == "colour":
+        from diffparts.occlusion.colour import colour_evidence, reference_for
+
+        return colour_evidence(image, labels, n_categories, reference_for(pipelines), exclude=index)
     if kind == "img2img":
         from diffparts.occlusion.evidence import category_disagreement
         from diffparts.occlusion.imagine import disagreement, imagine
@@ -50,7 +71,7 @@ def image_evidence(kind: str, image: np.ndarray, labels: np.ndarray, n_categorie
             painted = repaint(pipelines[kind], image, masks, r, seed)                  # category seed y x 3
             maps = repaint_disagreement(image, painted, r.texture, r.spread, r.colour)
         return repaint_evidence(maps, cats, labels, n_categories)
-    raise ValueError(f"unknown kind of evidence {kind!r}: img2img or repaint")
+    raise ValueError(f"unknown kind of evidence {kind!r}: img2img, repaint or colour")
 
 
 def calibrate_store(root, load_image: Callable[[int], np.ndarray], pipelines: dict, config, seed: int = 0,
@@ -83,7 +104,7 @@ def calibrate_store(root, load_image: Callable[[int], np.ndarray], pipelines: di
         image = load_image(i)
         labels = np.asarray(root["parts/labels"][i])                                   # ly lx
         for kind in kinds:
-            values, dmap = image_evidence(kind, image, labels, k1, pipelines, config, seed=i)
+            values, dmap = image_evidence(kind, image, labels, k1, pipelines, config, seed=i, index=i)
             rows[kind].append(values)
             pixels[kind].append(_resized(dmap, labels.shape)[labels > 0])
         if (n + 1) % 8 == 0 or n + 1 == len(chosen):

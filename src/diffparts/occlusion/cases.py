@@ -59,18 +59,20 @@ def _context(root, store, corpus, model, device, dtype) -> _Context:
     pipe = load_pipeline(model, device=device, dtype=getattr(torch, dtype))
     pipe.set_progress_bar_config(disable=True)
     records, _ = _records(root, corpus)
+    names = [r["name"] for r in image_table(root)]
     inpaint_name = resolve_inpaint_model(config.completion.inpaint_model, model)
     inpaint = inpaint_pipeline(pipe, inpaint_name)
     inpaint.set_progress_bar_config(disable=True)
     ctx = _Context(root, store, config, {c["case"]: c for c in attrs["plan"]}, list(attrs["variants"]),
                     list(attrs["losses"]), int(attrs["image_size"]), tuple(root["parts/labels"].shape[1:]),
-                    records, [r["name"] for r in image_table(root)], pipe, inpaint,
+                    records, names, pipe, inpaint,
                     fitted_parts(root), store_expectation(root, config.detect.min_pixels),
                     {loss: {int(r["category"]) for r in read_index(embeddings_dir(store, loss))}
                      for loss in attrs["losses"]},
                     None if config.detect.unknown_quantile is None
                     else unknown_threshold(root, config.detect.unknown_quantile),
-                    *_evidence_parts(attrs, config, pipe, inpaint))
+                    *_evidence_parts(attrs, config, pipe, inpaint, root,
+                                     lambda i: _load_image(records[names[i]].path, int(attrs["image_size"]))))
     ctx.inpaint_name = inpaint_name
     if config.how == "part":               # ground-truth part masks: the judge reads the completions
         from diffparts.judge import PartJudge
@@ -79,8 +81,17 @@ def _context(root, store, corpus, model, device, dtype) -> _Context:
     return ctx
 
 
-def _evidence_parts(attrs: dict, config: OcclusionConfig, pipe, inpaint) -> tuple:
-    """({kind: pipeline}, calibration) for the calibrated methods; (None, None) for the area rule."""
+def _load_image(path, size: int) -> np.ndarray:
+    """A corpus image at the model's input size, (y, x, 3) uint8, as extraction fed it."""
+    from diffparts.corpus import load_rgb
+    from diffparts.model.extract import prepare_images
+
+    return prepare_images(load_rgb(path)[None], size)[0]
+
+
+def _evidence_parts(attrs: dict, config: OcclusionConfig, pipe, inpaint, root=None, load_image=None) -> tuple:
+    """({kind: pipeline}, calibration) for the calibrated methods; (None, None) for the area rule.
+    root, load_image: the store and its image loader (the colour detector's reference)."""
     if config.detect.method == "area":
         return None, None
     from diffparts.occlusion.calibrate import detector_pipelines
@@ -88,17 +99,17 @@ def _evidence_parts(attrs: dict, config: OcclusionConfig, pipe, inpaint) -> tupl
 
     if "calibration" not in attrs:
         raise ValueError(f"occlusion/ has no calibration for the {config.detect.method} detector: run the set-up again")
-    return detector_pipelines(config.detect, pipe, inpaint), Calibrations.from_json(attrs["calibration"])
+    return (detector_pipelines(config.detect, pipe, inpaint, root, load_image, config.seed),
+            Calibrations.from_json(attrs["calibration"]))
 
 
 def _image(ctx: _Context, index: int) -> tuple[np.ndarray, np.ndarray | None, object]:
     """(original at model size, ground-truth part map at model size or None, record)."""
-    from diffparts.corpus import load_mask, load_rgb
-    from diffparts.model.extract import prepare_images
+    from diffparts.corpus import load_mask
     from diffparts.occlusion.occluders import resize_labels
 
     rec = ctx.records[ctx.names[index]]
-    image = prepare_images(load_rgb(rec.path)[None], ctx.size)[0]
+    image = _load_image(rec.path, ctx.size)
     gt = None
     if rec.part_mask_path is not None and Path(rec.part_mask_path).is_file():
         gt = resize_labels(load_mask(rec.part_mask_path), (ctx.size, ctx.size)).astype(np.int16)

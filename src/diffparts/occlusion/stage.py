@@ -308,8 +308,8 @@ def _calibration(root, records: dict, table, model: str, config: OcclusionConfig
         return prepare_images(load_rgb(records[table[i]["name"]].path)[None], size)[0]
 
     say = log or logging.getLogger("diffparts.occlusion").info
-    return calibrate_store(root, load, detector_pipelines(config.detect, pipe, inpaint), config.detect,
-                           config.seed, log=say)
+    pipelines = detector_pipelines(config.detect, pipe, inpaint, root, load, config.seed, say)
+    return calibrate_store(root, load, pipelines, config.detect, config.seed, log=say)
 
 
 def _stored_calibration(attrs):
