@@ -56,9 +56,8 @@ def register(subparsers) -> None:
                              "the inpainting model, its texture compared with the input, calibrated on training "
                              "images; the default), evidence (img2img imagine and compare, calibrated), combined "
                              "(the larger of the two scores), colour (each region's pixels against that category's colours on the "
-                             "training birds whose visible parts look like this one's, calibrated), repaint-colour "
-                             "(the larger of repaint and colour) or area (prevalence x typical size, the earlier "
-                             "baseline)")
+                             "training birds whose other parts look like this one's, calibrated; no model, cheap) or "
+                             "area (prevalence x typical size, the earlier baseline)")
     parser.add_argument("--detect-only", action="store_true",
                         help="detection only: no inpainting (the table keeps the original and occluded rows)")
     parser.add_argument("--losses", type=_names, default=None,

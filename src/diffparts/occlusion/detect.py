@@ -42,9 +42,9 @@ from diffparts.occlusion.imagine import ImagineConfig
 from diffparts.occlusion.repaint import RepaintConfig
 
 
-METHODS = ("repaint", "evidence", "combined", "colour", "repaint-colour", "area")
+METHODS = ("repaint", "evidence", "combined", "colour", "area")
 KINDS = {"evidence": ("img2img",), "repaint": ("repaint",), "combined": ("img2img", "repaint"), "colour": ("colour",),
-         "repaint-colour": ("repaint", "colour"), "area": ()}
+         "area": ()}
 AREA_THRESHOLD = 0.1        # the area rule's threshold (best F1 on the validation birds, seed 999: 0.085)
 EVIDENCE_THRESHOLD = 4.0    # the evidence rules' fixed one, in robust spreads, where no family-wise threshold is
                             # calibrated (validation birds, img2img: best F1, <= 10 % false alarms)
@@ -55,8 +55,7 @@ class DetectConfig:
     method: str = "repaint"   # repaint (each region repainted from its context, calibrated) | evidence (img2img
                               # imagine and compare, calibrated) | combined (the larger calibrated score of the
                               # two) | colour (pixels against the category's colours on birds like this one,
-                              # calibrated) | repaint-colour (the larger of repaint and colour) | area
-                              # (prevalence x size, baseline)
+                              # calibrated, no model) | area (prevalence x size, baseline)
     threshold: float | None = None   # missing when score >= this; None = the calibration's family-wise one
                                      # (family_alpha), else the method's (AREA_/EVIDENCE_THRESHOLD)
     min_pixels: int = 4       # a category counts as present (has a region) from this many pixels
@@ -64,7 +63,7 @@ class DetectConfig:
                                             # None = off (validation birds: no quantile helps, docs/occlusion.md)
     imagine: ImagineConfig = field(default_factory=ImagineConfig)   # evidence / combined: the imaginations
     repaint: RepaintConfig = field(default_factory=RepaintConfig)   # repaint / combined: the repaintings
-    colour: ColourConfig = field(default_factory=ColourConfig)      # colour / repaint-colour: the reference
+    colour: ColourConfig = field(default_factory=ColourConfig)      # colour: the reference and its neighbours
     pixel_quantile: float = 0.95  # calibrated methods: occlusion map = object pixels above this quantile of
                                   # the training images' (of the map's kind)
     calibration_images: int = 32  # calibrated methods: training images the calibration is made from (seeded)
