@@ -234,3 +234,34 @@ def test_a_set_up_cut_short_leaves_readers_on_the_arrays(tmp_path, monkeypatch):
     root = open_store(path)
     assert not root.attrs["images_pending"] and len(manifest(root)["images"]) == 4
     assert manifest(root)["images"][0]["sha256"] == "new"
+
+
+def test_a_run_killed_while_resetting_a_changed_image_resets_it_again(tmp_path, monkeypatch):
+    # kill -9 inside _reset_image, at its first marker write: the next run must still see the
+    # image as changed and clear its marker (the new hash is the last write, not the first)
+    import zarr
+
+    path = tmp_path / "s.zarr"
+    identity = build_manifest("m", "sha256:1", {})
+    prepare_store(path, IMAGES, identity)
+    mark_done(open_store(path, "r+"), "attention", 1)
+    changed = [dict(IMAGES[0]), dict(IMAGES[1], sha256="new"), dict(IMAGES[2])]
+    real_setitem = zarr.Array.__setitem__
+    writes = []
+
+    def killed_at_the_first_marker(self, key, value):
+        if self.path.endswith("done"):
+            raise KeyboardInterrupt("killed")
+        writes.append(self.path)
+        return real_setitem(self, key, value)
+
+    monkeypatch.setattr(zarr.Array, "__setitem__", killed_at_the_first_marker)
+    with pytest.raises(KeyboardInterrupt):
+        prepare_store(path, changed, identity)
+    monkeypatch.setattr(zarr.Array, "__setitem__", real_setitem)
+    assert not any(w.endswith("sha256") for w in writes)                # the hash was not written yet
+    report = prepare_store(path, changed, identity)
+    assert report.changed == [1]
+    root = open_store(path)
+    assert done_mask(root, "attention").tolist() == [False, False, False]
+    assert root.attrs["manifest"]["images"][1]["sha256"] == "new"

@@ -375,8 +375,9 @@ def _images_pending(root: zarr.Group) -> None:
 
 
 def _reset_image(root: zarr.Group, index: int, img: dict) -> None:
-    """An image's content changed: new hash, and every stage's marker and failure cleared."""
-    root["images/sha256"][index] = str(img["sha256"])
+    """An image's content changed: every stage's marker and failure cleared, then the new hash.
+    The hash is written last: a run killed in between still sees the image as changed and clears
+    it again, where the other order would leave the old work marked done for the new content."""
     for name, group in root.groups():
         if name == VERSIONS_GROUP:
             continue
@@ -385,6 +386,7 @@ def _reset_image(root: zarr.Group, index: int, img: dict) -> None:
     if FAILURES_GROUP in root:
         for _, arr in root[FAILURES_GROUP].arrays():
             arr[index] = ""
+    root["images/sha256"][index] = str(img["sha256"])
 
 
 def _next_version(top: zarr.Group) -> int:
