@@ -49,23 +49,24 @@ def main(argv: list[str] | None = None) -> int:
     if not chromium_available():
         raise SystemExit("no Chromium at /usr/bin/chromium (apt install chromium) or $DIFFPARTS_CHROMIUM")
     url = args.url.rstrip("/")
+
+    def newest(what: str, match: dict, sort: str, missing: str) -> dict:
+        found = httpx.post(f"{url}/api/{what}/filter", timeout=30, json={**match, "sort": sort, "limit": 1}).json()
+        if not found:
+            raise SystemExit(f"{missing} on {url}")
+        return found[0]
+
     if args.flow_run:
-        runs = httpx.post(f"{url}/api/flow_runs/filter", timeout=30,
-                          json={"flows": {"name": {"any_": [args.flow_run]}}, "sort": "START_TIME_DESC",
-                                "limit": 1}).json()
-        if not runs:
-            raise SystemExit(f"no run of the flow {args.flow_run!r} on {url}")
-        page = f"{url}/runs/flow-run/{runs[0]['id']}"
+        run = newest("flow_runs", {"flows": {"name": {"any_": [args.flow_run]}}}, "START_TIME_DESC",
+                     f"no run of the flow {args.flow_run!r}")
+        page = f"{url}/runs/flow-run/{run['id']}"
         # the run's name is shown, and the page lists task runs (or says there are none)
         ready = (f"(() => {{ const t = document.body ? document.body.innerText : ''; "
-                 f"return t.includes({json.dumps(runs[0]['name'])}) && /task run/i.test(t) ? [t.length] : null; }})()")
+                 f"return t.includes({json.dumps(run['name'])}) && /task run/i.test(t) ? [t.length] : null; }})()")
     else:
-        found = httpx.post(f"{url}/api/artifacts/filter", timeout=30,
-                           json={"artifacts": {"key": {"any_": [args.key]}}, "sort": "CREATED_DESC",
-                                 "limit": 1}).json()
-        if not found:
-            raise SystemExit(f"no artifact with key {args.key!r} on {url}")
-        page = f"{url}/artifacts/artifact/{found[0]['id']}"
+        artifact = newest("artifacts", {"artifacts": {"key": {"any_": [args.key]}}}, "CREATED_DESC",
+                          f"no artifact with key {args.key!r}")
+        page = f"{url}/artifacts/artifact/{artifact['id']}"
         ready = LOADED_JS
     start = time.perf_counter()
     with Browser(width=args.width, height=args.height) as browser:
