@@ -5,6 +5,8 @@ should show a head); prints JSON. The part-world checkpoint's card and docs/mode
 
 ``right``: share of the word's close-ups whose most-read part (``judge.shown_parts``) is the word's
 part; ``shown``: what they show, as shares. "(class)" is "a close-up of a bird" (no right answer).
+``mean_right`` is over every part word; ``mean_right_closeup_parts`` over the words the part world
+has close-ups of (``PartWorldConfig.closeup_parts``: not "eye", which never fills a crop).
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ def main(argv=None) -> dict:
     import numpy as np
 
     from benchmarks.claim_table import PARTS_MODEL
+    from diffparts.corpus.synth_world import PartWorldConfig
     from diffparts.inversion.claim import ClaimConfig, closeup_reading
     from diffparts.inversion.evaluate import MeasureConfig
     from diffparts.judge import PARTS_JUDGE, PartJudge
@@ -44,8 +47,12 @@ def main(argv=None) -> dict:
     measure = MeasureConfig(n_generate=args.n_generate, generate_steps=args.steps, guidance=args.guidance)
     reading = closeup_reading(pipe, PartJudge.load(args.judge), measure, ClaimConfig())
     rights = [v["right"] for v in reading.values() if v["right"] is not None]
+    closeup_parts = list(PartWorldConfig().closeup_parts)          # the words the world shows close up
+    in_world = [v["right"] for w, v in reading.items() if w in closeup_parts]
     out = {"model": args.model, "judge": args.judge, "n_generate": args.n_generate, "steps": args.steps,
-           "guidance": args.guidance, "mean_right": round(float(np.mean(rights)), 4), "words": reading,
+           "guidance": args.guidance, "mean_right": round(float(np.mean(rights)), 4),
+           "closeup_parts": closeup_parts, "mean_right_closeup_parts": round(float(np.mean(in_world)), 4),
+           "words": reading,
            "seconds": round(time.perf_counter() - t0, 1)}
     print(json.dumps(out, indent=1))
     if args.card:

@@ -86,6 +86,7 @@ def test_part_world_card_names_the_world_and_reads_the_closeups(tmp_path):
     cmds = train_commands(record)
     assert "--world parts --corpus work/partworld" in cmds and "data/models/diffparts-toy-parts" in cmds
     closeups = {"n_generate": 4, "steps": 25, "guidance": 7.0, "mean_right": 0.625, "command": "CMD-CLOSEUPS",
+                "closeup_parts": ["head", "beak"], "mean_right_closeup_parts": 0.625,
                 "words": {"head": {"right": 0.75, "shown": {"head": 0.75, "beak": 0.25}},
                           "beak": {"right": 0.5, "shown": {"beak": 0.5, "head": 0.5}},
                           "(class)": {"right": None, "shown": {"wing": 1.0}}}}
@@ -95,3 +96,6 @@ def test_part_world_card_names_the_world_and_reads_the_closeups(tmp_path):
     assert "| head | 0.75 | beak (0.25) |" in text and "| beak | 0.50 | head (0.50) |" in text
     assert "alone shows: wing 1.00" in text and "**0.62**" in text and "CMD-CLOSEUPS" in text
     assert "samples.png" not in text                                   # no grid was written
+    assert "close-ups of (head, beak; an eye never fills a crop): **0.62**" in text
+    # a record that names its corpus (train-toy writes it) gives that corpus in the command
+    assert "--corpus work/partworld-s3" in train_commands({**record, "corpus": "work/partworld-s3"})

@@ -42,7 +42,8 @@ def train_command(record: dict, out: str = "data/models/diffparts-toy-birds", in
     parts = ["diffparts train-toy", f"--out {out}", f"--n-images {record['n_train'] + record['n_val']}",
              f"--seed {cfg['seed']}"]
     if is_part_world(record):
-        parts[1:1] = ["--world parts", "--corpus work/partworld"]
+        corpus = record.get("corpus") or "work/partworld"          # the path it was given (records since stage 3)
+        parts[1:1] = ["--world parts", f"--corpus {corpus}"]
     if init_from is not None:
         parts.append(f"--init-from {init_from}")
     if cfg.get("budget_s"):
@@ -291,7 +292,11 @@ def closeups_section(reading: dict) -> list[str]:
     if cls:
         shown = ", ".join(f"{p} {v:.2f}" for p, v in sorted(cls["shown"].items(), key=lambda kv: -kv[1])[:4])
         lines += ["", f"\"a close-up of a bird\" alone shows: {shown}."]
-    lines += ["", f"Mean over the words: **{reading['mean_right']:.2f}**. Reproduce:", "", "```",
+    mean = f"Mean over the words: **{reading['mean_right']:.2f}**"
+    if reading.get("mean_right_closeup_parts") is not None:
+        mean += (f"; over the words the world has close-ups of ({', '.join(reading['closeup_parts'])}; an eye never "
+                 f"fills a crop): **{reading['mean_right_closeup_parts']:.2f}**")
+    lines += ["", f"{mean}. Reproduce:", "", "```",
               reading.get("command", ".venv/bin/python benchmarks/part_word_closeups.py"), "```"]
     return lines
 

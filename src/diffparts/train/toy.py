@@ -210,7 +210,7 @@ def train_toy(
             n_train=n_train, n_val=config.n_val, params=params,
             history={"vae": vae_history, "unet": history}, previous=previous,
         )
-        record = {"final": final, "config": _config_dict(config), **_result_dict(result)}
+        record = {"final": final, "config": _config_dict(config), "corpus": str(corpus), **_result_dict(result)}
         (out_dir / "training.json").write_text(json.dumps(record, indent=1) + "\n")
         log(f"saved {out_dir} at UNet step {unet_steps} (EMA val loss {val_loss:.4f}, final={final})")
         return result
