@@ -268,7 +268,11 @@ def segment_dataset(
             scores = cached
             logger.info("segment: measures of the last run reused (the same %d images)", len(segmented))
         else:
-            scores = score_segments(store, str(corpus), segmented)
+            fresh = [int(r["index"]) for r in rows if r["status"] == "done"]
+            scores = score_segments(store, str(corpus), segmented, fresh)
+            if scores.get("read") is not None and scores["read"] < len(segmented):
+                logger.info("segment: measures continued from the last run's; %d of %d images read",
+                            scores["read"], len(segmented))
             record_segment_scores(store, key, scores, [row["name"] for row in table[:MAX_TABLE_ROWS]])
 
     # 5. Artifacts

@@ -214,7 +214,7 @@ def record_batch_failure(store: str, images: list[dict], reason: str) -> list[di
 
 
 @task(**STORAGE_RETRIES, cache_policy=NO_CACHE)
-def score_segments(store: str, corpus: str, images: list[dict]) -> dict:
+def score_segments(store: str, corpus: str, images: list[dict], fresh: list[int] | None = None) -> dict:
     """Measures against the corpus's part masks (``diffparts.metrics``; docs/design.md §8 "Measures").
 
     Per image: Hungarian mIoU and pixel accuracy of level 0 and NFCovering over all levels;
@@ -227,6 +227,12 @@ def score_segments(store: str, corpus: str, images: list[dict]) -> dict:
     The number of classes is the legend's; where a mask holds a class past it (or there is no
     legend), the images are read a second time with the number seen, so the result equals the
     all-at-once one.
+
+    Incremental (issue 20): the measures' sums are kept in the store (``segments`` attribute
+    ``scores``, ``state``); when the images scored last time are the first of ``images``, none
+    of them segmented again in this run (``fresh``: store indices segmented now) and the number
+    of classes and levels is the same, only the images after them are read (a corpus grown by
+    100 images reads 100 label maps, not all of them). The result equals scoring all at once.
     """
     from diffparts.corpus import open_corpus
     from diffparts.store.markers import read_image_vector
@@ -244,10 +250,29 @@ def score_segments(store: str, corpus: str, images: list[dict]) -> dict:
     max_levels = max(int(n_levels[img["index"]]) for img in images)
     n_classes = max(legend, default=0) + 1
     images = [{**img, "n_levels": int(n_levels[img["index"]])} for img in images]
-    scored = _score_stream(root, records, images, n_classes, max_levels)
-    if scored["classes_seen"] > n_classes:                # a class past the legend: again, with it
+    start = _resumable(root, corpus, images, set(fresh or ()), n_classes, max_levels)
+    done = start["count"] if start else 0
+    scored = _score_stream(root, records, images[done:], n_classes, max_levels, start)
+    if scored["classes_seen"] > n_classes:                # a class past the legend: again, with it, all
+        start = None
         scored = _score_stream(root, records, images, scored["classes_seen"], max_levels)
-    return {"rows": scored["rows"], "summary": scored["summary"]}
+    rows = (start["rows"] if start else []) + scored["rows"]
+    state = {**scored["state"], "prefix_key": scores_key(corpus, images)}
+    return {"rows": rows, "summary": scored["summary"], "state": state, "read": len(images) - (done if start else 0)}
+
+
+def _resumable(root, corpus: str, images: list[dict], fresh: set, n_classes: int, max_levels: int) -> dict | None:
+    """The stored measures' state with its rows, when ``images`` continue what it scored (see
+    ``score_segments``), else None."""
+    found = dict(root[STAGE].attrs).get(SCORES_ATTR) or {}
+    state = found.get("state")
+    if not state or int(state["count"]) > len(images) or int(state["overall"]["n_classes"]) != n_classes \
+            or int(state["max_levels"]) != max_levels:
+        return None
+    head = images[: int(state["count"])]
+    if any(int(img["index"]) in fresh for img in head) or scores_key(corpus, head) != state.get("prefix_key"):
+        return None
+    return {**state, "rows": list(found.get("rows", []))}
 
 
 def _image_pair(root, record, img: dict, n_levels: int) -> tuple[np.ndarray, np.ndarray]:
@@ -263,14 +288,21 @@ def _image_pair(root, record, img: dict, n_levels: int) -> tuple[np.ndarray, np.
     return levels, gt
 
 
-def _score_stream(root, records: dict, images: list[dict], n_classes: int, max_levels: int) -> dict:
-    """``score_segments``' measures with ``n_classes`` classes, one image at a time. When a
-    mask holds a class >= ``n_classes`` it only reads the rest for ``classes_seen`` (the caller
-    scores again with that many)."""
+def _score_stream(root, records: dict, images: list[dict], n_classes: int, max_levels: int,
+                  start: dict | None = None) -> dict:
+    """``score_segments``' measures with ``n_classes`` classes, one image at a time, going on
+    from ``start`` (a stored ``state``) if given. When a mask holds a class >= ``n_classes`` it
+    only reads the rest for ``classes_seen`` (the caller scores again with that many)."""
     from diffparts.metrics import SegmentationScores, nf_covering
 
     overall = SegmentationScores(n_classes, ignore_index=None)
     per_level = [SegmentationScores(n_classes, ignore_index=None) for _ in range(max_levels)]
+    cover_sum, cover_n, count = 0.0, 0, 0
+    if start:
+        overall.load_state(start["overall"])
+        for scores, state in zip(per_level, start["per_level"]):
+            scores.load_state(state)
+        cover_sum, cover_n, count = float(start["covering_sum"]), int(start["covering_n"]), int(start["count"])
     rows, covering, seen = [], [], n_classes
     for img in images:
         levels, gt = _image_pair(root, records[img["name"]], img, img["n_levels"])
@@ -289,16 +321,21 @@ def _score_stream(root, records: dict, images: list[dict], n_classes: int, max_l
                      "pixel_accuracy": result.pixel_accuracy, "nf_covering": cover})
     if seen > n_classes:
         return {"classes_seen": seen, "rows": [], "summary": {}}
+    finite = np.asarray(covering, np.float64)
+    finite = finite[np.isfinite(finite)]
+    cover_sum, cover_n, count = cover_sum + float(finite.sum()), cover_n + int(finite.size), count + len(images)
     total = overall.result()
     summary = {
-        "images": len(images),
+        "images": count,
         "classes": n_classes,
         "miou": total.miou,
         "pixel_accuracy": total.pixel_accuracy,
-        "nf_covering": float(np.nanmean(covering)),
+        "nf_covering": cover_sum / cover_n if cover_n else float("nan"),
         "miou_per_level": [s.result().miou for s in per_level],
     }
-    return {"classes_seen": seen, "rows": rows, "summary": summary}
+    state = {"count": count, "max_levels": max_levels, "overall": overall.state(),
+             "per_level": [s.state() for s in per_level], "covering_sum": cover_sum, "covering_n": cover_n}
+    return {"classes_seen": seen, "rows": rows, "summary": summary, "state": state}
 
 
 #: ``segments/`` attribute holding the last measures and what they were computed over.
@@ -326,10 +363,12 @@ def stored_segment_scores(store: str, key: str) -> dict | None:
 
 @task(**QUICK_STORAGE, cache_policy=NO_CACHE)
 def record_segment_scores(store: str, key: str, scores: dict, names: list[str]) -> None:
-    """Keep the summary and the rows of ``names`` (the artifact's first rows) for the next run."""
+    """Keep the summary, the rows of ``names`` (the artifact's first rows) and the sums' state
+    (the next run scores only images added after these) for the next run."""
     wanted = set(names)
     rows = [r for r in scores["rows"] if r["name"] in wanted]
-    _open(store)[STAGE].attrs[SCORES_ATTR] = {"key": key, "summary": scores["summary"], "rows": rows}
+    _open(store)[STAGE].attrs[SCORES_ATTR] = {"key": key, "summary": scores["summary"], "rows": rows,
+                                              **({"state": scores["state"]} if scores.get("state") else {})}
 
 
 @task(**NO_RETRIES, cache_policy=NO_CACHE)  # a picture: an error would only repeat

@@ -288,3 +288,38 @@ def test_scores_streamed_one_image_at_a_time_equal_the_all_at_once_ones(birds, t
         again = score_segments.fn(store, str(birds), images)["summary"]
     assert again["classes"] == expected["classes"]
     np.testing.assert_allclose(again["miou_per_level"], expected["miou_per_level"])
+
+
+def test_scores_of_a_grown_corpus_read_only_the_new_images(birds, tmp_path, monkeypatch):
+    """Issue 20: the measures' sums are kept in the store; scoring images that continue the ones
+    scored last time reads only the new ones, and equals scoring all at once. An image segmented
+    again in this run (``fresh``) makes it read everything."""
+    import tasks.segment as segment_tasks
+    from flows.segment import resolve_settings
+    from tasks.segment import (create_segment_arrays, record_segment_scores, score_segments, scores_key,
+                               segment_images)
+
+    store = build_store(tmp_path / "s.zarr", birds)
+    request = {"method": "diffseg", "thresholds": "sd", "rule": "quantile", "quantile": 0.05,
+               "level_thresholds": [0.5, 1.0, 4.0], "rounds": 2, "anchors_per_side": 16, "sample": 4,
+               "ncut": {}, "out_size": None, "names": False}
+    settings = resolve_settings(store, request, [0, 1, 2], R, 32)
+    create_segment_arrays.fn(store, settings)
+    images = image_table(open_store(store))
+    segment_images.fn(store, images, settings)
+    first = score_segments.fn(store, str(birds), images[:2])
+    record_segment_scores.fn(store, scores_key(str(birds), images[:2]), first, [r["name"] for r in images])
+    read = []
+    real_pair = segment_tasks._image_pair
+    monkeypatch.setattr(segment_tasks, "_image_pair", lambda root, rec, img, n: read.append(img["index"])
+                        or real_pair(root, rec, img, n))
+    grown = score_segments.fn(store, str(birds), images, [])
+    assert read == [images[2]["index"]] and grown["read"] == 1
+    whole = _all_at_once(store, birds, images, grown["summary"]["classes"])
+    assert grown["summary"]["images"] == 3 and len(grown["rows"]) == 3
+    for key in ("miou", "nf_covering", "miou_per_level"):
+        np.testing.assert_allclose(grown["summary"][key], whole[key])
+    read.clear()
+    again = score_segments.fn(store, str(birds), images, [images[0]["index"]])   # image 0 segmented again
+    assert len(read) == 3 and again["read"] == 3
+    np.testing.assert_allclose(again["summary"]["miou"], whole["miou"])

@@ -249,6 +249,22 @@ class SegmentationScores:
             tp, fp, fn = _matched_counts(self._confusion, match)
         return _result_from_counts(tp, fp, fn, self._n_pixels, self._n_images, self.matching)
 
+    def state(self) -> dict:
+        """What has been added so far, as plain JSON-able lists (per-image matching only), so a
+        later process can go on adding images with :meth:`load_state` instead of re-reading them."""
+        if self.matching != "image":
+            raise ValueError(f"state needs matching='image', not {self.matching!r}")
+        return {"n_classes": self.n_classes, "tp": self._tp.tolist(), "fp": self._fp.tolist(),
+                "fn": self._fn.tolist(), "n_pixels": self._n_pixels, "n_images": self._n_images}
+
+    def load_state(self, state: dict) -> None:
+        """Continue from a :meth:`state` of scores with the same number of classes."""
+        if self.matching != "image" or int(state["n_classes"]) != self.n_classes:
+            raise ValueError(f"a state of {state['n_classes']} classes cannot continue scores of {self.n_classes} "
+                             f"(matching {self.matching!r})")
+        self._tp, self._fp, self._fn = (np.asarray(state[k], np.int64).copy() for k in ("tp", "fp", "fn"))
+        self._n_pixels, self._n_images = int(state["n_pixels"]), int(state["n_images"])
+
     def dataset_matching(self) -> np.ndarray:
         """(class,) predicted label matched to each class (-1: none); dataset matching only."""
         if self.matching != "dataset":
