@@ -253,13 +253,10 @@ def _all_at_once(store, corpus, images, n_classes):
             "miou_per_level": [s.result().miou for s in per_level]}
 
 
-def test_scores_streamed_one_image_at_a_time_equal_the_all_at_once_ones(birds, tmp_path, monkeypatch):
-    """Issue 20: score_segments holds one image's labels and mask at a time; its measures equal
-    those computed with every image in memory, also when a mask holds a class past the legend
-    (the images are then read again with the larger number of classes)."""
-    import diffparts.corpus
+def _segmented_store(birds, tmp_path):
+    """A store of the three birds segmented with DiffSeg at three levels: (store, image table)."""
     from flows.segment import resolve_settings
-    from tasks.segment import create_segment_arrays, score_segments, segment_images
+    from tasks.segment import create_segment_arrays, segment_images
 
     store = build_store(tmp_path / "s.zarr", birds)
     request = {"method": "diffseg", "thresholds": "sd", "rule": "quantile", "quantile": 0.05,
@@ -269,6 +266,17 @@ def test_scores_streamed_one_image_at_a_time_equal_the_all_at_once_ones(birds, t
     create_segment_arrays.fn(store, settings)
     images = image_table(open_store(store))
     assert [r["status"] for r in segment_images.fn(store, images, settings)] == ["done"] * 3
+    return store, images
+
+
+def test_scores_streamed_one_image_at_a_time_equal_the_all_at_once_ones(birds, tmp_path, monkeypatch):
+    """Issue 20: score_segments holds one image's labels and mask at a time; its measures equal
+    those computed with every image in memory, also when a mask holds a class past the legend
+    (the images are then read again with the larger number of classes)."""
+    import diffparts.corpus
+    from tasks.segment import score_segments
+
+    store, images = _segmented_store(birds, tmp_path)
     legend = getattr(open_corpus(birds), "part_legend", {}) or {}
     streamed = score_segments.fn(store, str(birds), images)["summary"]
     expected = _all_at_once(store, birds, images, max(legend, default=0) + 1)
@@ -295,18 +303,9 @@ def test_scores_of_a_grown_corpus_read_only_the_new_images(birds, tmp_path, monk
     scored last time reads only the new ones, and equals scoring all at once. An image segmented
     again in this run (``fresh``) makes it read everything."""
     import tasks.segment as segment_tasks
-    from flows.segment import resolve_settings
-    from tasks.segment import (create_segment_arrays, record_segment_scores, score_segments, scores_key,
-                               segment_images)
+    from tasks.segment import record_segment_scores, score_segments, scores_key
 
-    store = build_store(tmp_path / "s.zarr", birds)
-    request = {"method": "diffseg", "thresholds": "sd", "rule": "quantile", "quantile": 0.05,
-               "level_thresholds": [0.5, 1.0, 4.0], "rounds": 2, "anchors_per_side": 16, "sample": 4,
-               "ncut": {}, "out_size": None, "names": False}
-    settings = resolve_settings(store, request, [0, 1, 2], R, 32)
-    create_segment_arrays.fn(store, settings)
-    images = image_table(open_store(store))
-    segment_images.fn(store, images, settings)
+    store, images = _segmented_store(birds, tmp_path)
     first = score_segments.fn(store, str(birds), images[:2])
     record_segment_scores.fn(store, scores_key(str(birds), images[:2]), first, [r["name"] for r in images])
     read = []
