@@ -10,9 +10,9 @@ data-URI pictures have loaded, and saves the page as PNG:
         --key parts-pictures --out docs/images/dashboard-artifact.png
 
 With ``--flow-run NAME`` it opens instead the page of the newest flow run of the flow ``NAME``
-(e.g. ``diffparts-run``) and waits until the page shows the run's name and its task runs
-("seconds" then says how long the page took to open; docs/scale.md uses it on a big store's
-server).
+(e.g. ``bird-parts``, what ``diffparts run`` runs) and waits until the page shows the run's name
+and its task runs. ``opened_s`` is how long the page took to show what was waited for
+(docs/scale.md uses it on a big store's server).
 """
 
 from __future__ import annotations

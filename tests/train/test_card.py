@@ -99,3 +99,4 @@ def test_part_world_card_names_the_world_and_reads_the_closeups(tmp_path):
     assert "close-ups of (head, beak; an eye never fills a crop): **0.62**" in text
     # a record that names its corpus (train-toy writes it) gives that corpus in the command
     assert "--corpus work/partworld-s3" in train_commands({**record, "corpus": "work/partworld-s3"})
+    assert "--corpus work/partworld " in train_commands({**record, "corpus": "/tmp/diffparts-birds-x1y2"})

@@ -60,6 +60,7 @@ def run_train_toy(args) -> int:
 
     from diffparts.corpus import generate_birds
     from diffparts.corpus.synth_world import PartWorldConfig
+    from diffparts.train.card import TEMPORARY_CORPUS_PREFIX
     from diffparts.train.toy import QUICK_CONFIG, ToyTrainConfig, train_toy
     from diffparts.train.toy_config import PARTS_ARCH
 
@@ -86,7 +87,7 @@ def run_train_toy(args) -> int:
         raise ValueError(f"--n-images {args.n_images} must exceed the {config.n_val} held-out images")
 
     temporary = args.corpus is None
-    corpus = Path(tempfile.mkdtemp(prefix="diffparts-birds-")) if temporary else Path(args.corpus)
+    corpus = Path(tempfile.mkdtemp(prefix=TEMPORARY_CORPUS_PREFIX)) if temporary else Path(args.corpus)
     try:
         if not (corpus / "images.txt").is_file():
             world = PartWorldConfig() if args.world == "parts" else None

@@ -96,7 +96,8 @@ def generate_birds(out_dir, n: int, seed: int, config: SynthConfig = SynthConfig
         if world is None:
             img, part_mask, keypoints, caption = _render_bird(rng, c, config)
         else:
-            img, part_mask, keypoints, caption, kind, part = render_item(rng, c, *items[i][:2], config, world, items[i][2])
+            kind, pref, plain = items[i]
+            img, part_mask, keypoints, caption, kind, part = render_item(rng, c, kind, pref, config, world, plain)
             rows["kinds"].append(f"{image_id} {kind} {part or '-'}")
         species = names[c].split(".", 1)[1]
         rel = f"{names[c]}/{species}_{k + 1:04d}.png"

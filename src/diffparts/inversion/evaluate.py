@@ -119,11 +119,12 @@ def threshold_maps(maps: torch.Tensor, fraction: float, minmax: bool = False) ->
     of each map rescaled to [0, 1] first (min-max), so a nearly flat map (a token that attends
     everywhere about equally) still yields the place it prefers rather than the whole image."""
     m = maps.numpy()
+    flat = m.reshape(len(m), -1)
+    high = flat.max(1)[:, None, None]
     if minmax:
-        flat = m.reshape(len(m), -1)
-        low, high = flat.min(1)[:, None, None], flat.max(1)[:, None, None]
-        m = (m - low) / np.maximum(high - low, 1e-12)
-    return m >= fraction * m.reshape(len(m), -1).max(1)[:, None, None]
+        low = flat.min(1)[:, None, None]
+        return (m - low) >= fraction * (high - low)
+    return m >= fraction * high
 
 
 def iou(a: np.ndarray, b: np.ndarray) -> float:

@@ -16,7 +16,7 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-from diffparts.occlusion.stage import REFERENCES, STAGE, OcclusionConfig, _records, occlusion_config
+from diffparts.occlusion.stage import REFERENCES, STAGE, OcclusionConfig, _records, load_model_image, occlusion_config
 
 
 @dataclass
@@ -72,21 +72,13 @@ def _context(root, store, corpus, model, device, dtype) -> _Context:
                     None if config.detect.unknown_quantile is None
                     else unknown_threshold(root, config.detect.unknown_quantile),
                     *_evidence_parts(attrs, config, pipe, inpaint, root,
-                                     lambda i: _load_image(records[names[i]].path, int(attrs["image_size"]))))
+                                     lambda i: load_model_image(records[names[i]].path, int(attrs["image_size"]))))
     ctx.inpaint_name = inpaint_name
     if config.how == "part":               # ground-truth part masks: the judge reads the completions
         from diffparts.judge import PartJudge
 
         ctx.judge = PartJudge.load()
     return ctx
-
-
-def _load_image(path, size: int) -> np.ndarray:
-    """A corpus image at the model's input size, (y, x, 3) uint8, as extraction fed it."""
-    from diffparts.corpus import load_rgb
-    from diffparts.model.extract import prepare_images
-
-    return prepare_images(load_rgb(path)[None], size)[0]
 
 
 def _evidence_parts(attrs: dict, config: OcclusionConfig, pipe, inpaint, root=None, load_image=None) -> tuple:
@@ -109,7 +101,7 @@ def _image(ctx: _Context, index: int) -> tuple[np.ndarray, np.ndarray | None, ob
     from diffparts.occlusion.occluders import resize_labels
 
     rec = ctx.records[ctx.names[index]]
-    image = _load_image(rec.path, ctx.size)
+    image = load_model_image(rec.path, ctx.size)
     gt = None
     if rec.part_mask_path is not None and Path(rec.part_mask_path).is_file():
         gt = resize_labels(load_mask(rec.part_mask_path), (ctx.size, ctx.size)).astype(np.int16)

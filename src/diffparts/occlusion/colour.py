@@ -30,7 +30,7 @@ on its own in the tables for that reason.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable, Sequence
+from typing import Callable
 
 import numpy as np
 
@@ -87,22 +87,23 @@ def _palette(colours: np.ndarray, n: int, iterations: int = 8) -> np.ndarray:
 
 
 def image_colours(image: np.ndarray, labels: np.ndarray, n_categories: int,
-                  config: ColourConfig = ColourConfig()) -> tuple[np.ndarray, np.ndarray]:
-    """((category, 3) mean CIELAB, (category, palette, 3) palettes) of one (y, x, 3) uint8 image
-    whose categories are the (ly, lx) map ``labels``; NaN for background and for categories with
-    fewer than ``min_pixels`` pixels in ``labels``."""
+                  config: ColourConfig = ColourConfig(), palettes: bool = True) -> tuple[np.ndarray, np.ndarray | None]:
+    """((category, 3) mean CIELAB, (category, palette, 3) palettes or None without ``palettes``)
+    of one (y, x, 3) uint8 image whose categories are the (ly, lx) map ``labels``; NaN for
+    background and for categories with fewer than ``min_pixels`` pixels in ``labels``."""
     lab = to_lab(image).reshape(-1, 3)
     labels = np.asarray(labels)
     pix = _pixel_labels(labels, image.shape[:2]).ravel()
     means = np.full((n_categories, 3), np.nan, np.float32)
-    palettes = np.full((n_categories, config.palette, 3), np.nan, np.float32)
+    pals = np.full((n_categories, config.palette, 3), np.nan, np.float32) if palettes else None
     for k in range(1, n_categories):
         if int((labels == k).sum()) < config.min_pixels or not (pix == k).any():
             continue
         colours = lab[pix == k]
         means[k] = colours.mean(0)
-        palettes[k] = _palette(colours, config.palette)
-    return means, palettes
+        if palettes:
+            pals[k] = _palette(colours, config.palette)
+    return means, pals
 
 
 @dataclass(frozen=True)
@@ -144,12 +145,9 @@ def _neighbours(means: np.ndarray, reference: ColourReference, k: int, keep: np.
     diff = np.minimum(np.linalg.norm(reference.means[:, other] - means[None, other], axis=-1),
                       reference.config.match_cap)                                  # image category
     shared = np.isfinite(diff)
-    dist = np.where(shared.any(1), np.nansum(np.where(shared, diff, 0.0), 1) / np.maximum(shared.sum(1), 1),
-                    np.inf)
-    dist = np.where(keep, dist, np.nan)
-    order = np.argsort(np.where(np.isnan(dist), np.inf, dist), kind="stable")
-    order = order[keep[order]]
-    return order[: reference.config.neighbours]
+    dist = np.where(shared.any(1), np.where(shared, diff, 0.0).sum(1) / np.maximum(shared.sum(1), 1), np.inf)
+    candidates = np.flatnonzero(keep)
+    return candidates[np.argsort(dist[candidates], kind="stable")][: reference.config.neighbours]
 
 
 def colour_evidence(image: np.ndarray, labels: np.ndarray, n_categories: int, reference: ColourReference,
@@ -165,7 +163,7 @@ def colour_evidence(image: np.ndarray, labels: np.ndarray, n_categories: int, re
     labels = np.asarray(labels)
     lab = to_lab(image)
     pix = _pixel_labels(labels, image.shape[:2])
-    means, _ = image_colours(image, labels, n_categories, config)
+    means, _ = image_colours(image, labels, n_categories, config, palettes=False)
     usable = reference.images != exclude if exclude is not None else np.ones(len(reference.images), bool)
     evidence = np.full(n_categories, np.nan, np.float32)
     dmap = np.zeros(image.shape[:2], np.float32)
@@ -193,6 +191,3 @@ def reference_for(references: dict, kind: str = "colour") -> ColourReference:
         raise ValueError("the colour detector needs the store's colour reference (occlusion.colour.colour_reference)")
     return ref
 
-
-__all__: Sequence[str] = ("ColourConfig", "ColourReference", "colour_reference", "colour_evidence", "image_colours",
-                          "to_lab")

@@ -284,6 +284,14 @@ def setup_occlusion(root, store: str, corpus, model: str, config: OcclusionConfi
             "image_size": size, "n_categories": k1}
 
 
+def load_model_image(path, size: int) -> np.ndarray:
+    """A corpus image at the model's input size, (y, x, 3) uint8, as extraction fed it."""
+    from diffparts.corpus import load_rgb
+    from diffparts.model.extract import prepare_images
+
+    return prepare_images(load_rgb(path)[None], size)[0]
+
+
 def _calibration(root, records: dict, table, model: str, config: OcclusionConfig, size: int, log=None):
     """The calibrated detector's calibration on the store's training images (loads the model);
     progress every 8 images to ``log`` (default: the ``diffparts.occlusion`` logger)."""
@@ -291,8 +299,6 @@ def _calibration(root, records: dict, table, model: str, config: OcclusionConfig
 
     import torch
 
-    from diffparts.corpus import load_rgb
-    from diffparts.model.extract import prepare_images
     from diffparts.model.load import load_pipeline
     from diffparts.occlusion.calibrate import calibrate_store, detector_pipelines
     from diffparts.occlusion.complete import inpaint_pipeline, resolve_inpaint_model
@@ -305,7 +311,7 @@ def _calibration(root, records: dict, table, model: str, config: OcclusionConfig
         inpaint.set_progress_bar_config(disable=True)
 
     def load(i: int) -> np.ndarray:
-        return prepare_images(load_rgb(records[table[i]["name"]].path)[None], size)[0]
+        return load_model_image(records[table[i]["name"]].path, size)
 
     say = log or logging.getLogger("diffparts.occlusion").info
     pipelines = detector_pipelines(config.detect, pipe, inpaint, root, load, config.seed, say)

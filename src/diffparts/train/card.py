@@ -42,8 +42,7 @@ def train_command(record: dict, out: str = "data/models/diffparts-toy-birds", in
     parts = ["diffparts train-toy", f"--out {out}", f"--n-images {record['n_train'] + record['n_val']}",
              f"--seed {cfg['seed']}"]
     if is_part_world(record):
-        corpus = record.get("corpus") or "work/partworld"          # the path it was given (records since stage 3)
-        parts[1:1] = ["--world parts", f"--corpus {corpus}"]
+        parts[1:1] = ["--world parts", f"--corpus {_corpus_folder(record)}"]
     if init_from is not None:
         parts.append(f"--init-from {init_from}")
     if cfg.get("budget_s"):
@@ -62,6 +61,18 @@ def train_command(record: dict, out: str = "data/models/diffparts-toy-birds", in
             parts.append(f"{flag} {cfg[name]:g}")
     parts.append(f"--checkpoint-minutes {cfg['checkpoint_every_s'] / 60:g}")
     return " ".join(parts)
+
+
+#: Prefix of the temporary corpus folder ``train-toy`` makes without ``--corpus`` (deleted afterwards).
+TEMPORARY_CORPUS_PREFIX = "diffparts-birds-"
+
+
+def _corpus_folder(record: dict) -> str:
+    """The corpus folder a part-world record was trained on: the one it names (``train-toy``
+    records it since the part-world checkpoint's third stage), unless that was train-toy's own
+    temporary folder (``TEMPORARY_CORPUS_PREFIX``), else ``work/partworld``."""
+    corpus = record.get("corpus")
+    return corpus if corpus and not Path(corpus).name.startswith(TEMPORARY_CORPUS_PREFIX) else "work/partworld"
 
 
 def is_part_world(record: dict) -> bool:
