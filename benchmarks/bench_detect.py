@@ -11,6 +11,9 @@ and on the same images, each timed ``--repeat`` times (median):
 - ``detect_evidence``: the img2img evidence detector (assignment + imaginations + scores);
 - ``imagine``: the imaginations alone (img2img, 2 seeds, 6 of 10 DDIM steps, guidance 7);
 - ``detect_combined``: both kinds of evidence, the larger calibrated score;
+- ``detect_appearance``: the appearance detector (the stage's default: assignment + the
+  cross-fitted classifiers' reading + local contrast + scores; no diffusion model), and
+  ``appearance_training_seconds``: its classifiers' training, once per store (not per case);
 - ``assign``: the assignment alone (capture, segmentation, descriptors, nearest centre);
 - ``detect_area``: the earlier area rule (the assignment and a count);
 - ``complete_inpaint``: one completion with the inpainting checkpoint (the stage's default for
@@ -49,6 +52,7 @@ def main() -> None:
     from diffparts.inversion.stage import store_model
     from diffparts.model.extract import prepare_images
     from diffparts.model.load import load_pipeline
+    from diffparts.occlusion.appearance import appearance_reference
     from diffparts.occlusion.calibrate import calibrate_store, image_evidence
     from diffparts.occlusion.complete import CompletionConfig, complete, inpaint_pipeline, resolve_inpaint_model
     from diffparts.occlusion.detect import DetectConfig, detect_missing, store_expectation
@@ -74,7 +78,7 @@ def main() -> None:
     names = [r["name"] for r in image_table(root)]
     held, _ = held_out_images(root, records, names)
     configs = {m: DetectConfig(method=m, calibration_images=args.calibration_images)
-               for m in ("repaint", "evidence", "combined")}
+               for m in ("repaint", "evidence", "combined", "appearance")}
 
     class _Root:                                                # the source read-only, the split beside it
         def __init__(self, root, held):
@@ -92,11 +96,16 @@ def main() -> None:
         return prepare_images(load_rgb(records[names[i]].path)[None], size)[0]
 
     calibration = calibrate_store(view, load, pipelines, configs["combined"])    # both kinds, one pass
+    t0 = time.perf_counter()
+    pipelines["appearance"] = appearance_reference(view, load, configs["appearance"].appearance)
+    training = time.perf_counter() - t0
+    pipelines["contrast"] = None
+    app_calibration = calibrate_store(view, load, pipelines, configs["appearance"])
     expectation = store_expectation(view)
     fitted = fitted_parts(root)
     cases = [int(i) for i in np.flatnonzero(done_mask(root, "parts") & held)][: args.cases]
-    timings = {k: [] for k in ("detect_repaint", "repaint", "detect_evidence", "imagine", "detect_combined", "assign",
-                               "detect_area", "complete_inpaint", "complete_blend")}
+    timings = {k: [] for k in ("detect_repaint", "repaint", "detect_evidence", "imagine", "detect_combined",
+                               "detect_appearance", "assign", "detect_area", "complete_inpaint", "complete_blend")}
     for i in cases:
         image = load(i)
         gt = resize_labels(load_mask(records[names[i]].part_mask_path), (size, size))
@@ -106,13 +115,15 @@ def main() -> None:
         k1 = len(calibration["repaint"].values)
 
         def detector(method):
+            cal = app_calibration if method == "appearance" else calibration
             return lambda: detect_missing(fitted, pipe, occluded, None, configs[method], pipelines=pipelines,
-                                          calibration=calibration, seed=i)
+                                          calibration=cal, seed=i)
         runs = {"detect_repaint": detector("repaint"),
                 "repaint": lambda: image_evidence("repaint", occluded, labels, k1, pipelines, configs["repaint"], i),
                 "detect_evidence": detector("evidence"),
                 "imagine": lambda: imagine(i2i, occluded, configs["evidence"].imagine, i),
                 "detect_combined": detector("combined"),
+                "detect_appearance": detector("appearance"),
                 "assign": lambda: assign_image(fitted, pipe, occluded),
                 "detect_area": lambda: detect_missing(fitted, pipe, occluded, expectation, DetectConfig(method="area")),
                 "complete_inpaint": lambda: complete(inpaint, occluded, record.mask, "a photo of a bird", i,
@@ -126,10 +137,11 @@ def main() -> None:
                 timings[name].append(time.perf_counter() - t0)
     result = {"source": args.source, "model": model, "cases": len(cases), "repeat": args.repeat,
               "threads": torch.get_num_threads(), "image_size": size,
+              "appearance_training_seconds": round(training, 2),
               "seconds_median": {k: round(statistics.median(v), 4) for k, v in timings.items()},
               "seconds_min": {k: round(min(v), 4) for k, v in timings.items()}}
     med = result["seconds_median"]
-    for det in ("detect_repaint", "detect_evidence", "detect_combined"):
+    for det in ("detect_repaint", "detect_evidence", "detect_combined", "detect_appearance"):
         result[f"{det}_vs_one_completion"] = round(med[det] / med["complete_inpaint"], 3)
     print(json.dumps(result, indent=1))
 

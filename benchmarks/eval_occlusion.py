@@ -183,7 +183,7 @@ def main() -> None:
     ap.add_argument("--how", default="part", help="comma-separated: part, category, box, background (control)")
     ap.add_argument("--hide", default=None, help="comma-separated parts hidden in every case")
     ap.add_argument("--fill", default="grey", help="comma-separated: grey, noise, patch, object, mix")
-    ap.add_argument("--method", default=None, help="detection method (diffparts occlude --detect): repaint (the stage's default), evidence, "
+    ap.add_argument("--method", default=None, help="detection method (diffparts occlude --detect): appearance (the stage's default), repaint, evidence, "
                          "combined, colour or area")
     ap.add_argument("--detect-only", action="store_true", help="no completion: detection columns only")
     ap.add_argument("--losses", default=None, help="comma-separated, 'none', or default: every loss with files")

@@ -52,12 +52,15 @@ def register(subparsers) -> None:
                              "image's background), object (a leaf or a branch in natural colours), or mix (one "
                              "of the four per case, in a seeded order)")
     parser.add_argument("--detect", default=None, dest="detect_method",
-                        help="detection method: repaint (each category's region repainted from its context by "
-                             "the inpainting model, its texture compared with the input, calibrated on training "
-                             "images; the default), evidence (img2img imagine and compare, calibrated), combined "
-                             "(the larger of the two scores), colour (each region's pixels against that category's colours on the "
-                             "training birds whose other parts look like this one's, calibrated; no model, cheap) or "
-                             "area (prevalence x typical size, the earlier baseline)")
+                        help="detection method: appearance (does each category's region look like bird at all "
+                             "to a small per-pixel classifier trained on the store's training images, and is it as "
+                             "textured as that category; calibrated on training images; no diffusion model; the "
+                             "default), repaint (each region repainted from its context by the inpainting model, "
+                             "its texture compared with the input, calibrated), evidence (img2img imagine and "
+                             "compare, calibrated), combined (the larger of those two scores), colour (each region's "
+                             "pixels against that category's colours on the training birds whose other parts look "
+                             "like this one's, calibrated; no model) or area (prevalence x typical size, the earlier "
+                             "baseline)")
     parser.add_argument("--detect-only", action="store_true",
                         help="detection only: no inpainting (the table keeps the original and occluded rows)")
     parser.add_argument("--losses", type=_names, default=None,

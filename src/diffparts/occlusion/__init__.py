@@ -6,6 +6,8 @@
 - ``detect``: missing-part detection: where from the assignment, whether from evidence of
   absence (``imagine``: img2img imaginations and their disagreement with the input;
   ``repaint``: each category's region repainted from its context by the inpainting pipeline;
+  ``colour``: a region's colours against its category's on birds like this one;
+  ``appearance``: a small per-pixel classifier of each category's local look, cross-fitted;
   ``evidence``: per-category evidence, calibration, family-wise threshold, occlusion map;
   ``calibrate``: the calibration on a store's training images); the earlier area rule as a
   baseline;
@@ -17,6 +19,9 @@
 Never imports Prefect; measures live in ``diffparts.metrics.occlusion``.
 """
 
+from diffparts.occlusion.appearance import (AppearanceConfig, AppearanceReference, appearance_evidence,
+                                            appearance_reference)
+from diffparts.occlusion.colour import ColourConfig, ColourReference, colour_evidence, colour_reference
 from diffparts.occlusion.complete import (CompletionConfig, complete, encode_prompts, inpaint_pipeline,
                                           latent_cell_mask, token_prompt)
 from diffparts.occlusion.detect import (DetectConfig, Detection, Expectation, dataset_expectation, detect_missing,
@@ -34,6 +39,8 @@ from diffparts.occlusion.stage import (OcclusionConfig, available_losses, occlus
                                        occlusion_grid, plan_cases, setup_occlusion, summarize_occlusion)
 
 __all__ = [
+    "AppearanceConfig", "AppearanceReference", "appearance_evidence", "appearance_reference",
+    "ColourConfig", "ColourReference", "colour_evidence", "colour_reference",
     "Calibration", "ImagineConfig", "NothingToOcclude", "calibrate", "calibrated_scores", "category_disagreement",
     "disagreement", "held_out_images", "img2img_pipeline", "imagine", "move_to_background", "object_texture",
     "rank_evidence", "Calibrations", "RepaintConfig", "family_threshold", "leave_one_out_maxima", "region_masks",

@@ -20,25 +20,43 @@ from typing import Callable
 import numpy as np
 
 
+def min_spread(kind: str) -> float:
+    """The robust spread's floor of a kind of evidence: the appearance detector's are a mean
+    surprise in nats and a log contrast, and differences under 0.05 of either are noise, not
+    evidence (a near-perfect classifier would otherwise turn its last digits into large scores)."""
+    from diffparts.occlusion.appearance import MIN_SPREAD as APPEARANCE_SPREAD
+    from diffparts.occlusion.evidence import MIN_SPREAD
+
+    return APPEARANCE_SPREAD if kind in ("appearance", "contrast") else MIN_SPREAD
+
+
 def detector_pipelines(detect, pipe, inpaint, root=None, load_image: Callable[[int], np.ndarray] | None = None,
                        seed: int = 0, log: Callable[[str], None] | None = None) -> dict:
     """{kind: pipeline} of a calibrated ``detect`` config: img2img on ``pipe``'s components,
     repaint with the completion's inpainting pipeline ``inpaint`` (a 9-channel checkpoint, or
     latent blending on ``pipe``: either never sees the pixels it repaints), colour: the store
     ``root``'s colour reference (:func:`~diffparts.occlusion.colour.colour_reference`, its
-    training images loaded by ``load_image``; deterministic for ``seed``)."""
+    training images loaded by ``load_image``; deterministic for ``seed``), appearance: its fold
+    classifiers (:func:`~diffparts.occlusion.appearance.appearance_reference`, the same images)."""
     from diffparts.occlusion.imagine import img2img_pipeline
 
     out = {}
     for kind in detect.kinds:
         if kind == "img2img":
             out[kind] = img2img_pipeline(pipe)
-        elif kind == "colour":
-            from diffparts.occlusion.colour import colour_reference
-
+        elif kind == "contrast":
+            out[kind] = None                    # no model: the image alone
+        elif kind in ("colour", "appearance"):
             if root is None or load_image is None:
-                raise ValueError("the colour detector needs the store and its image loader for its reference")
-            out[kind] = colour_reference(root, load_image, detect.colour, seed, log)
+                raise ValueError(f"the {kind} detector needs the store and its image loader for its reference")
+            if kind == "colour":
+                from diffparts.occlusion.colour import colour_reference
+
+                out[kind] = colour_reference(root, load_image, detect.colour, seed, log)
+            else:
+                from diffparts.occlusion.appearance import appearance_reference
+
+                out[kind] = appearance_reference(root, load_image, detect.appearance, seed, log)
         else:
             out[kind] = inpaint
     return out
@@ -47,14 +65,24 @@ def detector_pipelines(detect, pipe, inpaint, root=None, load_image: Callable[[i
 def image_evidence(kind: str, image: np.ndarray, labels: np.ndarray, n_categories: int, pipelines: dict,
                    config, seed: int = 0, index: int | None = None) -> tuple[np.ndarray, np.ndarray]:
     """((category,) evidence, (y, x) pixel disagreement) of one (y, x, 3) uint8 image whose
-    categories are the (ly, lx) map ``labels``; kind "img2img", "repaint" or "colour". pipelines:
-    {kind: pipeline, or the colour reference}; config: the stage's
-    :class:`~diffparts.occlusion.detect.DetectConfig`; index: the store index of a training image
-    being calibrated (left out of the colour reference)."""
+    categories are the (ly, lx) map ``labels``; kind "img2img", "repaint", "colour",
+    "appearance" or "contrast". pipelines: {kind: pipeline, or the colour / appearance reference}; config: the
+    stage's :class:`~diffparts.occlusion.detect.DetectConfig`; index: the store index of a
+    training image being calibrated (left out of the colour reference; read by the appearance
+    fold that never saw it)."""
     if kind == "colour":
         from diffparts.occlusion.colour import colour_evidence, reference_for
 
         return colour_evidence(image, labels, n_categories, reference_for(pipelines), exclude=index)
+    if kind == "appearance":
+        from diffparts.occlusion.appearance import appearance_evidence, reference_for
+
+        return appearance_evidence(image, labels, n_categories, reference_for(pipelines), exclude=index,
+                                   min_pixels=config.min_pixels)
+    if kind == "contrast":
+        from diffparts.occlusion.appearance import contrast_evidence
+
+        return contrast_evidence(image, labels, n_categories, config.min_pixels)
     if kind == "img2img":
         from diffparts.occlusion.evidence import category_disagreement
         from diffparts.occlusion.imagine import disagreement, imagine
@@ -71,7 +99,7 @@ def image_evidence(kind: str, image: np.ndarray, labels: np.ndarray, n_categorie
             painted = repaint(pipelines[kind], image, masks, r, seed)                  # category seed y x 3
             maps = repaint_disagreement(image, painted, r.texture, r.spread, r.colour)
         return repaint_evidence(maps, cats, labels, n_categories)
-    raise ValueError(f"unknown kind of evidence {kind!r}: img2img, repaint or colour")
+    raise ValueError(f"unknown kind of evidence {kind!r}: img2img, repaint, colour, appearance or contrast")
 
 
 def calibrate_store(root, load_image: Callable[[int], np.ndarray], pipelines: dict, config, seed: int = 0,
@@ -109,9 +137,11 @@ def calibrate_store(root, load_image: Callable[[int], np.ndarray], pipelines: di
             pixels[kind].append(_resized(dmap, labels.shape)[labels > 0])
         if (n + 1) % 8 == 0 or n + 1 == len(chosen):
             say(f"calibration: {n + 1}/{len(chosen)} training images ({', '.join(kinds)})")
-    cals = tuple((k, calibrate(rows[k], np.concatenate(pixels[k]), config.pixel_quantile, chosen)) for k in kinds)
+    floors = [min_spread(k) for k in kinds]
+    cals = tuple((k, calibrate(rows[k], np.concatenate(pixels[k]), config.pixel_quantile, chosen, f))
+                 for k, f in zip(kinds, floors))
     alpha = config.family_alpha
     threshold = None
     if alpha is not None and len(chosen) >= 2:
-        threshold = family_threshold(leave_one_out_maxima([np.asarray(rows[k]) for k in kinds]), alpha)
+        threshold = family_threshold(leave_one_out_maxima([np.asarray(rows[k]) for k in kinds], floors), alpha)
     return Calibrations(cals, threshold, alpha)

@@ -8,7 +8,11 @@ and context, *whether* it is there from evidence that the pixels disagree with i
    (:func:`diffparts.parts.assign.assign_image`): this says where each category should be (an
    occluder at the head's place is labelled head: fine, that is where the head belongs).
 2. Evidence of each category's region, of one or two kinds
-   (:func:`diffparts.occlusion.calibrate.image_evidence`): **evidence** = ``img2img``, the model
+   (:func:`diffparts.occlusion.calibrate.image_evidence`): **appearance** (the default) = does
+   the region look like bird at all, to a small per-pixel classifier trained on the store's
+   training images, and is it as textured as the category is (``appearance`` and ``contrast``,
+   :mod:`diffparts.occlusion.appearance`: no diffusion model); **colour** = its colours against
+   the category's on birds like this one (:mod:`diffparts.occlusion.colour`); **evidence** = ``img2img``, the model
    imagines the whole image from it (:mod:`diffparts.occlusion.imagine`: it sees the pixels it
    judges, so a flat fill it keeps is no evidence); **repaint** = each category's region masked
    and repainted from its context by the inpainting pipeline (:mod:`diffparts.occlusion.repaint`:
@@ -37,14 +41,18 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from diffparts.occlusion.appearance import AppearanceConfig
 from diffparts.occlusion.colour import ColourConfig
 from diffparts.occlusion.imagine import ImagineConfig
 from diffparts.occlusion.repaint import RepaintConfig
 
 
-METHODS = ("repaint", "evidence", "combined", "colour", "area")
+METHODS = ("repaint", "evidence", "combined", "colour", "appearance", "area")
 KINDS = {"evidence": ("img2img",), "repaint": ("repaint",), "combined": ("img2img", "repaint"), "colour": ("colour",),
+         "appearance": ("contrast", "appearance"),
          "area": ()}
+MAP_KINDS = {"appearance": "any"}   # the occlusion map's kind where not the method's last (validation birds:
+                                   # the classifier calls noise bird, its contrast flags it)
 AREA_THRESHOLD = 0.1        # the area rule's threshold (best F1 on the validation birds, seed 999: 0.085)
 EVIDENCE_THRESHOLD = 4.0    # the evidence rules' fixed one, in robust spreads, where no family-wise threshold is
                             # calibrated (validation birds, img2img: best F1, <= 10 % false alarms)
@@ -52,7 +60,10 @@ EVIDENCE_THRESHOLD = 4.0    # the evidence rules' fixed one, in robust spreads, 
 
 @dataclass(frozen=True)
 class DetectConfig:
-    method: str = "repaint"   # repaint (each region repainted from its context, calibrated) | evidence (img2img
+    method: str = "appearance"   # appearance (is the region bird at all, by a small per-pixel classifier
+                              # cross-fitted on training images, and its texture; calibrated, no diffusion
+                              # model; the default: best on the validation birds) | repaint (each region
+                              # repainted from its context, calibrated) | evidence (img2img
                               # imagine and compare, calibrated) | combined (the larger calibrated score of the
                               # two) | colour (pixels against the category's colours on birds like this one,
                               # calibrated, no model) | area (prevalence x size, baseline)
@@ -64,21 +75,24 @@ class DetectConfig:
     imagine: ImagineConfig = field(default_factory=ImagineConfig)   # evidence / combined: the imaginations
     repaint: RepaintConfig = field(default_factory=RepaintConfig)   # repaint / combined: the repaintings
     colour: ColourConfig = field(default_factory=ColourConfig)      # colour: the reference and its neighbours
+    appearance: AppearanceConfig = field(default_factory=AppearanceConfig)   # appearance: its classifiers
     pixel_quantile: float = 0.95  # calibrated methods: occlusion map = object pixels above this quantile of
                                   # the training images' (of the map's kind)
     calibration_images: int = 32  # calibrated methods: training images the calibration is made from (seeded)
     family_alpha: float | None = 0.1   # calibrated methods: threshold = the (1 - alpha) quantile of complete
                                        # training images' maximum score (leave-one-out); None: the fixed one
-    map_kind: str | None = None   # the kind whose pixels make the occlusion map; None: the method's last kind
+    map_kind: str | None = None   # the kind whose pixels make the occlusion map; "any": a pixel above any
+                                  # kind's threshold; None: the method's (MAP_KINDS, else its last kind)
 
     def __post_init__(self):
         if self.method not in METHODS:
             raise ValueError(f"unknown detection method {self.method!r}: the methods are {', '.join(METHODS)}")
-        for name, cls in (("imagine", ImagineConfig), ("repaint", RepaintConfig), ("colour", ColourConfig)):
+        for name, cls in (("imagine", ImagineConfig), ("repaint", RepaintConfig), ("colour", ColourConfig),
+                          ("appearance", AppearanceConfig)):
             value = getattr(self, name)
             if isinstance(value, dict):
                 object.__setattr__(self, name, cls(**{k: tuple(v) if k == "seeds" else v for k, v in value.items()}))
-        if self.map_kind is not None and self.map_kind not in self.kinds:
+        if self.map_kind not in (None, "any") and self.map_kind not in self.kinds:
             raise ValueError(f"map_kind {self.map_kind!r} is not a kind of evidence of method {self.method!r} "
                              f"({', '.join(self.kinds) or 'none'})")
 
@@ -215,8 +229,9 @@ def rank_evidence(labels: np.ndarray, dmap, calibration, config: DetectConfig = 
     order = sorted(range(1, len(scores)), key=lambda k: (-float(scores[k]), k))
     cutoff = config.cutoff_for(calibration)
     missing = tuple(k for k in order if scores[k] >= cutoff and scores[k] > 0)
-    kind = config.map_kind if config.map_kind in kinds else kinds[-1]
-    omap = occlusion_map(dmap[kind][1], labels, calibration[kind])
+    map_kind = config.map_kind or MAP_KINDS.get(config.method)
+    map_kinds = kinds if map_kind == "any" else [map_kind if map_kind in kinds else kinds[-1]]
+    omap = np.any([occlusion_map(dmap[k][1], labels, calibration[k]) for k in map_kinds], 0)
     return Detection(np.where(omap, -1, labels).astype(np.int16), scores, tuple(order), missing, omap,
                      labels.astype(np.int16))
 

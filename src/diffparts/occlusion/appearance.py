@@ -1,0 +1,274 @@
+"""Evidence of absence from local appearance, no diffusion model: does a category's region
+look like bird at all, and is it as textured as that category is? (docs/design.md §5.7
+"Occlusion"; docs/occlusion.md "Detection").
+
+The diffusion detectors ask the model what belongs in a region and compare; the colour
+detector asks what colours the category has on birds like this one. This one learns, without
+labels, what the store's birds and backgrounds *look like* up close, and asks whether the region
+where a category belongs does. Two kinds of evidence (the ``appearance`` method uses both, the
+larger calibrated score per category):
+
+1. ``appearance``, **a small per-pixel classifier** (:func:`train_classifier`): a few 3 x 3
+   convolutions (receptive field ``receptive`` pixels at the model's input size, no position
+   input, replicated borders), trained with cross-entropy to predict the parts stage's own map
+   (``parts/labels``, background included) on up to ``images`` seeded training images, never
+   held-out ones. Its view is a few pixels wide on purpose: diffusion features are contextual
+   (at a grey box where the head was they still say "head"); a patch this small only sees what
+   is there.
+
+   - **Cross-fitted** (``folds``): the reference images are split into folds and one
+     classifier is trained per fold on the others, so a training image being calibrated is
+     read by a classifier that never saw it (its values are those of an unseen image, as a
+     case's are); a case is read by every fold's classifier, probabilities averaged.
+   - **Statistic** (``statistic``): ``object`` (the default), each object pixel's surprise that
+     it is bird at all, ``-log(1 - p(background | appearance))``; ``category``, its surprise at
+     its own category, ``-log p(assigned category | appearance)``. Category k's evidence is the
+     mean over its region (the occluded image's assignment: where k belongs); the pixel map is
+     what the occlusion map thresholds ("matches nothing"). A flat grey box, a leaf, a branch
+     or a patch of background looks like no bird pixel the classifier was shown; which part a
+     small patch is, it can hardly tell (the categories share colours across species), so
+     ``object`` separates better (validation birds, docs/occlusion.md).
+2. ``contrast``, **texture** (:func:`contrast_evidence`): the log of the region's mean local
+   contrast (the absolute horizontal and vertical differences of the grey level). The
+   classifier has never seen noise and calls it bird; noise has more contrast than any part.
+
+- :class:`AppearanceConfig`: the settings; :class:`AppearanceReference`: the fold classifiers,
+  from :func:`appearance_reference`; :func:`appearance_evidence`, :func:`contrast_evidence`: one
+  image's ((category,) evidence, (y, x) pixel map), the interface of ``calibrate.image_evidence``.
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass
+from typing import Callable
+
+import numpy as np
+
+MIN_SPREAD = 0.05             # the calibration's spread floor for both kinds (nats; log contrast)
+STATISTICS = ("object", "category")
+_CACHE: dict = {}             # (parts fit, images and their maps, folds, config, seed) -> AppearanceReference
+_CACHE_LOCK = threading.Lock()
+
+
+@dataclass(frozen=True)
+class AppearanceConfig:
+    receptive: int = 5        # receptive field in pixels at the model's input size (odd, >= 3): 3 x 3 layers
+    width: int = 32           # channels of every hidden layer
+    steps: int = 1000         # at most this many optimiser steps per fold classifier
+    passes: int = 400         # ... and at most this many passes over the fold's images (a small store trains less)
+    batch: int = 8            # images per step
+    lr: float = 3e-3          # AdamW learning rate
+    folds: int = 4            # cross-fitting folds (>= 2; fewer where the store has fewer training images):
+                              # each classifier is trained without one fold
+    images: int = 256         # training images in the reference (seeded; fewer if the store has fewer)
+    balanced: bool = False    # weigh classes by the inverse square root of their pixel share
+    statistic: str = "object"  # object: -log(1 - p(background)); category: -log p(assigned category)
+
+    def __post_init__(self):
+        if self.receptive < 3 or self.receptive % 2 == 0:
+            raise ValueError(f"appearance receptive must be odd and >= 3, got {self.receptive}")
+        if self.statistic not in STATISTICS:
+            raise ValueError(f"unknown appearance statistic {self.statistic!r}: {', '.join(STATISTICS)}")
+        if self.folds < 2:
+            raise ValueError(f"appearance folds must be >= 2 (cross-fitting), got {self.folds}")
+        if min(self.width, self.steps, self.passes, self.batch, self.images) < 1 or self.lr <= 0:
+            raise ValueError(f"appearance width, steps, passes, batch, images and lr must be positive, got "
+                             f"{self.width}, {self.steps}, {self.passes}, {self.batch}, {self.images}, {self.lr}")
+
+
+def _net(n_categories: int, config: AppearanceConfig):
+    """A stack of 3 x 3 convolutions with GELU, (receptive - 1) / 2 of them, then a 1 x 1 head
+    to ``n_categories`` logits; padding replicates the border (no zero frame to tell position)."""
+    import torch
+
+    layers, c = [], 3
+    for _ in range((config.receptive - 1) // 2):
+        layers += [torch.nn.Conv2d(c, config.width, 3, padding=1, padding_mode="replicate"), torch.nn.GELU()]
+        c = config.width
+    layers.append(torch.nn.Conv2d(c, n_categories, 1))
+    return torch.nn.Sequential(*layers)
+
+
+def _tensor(images: np.ndarray):
+    """(n, y, x, 3) uint8 -> (n, 3, y, x) float32 in [-1, 1]."""
+    import torch
+
+    return torch.from_numpy(np.ascontiguousarray(images)).permute(0, 3, 1, 2).float() / 127.5 - 1.0
+
+
+def _pixel_labels(labels: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+    from diffparts.occlusion.colour import _pixel_labels as pixel_labels
+
+    return pixel_labels(labels, shape)
+
+
+def train_classifier(images: np.ndarray, labels: np.ndarray, n_categories: int,
+                     config: AppearanceConfig = AppearanceConfig(), seed: int = 0):
+    """One :func:`_net` trained on (n, y, x, 3) uint8 images and their (n, y, x) category maps
+    (-1 pixels ignored), with ``config.steps`` optimiser steps or ``config.passes`` passes over
+    the images, whichever is fewer; with ``balanced`` the classes are weighted by the inverse
+    square root of their pixel share. Horizontal flips as augmentation."""
+    import torch
+
+    gen = torch.Generator().manual_seed(int(seed))
+    torch.manual_seed(int(seed))
+    net = _net(n_categories, config)
+    x = _tensor(images)
+    y = torch.from_numpy(np.asarray(labels, np.int64))
+    counts = torch.bincount(y[y >= 0].ravel(), minlength=n_categories)[:n_categories].float()
+    weight = torch.where(counts > 0, (counts.sum() / counts.clamp(min=1)).sqrt(), torch.zeros_like(counts))
+    weight = weight / weight[counts > 0].mean() if config.balanced else (counts > 0).float()
+    opt = torch.optim.AdamW(net.parameters(), lr=config.lr, weight_decay=1e-4)
+    loss_fn = torch.nn.CrossEntropyLoss(weight=weight, ignore_index=-1)
+    steps = min(config.steps, -(-config.passes * len(x) // config.batch))
+    for _ in range(steps):
+        idx = torch.randint(0, len(x), (min(config.batch, len(x)),), generator=gen)
+        xb, yb = x[idx], y[idx]
+        flip = torch.rand(len(idx), generator=gen) < 0.5
+        xb = torch.where(flip[:, None, None, None], xb.flip(-1), xb)
+        yb = torch.where(flip[:, None, None], yb.flip(-1), yb)
+        loss = loss_fn(net(xb), yb)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    net.eval()
+    return net
+
+
+@dataclass(frozen=True)
+class AppearanceReference:
+    """The fold classifiers of a store's training images."""
+
+    images: np.ndarray        # (image,) int store indices of the reference images
+    fold: np.ndarray          # (image,) int fold of each reference image
+    nets: tuple               # one classifier per fold, trained without that fold
+    n_categories: int
+    config: AppearanceConfig = AppearanceConfig()
+
+    def probabilities(self, image: np.ndarray, exclude: int | None = None) -> np.ndarray:
+        """(category, y, x) float32 p(category | appearance) of one (y, x, 3) uint8 image: the
+        mean over folds, or only the fold classifier that never saw store image ``exclude``."""
+        import torch
+
+        nets = self.nets
+        if exclude is not None and exclude in set(self.images.tolist()):
+            nets = (self.nets[int(self.fold[list(self.images).index(exclude)])],)
+        with torch.no_grad():
+            x = _tensor(np.asarray(image)[None])
+            p = torch.stack([n(x).softmax(1)[0] for n in nets]).mean(0)
+        return p.numpy().astype(np.float32)
+
+
+def appearance_reference(root, load_image: Callable[[int], np.ndarray],
+                         config: AppearanceConfig = AppearanceConfig(), seed: int = 0,
+                         log: Callable[[str], None] | None = None) -> AppearanceReference:
+    """The :class:`AppearanceReference` of a store: up to ``config.images`` of its training images
+    (``occlusion.split.training_images``, a seeded choice, split into ``config.folds`` seeded
+    folds), each loaded by ``load_image(i)`` at the model's input size with ``parts/labels`` as
+    its categories; ``config.folds`` folds, or one per image where there are fewer. ValueError
+    with fewer than 2 training images.
+
+    Training takes seconds to a minute on a CPU, so the reference is kept in the process for
+    the same parts fit, images (their maps), folds, settings and seed: the stage's set-up and
+    every batch of cases on a thread pool (or a Dask worker's later batches) train it once."""
+    from diffparts.occlusion.split import training_images
+
+    train = training_images(root)
+    if len(train) < 2:
+        raise ValueError(f"the appearance detector needs at least 2 training images (cross-fitting), "
+                         f"the store has {len(train)}")
+    rng = np.random.default_rng(seed)
+    chosen = np.asarray(sorted(int(i) for i in rng.permutation(train)[: config.images]))
+    folds = min(config.folds, len(chosen))
+    fold = np.empty(len(chosen), int)
+    fold[rng.permutation(len(chosen))] = np.arange(len(chosen)) % folds
+    key = _cache_key(root, chosen, fold, config, seed)
+    with _CACHE_LOCK:                           # held while training: a second batch of cases waits, then reads it
+        if key not in _CACHE:
+            _CACHE.clear()                      # one store's reference at a time: a few hundred KB of weights
+            _CACHE[key] = _train_reference(root, load_image, chosen, fold, config, seed, log)
+        return _CACHE[key]
+
+
+def _train_reference(root, load_image, chosen: np.ndarray, fold: np.ndarray, config: AppearanceConfig, seed: int,
+                     log) -> AppearanceReference:
+    folds = int(fold.max()) + 1
+    k1 = int(root["parts/prevalence"].shape[0])
+    images = np.stack([load_image(int(i)) for i in chosen])
+    labels = np.stack([_pixel_labels(np.asarray(root["parts/labels"][int(i)]), images.shape[1:3]) for i in chosen])
+    nets = []
+    for f in range(folds):
+        nets.append(train_classifier(images[fold != f], labels[fold != f], k1, config, seed=seed + f))
+        if log:
+            log(f"appearance reference: fold {f + 1}/{folds} trained on {int((fold != f).sum())} images")
+    return AppearanceReference(chosen, fold, tuple(nets), k1, config)
+
+
+def _cache_key(root, chosen: np.ndarray, fold: np.ndarray, config: AppearanceConfig, seed: int):
+    """What the reference depends on: the fitted centres (where the store has them), the chosen
+    images' category maps, the folds, the settings and the seed."""
+    import hashlib
+
+    digest = hashlib.sha256()
+    if "parts/centers" in root:
+        digest.update(np.ascontiguousarray(np.asarray(root["parts/centers"][:], np.float32)).tobytes())
+    for i in chosen:
+        digest.update(np.ascontiguousarray(np.asarray(root["parts/labels"][int(i)], np.int16)).tobytes())
+    return (digest.hexdigest(), tuple(chosen.tolist()), tuple(fold.tolist()), config, int(seed))
+
+
+def appearance_evidence(image: np.ndarray, labels: np.ndarray, n_categories: int, reference: AppearanceReference,
+                        exclude: int | None = None, min_pixels: int = 4) -> tuple[np.ndarray, np.ndarray]:
+    """((category,) evidence, (y, x) pixel surprise) of one (y, x, 3) uint8 image whose
+    categories are the (ly, lx) map ``labels``: the module's kind 1, its ``statistic`` floored
+    at ``-log(1e-6)``. NaN evidence for background and for a category with fewer than
+    ``min_pixels`` pixels in ``labels``. ``exclude``: a store index being calibrated (read only
+    by the fold that never saw it)."""
+    if reference.n_categories != n_categories:
+        raise ValueError(f"the appearance reference has {reference.n_categories} categories, the store {n_categories}")
+    labels = np.asarray(labels)
+    p = reference.probabilities(image, exclude)                                       # category y x
+    pix = _pixel_labels(labels, image.shape[:2])
+    if reference.config.statistic == "object":
+        seen = 1.0 - p[0]
+    else:
+        seen = np.take_along_axis(p, np.clip(pix, 0, n_categories - 1)[None].astype(np.int64), 0)[0]
+    dmap = np.where(pix > 0, -np.log(np.maximum(seen, 1e-6)), 0.0).astype(np.float32)
+    return _region_means(dmap, labels, pix, n_categories, min_pixels), dmap
+
+
+def contrast_evidence(image: np.ndarray, labels: np.ndarray, n_categories: int,
+                      min_pixels: int = 4) -> tuple[np.ndarray, np.ndarray]:
+    """((category,) log mean local contrast, (y, x) local contrast of the object pixels) of one
+    (y, x, 3) uint8 image whose categories are the (ly, lx) map ``labels``: the module's kind 2
+    (the local contrast of :func:`diffparts.occlusion.repaint.appearance`, summed over its two
+    directions). NaN as :func:`appearance_evidence`."""
+    from diffparts.occlusion.repaint import appearance
+
+    labels = np.asarray(labels)
+    pix = _pixel_labels(labels, image.shape[:2])
+    texture = appearance(image, texture=1.0, colour=0.0)[..., 3:].sum(-1)
+    dmap = np.where(pix > 0, texture, 0.0).astype(np.float32)
+    means = _region_means(dmap, labels, pix, n_categories, min_pixels)
+    return np.log(means + 1e-3).astype(np.float32), dmap
+
+
+def _region_means(dmap: np.ndarray, labels: np.ndarray, pix: np.ndarray, n_categories: int,
+                  min_pixels: int) -> np.ndarray:
+    """(category,) float32 mean of the pixel map over each category's pixels ``pix``; NaN for
+    background and for a category with fewer than ``min_pixels`` pixels in ``labels``."""
+    evidence = np.full(n_categories, np.nan, np.float32)
+    for k in range(1, n_categories):
+        if int((labels == k).sum()) >= min_pixels and (pix == k).any():
+            evidence[k] = float(dmap[pix == k].mean())
+    return evidence
+
+
+def reference_for(references: dict, kind: str = "appearance") -> AppearanceReference:
+    """The appearance reference among a detector's ``pipelines`` ({kind: ...})."""
+    ref = references.get(kind)
+    if not isinstance(ref, AppearanceReference):
+        raise ValueError("the appearance detector needs the store's appearance reference "
+                         "(occlusion.appearance.appearance_reference)")
+    return ref

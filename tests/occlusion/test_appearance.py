@@ -1,0 +1,180 @@
+"""The appearance detector: does a category's region look like bird at all, and is it as
+textured as that category is?
+
+Constructed birds where the answer is known: 16 x 16, a textured sky (diagonal stripes), head
+(category 1) with an eye at the top left, a barred body (2) and a chequered tail (3): a red
+head, a brown body and a blue tail, each bird in its own shade; the classifier is trained on them with the categories as labels (what the
+parts stage gives), cross-fitted, so every calibration value is that of an unseen bird.
+"""
+
+import numpy as np
+import pytest
+import zarr
+
+from diffparts.occlusion import appearance as app
+from diffparts.occlusion import split
+from diffparts.occlusion.appearance import (AppearanceConfig, AppearanceReference, appearance_evidence,
+                                            appearance_reference, contrast_evidence, train_classifier)
+from diffparts.occlusion.calibrate import image_evidence, min_spread
+from diffparts.occlusion.detect import DetectConfig, rank_evidence
+from diffparts.occlusion.evidence import Calibrations, calibrate, family_threshold, leave_one_out_maxima
+from diffparts.occlusion.occluders import GREY
+
+K1 = 4
+CONFIG = AppearanceConfig(receptive=5, width=16, steps=150, batch=8, lr=1e-2, folds=2, balanced=False)
+DETECT = DetectConfig(method="appearance", appearance=CONFIG)
+
+
+def _bird(seed: int) -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[:16, :16]
+    labels = np.zeros((16, 16), np.int16)
+    labels[2:7, 2:7] = 1
+    labels[7:13, 4:12] = 2
+    labels[9:14, 12:16] = 3
+    image = np.empty((16, 16, 3), np.int32)
+    image[:] = (150, 190, 220)
+    image[(yy + xx) % 4 < 2] -= 30                                  # the sky's stripes
+    head, body, tail = (np.array(c) + rng.integers(-20, 21, 3) for c in ((200, 50, 50), (140, 100, 60), (50, 60, 160)))
+    image[labels == 1] = head
+    image[3:5, 4:6] = 15                                            # the eye
+    image[labels == 2] = body
+    image[7:13:2, 4:12] = body + 50                                 # pale bars
+    image[labels == 3] = tail
+    image[(labels == 3) & ((yy + xx) % 2 == 0)] = 240              # chequer
+    image += rng.integers(-16, 17, image.shape)                     # pixel noise: no bird is read perfectly
+    return np.clip(image, 0, 255).astype(np.uint8), labels
+
+
+def _trained(n: int = 12):
+    birds = [_bird(s) for s in range(n)]
+    images = np.stack([b[0] for b in birds])
+    labels = np.stack([b[1] for b in birds])
+    fold = np.arange(n) % 2
+    nets = tuple(train_classifier(images[fold != f], labels[fold != f], K1, CONFIG, seed=f) for f in range(2))
+    return AppearanceReference(np.arange(n), fold, nets, K1, CONFIG), birds
+
+
+def _evidence(image, labels, ref, exclude=None) -> dict:
+    return {"contrast": contrast_evidence(image, labels, K1),
+            "appearance": appearance_evidence(image, labels, K1, ref, exclude=exclude)}
+
+
+@pytest.fixture(scope="module")
+def trained():
+    ref, birds = _trained()
+    rows, pixels = {k: [] for k in DETECT.kinds}, {k: [] for k in DETECT.kinds}
+    for i, (img, lab) in enumerate(birds):
+        for kind, (values, dmap) in _evidence(img, lab, ref, exclude=i).items():
+            rows[kind].append(values)
+            pixels[kind].append(dmap[lab > 0])
+    floors = [min_spread(k) for k in DETECT.kinds]
+    cals = tuple((k, calibrate(rows[k], np.concatenate(pixels[k]), 0.95, range(len(birds)), f))
+                 for k, f in zip(DETECT.kinds, floors))
+    maxima = leave_one_out_maxima([np.asarray(rows[k]) for k in DETECT.kinds], floors)
+    return ref, birds, Calibrations(cals, family_threshold(maxima, 0.1), 0.1)
+
+
+def test_the_classifier_reads_unseen_birds():
+    ref, _ = _trained(8)
+    image, labels = _bird(100)
+    p = ref.probabilities(image)
+    assert p.shape == (K1, 16, 16) and np.allclose(p.sum(0), 1, atol=1e-5)
+    assert (p.argmax(0) == labels).mean() > 0.8
+
+
+def test_a_grey_box_where_the_head_belongs_is_not_the_head(trained):
+    ref, _, cals = trained
+    image, labels = _bird(200)
+    occluded = image.copy()
+    occluded[labels == 1] = GREY                                    # position still says "head"
+    det = rank_evidence(labels, _evidence(occluded, labels, ref), cals, DETECT)
+    assert det.missing == (1,)
+    assert det.occlusion_map[labels == 1].mean() > 0.5 and det.occlusion_map[labels > 1].mean() < 0.2
+    assert rank_evidence(labels, _evidence(image, labels, ref), cals, DETECT).missing == ()
+
+
+def test_noise_where_the_body_belongs_is_missing_by_its_texture(trained):
+    ref, _, cals = trained
+    image, labels = _bird(202)
+    occluded = image.copy()
+    occluded[labels == 2] = np.random.default_rng(0).integers(0, 256, ((labels == 2).sum(), 3))
+    evidence = _evidence(occluded, labels, ref)
+    det = rank_evidence(labels, evidence, cals, DETECT)
+    assert det.missing == (2,)
+    assert evidence["contrast"][0][2] > 0.25 + contrast_evidence(image, labels, K1)[0][2]  # noise: more contrast
+    any_map = rank_evidence(labels, evidence, cals, DetectConfig(method="appearance", map_kind="any"))
+    assert any_map.occlusion_map[labels == 2].mean() >= det.occlusion_map[labels == 2].mean()
+
+
+def test_an_occluder_on_the_background_raises_no_alarm(trained):
+    ref, _, cals = trained
+    image, labels = _bird(201)
+    occluded = image.copy()
+    occluded[0:2, 9:16] = GREY
+    occluded[14:16, 0:4] = (64, 136, 54)                            # a leaf's green
+    evidence = _evidence(occluded, labels, ref)
+    assert rank_evidence(labels, evidence, cals, DETECT).missing == ()
+    assert not evidence["appearance"][1][labels == 0].any() and not evidence["contrast"][1][labels == 0].any()
+
+
+def test_a_calibrated_image_is_read_by_the_fold_that_never_saw_it(trained):
+    ref, birds, _ = trained
+    image = birds[3][0]
+    only = ref.probabilities(image, exclude=3)
+    unseen = ref.nets[int(ref.fold[3])]
+    import torch
+
+    with torch.no_grad():
+        expected = unseen(app._tensor(image[None])).softmax(1)[0].numpy()
+    assert np.allclose(only, expected, atol=1e-6)
+    assert not np.allclose(only, ref.probabilities(image), atol=1e-4)           # the mean of both folds
+    assert np.isnan(appearance_evidence(image, birds[3][1], K1, ref)[0][0])     # background has no evidence
+
+
+def test_appearance_reference_from_a_store_is_cached(tmp_path, monkeypatch):
+    birds = [_bird(s) for s in range(8)]
+    root = zarr.open_group(str(tmp_path / "s.zarr"), mode="w")
+    root["parts/labels"] = np.stack([lab for _, lab in birds])
+    root["parts/prevalence"] = np.ones(K1, np.float32)
+    root["parts/centers"] = np.zeros((K1 - 1, 2), np.float32)    # what the cache is keyed on, with the maps
+    monkeypatch.setattr(split, "training_images", lambda r: np.array([0, 1, 2, 4, 5, 6]))     # 3, 7 held out
+    loads = []
+    config = AppearanceConfig(receptive=3, width=8, steps=5, folds=2, images=5)
+
+    def load(i):
+        loads.append(i)
+        return birds[i][0]
+
+    ref = appearance_reference(root, load, config, seed=1)
+    assert len(ref.images) == 5 and set(ref.images) <= {0, 1, 2, 4, 5, 6} and sorted(set(ref.fold)) == [0, 1]
+    assert len(ref.nets) == 2 and ref.n_categories == K1
+    assert appearance_reference(root, load, config, seed=1) is ref and len(loads) == 5       # trained once
+    assert appearance_reference(root, load, config, seed=2) is not ref
+    values, dmap = image_evidence("appearance", *birds[int(ref.images[0])], K1, {"appearance": ref}, DETECT,
+                                  index=int(ref.images[0]))
+    assert values.shape == (K1,) and dmap.shape == (16, 16) and np.isfinite(values[1:]).all()
+    values, dmap = image_evidence("contrast", *birds[0], K1, {}, DETECT)                 # no model needed
+    assert np.allclose(values, contrast_evidence(*birds[0], K1)[0], equal_nan=True)
+    with pytest.raises(ValueError, match="appearance reference"):
+        image_evidence("appearance", *birds[0], K1, {}, DETECT)
+    monkeypatch.setattr(split, "training_images", lambda r: np.array([0, 1, 2]))    # fewer images than folds
+    assert len(appearance_reference(root, load, AppearanceConfig(steps=2, folds=4), seed=3).nets) == 3
+    monkeypatch.setattr(split, "training_images", lambda r: np.array([0]))
+    with pytest.raises(ValueError, match="at least 2 training images"):
+        appearance_reference(root, load, AppearanceConfig(folds=2), seed=3)
+
+
+def test_bad_settings_are_refused_by_name():
+    with pytest.raises(ValueError, match="receptive"):
+        AppearanceConfig(receptive=4)
+    with pytest.raises(ValueError, match="folds"):
+        AppearanceConfig(folds=1)
+    with pytest.raises(ValueError, match="unknown appearance statistic"):
+        AppearanceConfig(statistic="colour")
+    with pytest.raises(ValueError, match="unknown detection method"):
+        DetectConfig(method="looks")
+    with pytest.raises(ValueError, match="map_kind"):
+        DetectConfig(method="appearance", map_kind="repaint")
+    assert DetectConfig(method="appearance").kinds == ("contrast", "appearance")
+    assert DetectConfig(method="appearance", appearance={"receptive": 7}).appearance.receptive == 7
