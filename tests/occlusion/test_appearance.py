@@ -21,7 +21,7 @@ from diffparts.occlusion.evidence import Calibrations, calibrate, family_thresho
 from diffparts.occlusion.occluders import GREY
 
 K1 = 4
-CONFIG = AppearanceConfig(receptive=5, width=16, steps=150, batch=8, lr=1e-2, folds=2, balanced=False)
+CONFIG = AppearanceConfig(receptive=5, width=16, steps=150, batch=8, lr=1e-2, folds=2, balanced=False, size=16)
 DETECT = DetectConfig(method="appearance", appearance=CONFIG)
 
 
@@ -75,12 +75,16 @@ def trained():
     return ref, birds, Calibrations(cals, family_threshold(maxima, 0.1), 0.1)
 
 
-def test_the_classifier_reads_unseen_birds():
+def test_the_classifier_reads_unseen_birds_at_its_own_size():
     ref, _ = _trained(8)
     image, labels = _bird(100)
     p = ref.probabilities(image)
     assert p.shape == (K1, 16, 16) and np.allclose(p.sum(0), 1, atol=1e-5)
     assert (p.argmax(0) == labels).mean() > 0.8
+    big = np.repeat(np.repeat(image, 2, 0), 2, 1)                   # the same bird at 32 px: read at 16, sized back
+    q = ref.probabilities(big)
+    assert q.shape == (K1, 32, 32) and np.allclose(q.sum(0), 1, atol=1e-5)
+    assert (q.argmax(0) == np.repeat(np.repeat(labels, 2, 0), 2, 1)).mean() > 0.75
 
 
 def test_a_grey_box_where_the_head_belongs_is_not_the_head(trained):
@@ -140,7 +144,7 @@ def test_appearance_reference_from_a_store_is_cached(tmp_path, monkeypatch):
     root["parts/centers"] = np.zeros((K1 - 1, 2), np.float32)    # what the cache is keyed on, with the maps
     monkeypatch.setattr(split, "training_images", lambda r: np.array([0, 1, 2, 4, 5, 6]))     # 3, 7 held out
     loads = []
-    config = AppearanceConfig(receptive=3, width=8, steps=5, folds=2, images=5)
+    config = AppearanceConfig(receptive=3, width=8, steps=5, folds=2, images=5, size=16)
 
     def load(i):
         loads.append(i)
@@ -159,10 +163,14 @@ def test_appearance_reference_from_a_store_is_cached(tmp_path, monkeypatch):
     with pytest.raises(ValueError, match="appearance reference"):
         image_evidence("appearance", *birds[0], K1, {}, DETECT)
     monkeypatch.setattr(split, "training_images", lambda r: np.array([0, 1, 2]))    # fewer images than folds
-    assert len(appearance_reference(root, load, AppearanceConfig(steps=2, folds=4), seed=3).nets) == 3
-    monkeypatch.setattr(split, "training_images", lambda r: np.array([0]))
-    with pytest.raises(ValueError, match="at least 2 training images"):
-        appearance_reference(root, load, AppearanceConfig(folds=2), seed=3)
+    assert len(appearance_reference(root, load, AppearanceConfig(steps=2, folds=4, size=16), seed=3).nets) == 3
+    monkeypatch.setattr(split, "training_images", lambda r: np.array([5]))    # one: trained on it, not cross-fitted
+    one = appearance_reference(root, load, AppearanceConfig(steps=2, folds=2, size=16), seed=3)
+    assert len(one.nets) == 1 and list(one.images) == [5]
+    assert np.allclose(one.probabilities(birds[5][0], exclude=5), one.probabilities(birds[5][0]))
+    monkeypatch.setattr(split, "training_images", lambda r: np.array([], int))
+    with pytest.raises(ValueError, match="needs a training image"):
+        appearance_reference(root, load, AppearanceConfig(folds=2), seed=4)
 
 
 def test_bad_settings_are_refused_by_name():
@@ -170,6 +178,8 @@ def test_bad_settings_are_refused_by_name():
         AppearanceConfig(receptive=4)
     with pytest.raises(ValueError, match="folds"):
         AppearanceConfig(folds=1)
+    with pytest.raises(ValueError, match="size"):
+        AppearanceConfig(size=3)
     with pytest.raises(ValueError, match="unknown appearance statistic"):
         AppearanceConfig(statistic="colour")
     with pytest.raises(ValueError, match="unknown detection method"):

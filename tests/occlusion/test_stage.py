@@ -136,7 +136,9 @@ def test_detection_only_background_control_and_calibration(occlusion_store):
     setup = setup_occlusion(root, store, corpus, model, cfg)
     assert setup["variants"] == ["original", "occluded"]
     cals = Calibrations.from_json(root["occlusion"].attrs["calibration"])
-    assert cals.names == cfg.detect.kinds and cals.family_threshold is not None
+    assert cfg.detect.method == "appearance"                        # the default: no diffusion model in detection
+    assert cals.names == cfg.detect.kinds == ("contrast", "appearance") and cals.family_threshold is not None
+    assert cals["appearance"].min_spread == 0.05                     # the floor survives the JSON
     held = np.asarray(root["occlusion/held_out"][:])
     for _, cal in cals.kinds:                                        # calibrated on training images only
         assert cal.images and not any(held[i] for i in cal.images)

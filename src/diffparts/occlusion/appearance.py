@@ -64,6 +64,9 @@ class AppearanceConfig:
     images: int = 256         # training images in the reference (seeded; fewer if the store has fewer)
     balanced: bool = False    # weigh classes by the inverse square root of their pixel share
     statistic: str = "object"  # object: -log(1 - p(background)); category: -log p(assigned category)
+    size: int = 64            # the classifier reads larger images area-resized to size x size (the toy's input
+                              # size, where it was chosen; at SD's 512 px a 5-pixel view would see 1/64 of that
+                              # area, and training would cost 64 times more); smaller ones as they are
 
     def __post_init__(self):
         if self.receptive < 3 or self.receptive % 2 == 0:
@@ -72,6 +75,8 @@ class AppearanceConfig:
             raise ValueError(f"unknown appearance statistic {self.statistic!r}: {', '.join(STATISTICS)}")
         if self.folds < 2:
             raise ValueError(f"appearance folds must be >= 2 (cross-fitting), got {self.folds}")
+        if self.size < self.receptive:
+            raise ValueError(f"appearance size must be at least the receptive field, got {self.size}")
         if min(self.width, self.steps, self.passes, self.batch, self.images) < 1 or self.lr <= 0:
             raise ValueError(f"appearance width, steps, passes, batch, images and lr must be positive, got "
                              f"{self.width}, {self.steps}, {self.passes}, {self.batch}, {self.images}, {self.lr}")
@@ -90,11 +95,15 @@ def _net(n_categories: int, config: AppearanceConfig):
     return torch.nn.Sequential(*layers)
 
 
-def _tensor(images: np.ndarray):
-    """(n, y, x, 3) uint8 -> (n, 3, y, x) float32 in [-1, 1]."""
+def _tensor(images: np.ndarray, size: int | None = None):
+    """(n, y, x, 3) uint8 -> (n, 3, y, x) float32 in [-1, 1], area-resized to size x size when
+    given and the images are larger."""
     import torch
 
-    return torch.from_numpy(np.ascontiguousarray(images)).permute(0, 3, 1, 2).float() / 127.5 - 1.0
+    x = torch.from_numpy(np.ascontiguousarray(images)).permute(0, 3, 1, 2).float() / 127.5 - 1.0
+    if size is not None and max(x.shape[-2:]) > size:
+        x = torch.nn.functional.interpolate(x, size=(size, size), mode="area")
+    return x
 
 
 def _pixel_labels(labels: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
@@ -103,9 +112,10 @@ def _pixel_labels(labels: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
     return pixel_labels(labels, shape)
 
 
-def train_classifier(images: np.ndarray, labels: np.ndarray, n_categories: int,
+def train_classifier(images, labels: np.ndarray, n_categories: int,
                      config: AppearanceConfig = AppearanceConfig(), seed: int = 0):
-    """One :func:`_net` trained on (n, y, x, 3) uint8 images and their (n, y, x) category maps
+    """One :func:`_net` trained on (n, y, x, 3) uint8 images (or their :func:`_tensor`) and their
+    (n, y, x) category maps
     (-1 pixels ignored), with ``config.steps`` optimiser steps or ``config.passes`` passes over
     the images, whichever is fewer; with ``balanced`` the classes are weighted by the inverse
     square root of their pixel share. Horizontal flips as augmentation."""
@@ -114,7 +124,7 @@ def train_classifier(images: np.ndarray, labels: np.ndarray, n_categories: int,
     gen = torch.Generator().manual_seed(int(seed))
     torch.manual_seed(int(seed))
     net = _net(n_categories, config)
-    x = _tensor(images)
+    x = images if isinstance(images, torch.Tensor) else _tensor(images)
     y = torch.from_numpy(np.asarray(labels, np.int64))
     counts = torch.bincount(y[y >= 0].ravel(), minlength=n_categories)[:n_categories].float()
     weight = torch.where(counts > 0, (counts.sum() / counts.clamp(min=1)).sqrt(), torch.zeros_like(counts))
@@ -148,15 +158,21 @@ class AppearanceReference:
 
     def probabilities(self, image: np.ndarray, exclude: int | None = None) -> np.ndarray:
         """(category, y, x) float32 p(category | appearance) of one (y, x, 3) uint8 image: the
-        mean over folds, or only the fold classifier that never saw store image ``exclude``."""
+        mean over folds, or only the fold classifier that never saw store image ``exclude``; an
+        image larger than ``config.size`` is read at that size and the probabilities resized
+        back (bilinear) to the image's."""
         import torch
 
         nets = self.nets
         if exclude is not None and exclude in set(self.images.tolist()):
             nets = (self.nets[int(self.fold[list(self.images).index(exclude)])],)
+        image = np.asarray(image)
         with torch.no_grad():
-            x = _tensor(np.asarray(image)[None])
+            x = _tensor(image[None], self.config.size)
             p = torch.stack([n(x).softmax(1)[0] for n in nets]).mean(0)
+            if tuple(p.shape[-2:]) != image.shape[:2]:
+                p = torch.nn.functional.interpolate(p[None], size=image.shape[:2], mode="bilinear",
+                                                    align_corners=False)[0]
         return p.numpy().astype(np.float32)
 
 
@@ -166,8 +182,10 @@ def appearance_reference(root, load_image: Callable[[int], np.ndarray],
     """The :class:`AppearanceReference` of a store: up to ``config.images`` of its training images
     (``occlusion.split.training_images``, a seeded choice, split into ``config.folds`` seeded
     folds), each loaded by ``load_image(i)`` at the model's input size with ``parts/labels`` as
-    its categories; ``config.folds`` folds, or one per image where there are fewer. ValueError
-    with fewer than 2 training images.
+    its categories; ``config.folds`` folds, or one per image where there are fewer. One
+    training image (a corpus of two labelled birds, one held out) cannot be cross-fitted: one
+    classifier is trained on it, and its calibration value is that of a seen image (lower than
+    an unseen one's, so alarms are likelier), which the log says. ValueError without one.
 
     Training takes seconds to a minute on a CPU, so the reference is kept in the process for
     the same parts fit, images (their maps), folds, settings and seed: the stage's set-up and
@@ -175,9 +193,8 @@ def appearance_reference(root, load_image: Callable[[int], np.ndarray],
     from diffparts.occlusion.split import training_images
 
     train = training_images(root)
-    if len(train) < 2:
-        raise ValueError(f"the appearance detector needs at least 2 training images (cross-fitting), "
-                         f"the store has {len(train)}")
+    if len(train) == 0:
+        raise ValueError("the appearance detector needs a training image; every labelled image is held out")
     rng = np.random.default_rng(seed)
     chosen = np.asarray(sorted(int(i) for i in rng.permutation(train)[: config.images]))
     folds = min(config.folds, len(chosen))
@@ -193,15 +210,21 @@ def appearance_reference(root, load_image: Callable[[int], np.ndarray],
 
 def _train_reference(root, load_image, chosen: np.ndarray, fold: np.ndarray, config: AppearanceConfig, seed: int,
                      log) -> AppearanceReference:
+    import torch
+
     folds = int(fold.max()) + 1
     k1 = int(root["parts/prevalence"].shape[0])
-    images = np.stack([load_image(int(i)) for i in chosen])
-    labels = np.stack([_pixel_labels(np.asarray(root["parts/labels"][int(i)]), images.shape[1:3]) for i in chosen])
+    if folds == 1 and log:
+        log("appearance reference: one training image, not cross-fitted (its calibration has seen it)")
+    images = _tensor(np.stack([load_image(int(i)) for i in chosen]), config.size)
+    labels = np.stack([_pixel_labels(np.asarray(root["parts/labels"][int(i)]), tuple(images.shape[-2:]))
+                       for i in chosen])
     nets = []
     for f in range(folds):
-        nets.append(train_classifier(images[fold != f], labels[fold != f], k1, config, seed=seed + f))
+        rest = fold != f if folds > 1 else np.ones(len(fold), bool)
+        nets.append(train_classifier(images[torch.from_numpy(rest)], labels[rest], k1, config, seed=seed + f))
         if log:
-            log(f"appearance reference: fold {f + 1}/{folds} trained on {int((fold != f).sum())} images")
+            log(f"appearance reference: fold {f + 1}/{folds} trained on {int(rest.sum())} images")
     return AppearanceReference(chosen, fold, tuple(nets), k1, config)
 
 
