@@ -45,6 +45,8 @@ from typing import Callable
 
 import numpy as np
 
+from diffparts.occlusion.colour import _pixel_labels
+
 MIN_SPREAD = 0.05             # the calibration's spread floor for both kinds (nats; log contrast)
 STATISTICS = ("object", "category")
 _CACHE: dict = {}             # (parts fit, images and their maps, folds, config, seed) -> AppearanceReference
@@ -106,18 +108,11 @@ def _tensor(images: np.ndarray, size: int | None = None):
     return x
 
 
-def _pixel_labels(labels: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
-    from diffparts.occlusion.colour import _pixel_labels as pixel_labels
-
-    return pixel_labels(labels, shape)
-
-
 def train_classifier(images, labels: np.ndarray, n_categories: int,
                      config: AppearanceConfig = AppearanceConfig(), seed: int = 0):
     """One :func:`_net` trained on (n, y, x, 3) uint8 images (or their :func:`_tensor`) and their
-    (n, y, x) category maps
-    (-1 pixels ignored), with ``config.steps`` optimiser steps or ``config.passes`` passes over
-    the images, whichever is fewer; with ``balanced`` the classes are weighted by the inverse
+    (n, y, x) category maps (-1 pixels ignored), with ``config.steps`` optimiser steps or
+    ``config.passes`` passes over the images, whichever is fewer; with ``balanced`` the classes are weighted by the inverse
     square root of their pixel share. Horizontal flips as augmentation."""
     import torch
 
@@ -187,7 +182,7 @@ def appearance_reference(root, load_image: Callable[[int], np.ndarray],
     classifier is trained on it, and its calibration value is that of a seen image (lower than
     an unseen one's, so alarms are likelier), which the log says. ValueError without one.
 
-    Training takes seconds to a minute on a CPU, so the reference is kept in the process for
+    Training takes up to a few minutes on a CPU, so the reference is kept in the process for
     the same parts fit, images (their maps), folds, settings and seed: the stage's set-up and
     every batch of cases on a thread pool (or a Dask worker's later batches) train it once."""
     from diffparts.occlusion.split import training_images
