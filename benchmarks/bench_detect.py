@@ -52,8 +52,7 @@ def main() -> None:
     from diffparts.inversion.stage import store_model
     from diffparts.model.extract import prepare_images
     from diffparts.model.load import load_pipeline
-    from diffparts.occlusion.appearance import appearance_reference
-    from diffparts.occlusion.calibrate import calibrate_store, image_evidence
+    from diffparts.occlusion.calibrate import calibrate_store, detector_pipelines, image_evidence
     from diffparts.occlusion.complete import CompletionConfig, complete, inpaint_pipeline, resolve_inpaint_model
     from diffparts.occlusion.detect import DetectConfig, detect_missing, store_expectation
     from diffparts.occlusion.imagine import img2img_pipeline, imagine
@@ -97,9 +96,8 @@ def main() -> None:
 
     calibration = calibrate_store(view, load, pipelines, configs["combined"])    # both kinds, one pass
     t0 = time.perf_counter()
-    pipelines["appearance"] = appearance_reference(view, load, configs["appearance"].appearance)
+    pipelines.update(detector_pipelines(configs["appearance"], pipe, None, view, load))    # trains the classifiers
     training = time.perf_counter() - t0
-    pipelines["contrast"] = None
     app_calibration = calibrate_store(view, load, pipelines, configs["appearance"])
     expectation = store_expectation(view)
     fitted = fitted_parts(root)

@@ -45,11 +45,12 @@ from typing import Callable
 
 import numpy as np
 
-from diffparts.occlusion.colour import _pixel_labels
+from diffparts.occlusion.evidence import category_disagreement
+from diffparts.occlusion.occluders import resize_labels
 
 MIN_SPREAD = 0.05             # the calibration's spread floor for both kinds (nats; log contrast)
 STATISTICS = ("object", "category")
-_CACHE: dict = {}             # (parts fit, images and their maps, folds, config, seed) -> AppearanceReference
+_CACHE: dict = {}             # (parts fit, images, folds, config, seed) -> AppearanceReference
 _CACHE_LOCK = threading.Lock()
 
 
@@ -122,8 +123,10 @@ def train_classifier(images, labels: np.ndarray, n_categories: int,
     x = images if isinstance(images, torch.Tensor) else _tensor(images)
     y = torch.from_numpy(np.asarray(labels, np.int64))
     counts = torch.bincount(y[y >= 0].ravel(), minlength=n_categories)[:n_categories].float()
-    weight = torch.where(counts > 0, (counts.sum() / counts.clamp(min=1)).sqrt(), torch.zeros_like(counts))
-    weight = weight / weight[counts > 0].mean() if config.balanced else (counts > 0).float()
+    weight = (counts > 0).float()                                  # a class with no pixel has no weight
+    if config.balanced:
+        weight = weight * (counts.sum() / counts.clamp(min=1)).sqrt()
+        weight = weight / weight[counts > 0].mean()
     opt = torch.optim.AdamW(net.parameters(), lr=config.lr, weight_decay=1e-4)
     loss_fn = torch.nn.CrossEntropyLoss(weight=weight, ignore_index=-1)
     steps = min(config.steps, -(-config.passes * len(x) // config.batch))
@@ -159,8 +162,9 @@ class AppearanceReference:
         import torch
 
         nets = self.nets
-        if exclude is not None and exclude in set(self.images.tolist()):
-            nets = (self.nets[int(self.fold[list(self.images).index(exclude)])],)
+        seen = np.flatnonzero(self.images == exclude) if exclude is not None else ()
+        if len(seen):
+            nets = (self.nets[int(self.fold[seen[0]])],)
         image = np.asarray(image)
         with torch.no_grad():
             x = _tensor(image[None], self.config.size)
@@ -183,7 +187,7 @@ def appearance_reference(root, load_image: Callable[[int], np.ndarray],
     an unseen one's, so alarms are likelier), which the log says. ValueError without one.
 
     Training takes up to a few minutes on a CPU, so the reference is kept in the process for
-    the same parts fit, images (their maps), folds, settings and seed: the stage's set-up and
+    the same parts fit, images, folds, settings and seed: the stage's set-up and
     every batch of cases on a thread pool (or a Dask worker's later batches) train it once."""
     from diffparts.occlusion.split import training_images
 
@@ -212,7 +216,7 @@ def _train_reference(root, load_image, chosen: np.ndarray, fold: np.ndarray, con
     if folds == 1 and log:
         log("appearance reference: one training image, not cross-fitted (its calibration has seen it)")
     images = _tensor(np.stack([load_image(int(i)) for i in chosen]), config.size)
-    labels = np.stack([_pixel_labels(np.asarray(root["parts/labels"][int(i)]), tuple(images.shape[-2:]))
+    labels = np.stack([resize_labels(np.asarray(root["parts/labels"][int(i)]), tuple(images.shape[-2:]))
                        for i in chosen])
     nets = []
     for f in range(folds):
@@ -224,16 +228,12 @@ def _train_reference(root, load_image, chosen: np.ndarray, fold: np.ndarray, con
 
 
 def _cache_key(root, chosen: np.ndarray, fold: np.ndarray, config: AppearanceConfig, seed: int):
-    """What the reference depends on: the fitted centres (where the store has them), the chosen
-    images' category maps, the folds, the settings and the seed."""
-    import hashlib
+    """What the reference depends on: the parts fit (``inversion.saving.parts_fingerprint``, the
+    fitted centres: a refit rewrites the maps), the chosen images, the folds, the settings and
+    the seed. Read once per call: no image or map is read for a cached reference."""
+    from diffparts.inversion.saving import parts_fingerprint
 
-    digest = hashlib.sha256()
-    if "parts/centers" in root:
-        digest.update(np.ascontiguousarray(np.asarray(root["parts/centers"][:], np.float32)).tobytes())
-    for i in chosen:
-        digest.update(np.ascontiguousarray(np.asarray(root["parts/labels"][int(i)], np.int16)).tobytes())
-    return (digest.hexdigest(), tuple(chosen.tolist()), tuple(fold.tolist()), config, int(seed))
+    return (parts_fingerprint(root), tuple(chosen.tolist()), tuple(fold.tolist()), config, int(seed))
 
 
 def appearance_evidence(image: np.ndarray, labels: np.ndarray, n_categories: int, reference: AppearanceReference,
@@ -247,13 +247,13 @@ def appearance_evidence(image: np.ndarray, labels: np.ndarray, n_categories: int
         raise ValueError(f"the appearance reference has {reference.n_categories} categories, the store {n_categories}")
     labels = np.asarray(labels)
     p = reference.probabilities(image, exclude)                                       # category y x
-    pix = _pixel_labels(labels, image.shape[:2])
+    pix = resize_labels(labels, image.shape[:2])
     if reference.config.statistic == "object":
         seen = 1.0 - p[0]
     else:
         seen = np.take_along_axis(p, np.clip(pix, 0, n_categories - 1)[None].astype(np.int64), 0)[0]
     dmap = np.where(pix > 0, -np.log(np.maximum(seen, 1e-6)), 0.0).astype(np.float32)
-    return _region_means(dmap, labels, pix, n_categories, min_pixels), dmap
+    return category_disagreement(dmap, labels, n_categories, min_pixels), dmap
 
 
 def contrast_evidence(image: np.ndarray, labels: np.ndarray, n_categories: int,
@@ -265,22 +265,11 @@ def contrast_evidence(image: np.ndarray, labels: np.ndarray, n_categories: int,
     from diffparts.occlusion.repaint import appearance
 
     labels = np.asarray(labels)
-    pix = _pixel_labels(labels, image.shape[:2])
+    pix = resize_labels(labels, image.shape[:2])
     texture = appearance(image, texture=1.0, colour=0.0)[..., 3:].sum(-1)
     dmap = np.where(pix > 0, texture, 0.0).astype(np.float32)
-    means = _region_means(dmap, labels, pix, n_categories, min_pixels)
+    means = category_disagreement(dmap, labels, n_categories, min_pixels)
     return np.log(means + 1e-3).astype(np.float32), dmap
-
-
-def _region_means(dmap: np.ndarray, labels: np.ndarray, pix: np.ndarray, n_categories: int,
-                  min_pixels: int) -> np.ndarray:
-    """(category,) float32 mean of the pixel map over each category's pixels ``pix``; NaN for
-    background and for a category with fewer than ``min_pixels`` pixels in ``labels``."""
-    evidence = np.full(n_categories, np.nan, np.float32)
-    for k in range(1, n_categories):
-        if int((labels == k).sum()) >= min_pixels and (pix == k).any():
-            evidence[k] = float(dmap[pix == k].mean())
-    return evidence
 
 
 def reference_for(references: dict, kind: str = "appearance") -> AppearanceReference:

@@ -38,25 +38,22 @@ def detector_pipelines(detect, pipe, inpaint, root=None, load_image: Callable[[i
     ``root``'s colour reference (:func:`~diffparts.occlusion.colour.colour_reference`, its
     training images loaded by ``load_image``; deterministic for ``seed``), appearance: its fold
     classifiers (:func:`~diffparts.occlusion.appearance.appearance_reference`, the same images)."""
+    from diffparts.occlusion.appearance import appearance_reference
+    from diffparts.occlusion.colour import colour_reference
     from diffparts.occlusion.imagine import img2img_pipeline
 
+    references = {"colour": lambda: colour_reference(root, load_image, detect.colour, seed, log),
+                  "appearance": lambda: appearance_reference(root, load_image, detect.appearance, seed, log)}
     out = {}
     for kind in detect.kinds:
         if kind == "img2img":
             out[kind] = img2img_pipeline(pipe)
         elif kind == "contrast":
             out[kind] = None                    # no model: the image alone
-        elif kind in ("colour", "appearance"):
+        elif kind in references:                # built from the store's training images
             if root is None or load_image is None:
                 raise ValueError(f"the {kind} detector needs the store and its image loader for its reference")
-            if kind == "colour":
-                from diffparts.occlusion.colour import colour_reference
-
-                out[kind] = colour_reference(root, load_image, detect.colour, seed, log)
-            else:
-                from diffparts.occlusion.appearance import appearance_reference
-
-                out[kind] = appearance_reference(root, load_image, detect.appearance, seed, log)
+            out[kind] = references[kind]()
         else:
             out[kind] = inpaint
     return out

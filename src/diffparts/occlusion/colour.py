@@ -34,6 +34,8 @@ from typing import Callable
 
 import numpy as np
 
+from diffparts.occlusion.occluders import resize_labels
+
 
 @dataclass(frozen=True)
 class ColourConfig:
@@ -65,13 +67,6 @@ def to_lab(image: np.ndarray) -> np.ndarray:
                     -1).astype(np.float32)
 
 
-def _pixel_labels(labels: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
-    from diffparts.occlusion.occluders import resize_labels
-
-    labels = np.asarray(labels)
-    return labels if labels.shape == tuple(shape) else resize_labels(labels, shape)
-
-
 def _palette(colours: np.ndarray, n: int, iterations: int = 8) -> np.ndarray:
     """(n, 3) k-means centres of (m, 3) colours (deterministic: started at colour quantiles of
     lightness; fewer distinct colours than ``n`` repeat a centre)."""
@@ -93,7 +88,7 @@ def image_colours(image: np.ndarray, labels: np.ndarray, n_categories: int,
     background and for categories with fewer than ``min_pixels`` pixels in ``labels``."""
     lab = to_lab(image).reshape(-1, 3)
     labels = np.asarray(labels)
-    pix = _pixel_labels(labels, image.shape[:2]).ravel()
+    pix = resize_labels(labels, image.shape[:2]).ravel()
     means = np.full((n_categories, 3), np.nan, np.float32)
     pals = np.full((n_categories, config.palette, 3), np.nan, np.float32) if palettes else None
     for k in range(1, n_categories):
@@ -162,7 +157,7 @@ def colour_evidence(image: np.ndarray, labels: np.ndarray, n_categories: int, re
         raise ValueError(f"the colour reference has {reference.means.shape[1]} categories, the store {n_categories}")
     labels = np.asarray(labels)
     lab = to_lab(image)
-    pix = _pixel_labels(labels, image.shape[:2])
+    pix = resize_labels(labels, image.shape[:2])
     means, _ = image_colours(image, labels, n_categories, config, palettes=False)
     usable = reference.images != exclude if exclude is not None else np.ones(len(reference.images), bool)
     evidence = np.full(n_categories, np.nan, np.float32)
