@@ -1,5 +1,5 @@
-"""The appearance detector: does a category's region look like bird at all, and is it as
-textured as that category is?
+"""The appearance detector: does a category's region look like bird at all, and is it grainy
+where no part is?
 
 Constructed birds where the answer is known: 16 x 16, a textured sky (diagonal stripes), head
 (category 1) with an eye at the top left, a barred body (2) and a chequered tail (3): a red
@@ -14,7 +14,8 @@ import zarr
 from diffparts.occlusion import appearance as app
 from diffparts.occlusion import split
 from diffparts.occlusion.appearance import (AppearanceConfig, AppearanceReference, appearance_evidence,
-                                            appearance_reference, contrast_evidence, train_classifier)
+                                            appearance_reference, grain_evidence, grain_map,
+                                            train_classifier)
 from diffparts.occlusion.calibrate import image_evidence, min_spread
 from diffparts.occlusion.detect import DetectConfig, rank_evidence
 from diffparts.occlusion.evidence import Calibrations, calibrate, family_threshold, leave_one_out_maxima
@@ -56,7 +57,7 @@ def _trained(n: int = 12):
 
 
 def _evidence(image, labels, ref, exclude=None) -> dict:
-    return {"contrast": contrast_evidence(image, labels, K1),
+    return {"grain": grain_evidence(image, labels, K1),
             "appearance": appearance_evidence(image, labels, K1, ref, exclude=exclude)}
 
 
@@ -106,7 +107,7 @@ def test_noise_where_the_body_belongs_is_missing_by_its_texture(trained):
     evidence = _evidence(occluded, labels, ref)
     det = rank_evidence(labels, evidence, cals, DETECT)
     assert det.missing == (2,)
-    assert evidence["contrast"][0][2] > 0.25 + contrast_evidence(image, labels, K1)[0][2]  # noise: more contrast
+    assert evidence["grain"][0][2] > 1.0 + grain_evidence(image, labels, K1)[0][2]     # noise: grain in every direction
     assert det.occlusion_map[labels == 2].mean() > 0.5
     by_kind = [rank_evidence(labels, evidence, cals, DetectConfig(method="appearance", map_kind=k)).occlusion_map
                for k in DETECT.kinds]
@@ -121,7 +122,22 @@ def test_an_occluder_on_the_background_raises_no_alarm(trained):
     occluded[14:16, 0:4] = (64, 136, 54)                            # a leaf's green
     evidence = _evidence(occluded, labels, ref)
     assert rank_evidence(labels, evidence, cals, DETECT).missing == ()
-    assert not evidence["appearance"][1][labels == 0].any() and not evidence["contrast"][1][labels == 0].any()
+    assert not evidence["appearance"][1][labels == 0].any() and not evidence["grain"][1][labels == 0].any()
+
+
+def test_grain_is_texture_without_a_direction():
+    yy, xx = np.mgrid[:24, :24]
+    flat = np.full((24, 24, 3), 90, np.uint8)
+    shaded = np.clip(np.stack([40 + 5 * xx + 3 * yy] * 3, -1), 0, 255).astype(np.uint8)      # a linear ramp
+    edge = np.where((xx > 11)[..., None], 230, 20).astype(np.uint8) * np.ones(3, np.uint8)  # a sharp outline
+    stripes = np.where(((xx + yy) % 4 < 2)[..., None], 200, 40).astype(np.uint8) * np.ones(3, np.uint8)
+    noise = np.random.default_rng(0).integers(0, 256, (24, 24, 3)).astype(np.uint8)
+    assert grain_map(flat).max() == 0 and grain_map(shaded)[2:-2, 2:-2].max() < 1e-5
+    assert grain_map(edge).max() < 1e-5 and grain_map(stripes)[2:-2, 2:-2].max() < 1e-5   # constant along itself
+    assert np.median(grain_map(noise)) > 0.5                                  # changes in every direction
+    dots = flat.copy()
+    dots[::6, ::6] = 250                                                      # isolated specks are grain too
+    assert grain_map(dots)[6, 6] > 0.1 and grain_map(dots).shape == (24, 24)
 
 
 def test_a_calibrated_image_is_read_by_the_fold_that_never_saw_it(trained):
@@ -160,8 +176,8 @@ def test_appearance_reference_from_a_store_is_cached(tmp_path, monkeypatch):
     values, dmap = image_evidence("appearance", *birds[int(ref.images[0])], K1, {"appearance": ref}, DETECT,
                                   index=int(ref.images[0]))
     assert values.shape == (K1,) and dmap.shape == (16, 16) and np.isfinite(values[1:]).all()
-    values, dmap = image_evidence("contrast", *birds[0], K1, {}, DETECT)                 # no model needed
-    assert np.allclose(values, contrast_evidence(*birds[0], K1)[0], equal_nan=True)
+    values, dmap = image_evidence("grain", *birds[0], K1, {}, DETECT)                    # no model needed
+    assert np.allclose(values, grain_evidence(*birds[0], K1)[0], equal_nan=True)
     with pytest.raises(ValueError, match="appearance reference"):
         image_evidence("appearance", *birds[0], K1, {}, DETECT)
     monkeypatch.setattr(split, "training_images", lambda r: np.array([0, 1, 2]))    # fewer images than folds
@@ -188,5 +204,9 @@ def test_bad_settings_are_refused_by_name():
         DetectConfig(method="looks")
     with pytest.raises(ValueError, match="map_kind"):
         DetectConfig(method="appearance", map_kind="repaint")
-    assert DetectConfig(method="appearance").kinds == ("contrast", "appearance")
+    with pytest.raises(ValueError, match="grain_quantile"):
+        AppearanceConfig(grain_quantile=1.0)
+    assert DetectConfig(method="appearance").kinds == ("grain", "appearance")
+    from diffparts.occlusion.calibrate import pixel_quantile
+    assert pixel_quantile("grain", DetectConfig()) == 0.99 and pixel_quantile("appearance", DetectConfig()) == 0.95
     assert DetectConfig(method="appearance", appearance={"receptive": 7}).appearance.receptive == 7

@@ -91,6 +91,23 @@ def test_scores_are_calibrated_per_category_and_stored_exactly():
         calibrated_scores(np.zeros(2), cal)
     labels = np.array([[0, 1], [1, 2]])
     assert occlusion_map(np.full((2, 2), 0.9), labels, cal).tolist() == [[False, True], [True, True]]
+    shifted = Calibration(cal.values, 0.5, (3, 4), offset=1.0)              # a kind that counts only well above
+    assert calibrated_scores(np.array([np.nan, 0.3, 1.0]), shifted).tolist() == pytest.approx([0.0, scores[1] - 1, -1.0])
+    assert calibrated_scores(np.array([np.nan, np.nan, 5.0]), shifted)[1] == 0.0    # still no evidence
+    assert Calibration.from_json(shifted.to_json()) == shifted
+    assert Calibration.from_json({k: v for k, v in cal.to_dict().items() if k != "offset"}).offset == 0.0  # older JSON
+
+
+def test_leave_one_out_maxima_take_each_kinds_offset():
+    from diffparts.occlusion.evidence import leave_one_out_maxima
+
+    rng = np.random.default_rng(0)
+    a, g = rng.normal(size=(12, 4)), rng.normal(size=(12, 4))
+    a[:, 0] = g[:, 0] = np.nan
+    plain = leave_one_out_maxima([a, g])
+    assert np.allclose(leave_one_out_maxima([a, g], offsets=[0.0, 0.0]), plain)
+    shifted = leave_one_out_maxima([a, g], offsets=[0.0, 50.0])                # the second kind never wins
+    assert np.allclose(shifted, leave_one_out_maxima([a]))
 
 
 def test_bad_settings_are_refused_by_name():

@@ -137,7 +137,7 @@ def test_detection_only_background_control_and_calibration(occlusion_store):
     assert setup["variants"] == ["original", "occluded"]
     cals = Calibrations.from_json(root["occlusion"].attrs["calibration"])
     assert cfg.detect.method == "appearance"                        # the default: no diffusion model in detection
-    assert cals.names == cfg.detect.kinds == ("contrast", "appearance") and cals.family_threshold is not None
+    assert cals.names == cfg.detect.kinds == ("grain", "appearance") and cals.family_threshold is not None
     assert cals["appearance"].min_spread == 0.05                     # the floor survives the JSON
     held = np.asarray(root["occlusion/held_out"][:])
     for _, cal in cals.kinds:                                        # calibrated on training images only

@@ -53,8 +53,8 @@ def register(subparsers) -> None:
                              "of the four per case, in a seeded order)")
     parser.add_argument("--detect", default=None, dest="detect_method",
                         help="detection method: appearance (does each category's region look like bird at all "
-                             "to a small per-pixel classifier trained on the store's training images, and is it as "
-                             "textured as that category; calibrated on training images; no diffusion model; the "
+                             "to a small per-pixel classifier trained on the store's training images, and is it grainy "
+                             "(noise, speckle) where no part is; calibrated on training images; no diffusion model; the "
                              "default), repaint (each region repainted from its context by the inpainting model, "
                              "its texture compared with the input, calibrated), evidence (img2img imagine and "
                              "compare, calibrated), combined (the larger of those two scores), colour (each region's "

@@ -1,5 +1,5 @@
 """Evidence of absence from local appearance, no diffusion model: does a category's region
-look like bird at all, and is it as textured as that category is? (docs/design.md §5.7
+look like bird at all, and is it grainy where no part is? (docs/design.md §5.7
 "Occlusion"; docs/occlusion.md "Detection").
 
 The diffusion detectors ask the model what belongs in a region and compare; the colour
@@ -28,12 +28,18 @@ larger calibrated score per category):
      or a patch of background looks like no bird pixel the classifier was shown; which part a
      small patch is, it can hardly tell (the categories share colours across species), so
      ``object`` separates better (validation birds, docs/occlusion.md).
-2. ``contrast``, **texture** (:func:`contrast_evidence`): the log of the region's mean local
-   contrast (the absolute horizontal and vertical differences of the grey level). The
-   classifier has never seen noise and calls it bird; noise has more contrast than any part.
+2. ``grain``, **texture without a direction** (:func:`grain_evidence`, :func:`grain_map`): per
+   pixel, the smallest over four directions (horizontal, vertical, both diagonals) of the
+   colour's second difference along that direction; the evidence is the log of its mean over
+   the region, the pixel map its 3 x 3 mean. An edge, an outline or a stripe has a direction
+   along which it does not change, and a flat or shaded part changes slowly everywhere; noise,
+   speckle and grit change in every direction. The classifier has never seen noise and calls it
+   bird; this sees it pixel by pixel, so the occlusion map covers it (validation birds: it
+   replaced the region's plain local contrast, which outlines and eyes share with noise;
+   docs/occlusion.md "Detection").
 
 - :class:`AppearanceConfig`: the settings; :class:`AppearanceReference`: the fold classifiers,
-  from :func:`appearance_reference`; :func:`appearance_evidence`, :func:`contrast_evidence`: one
+  from :func:`appearance_reference`; :func:`appearance_evidence`, :func:`grain_evidence`: one
   image's ((category,) evidence, (y, x) pixel map), the interface of ``calibrate.image_evidence``.
 """
 
@@ -48,7 +54,8 @@ import numpy as np
 from diffparts.occlusion.evidence import category_disagreement
 from diffparts.occlusion.occluders import resize_labels
 
-MIN_SPREAD = 0.05             # the calibration's spread floor for both kinds (nats; log contrast)
+MIN_SPREAD = 0.05             # the calibration's spread floor for both kinds (nats; log grain)
+DIRECTIONS = ((0, 1), (1, 0), (1, 1), (1, -1))   # grain's (dy, dx): horizontal, vertical, both diagonals
 STATISTICS = ("object", "category")
 _CACHE: dict = {}             # (parts fit, images, folds, config, seed) -> AppearanceReference
 _CACHE_LOCK = threading.Lock()
@@ -67,6 +74,12 @@ class AppearanceConfig:
     images: int = 256         # training images in the reference (seeded; fewer if the store has fewer)
     balanced: bool = False    # weigh classes by the inverse square root of their pixel share
     statistic: str = "object"  # object: -log(1 - p(background)); category: -log p(assigned category)
+    grain_quantile: float = 0.99   # the occlusion map's grain threshold: this quantile of the training images'
+                                   # object pixels' grain (eyes and specks make its upper tail long; validation
+                                   # birds: IoU on noise 0.64 against 0.50 at the classifier's 0.95)
+    grain_offset: float = 1.0      # robust spreads taken off grain's score before the larger of the two kinds:
+                                   # grain counts where it is far out (noise), not where it is a little high
+                                   # (validation birds: mean ROC AUC 0.866 against 0.838 without)
     size: int = 64            # the classifier reads larger images area-resized to size x size (the toy's input
                               # size, where it was chosen; at SD's 512 px a 5-pixel view would see 1/64 of that
                               # area, and training would cost 64 times more); smaller ones as they are
@@ -78,6 +91,10 @@ class AppearanceConfig:
             raise ValueError(f"unknown appearance statistic {self.statistic!r}: {', '.join(STATISTICS)}")
         if self.folds < 2:
             raise ValueError(f"appearance folds must be >= 2 (cross-fitting), got {self.folds}")
+        if not 0.0 < self.grain_quantile < 1.0:
+            raise ValueError(f"appearance grain_quantile must be in (0, 1), got {self.grain_quantile}")
+        if self.grain_offset < 0:
+            raise ValueError(f"appearance grain_offset must be >= 0, got {self.grain_offset}")
         if self.size < self.receptive:
             raise ValueError(f"appearance size must be at least the receptive field, got {self.size}")
         if min(self.width, self.steps, self.passes, self.batch, self.images) < 1 or self.lr <= 0:
@@ -256,19 +273,44 @@ def appearance_evidence(image: np.ndarray, labels: np.ndarray, n_categories: int
     return category_disagreement(dmap, labels, n_categories, min_pixels), dmap
 
 
-def contrast_evidence(image: np.ndarray, labels: np.ndarray, n_categories: int,
-                      min_pixels: int = 4) -> tuple[np.ndarray, np.ndarray]:
-    """((category,) log mean local contrast, (y, x) local contrast of the object pixels) of one
-    (y, x, 3) uint8 image whose categories are the (ly, lx) map ``labels``: the module's kind 2
-    (the local contrast of :func:`diffparts.occlusion.repaint.appearance`, summed over its two
-    directions). NaN as :func:`appearance_evidence`."""
-    from diffparts.occlusion.repaint import appearance
+def grain_map(image: np.ndarray, window: int = 3, labels: np.ndarray | None = None) -> np.ndarray:
+    """(y, x) float32 grain of one (y, x, 3) uint8 image: per pixel the minimum over
+    :data:`DIRECTIONS` of ``sum_c |I(p + d) + I(p - d) - 2 I(p)|`` (colour in [0, 1], borders
+    replicated), averaged over ``window`` x ``window`` pixels (1: none). 0 on a flat or
+    linearly shaded surface, small along an edge or stripe (its own direction does not change),
+    large on noise. With the image-sized map ``labels``, only directions whose two neighbours
+    share the pixel's label count (a region's grain is its own, not its neighbour's); a pixel
+    with no such direction keeps the minimum over all."""
+    from scipy.ndimage import uniform_filter
 
+    x = np.pad(np.asarray(image, np.float32) / 255.0, ((1, 1), (1, 1), (0, 0)), mode="edge")
+    h, w = x.shape[0] - 2, x.shape[1] - 2
+
+    def at(a, dy, dx):
+        return a[1 + dy:h + 1 + dy, 1 + dx:w + 1 + dx]
+
+    second = np.stack([np.abs(at(x, dy, dx) + at(x, -dy, -dx) - 2.0 * at(x, 0, 0)).sum(-1) for dy, dx in DIRECTIONS])
+    grain = second.min(0)
+    if labels is not None:
+        lab = np.pad(np.asarray(labels), 1, mode="edge")
+        inside = np.stack([(at(lab, dy, dx) == at(lab, 0, 0)) & (at(lab, -dy, -dx) == at(lab, 0, 0))
+                           for dy, dx in DIRECTIONS])
+        grain = np.where(inside.any(0), np.where(inside, second, np.inf).min(0), grain)
+    return (uniform_filter(grain, window, mode="nearest") if window > 1 else grain).astype(np.float32)
+
+
+def grain_evidence(image: np.ndarray, labels: np.ndarray, n_categories: int,
+                   min_pixels: int = 4) -> tuple[np.ndarray, np.ndarray]:
+    """((category,) log mean grain, (y, x) grain of the object pixels) of one (y, x, 3) uint8
+    image whose categories are the (ly, lx) map ``labels``: the module's kind 2
+    (:func:`grain_map`). A region's mean is of its pixels' grain within the region, so noise
+    next to it does not leak in; the pixel map is the image's grain averaged over 3 x 3
+    pixels, so the occlusion map covers noise whole. NaN as :func:`appearance_evidence`."""
     labels = np.asarray(labels)
     pix = resize_labels(labels, image.shape[:2])
-    texture = appearance(image, texture=1.0, colour=0.0)[..., 3:].sum(-1)
-    dmap = np.where(pix > 0, texture, 0.0).astype(np.float32)
-    means = category_disagreement(dmap, labels, n_categories, min_pixels)
+    own = np.where(pix > 0, grain_map(image, 1, pix), 0.0)
+    means = category_disagreement(own, labels, n_categories, min_pixels)
+    dmap = np.where(pix > 0, grain_map(image), 0.0).astype(np.float32)
     return np.log(means + 1e-3).astype(np.float32), dmap
 
 

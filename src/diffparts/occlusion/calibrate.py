@@ -22,12 +22,25 @@ import numpy as np
 
 def min_spread(kind: str) -> float:
     """The robust spread's floor of a kind of evidence: the appearance detector's are a mean
-    surprise in nats and a log contrast, and differences under 0.05 of either are noise, not
+    surprise in nats and a log grain, and differences under 0.05 of either are noise, not
     evidence (a near-perfect classifier would otherwise turn its last digits into large scores)."""
     from diffparts.occlusion.appearance import MIN_SPREAD as APPEARANCE_SPREAD
     from diffparts.occlusion.evidence import MIN_SPREAD
 
-    return APPEARANCE_SPREAD if kind in ("appearance", "contrast") else MIN_SPREAD
+    return APPEARANCE_SPREAD if kind in ("appearance", "grain") else MIN_SPREAD
+
+
+def pixel_quantile(kind: str, config) -> float:
+    """The quantile of the training images' object pixels that makes a kind's occlusion-map
+    threshold: ``config.pixel_quantile`` (a :class:`~diffparts.occlusion.detect.DetectConfig`),
+    grain's own (``config.appearance.grain_quantile``) for grain."""
+    return config.appearance.grain_quantile if kind == "grain" else config.pixel_quantile
+
+
+def score_offset(kind: str, config) -> float:
+    """Spreads taken off a kind's calibrated scores before the larger over kinds is taken: grain's
+    ``config.appearance.grain_offset``, else 0."""
+    return config.appearance.grain_offset if kind == "grain" else 0.0
 
 
 def detector_pipelines(detect, pipe, inpaint, root=None, load_image: Callable[[int], np.ndarray] | None = None,
@@ -48,7 +61,7 @@ def detector_pipelines(detect, pipe, inpaint, root=None, load_image: Callable[[i
     for kind in detect.kinds:
         if kind == "img2img":
             out[kind] = img2img_pipeline(pipe)
-        elif kind == "contrast":
+        elif kind == "grain":
             out[kind] = None                    # no model: the image alone
         elif kind in references:                # built from the store's training images
             if root is None or load_image is None:
@@ -63,7 +76,7 @@ def image_evidence(kind: str, image: np.ndarray, labels: np.ndarray, n_categorie
                    config, seed: int = 0, index: int | None = None) -> tuple[np.ndarray, np.ndarray]:
     """((category,) evidence, (y, x) pixel disagreement) of one (y, x, 3) uint8 image whose
     categories are the (ly, lx) map ``labels``; kind "img2img", "repaint", "colour",
-    "appearance" or "contrast". pipelines: {kind: pipeline, or the colour / appearance reference}; config: the
+    "appearance" or "grain". pipelines: {kind: pipeline, or the colour / appearance reference}; config: the
     stage's :class:`~diffparts.occlusion.detect.DetectConfig`; index: the store index of a
     training image being calibrated (left out of the colour reference; read by the appearance
     fold that never saw it)."""
@@ -76,10 +89,10 @@ def image_evidence(kind: str, image: np.ndarray, labels: np.ndarray, n_categorie
 
         return appearance_evidence(image, labels, n_categories, reference_for(pipelines), exclude=index,
                                    min_pixels=config.min_pixels)
-    if kind == "contrast":
-        from diffparts.occlusion.appearance import contrast_evidence
+    if kind == "grain":
+        from diffparts.occlusion.appearance import grain_evidence
 
-        return contrast_evidence(image, labels, n_categories, config.min_pixels)
+        return grain_evidence(image, labels, n_categories, config.min_pixels)
     if kind == "img2img":
         from diffparts.occlusion.evidence import category_disagreement
         from diffparts.occlusion.imagine import disagreement, imagine
@@ -96,7 +109,7 @@ def image_evidence(kind: str, image: np.ndarray, labels: np.ndarray, n_categorie
             painted = repaint(pipelines[kind], image, masks, r, seed)                  # category seed y x 3
             maps = repaint_disagreement(image, painted, r.texture, r.spread, r.colour)
         return repaint_evidence(maps, cats, labels, n_categories)
-    raise ValueError(f"unknown kind of evidence {kind!r}: img2img, repaint, colour, appearance or contrast")
+    raise ValueError(f"unknown kind of evidence {kind!r}: img2img, repaint, colour, appearance or grain")
 
 
 def calibrate_store(root, load_image: Callable[[int], np.ndarray], pipelines: dict, config, seed: int = 0,
@@ -135,10 +148,12 @@ def calibrate_store(root, load_image: Callable[[int], np.ndarray], pipelines: di
         if (n + 1) % 8 == 0 or n + 1 == len(chosen):
             say(f"calibration: {n + 1}/{len(chosen)} training images ({', '.join(kinds)})")
     floors = [min_spread(k) for k in kinds]
-    cals = tuple((k, calibrate(rows[k], np.concatenate(pixels[k]), config.pixel_quantile, chosen, f))
-                 for k, f in zip(kinds, floors))
+    offsets = [score_offset(k, config) for k in kinds]
+    cals = tuple((k, calibrate(rows[k], np.concatenate(pixels[k]), pixel_quantile(k, config), chosen, f, o))
+                 for k, f, o in zip(kinds, floors, offsets))
     alpha = config.family_alpha
     threshold = None
     if alpha is not None and len(chosen) >= 2:
-        threshold = family_threshold(leave_one_out_maxima([np.asarray(rows[k]) for k in kinds], floors), alpha)
+        threshold = family_threshold(leave_one_out_maxima([np.asarray(rows[k]) for k in kinds], floors, offsets),
+                                     alpha)
     return Calibrations(cals, threshold, alpha)

@@ -10,7 +10,7 @@ and context, *whether* it is there from evidence that the pixels disagree with i
 2. Evidence of each category's region, of one or two kinds
    (:func:`diffparts.occlusion.calibrate.image_evidence`): **appearance** (the default) = does
    the region look like bird at all, to a small per-pixel classifier trained on the store's
-   training images, and is it as textured as the category is (``appearance`` and ``contrast``,
+   training images, and is it grainy where no part is (``appearance`` and ``grain``,
    :mod:`diffparts.occlusion.appearance`: no diffusion model); **colour** = its colours against
    the category's on birds like this one (:mod:`diffparts.occlusion.colour`); **evidence** = ``img2img``, the model
    imagines the whole image from it (:mod:`diffparts.occlusion.imagine`: it sees the pixels it
@@ -49,10 +49,10 @@ from diffparts.occlusion.repaint import RepaintConfig
 
 METHODS = ("repaint", "evidence", "combined", "colour", "appearance", "area")
 KINDS = {"evidence": ("img2img",), "repaint": ("repaint",), "combined": ("img2img", "repaint"), "colour": ("colour",),
-         "appearance": ("contrast", "appearance"),
+         "appearance": ("grain", "appearance"),
          "area": ()}
 MAP_KINDS = {"appearance": "any"}   # the occlusion map's kind where not the method's last (validation birds:
-                                   # the classifier calls noise bird, its contrast flags it)
+                                   # the classifier calls noise bird, its grain flags it)
 AREA_THRESHOLD = 0.1        # the area rule's threshold (best F1 on the validation birds, seed 999: 0.085)
 EVIDENCE_THRESHOLD = 4.0    # the evidence rules' fixed one, in robust spreads, where no family-wise threshold is
                             # calibrated (validation birds, img2img: best F1, <= 10 % false alarms)

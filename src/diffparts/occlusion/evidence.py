@@ -68,19 +68,21 @@ class Calibration:
     pixel_threshold: float        # disagreement above which an object pixel matches nothing
     images: tuple                 # the training images it was made from (store indices)
     min_spread: float = MIN_SPREAD   # floor of the robust spread: smaller differences are not evidence
+    offset: float = 0.0           # spreads taken off every score: a kind that counts only well above its usual
 
     def to_json(self) -> str:
         return json.dumps(self.to_dict())
 
     def to_dict(self) -> dict:
         return {"values": [list(v) for v in self.values], "pixel_threshold": self.pixel_threshold,
-                "images": list(self.images), "min_spread": self.min_spread}
+                "images": list(self.images), "min_spread": self.min_spread, "offset": self.offset}
 
     @staticmethod
     def from_json(text: str | dict) -> "Calibration":
         d = json.loads(text) if isinstance(text, str) else text
         return Calibration(tuple(tuple(float(x) for x in v) for v in d["values"]), float(d["pixel_threshold"]),
-                           tuple(int(i) for i in d["images"]), float(d.get("min_spread", MIN_SPREAD)))
+                           tuple(int(i) for i in d["images"]), float(d.get("min_spread", MIN_SPREAD)),
+                           float(d.get("offset", 0.0)))
 
 
 @dataclass(frozen=True)
@@ -115,23 +117,25 @@ class Calibrations:
                             None if d.get("family_alpha") is None else float(d["family_alpha"]))
 
 
-def leave_one_out_maxima(rows_by_kind: Sequence[np.ndarray], min_spreads: Sequence[float] | None = None) -> np.ndarray:
+def leave_one_out_maxima(rows_by_kind: Sequence[np.ndarray], min_spreads: Sequence[float] | None = None,
+                         offsets: Sequence[float] | None = None) -> np.ndarray:
     """(image,) float64: for each training image, the maximum over categories and kinds of its
     :func:`calibrated_scores` against a calibration made from the OTHER training images (so its
     own values do not pull its scores towards the median). rows_by_kind: per kind the
-    (image, category) values, the same images in the same order; min_spreads: per kind the
-    spread's floor (default :data:`MIN_SPREAD`)."""
+    (image, category) values, the same images in the same order; min_spreads, offsets: per kind
+    the spread's floor (default :data:`MIN_SPREAD`) and the score's offset (default 0)."""
     rows_by_kind = [np.asarray(r, np.float64) for r in rows_by_kind]
     floors = [MIN_SPREAD] * len(rows_by_kind) if min_spreads is None else list(min_spreads)
+    offsets = [0.0] * len(rows_by_kind) if offsets is None else list(offsets)
     m = len(rows_by_kind[0])
     if m < 2 or any(len(r) != m for r in rows_by_kind):
         raise ValueError("the family-wise threshold needs at least 2 training images, the same for every kind")
     out = np.empty(m, np.float64)
     for i in range(m):
         best = -np.inf
-        for rows, floor in zip(rows_by_kind, floors):
+        for rows, floor, offset in zip(rows_by_kind, floors, offsets):
             rest = np.delete(rows, i, 0)
-            cal = Calibration(tuple(tuple(np.sort(c[np.isfinite(c)])) for c in rest.T), 0.0, (), floor)
+            cal = Calibration(tuple(tuple(np.sort(c[np.isfinite(c)])) for c in rest.T), 0.0, (), floor, offset)
             best = max(best, float(calibrated_scores(rows[i], cal)[1:].max(initial=-np.inf)))
         out[i] = best
     return out
@@ -146,10 +150,10 @@ def family_threshold(maxima: np.ndarray, alpha: float) -> float:
 
 
 def calibrate(rows: Sequence[np.ndarray], pixel_values: np.ndarray, pixel_quantile: float = 0.9,
-              images: Sequence[int] = (), min_spread: float = MIN_SPREAD) -> Calibration:
+              images: Sequence[int] = (), min_spread: float = MIN_SPREAD, offset: float = 0.0) -> Calibration:
     """A :class:`Calibration` from training images: ``rows`` their (category,)
     :func:`category_disagreement` values, ``pixel_values`` their object pixels' disagreement,
-    ``min_spread`` the robust spread's floor."""
+    ``min_spread`` the robust spread's floor, ``offset`` the spreads taken off every score."""
     if not 0.0 < pixel_quantile < 1.0:
         raise ValueError(f"pixel_quantile must be in (0, 1), got {pixel_quantile}")
     rows = np.asarray(rows, np.float64)
@@ -160,7 +164,7 @@ def calibrate(rows: Sequence[np.ndarray], pixel_values: np.ndarray, pixel_quanti
         raise ValueError("calibration needs the training images' object pixels")
     values = tuple(tuple(float(x) for x in np.sort(col[np.isfinite(col)])) for col in rows.T)
     return Calibration(values, float(np.quantile(pixel_values, pixel_quantile)), tuple(int(i) for i in images),
-                       float(min_spread))
+                       float(min_spread), float(offset))
 
 
 def calibrated_scores(evidence: np.ndarray, calibration: Calibration) -> np.ndarray:
@@ -169,7 +173,9 @@ def calibrated_scores(evidence: np.ndarray, calibration: Calibration) -> np.ndar
     floored at the calibration's ``min_spread``, so a category with identical training values
     does not divide by zero, nor a near-perfect classifier's last digits count). It is not
     capped: a region far outside everything seen in training scores far above one just
-    outside (an empirical CDF would tie them at 1). 0 for background, for a category without a
+    outside (an empirical CDF would tie them at 1). The calibration's ``offset`` is taken off
+    every score of a region (a kind that should count only well above its usual values). 0 for
+    background, for a category without a
     region (NaN: no evidence either way) and for one never seen in training; negative
     values (more familiar than usual) are kept."""
     evidence = np.asarray(evidence, np.float64)
@@ -181,7 +187,7 @@ def calibrated_scores(evidence: np.ndarray, calibration: Calibration) -> np.ndar
         if np.isfinite(evidence[k]) and ref.size:
             med = float(np.median(ref))
             spread = max(1.4826 * float(np.median(np.abs(ref - med))), calibration.min_spread)
-            out[k] = (evidence[k] - med) / spread
+            out[k] = (evidence[k] - med) / spread - calibration.offset
     return out
 
 

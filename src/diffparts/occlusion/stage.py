@@ -254,6 +254,7 @@ def setup_occlusion(root, store: str, corpus, model: str, config: OcclusionConfi
 
     # 3. The group: reset when anything that made it changed.
     identity = {"config": json.loads(json.dumps(dataclasses.asdict(config))), "plan": plan, "variants": variants,
+                "detect_kinds": list(config.detect.kinds),   # what the method reads (a new release's kinds reset it)
                 "losses": losses, "model": str(model), "model_hash": model_hash,
                 "parts_fingerprint": parts_fingerprint(root), "image_size": size,
                 "held_out": [int(i) for i in np.flatnonzero(held)]}
