@@ -68,7 +68,7 @@ class Calibration:
     pixel_threshold: float        # disagreement above which an object pixel matches nothing
     images: tuple                 # the training images it was made from (store indices)
     min_spread: float = MIN_SPREAD   # floor of the robust spread: smaller differences are not evidence
-    offset: float = 0.0           # spreads taken off every score: a kind that counts only well above its usual
+    offset: float = 0.0           # spreads taken off every score: a kind that counts only well above its usual values
 
     def to_json(self) -> str:
         return json.dumps(self.to_dict())
@@ -175,9 +175,8 @@ def calibrated_scores(evidence: np.ndarray, calibration: Calibration) -> np.ndar
     capped: a region far outside everything seen in training scores far above one just
     outside (an empirical CDF would tie them at 1). The calibration's ``offset`` is taken off
     every score of a region (a kind that should count only well above its usual values). 0 for
-    background, for a category without a
-    region (NaN: no evidence either way) and for one never seen in training; negative
-    values (more familiar than usual) are kept."""
+    background, for a category without a region (NaN: no evidence either way) and for one never
+    seen in training; negative values (more familiar than usual) are kept."""
     evidence = np.asarray(evidence, np.float64)
     if len(evidence) != len(calibration.values):
         raise ValueError(f"{len(evidence)} categories of evidence, the calibration has {len(calibration.values)}")
