@@ -15,7 +15,7 @@ FAST = {"how": "category", "n_cases": 3, "fill": "grey", "completion": {"steps":
         "detect": {"calibration_images": 3, "imagine": {"steps": 2, "seeds": [0]}, "repaint": {"steps": 2, "seeds": [0]}}}
 
 
-def test_cases_run_resume_and_keep_the_outside(occlusion_store):
+def test_cases_run_resume_and_keep_the_outside(occlusion_store, monkeypatch):
     store, corpus, model = occlusion_store
     root = open_store(store, "r+")
     cfg = occlusion_config(FAST)
@@ -44,6 +44,13 @@ def test_cases_run_resume_and_keep_the_outside(occlusion_store):
     assert again["todo"] == [] and again["reset"] is None          # finished cases are not redone
     other = setup_occlusion(root, store, corpus, model, occlusion_config({**FAST, "fill": "noise"}))
     assert other["reset"] and other["todo"] == [0, 1, 2]           # another fill: redone
+    from diffparts.occlusion import detect
+    from diffparts.occlusion.evidence import Calibrations
+
+    monkeypatch.setitem(detect.KINDS, "appearance", ("appearance",))   # a release whose detector reads other kinds
+    kinds = setup_occlusion(root, store, corpus, model, occlusion_config({**FAST, "fill": "noise"}))
+    assert "detect_kinds" in kinds["reset"] and kinds["todo"] == [0, 1, 2]      # same settings, other kinds: redone
+    assert Calibrations.from_json(root["occlusion"].attrs["calibration"]).names == ("appearance",)
 
 
 def test_a_case_that_cannot_be_segmented_fails_alone(occlusion_store, monkeypatch):
@@ -139,6 +146,8 @@ def test_detection_only_background_control_and_calibration(occlusion_store):
     assert cfg.detect.method == "appearance"                        # the default: no diffusion model in detection
     assert cals.names == cfg.detect.kinds == ("grain", "appearance") and cals.family_threshold is not None
     assert cals["appearance"].min_spread == 0.05                     # the floor survives the JSON
+    assert cals["grain"].offset == cfg.detect.appearance.grain_offset == 1.0    # and grain's offset
+    assert root["occlusion"].attrs["detect_kinds"] == ["grain", "appearance"]   # other kinds: the group is redone
     held = np.asarray(root["occlusion/held_out"][:])
     for _, cal in cals.kinds:                                        # calibrated on training images only
         assert cal.images and not any(held[i] for i in cal.images)
