@@ -46,7 +46,8 @@ def per_image(summary: dict) -> dict:
 def cpu_breakdown() -> dict:
     """Where a compact worker's CPU goes after the forward, in this process, on SD-shaped synthetic
     attention (``segment.synthetic.realistic_attention(64)``, no model): rounding to float16 as a
-    read would, DiffSeg's 4 levels at 512 px, the box-bin product. CPU and wall seconds each."""
+    read would, DiffSeg's 4 levels at 512 px, NCut's levels at 512 px (the segment stage's default method,
+    its default settings), the box-bin product. CPU and wall seconds each."""
     import time
 
     from diffparts.parts.descriptors import DescriptorConfig, box_bins, image_box
@@ -69,6 +70,7 @@ def cpu_breakdown() -> dict:
     choice = choose_thresholds([rounded], ThresholdRule())
     levels = timed("diffseg_4_levels_out_512", lambda: segment_levels(rounded, level_thresholds=choice.level_thresholds,
                                                                       out_size=(512, 512)))
+    timed("ncut_levels_out_512", lambda: segment_levels(rounded, method="ncut", out_size=(512, 512)))   # the default
     box, _ = image_box(levels[0], None, DescriptorConfig())
     timed("box_bins_product", lambda: rounded.reshape(4096, 4096) @ box_bins((512, 512), box, 64, 4))
     return out
