@@ -135,6 +135,13 @@ def test_grain_is_texture_without_a_direction():
     assert grain_map(flat).max() == 0 and grain_map(shaded)[2:-2, 2:-2].max() < 1e-5
     assert grain_map(edge).max() < 1e-5 and grain_map(stripes)[2:-2, 2:-2].max() < 1e-5   # constant along itself
     assert np.median(grain_map(noise)) > 0.5                                  # changes in every direction
+    beside = flat.copy()
+    beside[:, 12:] = noise[:, 12:]                                            # noise from column 12 on
+    labels = (xx >= 12).astype(np.int16)
+    own, any_direction = grain_map(beside, 1, labels), grain_map(beside, 1)
+    assert (own >= any_direction).all() and (own[:, 12] > any_direction[:, 12]).sum() >= 12   # the border column:
+    assert np.array_equal(own[:, 14:], any_direction[:, 14:])                 # across it, flat made noise smoother
+    assert np.array_equal(own[:, :11], any_direction[:, :11])                 # away from the border: the same
     dots = flat.copy()
     dots[::6, ::6] = 250                                                      # isolated specks are grain too
     assert grain_map(dots)[6, 6] > 0.1 and grain_map(dots).shape == (24, 24)
@@ -206,6 +213,8 @@ def test_bad_settings_are_refused_by_name():
         DetectConfig(method="appearance", map_kind="repaint")
     with pytest.raises(ValueError, match="grain_quantile"):
         AppearanceConfig(grain_quantile=1.0)
+    with pytest.raises(ValueError, match="grain_offset"):
+        AppearanceConfig(grain_offset=-1.0)
     assert DetectConfig(method="appearance").kinds == ("grain", "appearance")
     from diffparts.occlusion.calibrate import pixel_quantile
     assert pixel_quantile("grain", DetectConfig()) == 0.99 and pixel_quantile("appearance", DetectConfig()) == 0.95

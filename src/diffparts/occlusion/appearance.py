@@ -273,44 +273,67 @@ def appearance_evidence(image: np.ndarray, labels: np.ndarray, n_categories: int
     return category_disagreement(dmap, labels, n_categories, min_pixels), dmap
 
 
+def _second_differences(image: np.ndarray) -> np.ndarray:
+    """(direction, y, x) float32: ``sum_c |I(p + d) + I(p - d) - 2 I(p)|`` of one (y, x, 3)
+    uint8 image along each of :data:`DIRECTIONS` (colour in [0, 1], borders replicated)."""
+    x = np.pad(np.asarray(image, np.float32) / 255.0, ((1, 1), (1, 1), (0, 0)), mode="edge")
+    h, w = x.shape[0] - 2, x.shape[1] - 2
+    return np.stack([np.abs(_shifted(x, dy, dx, h, w) + _shifted(x, -dy, -dx, h, w) - 2.0 * x[1:h + 1, 1:w + 1]).sum(-1)
+                     for dy, dx in DIRECTIONS])
+
+
+def _shifted(padded: np.ndarray, dy: int, dx: int, h: int, w: int) -> np.ndarray:
+    return padded[1 + dy:h + 1 + dy, 1 + dx:w + 1 + dx]
+
+
+def _grain(second: np.ndarray, labels: np.ndarray | None = None) -> np.ndarray:
+    """(y, x) minimum over directions of :func:`_second_differences`; with an image-sized
+    ``labels`` map only the directions whose two neighbours share the pixel's label (all where
+    none does)."""
+    grain = second.min(0)
+    if labels is None:
+        return grain
+    lab = np.pad(np.asarray(labels), 1, mode="edge")
+    h, w = grain.shape
+    centre = lab[1:h + 1, 1:w + 1]
+    inside = np.stack([(_shifted(lab, dy, dx, h, w) == centre) & (_shifted(lab, -dy, -dx, h, w) == centre)
+                       for dy, dx in DIRECTIONS])
+    return np.where(inside.any(0), np.where(inside, second, np.inf).min(0), grain)
+
+
+def _window_mean(grain: np.ndarray, window: int) -> np.ndarray:
+    from scipy.ndimage import uniform_filter
+
+    return (uniform_filter(grain, window, mode="nearest") if window > 1 else grain).astype(np.float32)
+
+
 def grain_map(image: np.ndarray, window: int = 3, labels: np.ndarray | None = None) -> np.ndarray:
     """(y, x) float32 grain of one (y, x, 3) uint8 image: per pixel the minimum over
     :data:`DIRECTIONS` of ``sum_c |I(p + d) + I(p - d) - 2 I(p)|`` (colour in [0, 1], borders
     replicated), averaged over ``window`` x ``window`` pixels (1: none). 0 on a flat or
     linearly shaded surface, small along an edge or stripe (its own direction does not change),
     large on noise. With the image-sized map ``labels``, only directions whose two neighbours
-    share the pixel's label count (a region's grain is its own, not its neighbour's); a pixel
-    with no such direction keeps the minimum over all."""
-    from scipy.ndimage import uniform_filter
-
-    x = np.pad(np.asarray(image, np.float32) / 255.0, ((1, 1), (1, 1), (0, 0)), mode="edge")
-    h, w = x.shape[0] - 2, x.shape[1] - 2
-
-    def at(a, dy, dx):
-        return a[1 + dy:h + 1 + dy, 1 + dx:w + 1 + dx]
-
-    second = np.stack([np.abs(at(x, dy, dx) + at(x, -dy, -dx) - 2.0 * at(x, 0, 0)).sum(-1) for dy, dx in DIRECTIONS])
-    grain = second.min(0)
-    if labels is not None:
-        lab = np.pad(np.asarray(labels), 1, mode="edge")
-        inside = np.stack([(at(lab, dy, dx) == at(lab, 0, 0)) & (at(lab, -dy, -dx) == at(lab, 0, 0))
-                           for dy, dx in DIRECTIONS])
-        grain = np.where(inside.any(0), np.where(inside, second, np.inf).min(0), grain)
-    return (uniform_filter(grain, window, mode="nearest") if window > 1 else grain).astype(np.float32)
+    share the pixel's label count (never lower than without: a direction across a border
+    measures the border, not the region); a pixel with no such direction keeps the minimum
+    over all."""
+    return _window_mean(_grain(_second_differences(image), labels), window)
 
 
 def grain_evidence(image: np.ndarray, labels: np.ndarray, n_categories: int,
                    min_pixels: int = 4) -> tuple[np.ndarray, np.ndarray]:
     """((category,) log mean grain, (y, x) grain of the object pixels) of one (y, x, 3) uint8
     image whose categories are the (ly, lx) map ``labels``: the module's kind 2
-    (:func:`grain_map`). A region's mean is of its pixels' grain within the region, so noise
-    next to it does not leak in; the pixel map is the image's grain averaged over 3 x 3
-    pixels, so the occlusion map covers noise whole. NaN as :func:`appearance_evidence`."""
+    (:func:`grain_map`). A region's mean is of its pixels' own grain, unaveraged and along the
+    directions that stay inside the region (a direction across its border measures the border:
+    a flat neighbour would make noise at the border look smoother); the pixel map is the
+    image's grain averaged over 3 x 3 pixels, so the occlusion map covers noise whole. NaN as
+    :func:`appearance_evidence`."""
     labels = np.asarray(labels)
     pix = resize_labels(labels, image.shape[:2])
-    own = np.where(pix > 0, grain_map(image, 1, pix), 0.0)
+    second = _second_differences(image)                       # once, for both
+    own = np.where(pix > 0, _grain(second, pix), 0.0)
     means = category_disagreement(own, labels, n_categories, min_pixels)
-    dmap = np.where(pix > 0, grain_map(image), 0.0).astype(np.float32)
+    dmap = np.where(pix > 0, _window_mean(_grain(second), 3), 0.0).astype(np.float32)
     return np.log(means + 1e-3).astype(np.float32), dmap
 
 
