@@ -56,8 +56,9 @@ def segment_means(features: np.ndarray, labels: np.ndarray) -> np.ndarray:
     """Unit-length mean feature (segment, d) of each label 0..K-1 of ``labels`` (q,)."""
     labels = np.asarray(labels).ravel()
     K = int(labels.max()) + 1
-    sums = np.zeros((K, features.shape[1]), dtype=np.float64)
-    np.add.at(sums, labels, features)
+    onehot = np.zeros((K, labels.size), dtype=np.float64)
+    onehot[labels, np.arange(labels.size)] = 1.0
+    sums = onehot @ np.asarray(features, dtype=np.float64)  # one BLAS product, not a per-row scatter
     norms = np.linalg.norm(sums, axis=1, keepdims=True)
     return (sums / np.maximum(norms, 1e-30)).astype(np.float32)
 
@@ -153,9 +154,12 @@ def levels_from_finest(finest: np.ndarray, level_labels: np.ndarray) -> np.ndarr
     K = int(level_labels[0].max()) + 1
     first = np.zeros(K, dtype=np.int64)  # a position of every finest segment
     first[level_labels[0][::-1]] = np.arange(level_labels.shape[1])[::-1]
+    present = np.bincount(np.asarray(finest).ravel(), minlength=K) > 0  # finest segments at out size
     out = []
     for level in level_labels:
-        coarse = level[first][finest]  # Y X: the ancestor's label at this level
-        _, inverse = np.unique(coarse, return_inverse=True)
-        out.append(inverse.reshape(finest.shape).astype(np.int64))
+        ancestor = level[first]  # finest segment -> its ancestor's label at this level
+        kept = np.unique(ancestor[present])  # the ancestors still present, in label order
+        renumber = np.zeros(int(ancestor.max()) + 1, dtype=np.int64)
+        renumber[kept] = np.arange(kept.size)
+        out.append(renumber[ancestor][finest])  # Y X, renumbered 0..K-1 (a table of K, not a sort of Y X)
     return np.stack(out)
