@@ -106,7 +106,8 @@ def detection_rows(runs: list[dict]) -> list[dict]:
         per = {k: v for k, v in (d.get("roc_auc_per_category") or {}).items() if v is not None}
         rows.append({"how": r["config"]["how"], "fill": r["config"]["fill"], "method": d.get("method"),
                      "cases": r["cases"], "hidden": d.get("cases_with_hidden_category"),
-                     "roc_auc": d.get("roc_auc"), "roc_auc_not_greyish": d.get("roc_auc_not_greyish"),
+                     "roc_auc": d.get("roc_auc"), "roc_auc_interval": d.get("roc_auc_interval"),
+                     "roc_auc_not_greyish": d.get("roc_auc_not_greyish"),
                      "worst_category_auc": min(per.values()) if per else None,
                      "worst_category": min(per, key=per.get) if per else None,
                      "precision": d.get("precision"), "recall": d.get("recall"), "f1": d.get("f1"),
@@ -117,12 +118,15 @@ def detection_rows(runs: list[dict]) -> list[dict]:
 
 
 def detection_markdown(rows: list[dict]) -> str:
-    lines = ["| cases | fill | method | n (hidden) | ROC AUC | AUC, hidden part not grey-ish | worst category AUC | "
+    lines = ["| cases | fill | method | n (hidden) | ROC AUC (95 % interval over cases) | AUC, hidden part not grey-ish | "
+             "worst category AUC | "
              "P | R | F1 | false alarms (cases hiding nothing) | occlusion map IoU | s / case |",
              "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
     for r in rows:
         worst = "-" if r["worst_category_auc"] is None else f"{r['worst_category_auc']:.2f} (k={r['worst_category']})"
-        lines.append(f"| {r['how']} | {r['fill']} | {r['method']} | {r['cases']} ({r['hidden']}) | {fmt(r['roc_auc'])} | "
+        ci = r.get("roc_auc_interval") or [None, None]
+        auc = fmt(r["roc_auc"]) if None in ci else f"{fmt(r['roc_auc'])} ({ci[0]:.2f}-{ci[1]:.2f})"
+        lines.append(f"| {r['how']} | {r['fill']} | {r['method']} | {r['cases']} ({r['hidden']}) | {auc} | "
                      f"{fmt(r['roc_auc_not_greyish'])} | {worst} | {fmt(r['precision'])} | {fmt(r['recall'])} | "
                      f"{fmt(r['f1'])} | {fmt(r['false_alarm_rate'])} | {fmt(r['occlusion_map_iou'])} | "
                      f"{fmt(r['detect_seconds_per_case'])} |")

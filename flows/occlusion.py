@@ -56,6 +56,9 @@ def _markdown(store: str, summary: dict, grid: dict | None) -> str:
 
     detection = ", ".join(f"{name} {num(d.get(key))}" for name, key in
                           (("precision", "precision"), ("recall", "recall"), ("F1", "f1"), ("ROC AUC", "roc_auc")))
+    ci = d.get("roc_auc_interval") or [None, None]
+    if None not in ci:                      # how far this many cases let the AUC be trusted
+        detection += f" (95 % interval over the cases {ci[0]:.2f}-{ci[1]:.2f})"
     lines = [f"# Occlusion on `{store}`: {summary['cases']} cases", "",
              f"Detection ({d.get('method') or '–'}, threshold {num(d.get('threshold'))}): {detection} "
              f"(hidden part not grey-ish: {num(d.get('roc_auc_not_greyish'))}), false alarms on cases hiding "

@@ -28,6 +28,8 @@ def test_occlusion_artifact_has_no_raw_numbers():
     assert "None" not in text and not re.search(r"\d\.\d{5,}", text)
     assert "| occluded | 0.291 | 0.1 | 0.5 | 0.375 | – | – | 0.912 |" in text and "21.7" in text
     assert "judge IoU" in text
+    summary["detection"]["roc_auc_interval"] = [0.2104, 0.58]
+    assert "ROC AUC 0.393 (95 % interval over the cases 0.21-0.58)" in _markdown("/s.zarr", summary, None)
 
 
 def test_run_summary_tables_are_narrow():

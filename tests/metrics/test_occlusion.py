@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 
 from diffparts.metrics.occlusion import (category_of_part, detection_scores, hidden_categories, masked_psnr,
-                                         masked_ssim, restoration_scores, roc_auc, ssim_window)
+                                         masked_ssim, restoration_scores, roc_auc, roc_auc_interval,
+                                         ssim_window)
 
 
 def test_detection_precision_recall_f1_by_hand():
@@ -32,6 +33,30 @@ def test_roc_auc_by_hand():
     assert roc_auc([0.9, 0.5, 0.4, 0.1], [1, 0, 1, 0]) == pytest.approx(0.75)
     assert roc_auc([0.5, 0.5], [1, 0]) == pytest.approx(0.5)           # a tie counts one half
     assert math.isnan(roc_auc([0.1, 0.2], [1, 1]))
+
+
+def test_roc_auc_interval_brackets_the_auc_and_narrows_with_more_cases():
+    rng = np.random.default_rng(0)
+
+    def cases(n):                        # one hidden category of 4 per case, its score shifted up by 1
+        y = np.zeros((n, 4), bool)
+        y[np.arange(n), rng.integers(0, 4, n)] = True
+        return rng.normal(size=(n, 4)) + y, y
+
+    s, y = cases(32)
+    lo, hi = roc_auc_interval(s, y)
+    assert lo < roc_auc(s, y) < hi and 0.05 < hi - lo < 0.4
+    assert roc_auc_interval(s, y) == (lo, hi)                     # seeded
+    s2, y2 = cases(512)
+    lo2, hi2 = roc_auc_interval(s2, y2)
+    assert hi2 - lo2 < (hi - lo) / 2                              # about 1 / sqrt(16) as wide
+    perfect = np.where(y, 1.0, 0.0)
+    assert roc_auc_interval(perfect, y) == (1.0, 1.0)
+    assert all(math.isnan(v) for v in roc_auc_interval(np.zeros((3, 2)), np.zeros((3, 2), bool)))
+    with pytest.raises(ValueError, match="level"):
+        roc_auc_interval(s, y, level=1.5)
+    with pytest.raises(ValueError, match="shape"):
+        roc_auc_interval(s[:, 0], y[:, 0])
 
 
 def test_psnr_by_hand():

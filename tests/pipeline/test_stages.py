@@ -76,6 +76,9 @@ def test_headline_measures_put_quality_first():
                                                    {"variant": "empty", "iou": 0.2, "judge_iou": 0.45}]}}
     assert headline_measures("occlusion", occlusion) == [("cases", 4), ("detection AUC", 0.6), ("false alarms", 0.1),
                                                          ("judge IoU occluded", 0.35), ("judge IoU class", 0.5)]
+    occlusion["summary"]["detection"]["roc_auc_interval"] = [0.41, 0.787]
+    assert headline_measures("occlusion", occlusion)[1:4] == [("detection AUC", 0.6), ("its 95 % interval", "0.41-0.79"),
+                                                              ("false alarms", 0.1)]
     assert headline_measures("embeddings", {"summary": [{"final_loss": 0.1}, {"final_loss": 0.3}]})[1][1] == \
         pytest.approx(0.2)
     assert headline_measures("segment", {"done": 3}) == []     # no ground truth: no quality figure

@@ -6,7 +6,9 @@ category is *hidden* when at least ``min_fraction`` of its pixels in that image 
 - ``detection_scores``: precision, recall and F1 with TP/FP/FN summed over the cases (micro);
 - ``roc_auc``: ROC AUC of the per-(case, category) missing score against hidden or not (the
   Mann-Whitney statistic, ties counted one half; NaN when one class is empty);
-  ``roc_auc_per_category``: the same per category (column);
+  ``roc_auc_per_category``: the same per category (column); ``roc_auc_interval``: its
+  bootstrap interval over cases (the cases are the sample: a case's categories are drawn
+  together, so the interval is not the narrower one of independent pairs);
 - ``false_alarm_rate``: the share of cases that hide no category (background controls, or a
   part covering less than ``min_fraction`` of every category) where any category is predicted;
 - ``hidden_greyish``: whether the pixels an occluder hid were grey-ish (low saturation), so a
@@ -82,6 +84,38 @@ def roc_auc(scores, labels) -> float:
         return float("nan")
     ranks = rankdata(s)                     # average ranks: ties count one half
     return float((ranks[y].sum() - pos * (pos + 1) / 2) / (pos * neg))
+
+
+def roc_auc_interval(scores, labels, level: float = 0.95, n_boot: int = 1000,
+                     seed: int = 0) -> tuple[float, float]:
+    """Percentile bootstrap interval of ``roc_auc`` over (case, category) ``scores`` and bool
+    ``labels``: the cases (rows) are resampled with replacement ``n_boot`` times (seeded), the
+    AUC recomputed on each resample that has both classes, and the ``(1 - level) / 2`` and
+    ``(1 + level) / 2`` quantiles returned. With 32 cases of which about 19 hide a category, the
+    interval is about 0.1 wide: differences of a few hundredths between two such rows are not
+    evidence. (NaN, NaN) when fewer than half the resamples have both classes."""
+    from scipy.stats import rankdata
+
+    s, y = np.asarray(scores, np.float64), np.asarray(labels, bool)
+    if s.shape != y.shape or s.ndim != 2:
+        raise ValueError(f"scores {s.shape} and labels {y.shape} must be the same (case, category) shape")
+    if not 0.0 < level < 1.0 or n_boot < 1:
+        raise ValueError(f"level must be in (0, 1) and n_boot >= 1, got {level}, {n_boot}")
+    rng = np.random.default_rng(seed)
+    n = len(s)
+    aucs = []
+    for _ in range(n_boot):
+        rows = rng.integers(0, n, n)
+        bs, by = s[rows].ravel(), y[rows].ravel()
+        pos = int(by.sum())
+        neg = by.size - pos
+        if pos and neg:
+            ranks = rankdata(bs)
+            aucs.append((ranks[by].sum() - pos * (pos + 1) / 2) / (pos * neg))
+    if len(aucs) < n_boot / 2:
+        return float("nan"), float("nan")
+    lo, hi = np.quantile(aucs, [(1 - level) / 2, (1 + level) / 2])
+    return float(lo), float(hi)
 
 
 def roc_auc_per_category(scores, labels) -> list[float]:

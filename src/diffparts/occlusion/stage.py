@@ -370,9 +370,11 @@ def detection_table(results: Sequence[dict], scores: np.ndarray, threshold: floa
     """Detection measures of some cases: results (their ``occlusion/results`` JSON) and their
     (case, category) scores. ROC AUC overall, per category and on the cases whose hidden
     pixels are not grey-ish; P/R/F1 of the categories scoring at least ``threshold`` (from the
-    stored scores, so a new threshold needs no rerun); the false-alarm rate on cases hiding no
+    stored scores, so a new threshold needs no rerun); the ROC AUC's 95 % bootstrap interval over the
+    cases (``roc_auc_interval``); the false-alarm rate on cases hiding no
     category; top-1; the occlusion map's IoU with the hidden region; detector seconds per case."""
-    from diffparts.metrics.occlusion import detection_scores, false_alarm_rate, roc_auc, roc_auc_per_category
+    from diffparts.metrics.occlusion import (detection_scores, false_alarm_rate, roc_auc, roc_auc_interval,
+                                             roc_auc_per_category)
 
     if not results:
         return {"cases": 0}
@@ -386,6 +388,7 @@ def detection_table(results: Sequence[dict], scores: np.ndarray, threshold: floa
     secs = [r["detect_seconds"] for r in results if r.get("detect_seconds") is not None]
     out = {**{k: _nan_to_none(v) for k, v in dataclasses.asdict(det).items()},
            "roc_auc": _nan_to_none(roc_auc(scores[:, 1:], hidden)),
+           "roc_auc_interval": [_nan_to_none(round(v, 4)) for v in roc_auc_interval(scores[:, 1:], hidden)],
            "roc_auc_not_greyish": _nan_to_none(roc_auc(scores[plain, 1:], hidden[plain])) if plain.any() else None,
            "cases_not_greyish": int(plain.sum()),
            "roc_auc_per_category": {str(k + 1): _nan_to_none(round(a, 4) if np.isfinite(a) else a)
