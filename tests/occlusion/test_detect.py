@@ -62,3 +62,16 @@ def test_unknown_pixels_are_no_evidence_and_make_the_occlusion_map():
     assert (det.labels[0:4, 0:4] == -1).all() and (det.labels[4:6, 0:4] == 2).all()
     none = rank_with_unknown(labels, dist, exp, None, DetectConfig(threshold=0.5))
     assert none.missing == () and none.occlusion_map is None
+
+
+def test_calibration_images_default_to_many_without_a_model_and_are_checked():
+    from diffparts.occlusion.detect import MODEL_CALIBRATION, MODEL_FREE_CALIBRATION
+
+    assert DetectConfig(method="appearance").calibration_count == MODEL_FREE_CALIBRATION == 256
+    assert DetectConfig(method="colour").calibration_count == MODEL_FREE_CALIBRATION
+    assert DetectConfig(method="repaint").calibration_count == MODEL_CALIBRATION == 32
+    assert DetectConfig(method="combined").calibration_count == MODEL_CALIBRATION
+    assert DetectConfig(method="repaint", calibration_images=5).calibration_count == 5
+    for bad in (0, -3, 2.5, True):
+        with pytest.raises(ValueError, match="calibration_images"):
+            DetectConfig(calibration_images=bad)

@@ -120,7 +120,7 @@ def calibrate_store(root, load_image: Callable[[int], np.ndarray], pipelines: di
     load_image(i): store image i as (y, x, 3) uint8 at the model's input size. pipelines: {kind:
     pipeline} (img2img: ``imagine.img2img_pipeline``; repaint: an inpainting pipeline). config:
     the stage's :class:`~diffparts.occlusion.detect.DetectConfig` (imagine / repaint settings,
-    min_pixels, pixel_quantile, calibration_images, family_alpha). ValueError when the store
+    min_pixels, pixel_quantile, calibration_count, family_alpha). ValueError when the store
     has no training image.
     """
     from diffparts.occlusion.evidence import (Calibrations, _resized, calibrate, family_threshold,
@@ -132,7 +132,7 @@ def calibrate_store(root, load_image: Callable[[int], np.ndarray], pipelines: di
     if len(train) == 0:
         raise ValueError("no training image to calibrate the detector on (every labelled image is held out)")
     rng = np.random.default_rng(seed)
-    chosen = sorted(int(i) for i in rng.permutation(train)[: max(1, int(config.calibration_images))])
+    chosen = sorted(int(i) for i in rng.permutation(train)[: max(1, config.calibration_count)])
     k1 = int(root["parts"].attrs["n_categories"]) if "n_categories" in root["parts"].attrs \
         else int(root["parts/prevalence"].shape[0])
     kinds = config.kinds
