@@ -81,6 +81,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--work", default="runs/real-sizes", help="folder of the model and corpus (reused)")
     parser.add_argument("--n", type=int, default=2, help="images")
     parser.add_argument("--breakdown-only", action="store_true", help="only the in-process CPU breakdown (no model)")
+    parser.add_argument("--device", default="cpu", help="extract's torch device (cuda: the compact worker segments there)")
+    parser.add_argument("--dtype", default="float32", choices=("float32", "float16", "bfloat16"), help="extract's model dtype")
     args = parser.parse_args(argv)
     if args.breakdown_only:
         print(json.dumps({"benchmark": "compact_store", "cpu_breakdown": cpu_breakdown()}))
@@ -96,13 +98,15 @@ def main(argv: list[str] | None = None) -> int:
         make_corpus(corpus, n=args.n, size=arch_config("sd15").sample_size)
     base = diffparts_command()
     report = {"benchmark": "compact_store", "arch": "sd15", "n_images": args.n, "cpu_count": os.cpu_count(),
+              "device": args.device, "dtype": args.dtype,
               "omp_num_threads": os.environ.get("OMP_NUM_THREADS"), "paths": {}}
     for name, keep in (("compact", False), ("kept", True)):
         store = work / f"{name}.zarr"
         if store.exists():
             shutil.rmtree(store)
         cmd = [*base, "extract", "--corpus", str(corpus), "--model", str(model), "--store", str(store),
-               "--batch-size", "1", "--max-workers", "1", "--json"] + (["--keep-attention"] if keep else [])
+               "--batch-size", "1", "--max-workers", "1", "--device", args.device, "--dtype", args.dtype,
+               "--json"] + (["--keep-attention"] if keep else [])
         extract = run_measured(cmd, work / "logs" / f"{name}-extract.log", env)
         extract["command"] = " ".join(cmd[1:])
         summary = last_json((work / "logs" / f"{name}-extract.log").read_text()) or {}

@@ -92,8 +92,8 @@ def roc_auc_interval(scores, labels, level: float = 0.95, n_boot: int = 1000,
     ``labels``: the cases (rows) are resampled with replacement ``n_boot`` times (seeded), the
     AUC recomputed on each resample that has both classes, and the ``(1 - level) / 2`` and
     ``(1 + level) / 2`` quantiles returned. With 32 cases of which about 19 hide a category, the
-    interval is about 0.1 wide: differences of a few hundredths between two such rows are not
-    evidence. (NaN, NaN) when fewer than half the resamples have both classes."""
+    interval is about 0.2 wide (docs/occlusion.md "Detection"): differences of a few hundredths
+    between two such rows are not evidence. (NaN, NaN) when fewer than half the resamples have both classes."""
     from scipy.stats import rankdata
 
     s, y = np.asarray(scores, np.float64), np.asarray(labels, bool)
