@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from diffparts.metrics.occlusion import (category_of_part, detection_scores, hidden_categories, masked_psnr,
-                                         masked_ssim, restoration_scores, roc_auc, roc_auc_interval,
+                                         masked_ssim, restoration_scores, roc_auc, roc_auc_difference, roc_auc_interval,
                                          ssim_window)
 
 
@@ -57,6 +57,26 @@ def test_roc_auc_interval_brackets_the_auc_and_narrows_with_more_cases():
         roc_auc_interval(s, y, level=1.5)
     with pytest.raises(ValueError, match="shape"):
         roc_auc_interval(s[:, 0], y[:, 0])
+
+
+def test_paired_difference_sees_what_separate_intervals_cannot():
+    rng = np.random.default_rng(1)
+    n = 48
+    y = np.zeros((n, 4), bool)
+    y[np.arange(n), rng.integers(0, 4, n)] = True
+    shared = rng.normal(size=(n, 4)) + y                     # what both detectors see
+    a = shared + 0.5 * rng.normal(size=(n, 4))
+    b = shared + 0.5 * rng.normal(size=(n, 4)) + 0.4 * y     # b: the same plus a little more signal
+    diff, lo, hi = roc_auc_difference(a, b, y)
+    assert diff == pytest.approx(roc_auc(b, y) - roc_auc(a, y))
+    assert 0 < lo < diff < hi                                # the paired interval excludes 0 ...
+    a_lo, a_hi = roc_auc_interval(a, y)
+    b_lo, b_hi = roc_auc_interval(b, y)
+    assert b_lo < a_hi                                       # ... where the separate intervals overlap
+    d0, lo0, hi0 = roc_auc_difference(a, a, y)
+    assert d0 == lo0 == hi0 == 0.0                           # a detector against itself
+    with pytest.raises(ValueError, match="scores"):
+        roc_auc_difference(a[:, :3], b, y)
 
 
 def test_psnr_by_hand():

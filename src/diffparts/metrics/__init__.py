@@ -49,6 +49,7 @@ from diffparts.metrics.occlusion import (
     masked_ssim,
     restoration_scores,
     roc_auc,
+    roc_auc_difference,
     roc_auc_interval,
     ssim_window,
 )
@@ -92,6 +93,7 @@ __all__ = [
     "relabel_to_classes",
     "restoration_scores",
     "roc_auc",
+    "roc_auc_difference",
     "roc_auc_interval",
     "same_class_pairs",
     "segment_confusion",
