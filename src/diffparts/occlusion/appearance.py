@@ -63,7 +63,8 @@ _CACHE_LOCK = threading.Lock()
 
 @dataclass(frozen=True)
 class AppearanceConfig:
-    receptive: int = 5        # receptive field in pixels at the model's input size (odd, >= 3): 3 x 3 layers
+    receptive: int = 7        # receptive field in pixels at the model's input size (odd, >= 3): 3 x 3 layers
+                              # (validation birds, 128, 64 cases: 7 against 5 grey +0.026, object +0.035)
     width: int = 32           # channels of every hidden layer
     steps: int = 1000         # at most this many optimiser steps per fold classifier
     passes: int = 400         # ... and at most this many passes over the fold's images (a small store trains less)
