@@ -30,6 +30,10 @@ def test_occlusion_artifact_has_no_raw_numbers():
     assert "judge IoU" in text
     summary["detection"]["roc_auc_interval"] = [0.2104, 0.58]
     assert "ROC AUC 0.393 (95 % interval over the cases 0.21-0.58)" in _markdown("/s.zarr", summary, None)
+    summary["detection"]["by_fill"] = {"grey": {"cases": 4, "roc_auc": 0.5, "roc_auc_interval": [0.25, 0.75]},
+                                       "noise": {"cases": 4, "roc_auc": None, "roc_auc_interval": [None, None]}}
+    text = _markdown("/s.zarr", summary, None)
+    assert "| grey | 4 | 0.5 | 0.25-0.75 |" in text and "| noise | 4 | – | – |" in text
 
 
 def test_run_summary_tables_are_narrow():
