@@ -118,14 +118,16 @@ def detection_rows(runs: list[dict]) -> list[dict]:
 
 
 def detection_markdown(rows: list[dict]) -> str:
+    from diffparts.metrics.occlusion import interval_text
+
     lines = ["| cases | fill | method | n (hidden) | ROC AUC (95 % interval over cases) | AUC, hidden part not grey-ish | "
              "worst category AUC | "
              "P | R | F1 | false alarms (cases hiding nothing) | occlusion map IoU | s / case |",
              "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
     for r in rows:
         worst = "-" if r["worst_category_auc"] is None else f"{r['worst_category_auc']:.2f} (k={r['worst_category']})"
-        ci = r.get("roc_auc_interval") or [None, None]
-        auc = fmt(r["roc_auc"]) if None in ci else f"{fmt(r['roc_auc'])} ({ci[0]:.2f}-{ci[1]:.2f})"
+        ci = interval_text(r.get("roc_auc_interval"))
+        auc = fmt(r["roc_auc"]) if ci is None else f"{fmt(r['roc_auc'])} ({ci})"
         lines.append(f"| {r['how']} | {r['fill']} | {r['method']} | {r['cases']} ({r['hidden']}) | {auc} | "
                      f"{fmt(r['roc_auc_not_greyish'])} | {worst} | {fmt(r['precision'])} | {fmt(r['recall'])} | "
                      f"{fmt(r['f1'])} | {fmt(r['false_alarm_rate'])} | {fmt(r['occlusion_map_iou'])} | "

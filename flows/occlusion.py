@@ -21,6 +21,7 @@ import dataclasses
 
 from prefect import flow, get_run_logger
 
+from diffparts.metrics.occlusion import interval_text
 from flows.artifacts import (cell_text, markdown_table, markdown_with_pictures, measure_rows, publish_markdown,
                              publish_progress, publish_table, stage_report)
 from flows.extract import make_task_runner
@@ -47,11 +48,6 @@ def occlusion_batches(store: str, corpus: str | None, model: str, batches: list[
     return rows
 
 
-def _interval(ci) -> str | None:
-    """"0.60-0.92" for a [low, high] AUC interval, None where there is none (no case hides a category)."""
-    return None if not ci or None in ci else f"{ci[0]:.2f}-{ci[1]:.2f}"
-
-
 def _markdown(store: str, summary: dict, grid: dict | None) -> str:
     """The occlusion artifact: detection and the completion table, numbers to 3 decimals ("–"
     where a measure does not apply, e.g. PSNR of a variant that paints nothing)."""
@@ -61,15 +57,16 @@ def _markdown(store: str, summary: dict, grid: dict | None) -> str:
 
     detection = ", ".join(f"{name} {num(d.get(key))}" for name, key in
                           (("precision", "precision"), ("recall", "recall"), ("F1", "f1"), ("ROC AUC", "roc_auc")))
-    if _interval(d.get("roc_auc_interval")) is not None:   # how far this many cases let the AUC be trusted
-        detection += f" (95 % interval over the cases {_interval(d.get('roc_auc_interval'))})"
+    ci = interval_text(d.get("roc_auc_interval"))
+    if ci is not None:                      # how far this many cases let the AUC be trusted
+        detection += f" (95 % interval over the cases {ci})"
     lines = [f"# Occlusion on `{store}`: {summary['cases']} cases", "",
              f"Detection ({d.get('method') or '–'}, threshold {num(d.get('threshold'))}): {detection} "
              f"(hidden part not grey-ish: {num(d.get('roc_auc_not_greyish'))}), false alarms on cases hiding "
              f"nothing {num(d.get('false_alarm_rate'))}, occlusion map IoU {num(d.get('occlusion_map_iou'))}", ""]
     if d.get("by_fill"):
         fills = [{"fill": f, "cases": r.get("cases"), "ROC AUC": r.get("roc_auc"),
-                  "its 95 % interval": _interval(r.get("roc_auc_interval")),
+                  "its 95 % interval": interval_text(r.get("roc_auc_interval")),
                   "not grey-ish": r.get("roc_auc_not_greyish"), "F1": r.get("f1"),
                   "false alarms": r.get("false_alarm_rate"), "map IoU": r.get("occlusion_map_iou")}
                  for f, r in d["by_fill"].items()]

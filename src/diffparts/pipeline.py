@@ -214,10 +214,12 @@ def headline_measures(name: str, s: dict) -> list[tuple[str, object]]:
         summary = s.get("summary") or {}
         detection = summary.get("detection") or {}
         judge = {r["variant"]: r.get("judge_iou") for r in summary.get("table") or []}
-        ci = detection.get("roc_auc_interval") or [None, None]
+        from diffparts.metrics.occlusion import interval_text
+
+        ci = interval_text(detection.get("roc_auc_interval"))
         pairs = [("cases", s.get("cases")), ("detection AUC", detection.get("roc_auc"))]
-        if None not in ci:       # how far the AUC of this many cases can be trusted
-            pairs.append(("its 95 % interval", f"{ci[0]:.2f}-{ci[1]:.2f}"))
+        if ci is not None:       # how far the AUC of this many cases can be trusted
+            pairs.append(("its 95 % interval", ci))
         pairs.append(("false alarms", detection.get("false_alarm_rate")))
         # the judge's reading of the hidden part (by appearance), occluded input = the floor
         return pairs + [(f"judge IoU {v}", judge[v]) for v in ("occluded", "class", "noise:detected")

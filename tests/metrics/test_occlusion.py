@@ -5,9 +5,9 @@ import math
 import numpy as np
 import pytest
 
-from diffparts.metrics.occlusion import (category_of_part, detection_scores, hidden_categories, masked_psnr,
-                                         masked_ssim, restoration_scores, roc_auc, roc_auc_difference, roc_auc_interval,
-                                         ssim_window)
+from diffparts.metrics.occlusion import (category_of_part, detection_scores, hidden_categories, interval_text,
+                                         masked_psnr, masked_ssim, restoration_scores, roc_auc, roc_auc_difference,
+                                         roc_auc_interval, ssim_window)
 
 
 def test_detection_precision_recall_f1_by_hand():
@@ -53,6 +53,8 @@ def test_roc_auc_interval_brackets_the_auc_and_narrows_with_more_cases():
     perfect = np.where(y, 1.0, 0.0)
     assert roc_auc_interval(perfect, y) == (1.0, 1.0)
     assert all(math.isnan(v) for v in roc_auc_interval(np.zeros((3, 2)), np.zeros((3, 2), bool)))
+    assert interval_text([0.5974, 0.92]) == "0.60-0.92"
+    assert interval_text(None) is interval_text([None, None]) is interval_text([float("nan")] * 2) is None
     with pytest.raises(ValueError, match="level"):
         roc_auc_interval(s, y, level=1.5)
     with pytest.raises(ValueError, match="shape"):

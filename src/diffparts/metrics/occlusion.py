@@ -10,7 +10,8 @@ category is *hidden* when at least ``min_fraction`` of its pixels in that image 
   bootstrap interval over cases (the cases are the sample: a case's categories are drawn
   together, so the interval is not the narrower one of independent pairs);
   ``roc_auc_difference``: two detectors' AUC difference on the same cases with its paired
-  bootstrap interval (the same resampled cases for both);
+  bootstrap interval (the same resampled cases for both); ``interval_text``: an interval as
+  the tables and the dashboard print it;
 - ``false_alarm_rate``: the share of cases that hide no category (background controls, or a
   part covering less than ``min_fraction`` of every category) where any category is predicted;
 - ``hidden_greyish``: whether the pixels an occluder hid were grey-ish (low saturation), so a
@@ -109,8 +110,6 @@ def roc_auc_interval(scores, labels, level: float = 0.95, n_boot: int = 1000,
 def _bootstrap_aucs(score_sets, labels, n_boot: int, seed: int) -> np.ndarray:
     """(resample, set) AUCs of each (case, category) array in ``score_sets`` on the same
     ``n_boot`` resamples of the cases (rows; seeded); resamples with one class only are dropped."""
-    from scipy.stats import rankdata
-
     y = np.asarray(labels, bool)
     sets = [np.asarray(s, np.float64) for s in score_sets]
     for s in sets:
@@ -123,11 +122,8 @@ def _bootstrap_aucs(score_sets, labels, n_boot: int, seed: int) -> np.ndarray:
     out = []
     for _ in range(n_boot):
         rows = rng.integers(0, n, n)
-        by = y[rows].ravel()
-        pos = int(by.sum())
-        neg = by.size - pos
-        if pos and neg:
-            out.append([(rankdata(s[rows].ravel())[by].sum() - pos * (pos + 1) / 2) / (pos * neg) for s in sets])
+        if 0 < y[rows].sum() < y[rows].size:                  # both classes: the AUC is defined
+            out.append([roc_auc(s[rows], y[rows]) for s in sets])
     return np.asarray(out, np.float64).reshape(-1, len(sets))
 
 
@@ -146,6 +142,14 @@ def roc_auc_difference(scores_a, scores_b, labels, level: float = 0.95, n_boot: 
         return float(diff), float("nan"), float("nan")
     lo, hi = np.quantile(aucs[:, 1] - aucs[:, 0], [(1 - level) / 2, (1 + level) / 2])
     return float(diff), float(lo), float(hi)
+
+
+def interval_text(interval) -> str | None:
+    """"0.60-0.92" for a (low, high) interval (``roc_auc_interval``, as stored: a list), None
+    where there is none (None or NaN ends: no case hides a category)."""
+    if not interval or any(v is None or not np.isfinite(v) for v in interval):
+        return None
+    return f"{interval[0]:.2f}-{interval[1]:.2f}"
 
 
 def roc_auc_per_category(scores, labels) -> list[float]:

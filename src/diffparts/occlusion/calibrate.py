@@ -132,7 +132,7 @@ def calibrate_store(root, load_image: Callable[[int], np.ndarray], pipelines: di
     if len(train) == 0:
         raise ValueError("no training image to calibrate the detector on (every labelled image is held out)")
     rng = np.random.default_rng(seed)
-    chosen = sorted(int(i) for i in rng.permutation(train)[: max(1, config.calibration_count)])
+    chosen = sorted(int(i) for i in rng.permutation(train)[: config.calibration_count])
     k1 = int(root["parts"].attrs["n_categories"]) if "n_categories" in root["parts"].attrs \
         else int(root["parts/prevalence"].shape[0])
     kinds = config.kinds

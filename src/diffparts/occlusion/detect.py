@@ -120,7 +120,7 @@ class DetectConfig:
         images) the background controls alarmed on 12-17 % of cases with 32 against 6-8 % with
         all 64 (docs/occlusion.md "Detection")."""
         if self.calibration_images is not None:
-            return int(self.calibration_images)
+            return self.calibration_images
         model_free = set(self.kinds) <= MODEL_FREE_KINDS
         return MODEL_FREE_CALIBRATION if model_free else MODEL_CALIBRATION
 
