@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from diffparts.metrics.occlusion import (category_of_part, detection_scores, hidden_categories, interval_text,
-                                         masked_psnr, masked_ssim, restoration_scores, roc_auc, roc_auc_difference,
+                                         masked_psnr, masked_ssim, mean_difference, restoration_scores, roc_auc, roc_auc_difference,
                                          roc_auc_interval, ssim_window)
 
 
@@ -79,6 +79,22 @@ def test_paired_difference_sees_what_separate_intervals_cannot():
     assert d0 == lo0 == hi0 == 0.0                           # a detector against itself
     with pytest.raises(ValueError, match="scores"):
         roc_auc_difference(a[:, :3], b, y)
+
+
+def test_mean_difference_is_paired_and_skips_missing_cases():
+    rng = np.random.default_rng(2)
+    a = rng.uniform(0.0, 1.0, 40)                        # cases differ a lot ...
+    b = a + 0.05 + 0.01 * rng.normal(size=40)            # ... b adds a little to each
+    diff, lo, hi, n = mean_difference(a, b)
+    assert n == 40 and diff == pytest.approx(np.mean(b - a))
+    assert 0.04 < lo < diff < hi < 0.06                  # paired: the case-to-case spread cancels
+    assert mean_difference(a, a)[:3] == (0.0, 0.0, 0.0)
+    a2, b2 = list(a[:3]) + [None], [a[0] + 1, float("nan"), a[2] + 3, 0.5]
+    d2, _, _, n2 = mean_difference(a2, b2)               # cases 1 and 3 lack a value: left out
+    assert n2 == 2 and d2 == pytest.approx(2.0)
+    assert mean_difference([None], [1.0])[3] == 0 and np.isnan(mean_difference([None], [1.0])[0])
+    with pytest.raises(ValueError, match="same length"):
+        mean_difference(a, b[:-1])
 
 
 def test_psnr_by_hand():

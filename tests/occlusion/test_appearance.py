@@ -16,9 +16,10 @@ from diffparts.occlusion import split
 from diffparts.occlusion.appearance import (AppearanceConfig, AppearanceReference, appearance_evidence,
                                             appearance_reference, grain_evidence, grain_map,
                                             train_classifier)
-from diffparts.occlusion.calibrate import image_evidence, min_spread
+from diffparts.occlusion.calibrate import detector_regions, image_evidence, min_spread
 from diffparts.occlusion.detect import DetectConfig, rank_evidence
 from diffparts.occlusion.evidence import Calibrations, calibrate, family_threshold, leave_one_out_maxima
+from diffparts.occlusion.layout import layout_prior
 from diffparts.occlusion.occluders import GREY
 
 K1 = 4
@@ -114,6 +115,32 @@ def test_noise_where_the_body_belongs_is_missing_by_its_texture(trained):
     assert np.array_equal(det.occlusion_map, by_kind[0] | by_kind[1])     # the default map: either kind's pixels
 
 
+def test_a_tail_the_assignment_calls_background_is_looked_for_where_tails_lie(trained):
+    import dataclasses
+
+    ref, birds, cals = trained
+    ref = dataclasses.replace(ref, layout=layout_prior([lab for _, lab in birds], K1))
+    image, labels = _bird(203)
+    tail = labels == 3
+    occluded = image.copy()
+    occluded[tail] = np.random.default_rng(1).integers(0, 256, (tail.sum(), 3))
+    assigned = np.where(tail, 0, labels).astype(np.int16)          # the assignment called the noise background
+    plain = rank_evidence(assigned, _evidence(occluded, assigned, ref), cals, DETECT)
+    assert 3 not in plain.missing and plain.scores[3] == 0          # no region, no evidence
+    regions = detector_regions(occluded, assigned, {"appearance": ref}, DETECT)
+    from scipy.ndimage import binary_dilation
+
+    changed = regions != assigned
+    assert (regions[tail] == 3).mean() > 0.5 and (regions[changed] == 3).all()
+    assert not (changed & ~binary_dilation(tail, iterations=2)).any()   # at the tail's place, the classifier's view
+    assert np.array_equal(regions[assigned > 0], assigned[assigned > 0])   # no bird pixel changes
+    det = rank_evidence(regions, _evidence(occluded, regions, ref), cals, DETECT, assignment=assigned)
+    assert det.missing == (3,) and np.array_equal(det.assigned, assigned)      # the plain assignment is kept
+    assert np.array_equal(detector_regions(image, labels, {"appearance": ref}, DETECT), labels)   # nothing lost
+    assert np.array_equal(detector_regions(occluded, assigned, {"appearance": ref},
+                                           DetectConfig(method="colour")), assigned)   # other methods: as assigned
+
+
 def test_an_occluder_on_the_background_raises_no_alarm(trained):
     ref, _, cals = trained
     image, labels = _bird(201)
@@ -162,6 +189,8 @@ def test_a_calibrated_image_is_read_by_the_fold_that_never_saw_it(trained):
 
 
 def test_appearance_reference_from_a_store_is_cached(tmp_path, monkeypatch):
+    import dataclasses
+
     birds = [_bird(s) for s in range(8)]
     root = zarr.open_group(str(tmp_path / "s.zarr"), mode="w")
     root["parts/labels"] = np.stack([lab for _, lab in birds])
@@ -178,6 +207,7 @@ def test_appearance_reference_from_a_store_is_cached(tmp_path, monkeypatch):
     ref = appearance_reference(root, load, config, seed=1)
     assert len(ref.images) == 5 and set(ref.images) <= {0, 1, 2, 4, 5, 6} and sorted(set(ref.fold)) == [0, 1]
     assert len(ref.nets) == 2 and ref.n_categories == K1
+    assert ref.layout is not None and ref.layout.images == 5                                  # the same images' maps
     assert appearance_reference(root, load, config, seed=1) is ref and len(loads) == 5       # trained once
     assert appearance_reference(root, load, config, seed=2) is not ref
     values, dmap = image_evidence("appearance", *birds[int(ref.images[0])], K1, {"appearance": ref}, DETECT,
@@ -187,6 +217,7 @@ def test_appearance_reference_from_a_store_is_cached(tmp_path, monkeypatch):
     assert np.allclose(values, grain_evidence(*birds[0], K1)[0], equal_nan=True)
     with pytest.raises(ValueError, match="appearance reference"):
         image_evidence("appearance", *birds[0], K1, {}, DETECT)
+    assert appearance_reference(root, load, dataclasses.replace(config, lost_background=None), seed=1).layout is None
     monkeypatch.setattr(split, "training_images", lambda r: np.array([0, 1, 2]))    # fewer images than folds
     assert len(appearance_reference(root, load, AppearanceConfig(steps=2, folds=4, size=16), seed=3).nets) == 3
     monkeypatch.setattr(split, "training_images", lambda r: np.array([5]))    # one: trained on it, not cross-fitted
@@ -215,6 +246,10 @@ def test_bad_settings_are_refused_by_name():
         AppearanceConfig(grain_quantile=1.0)
     with pytest.raises(ValueError, match="grain_offset"):
         AppearanceConfig(grain_offset=-1.0)
+    with pytest.raises(ValueError, match="lost_background"):
+        AppearanceConfig(lost_background=0.0)
+    with pytest.raises(ValueError, match="lost_share"):
+        AppearanceConfig(lost_share=2.0)
     assert DetectConfig(method="appearance").kinds == ("grain", "appearance")
     from diffparts.occlusion.calibrate import pixel_quantile
     assert pixel_quantile("grain", DetectConfig()) == 0.99 and pixel_quantile("appearance", DetectConfig()) == 0.95

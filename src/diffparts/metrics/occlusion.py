@@ -26,7 +26,10 @@ Completion, per case and prompt, against the unoccluded original:
   is mostly the eye;
 - ``restoration_scores``: the completed image's category map against the hidden part: the IoU
   of the restored category's pixels with the part's true mask (whole image), the share of hidden
-  pixels given that category, and whether the hidden region holds it at all.
+  pixels given that category, and whether the hidden region holds it at all;
+- ``mean_difference``: a per-case measure of two variants or runs on the same cases, the mean
+  difference with its paired bootstrap interval (e.g. a completion's judge IoU against the
+  occluded input's).
 """
 
 from __future__ import annotations
@@ -142,6 +145,27 @@ def roc_auc_difference(scores_a, scores_b, labels, level: float = 0.95, n_boot: 
         return float(diff), float("nan"), float("nan")
     lo, hi = np.quantile(aucs[:, 1] - aucs[:, 0], [(1 - level) / 2, (1 + level) / 2])
     return float(diff), float(lo), float(hi)
+
+
+def mean_difference(a, b, level: float = 0.95, n_boot: int = 1000, seed: int = 0) -> tuple[float, float, float, int]:
+    """(mean of b - a, low, high, n): a per-case measure of two variants (or two runs) on the
+    same cases, e.g. the judge's IoU of a completion against that of the occluded input; the
+    interval a percentile bootstrap of the cases (seeded), paired: each case's difference is
+    resampled whole. Cases where either value is missing (None or NaN) are left out; (NaN, NaN,
+    NaN, 0) when none is left, (diff, NaN, NaN, 1) with one."""
+    if not 0.0 < level < 1.0:
+        raise ValueError(f"level must be in (0, 1), got {level}")
+    a = np.asarray([np.nan if v is None else v for v in a], np.float64)
+    b = np.asarray([np.nan if v is None else v for v in b], np.float64)
+    if a.shape != b.shape or a.ndim != 1:
+        raise ValueError(f"the two measures must be per case and of the same length, got {a.shape} and {b.shape}")
+    d = (b - a)[np.isfinite(a) & np.isfinite(b)]
+    if len(d) < 2:
+        return (float(d[0]) if len(d) else float("nan")), float("nan"), float("nan"), int(len(d))
+    rng = np.random.default_rng(seed)
+    means = d[rng.integers(0, len(d), (n_boot, len(d)))].mean(1)
+    lo, hi = np.quantile(means, [(1 - level) / 2, (1 + level) / 2])
+    return float(d.mean()), float(lo), float(hi), int(len(d))
 
 
 def interval_text(interval) -> str | None:

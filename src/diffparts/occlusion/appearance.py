@@ -51,7 +51,8 @@ from typing import Callable
 
 import numpy as np
 
-from diffparts.occlusion.evidence import category_disagreement
+from diffparts.occlusion.evidence import _resized, category_disagreement
+from diffparts.occlusion.layout import LayoutPrior, layout_prior, lost_places
 from diffparts.occlusion.occluders import resize_labels
 
 MIN_SPREAD = 0.05             # the calibration's spread floor for both kinds (nats; log grain)
@@ -84,6 +85,11 @@ class AppearanceConfig:
     size: int = 64            # the classifier reads larger images area-resized to size x size (the toy's input
                               # size, where it was chosen; at SD's 512 px a 5-pixel view would see 1/64 of that
                               # area, and training would cost 64 times more); smaller ones as they are
+    lost_background: float | None = 0.9   # a category the assignment lost is looked for at its usual places
+                                          # (occlusion.layout.lost_places) on background pixels whose
+                                          # p(background) is below this; None: off (validation birds, 128
+                                          # cases: mean ROC AUC 0.846 against 0.821)
+    lost_share: float = 0.05  # ... where the training maps' categories together hold at least this share
 
     def __post_init__(self):
         if self.receptive < 3 or self.receptive % 2 == 0:
@@ -96,6 +102,10 @@ class AppearanceConfig:
             raise ValueError(f"appearance grain_quantile must be in (0, 1), got {self.grain_quantile}")
         if self.grain_offset < 0:
             raise ValueError(f"appearance grain_offset must be >= 0, got {self.grain_offset}")
+        if self.lost_background is not None and not 0.0 < self.lost_background <= 1.0:
+            raise ValueError(f"appearance lost_background must be in (0, 1] or None, got {self.lost_background}")
+        if not 0.0 <= self.lost_share <= 1.0:
+            raise ValueError(f"appearance lost_share must be in [0, 1], got {self.lost_share}")
         if self.size < self.receptive:
             raise ValueError(f"appearance size must be at least the receptive field, got {self.size}")
         if min(self.width, self.steps, self.passes, self.batch, self.images) < 1 or self.lr <= 0:
@@ -171,6 +181,7 @@ class AppearanceReference:
     nets: tuple               # one classifier per fold, trained without that fold
     n_categories: int
     config: AppearanceConfig = AppearanceConfig()
+    layout: LayoutPrior | None = None   # where the categories lie on the same images' maps (lost categories)
 
     def probabilities(self, image: np.ndarray, exclude: int | None = None) -> np.ndarray:
         """(category, y, x) float32 p(category | appearance) of one (y, x, 3) uint8 image: the
@@ -234,15 +245,16 @@ def _train_reference(root, load_image, chosen: np.ndarray, fold: np.ndarray, con
     if folds == 1 and log:
         log("appearance reference: one training image, not cross-fitted (its calibration has seen it)")
     images = _tensor(np.stack([load_image(int(i)) for i in chosen]), config.size)
-    labels = np.stack([resize_labels(np.asarray(root["parts/labels"][int(i)]), tuple(images.shape[-2:]))
-                       for i in chosen])
+    maps = [np.asarray(root["parts/labels"][int(i)]) for i in chosen]
+    labels = np.stack([resize_labels(m, tuple(images.shape[-2:])) for m in maps])
     nets = []
     for f in range(folds):
         rest = fold != f if folds > 1 else np.ones(len(fold), bool)
         nets.append(train_classifier(images[torch.from_numpy(rest)], labels[rest], k1, config, seed=seed + f))
         if log:
             log(f"appearance reference: fold {f + 1}/{folds} trained on {int(rest.sum())} images")
-    return AppearanceReference(chosen, fold, tuple(nets), k1, config)
+    layout = None if config.lost_background is None else layout_prior(maps, k1)
+    return AppearanceReference(chosen, fold, tuple(nets), k1, config, layout)
 
 
 def _cache_key(root, chosen: np.ndarray, fold: np.ndarray, config: AppearanceConfig, seed: int):
@@ -272,6 +284,21 @@ def appearance_evidence(image: np.ndarray, labels: np.ndarray, n_categories: int
         seen = np.take_along_axis(p, np.clip(pix, 0, n_categories - 1)[None].astype(np.int64), 0)[0]
     dmap = np.where(pix > 0, -np.log(np.maximum(seen, 1e-6)), 0.0).astype(np.float32)
     return category_disagreement(dmap, labels, n_categories, min_pixels), dmap
+
+
+def appearance_regions(image: np.ndarray, labels: np.ndarray, reference: AppearanceReference,
+                       exclude: int | None = None, min_pixels: int = 4) -> np.ndarray:
+    """The (ly, lx) map whose regions both kinds judge: ``labels`` (the assignment, or a training
+    image's stored map) with each category it lost given its usual places
+    (:func:`diffparts.occlusion.layout.lost_places`, on the background pixels the classifier
+    does not find clearly background); ``labels`` itself when the reference has no layout
+    (``lost_background`` None). ``exclude``: as :func:`appearance_evidence`."""
+    labels = np.asarray(labels)
+    config = reference.config
+    if reference.layout is None or config.lost_background is None:
+        return labels
+    p_background = _resized(reference.probabilities(image, exclude)[0], labels.shape)
+    return lost_places(labels, p_background, reference.layout, config.lost_background, config.lost_share, min_pixels)
 
 
 def _second_differences(image: np.ndarray) -> np.ndarray:

@@ -72,6 +72,20 @@ def detector_pipelines(detect, pipe, inpaint, root=None, load_image: Callable[[i
     return out
 
 
+def detector_regions(image: np.ndarray, labels: np.ndarray, pipelines: dict, config,
+                     index: int | None = None) -> np.ndarray:
+    """The (ly, lx) map whose regions the detector judges: for the appearance method, the
+    assignment (or a training image's stored map) with each category it lost given its usual
+    places (:func:`~diffparts.occlusion.appearance.appearance_regions`); else ``labels`` as
+    they are. index: as :func:`image_evidence`."""
+    from diffparts.occlusion.appearance import AppearanceReference, appearance_regions
+
+    reference = pipelines.get("appearance")
+    if "appearance" not in config.kinds or not isinstance(reference, AppearanceReference):
+        return np.asarray(labels)
+    return appearance_regions(image, labels, reference, exclude=index, min_pixels=config.min_pixels)
+
+
 def image_evidence(kind: str, image: np.ndarray, labels: np.ndarray, n_categories: int, pipelines: dict,
                    config, seed: int = 0, index: int | None = None) -> tuple[np.ndarray, np.ndarray]:
     """((category,) evidence, (y, x) pixel disagreement) of one (y, x, 3) uint8 image whose
@@ -140,7 +154,7 @@ def calibrate_store(root, load_image: Callable[[int], np.ndarray], pipelines: di
     pixels = {k: [] for k in kinds}
     for n, i in enumerate(chosen):
         image = load_image(i)
-        labels = np.asarray(root["parts/labels"][i])                                   # ly lx
+        labels = detector_regions(image, np.asarray(root["parts/labels"][i]), pipelines, config, i)   # ly lx
         for kind in kinds:
             values, dmap = image_evidence(kind, image, labels, k1, pipelines, config, seed=i, index=i)
             rows[kind].append(values)

@@ -22,7 +22,9 @@ and context, *whether* it is there from evidence that the pixels disagree with i
    categories scoring at least the threshold are predicted missing, ranked. The threshold is
    family-wise (``family_alpha``): the (1 - alpha) quantile of complete training images'
    maximum score over categories (leave-one-out), so an image that hides nothing raises an
-   alarm with probability about alpha. A category with no region scores 0 (no evidence).
+   alarm with probability about alpha. A category with no region scores 0 (no evidence); the
+   appearance method first gives a category the assignment lost its usual places, where the
+   pixels are not clearly background (:mod:`diffparts.occlusion.layout`), and judges those.
 4. Outcomes per pixel: background (0, from the assignment), a category (1..K), or "matches
    nothing" (-1): an object pixel whose disagreement (of ``map_kind``) exceeds the calibrated
    pixel threshold. The -1 pixels are ``Detection.occlusion_map``.
@@ -228,14 +230,17 @@ def rank_with_unknown(labels: np.ndarray, distance: np.ndarray, expectation: Exp
     return rank_missing(confident, expectation, config, occlusion_map=(confident < 0) & (np.asarray(labels) > 0))
 
 
-def rank_evidence(labels: np.ndarray, dmap, calibration, config: DetectConfig = DetectConfig()) -> Detection:
+def rank_evidence(labels: np.ndarray, dmap, calibration, config: DetectConfig = DetectConfig(),
+                  assignment: np.ndarray | None = None) -> Detection:
     """The calibrated methods' steps 2-4 on a (y, x) category map: calibrated scores (per
     kind, the larger), ranking, predicted missing (at :meth:`DetectConfig.cutoff_for`), and the
     labels with "matches nothing" (-1).
 
     dmap: {kind: ((category,) evidence, (y, x) pixel disagreement)} of the method's kinds
     (:func:`diffparts.occlusion.calibrate.image_evidence`), or one (y, x) img2img disagreement
-    map; calibration: ``evidence.Calibrations`` (or one img2img ``Calibration``)."""
+    map; calibration: ``evidence.Calibrations`` (or one img2img ``Calibration``); assignment:
+    the plain assignment when ``labels`` are the regions judged (lost categories placed), kept
+    as ``Detection.assignment``."""
     from diffparts.occlusion.evidence import (Calibration, Calibrations, calibrated_scores, category_disagreement,
                                               occlusion_map)
 
@@ -256,7 +261,7 @@ def rank_evidence(labels: np.ndarray, dmap, calibration, config: DetectConfig = 
     map_kinds = kinds if map_kind == "any" else [map_kind if map_kind in kinds else kinds[-1]]
     omap = np.any([occlusion_map(dmap[k][1], labels, calibration[k]) for k in map_kinds], 0)
     return Detection(np.where(omap, -1, labels).astype(np.int16), scores, tuple(order), missing, omap,
-                     labels.astype(np.int16))
+                     np.asarray(labels if assignment is None else assignment).astype(np.int16))
 
 
 def detect_missing(fitted, pipe, image: np.ndarray, expectation: Expectation | None = None,
@@ -275,15 +280,16 @@ def detect_missing(fitted, pipe, image: np.ndarray, expectation: Expectation | N
     from diffparts.parts.assign import assign_image
 
     if config.method != "area":
-        from diffparts.occlusion.calibrate import image_evidence
+        from diffparts.occlusion.calibrate import detector_regions, image_evidence
 
         if calibration is None or any(k not in (pipelines or {}) for k in config.kinds):
             raise ValueError(f"the {config.method} method needs pipelines for {', '.join(config.kinds)} "
                              "and the store's calibration")
-        labels = assign_image(fitted, pipe, image, box=box)
+        assignment = assign_image(fitted, pipe, image, box=box)
+        labels = detector_regions(image, assignment, pipelines, config)
         k1 = len(calibration[config.kinds[0]].values)
         evidence = {k: image_evidence(k, image, labels, k1, pipelines, config, seed) for k in config.kinds}
-        return rank_evidence(labels, evidence, calibration, config)
+        return rank_evidence(labels, evidence, calibration, config, assignment)
     if expectation is None:
         raise ValueError("the area method needs the dataset expectation (store_expectation)")
     if config.unknown_quantile is None or unknown_threshold is None:

@@ -1,0 +1,152 @@
+"""Completion variants read by the part judge, with paired intervals; prints JSON (and
+``--markdown`` a table on stderr).
+
+``benchmarks/eval_occlusion.py`` (without ``--detect-only``) writes each (how, fill) run of a
+``--work`` folder into ``<work>/<how>-<fill>/store.zarr``, one result per case with each
+variant's measures (``judge_iou``, ``judge_hidden_accuracy``, ``psnr``, ...). This reads them
+and prints, per run and pooled over the runs ("all": the cases of every fill together):
+
+- given one folder, each variant's mean and its paired difference from ``--against`` (default
+  ``occluded``, the floor: is the hidden part's type painted back more often than the occluded
+  input shows it?) with a 95 % bootstrap interval over the cases
+  (``metrics.occlusion.mean_difference``);
+- given two folders of the same cases (the same source, ``--cases`` and seed; checked, refused
+  by name otherwise), e.g. one completed with the inpainting checkpoint and one by latent
+  blending, each variant's ``B - A`` with its paired interval.
+
+An interval that excludes 0 is a difference those cases support. Nothing runs again; the
+folders are only read.
+
+    .venv/bin/python benchmarks/compare_completion.py runs/occ-comp-inpaint --markdown
+    .venv/bin/python benchmarks/compare_completion.py runs/occ-comp-blend runs/occ-comp-inpaint --markdown
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+MEASURES = ("judge_iou", "judge_hidden_accuracy", "psnr", "ssim")
+
+
+def runs_of(folder: Path) -> dict[str, Path]:
+    """{run name: store} of an eval_occlusion ``--work`` folder: its ``<how>-<fill>/store.zarr``
+    runs, or the folder's own ``store.zarr`` (a single run, named after the folder)."""
+    if (folder / "store.zarr").is_dir():
+        return {folder.name: folder / "store.zarr"}
+    found = {p.name: p / "store.zarr" for p in sorted(folder.iterdir()) if (p / "store.zarr").is_dir()}
+    if not found:
+        raise SystemExit(f"{folder}: no store.zarr and no <how>-<fill>/store.zarr run in it")
+    return found
+
+
+def case_measures(store: Path) -> tuple[list[str], dict[str, dict[str, list]]]:
+    """(the finished cases' records, {variant: {measure: per-case values}}) of one run's store."""
+    import numpy as np
+    import zarr
+
+    g = zarr.open_group(str(store), mode="r")["occlusion"]
+    done = np.flatnonzero(np.asarray(g["done"][:], bool))
+    records = [str(g["records"][int(i)]) for i in done]
+    results = [json.loads(str(g["results"][int(i)])) for i in done]
+    variants = list(g.attrs["variants"])
+    table = {v: {m: [r["measures"].get(v, {}).get(m) for r in results] for m in MEASURES} for v in variants}
+    return records, table
+
+
+def _mean(values) -> float | None:
+    import numpy as np
+
+    v = np.asarray([np.nan if x is None else x for x in values], np.float64)
+    return float(np.nanmean(v)) if np.isfinite(v).any() else None
+
+
+def _row(a_values, b_values) -> dict:
+    from diffparts.metrics.occlusion import mean_difference
+
+    diff, lo, hi, n = mean_difference(a_values, b_values)
+    return {"a": _mean(a_values), "b": _mean(b_values), "difference": diff, "interval": [lo, hi], "cases": n}
+
+
+def against_variant(folder: Path, against: str, measure: str) -> list[dict]:
+    """One folder: every variant against ``against`` on ``measure``, per run and pooled."""
+    rows, pooled = [], {}
+    for name, store in runs_of(folder).items():
+        _, table = case_measures(store)
+        if against not in table:
+            raise SystemExit(f"{store}: no variant {against!r} (its variants: {', '.join(table)})")
+        for v in table:
+            if v == against:
+                continue
+            rows.append({"run": name, "variant": v, **_row(table[against][measure], table[v][measure])})
+            a, b = pooled.setdefault(v, ([], []))
+            a += table[against][measure]
+            b += table[v][measure]
+    rows += [{"run": "all", "variant": v, **_row(a, b)} for v, (a, b) in pooled.items()]
+    return rows
+
+
+def between_runs(folder_a: Path, folder_b: Path, measure: str) -> list[dict]:
+    """Two folders of the same cases: each variant's B - A on ``measure``, per run and pooled."""
+    runs_a, runs_b = runs_of(folder_a), runs_of(folder_b)
+    names = [n for n in runs_a if n in runs_b]
+    if not names:
+        raise SystemExit(f"no run in both {folder_a} and {folder_b}")
+    rows, pooled = [], {}
+    for name in names:
+        rec_a, ta = case_measures(runs_a[name])
+        rec_b, tb = case_measures(runs_b[name])
+        if rec_a != rec_b:
+            raise SystemExit(f"{name}: {folder_a} and {folder_b} hold different cases (another --cases, seed or "
+                             "source); a paired comparison needs the same ones")
+        for v in [v for v in ta if v in tb]:
+            rows.append({"run": name, "variant": v, **_row(ta[v][measure], tb[v][measure])})
+            a, b = pooled.setdefault(v, ([], []))
+            a += ta[v][measure]
+            b += tb[v][measure]
+    rows += [{"run": "all", "variant": v, **_row(a, b)} for v, (a, b) in pooled.items()]
+    return rows
+
+
+def markdown(rows: list[dict], a: str, b: str, measure: str) -> str:
+    def num(v):
+        return "-" if v is None or v != v else f"{v:.3f}"
+
+    lines = [f"{measure}: A = {a}, B = {b}", "",
+             f"| run | variant | cases | A | B | B - A (95 % paired interval) |", "| --- | --- | --- | --- | --- | --- |"]
+    for r in rows:
+        lo, hi = r["interval"]
+        d = "-" if r["difference"] != r["difference"] else (
+            f"{r['difference']:+.3f}" + ("" if lo != lo else f" ({lo:+.3f} to {hi:+.3f})"))
+        lines.append(f"| {r['run']} | {r['variant']} | {r['cases']} | {num(r['a'])} | {num(r['b'])} | {d} |")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("a", type=Path, help="eval_occlusion.py --work folder (completion, not --detect-only)")
+    ap.add_argument("b", type=Path, nargs="?", help="a second folder of the same cases (another completion model)")
+    ap.add_argument("--measure", default="judge_iou", choices=MEASURES, help="per-case measure (default judge_iou)")
+    ap.add_argument("--against", default="occluded", help="with one folder: the variant every other is paired with")
+    ap.add_argument("--markdown", action="store_true", help="also the table as markdown (stderr)")
+    args = ap.parse_args(argv)
+    for p in [args.a] + ([args.b] if args.b else []):
+        if not p.is_dir():
+            raise SystemExit(f"{p}: no such folder (an eval_occlusion.py --work folder)")
+    if args.b is None:
+        rows = against_variant(args.a, args.against, args.measure)
+        a, b = f"`{args.against}`", "the variant"
+    else:
+        rows = between_runs(args.a, args.b, args.measure)
+        a, b = f"`{args.a}`", f"`{args.b}`"
+    print(json.dumps({"a": str(args.a), "b": None if args.b is None else str(args.b), "measure": args.measure,
+                      "against": args.against if args.b is None else None, "rows": rows}, indent=1, default=float))
+    if args.markdown:
+        print(markdown(rows, a, b, args.measure), file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

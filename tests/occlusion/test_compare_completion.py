@@ -1,0 +1,67 @@
+"""benchmarks/compare_completion.py: the judge's per-case measures of completion variants, paired
+against the occluded input within a run and between two runs of the same cases, refusing runs
+of different cases by name (the stores' tables stubbed: the comparison is what is tested)."""
+
+import numpy as np
+import pytest
+
+
+def _runs(tmp_path, sides=("a", "b"), names=("part-noise", "part-grey")):
+    for side in sides:
+        for name in names:
+            (tmp_path / side / name / "store.zarr").mkdir(parents=True)
+    return [tmp_path / s for s in sides]
+
+
+def _table(rng, n, lift):
+    occluded = rng.uniform(0.1, 0.5, n)
+    return {"original": {"judge_iou": list(occluded + 0.3)},
+            "occluded": {"judge_iou": list(occluded)},
+            "class": {"judge_iou": list(occluded + lift + 0.01 * rng.normal(size=n))},
+            "empty": {"judge_iou": list(occluded + 0.05 * rng.normal(size=n))}}
+
+
+def test_variants_against_the_occluded_input_per_run_and_pooled(tmp_path, monkeypatch, capsys):
+    import benchmarks.compare_completion as cc
+
+    rng = np.random.default_rng(0)
+    tables = {name: _table(rng, 24, 0.1) for name in ("part-noise", "part-grey")}
+    tables["part-grey"]["empty"]["judge_iou"][0] = None                     # a case the judge could not read
+    monkeypatch.setattr(cc, "case_measures", lambda store: (["r"] * 24, {
+        v: {m: t.get(m, [None] * 24) for m in cc.MEASURES} for v, t in tables[store.parent.name].items()}))
+    (a,) = _runs(tmp_path, ("a",))
+    rows = {(r["run"], r["variant"]): r for r in cc.against_variant(a, "occluded", "judge_iou")}
+    cls = rows[("part-noise", "class")]
+    assert 0.09 < cls["interval"][0] < cls["difference"] < cls["interval"][1] < 0.11
+    assert rows[("part-grey", "empty")]["cases"] == 23
+    assert rows[("all", "class")]["cases"] == 48 and rows[("all", "empty")]["cases"] == 47
+    lo, hi = rows[("all", "empty")]["interval"]
+    assert lo < 0 < hi                                                      # nothing painted back: no difference
+    assert ("part-noise", "occluded") not in rows
+    with pytest.raises(SystemExit, match="no variant 'blend'"):
+        cc.against_variant(a, "blend", "judge_iou")
+    assert cc.main([str(a), "--markdown"]) == 0
+    assert "| all | class | 48 |" in capsys.readouterr().err
+
+
+def test_two_runs_of_the_same_cases_and_refusals(tmp_path, monkeypatch):
+    import benchmarks.compare_completion as cc
+
+    rng = np.random.default_rng(1)
+    ta = _table(rng, 20, 0.0)
+    tb = {v: {"judge_iou": list(np.asarray(t["judge_iou"]) + (0.05 if v == "class" else 0.0))} for v, t in ta.items()}
+    records = {"a": ["r"] * 20, "b": ["r"] * 20}
+    monkeypatch.setattr(cc, "case_measures", lambda store: (records[store.parent.parent.name], {
+        v: {m: t.get(m, [None] * 20) for m in cc.MEASURES} for v, t in (ta if store.parent.parent.name == "a" else tb).items()}))
+    a, b = _runs(tmp_path, names=("part-noise",))
+    rows = {(r["run"], r["variant"]): r for r in cc.between_runs(a, b, "judge_iou")}
+    assert rows[("part-noise", "class")]["difference"] == pytest.approx(0.05)
+    assert rows[("part-noise", "occluded")]["difference"] == pytest.approx(0.0)
+    records["b"] = ["other"] * 20
+    with pytest.raises(SystemExit, match="different cases"):
+        cc.between_runs(a, b, "judge_iou")
+    with pytest.raises(SystemExit, match="no such folder"):
+        cc.main([str(a), str(tmp_path / "missing")])
+    (tmp_path / "c").mkdir()
+    with pytest.raises(SystemExit, match="no store.zarr"):
+        cc.runs_of(tmp_path / "c")
