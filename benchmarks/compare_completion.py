@@ -4,7 +4,10 @@
 ``benchmarks/eval_occlusion.py`` (without ``--detect-only``) writes each (how, fill) run of a
 ``--work`` folder into ``<work>/<how>-<fill>/store.zarr``, one result per case with each
 variant's measures (``judge_iou``, ``judge_hidden_accuracy``, ``psnr``, ...). This reads them
-and prints, per run and pooled over the runs ("all": the cases of every fill together):
+and prints, per run and pooled over the runs ("all": each case's mean over the runs, where
+every run holds the same cases, i.e. the same held-out birds hiding the same parts under each
+fill; the cases, not the runs, are the sample, since a completion never sees the hidden pixels
+and most variants paint the same image whatever the fill):
 
 - given one folder, each variant's mean and its paired difference from ``--against`` (default
   ``occluded``, the floor: is the hidden part's type painted back more often than the occluded
@@ -43,14 +46,15 @@ def runs_of(folder: Path) -> dict[str, Path]:
 
 
 def case_measures(store: Path) -> tuple[list[str], dict[str, dict[str, list]]]:
-    """(the finished cases' records, {variant: {measure: per-case values}}) of one run's store."""
+    """(the finished cases' identities, {variant: {measure: per-case values}}) of one run's
+    store; a case's identity is its held-out image and what it hid (the same under every fill)."""
     import numpy as np
     import zarr
 
     g = zarr.open_group(str(store), mode="r")["occlusion"]
     done = np.flatnonzero(np.asarray(g["done"][:], bool))
-    records = [str(g["records"][int(i)]) for i in done]
     results = [json.loads(str(g["results"][int(i)])) for i in done]
+    records = [json.dumps([r["image"], r.get("target")]) for r in results]
     variants = list(g.attrs["variants"])
     table = {v: {m: [r["measures"].get(v, {}).get(m) for r in results] for m in MEASURES} for v in variants}
     return records, table
@@ -63,6 +67,23 @@ def _mean(values) -> float | None:
     return float(np.nanmean(v)) if np.isfinite(v).any() else None
 
 
+def _case_means(columns: list[list]) -> list:
+    """Per case, the mean of its values over the runs (None where it has none)."""
+    import numpy as np
+
+    v = np.asarray([[np.nan if x is None else x for x in c] for c in columns], np.float64)
+    with np.errstate(all="ignore"):
+        m = np.nanmean(v, 0) if v.size else np.zeros(0)
+    return [None if not np.isfinite(x) else float(x) for x in m]
+
+
+def _pooled(pooled: dict, identities: dict) -> list[dict]:
+    """The "all" rows: each case's mean over the runs, where every run holds the same cases."""
+    if len(identities) < 2 or len({json.dumps(i) for i in identities.values()}) != 1:
+        return []
+    return [{"run": "all", "variant": v, **_row(_case_means(a), _case_means(b))} for v, (a, b) in pooled.items()]
+
+
 def _row(a_values, b_values) -> dict:
     from diffparts.metrics.occlusion import mean_difference
 
@@ -72,9 +93,9 @@ def _row(a_values, b_values) -> dict:
 
 def against_variant(folder: Path, against: str, measure: str) -> list[dict]:
     """One folder: every variant against ``against`` on ``measure``, per run and pooled."""
-    rows, pooled = [], {}
+    rows, pooled, identities = [], {}, {}
     for name, store in runs_of(folder).items():
-        _, table = case_measures(store)
+        identities[name], table = case_measures(store)
         if against not in table:
             raise SystemExit(f"{store}: no variant {against!r} (its variants: {', '.join(table)})")
         for v in table:
@@ -82,10 +103,9 @@ def against_variant(folder: Path, against: str, measure: str) -> list[dict]:
                 continue
             rows.append({"run": name, "variant": v, **_row(table[against][measure], table[v][measure])})
             a, b = pooled.setdefault(v, ([], []))
-            a += table[against][measure]
-            b += table[v][measure]
-    rows += [{"run": "all", "variant": v, **_row(a, b)} for v, (a, b) in pooled.items()]
-    return rows
+            a.append(table[against][measure])
+            b.append(table[v][measure])
+    return rows + _pooled(pooled, identities)
 
 
 def between_runs(folder_a: Path, folder_b: Path, measure: str) -> list[dict]:
@@ -94,20 +114,20 @@ def between_runs(folder_a: Path, folder_b: Path, measure: str) -> list[dict]:
     names = [n for n in runs_a if n in runs_b]
     if not names:
         raise SystemExit(f"no run in both {folder_a} and {folder_b}")
-    rows, pooled = [], {}
+    rows, pooled, identities = [], {}, {}
     for name in names:
         rec_a, ta = case_measures(runs_a[name])
         rec_b, tb = case_measures(runs_b[name])
         if rec_a != rec_b:
             raise SystemExit(f"{name}: {folder_a} and {folder_b} hold different cases (another --cases, seed or "
                              "source); a paired comparison needs the same ones")
+        identities[name] = rec_a
         for v in [v for v in ta if v in tb]:
             rows.append({"run": name, "variant": v, **_row(ta[v][measure], tb[v][measure])})
             a, b = pooled.setdefault(v, ([], []))
-            a += ta[v][measure]
-            b += tb[v][measure]
-    rows += [{"run": "all", "variant": v, **_row(a, b)} for v, (a, b) in pooled.items()]
-    return rows
+            a.append(ta[v][measure])
+            b.append(tb[v][measure])
+    return rows + _pooled(pooled, identities)
 
 
 def markdown(rows: list[dict], a: str, b: str, measure: str) -> str:

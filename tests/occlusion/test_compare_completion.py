@@ -34,14 +34,19 @@ def test_variants_against_the_occluded_input_per_run_and_pooled(tmp_path, monkey
     cls = rows[("part-noise", "class")]
     assert 0.09 < cls["interval"][0] < cls["difference"] < cls["interval"][1] < 0.11
     assert rows[("part-grey", "empty")]["cases"] == 23
-    assert rows[("all", "class")]["cases"] == 48 and rows[("all", "empty")]["cases"] == 47
+    assert rows[("all", "class")]["cases"] == 24 and rows[("all", "empty")]["cases"] == 24   # per case, over fills
+    both = [(x + y) / 2 for x, y in zip(tables["part-noise"]["class"]["judge_iou"], tables["part-grey"]["class"]["judge_iou"])]
+    assert rows[("all", "class")]["b"] == pytest.approx(np.mean(both))
     lo, hi = rows[("all", "empty")]["interval"]
     assert lo < 0 < hi                                                      # nothing painted back: no difference
     assert ("part-noise", "occluded") not in rows
     with pytest.raises(SystemExit, match="no variant 'blend'"):
         cc.against_variant(a, "blend", "judge_iou")
     assert cc.main([str(a), "--markdown"]) == 0
-    assert "| all | class | 48 |" in capsys.readouterr().err
+    assert "| all | class | 24 |" in capsys.readouterr().err
+    monkeypatch.setattr(cc, "case_measures", lambda store: ([store.parent.name] * 24, {
+        v: {m: t.get(m, [None] * 24) for m in cc.MEASURES} for v, t in tables[store.parent.name].items()}))
+    assert not [r for r in cc.against_variant(a, "occluded", "judge_iou") if r["run"] == "all"]   # other cases: none
 
 
 def test_two_runs_of_the_same_cases_and_refusals(tmp_path, monkeypatch):
