@@ -40,8 +40,8 @@ SMOOTH = 1.0            # Gaussian smoothing of the counts, in cells
 class LayoutPrior:
     """Per category, the share of training maps holding it at each object-normalised place."""
 
-    share: np.ndarray = None      # (category, GRID, GRID) float32, background included (index 0)
-    images: int = 0               # training maps it was made from
+    share: np.ndarray             # (category, GRID, GRID) float32, background included (index 0)
+    images: int                   # training maps it was made from
 
 
 def object_frame(labels: np.ndarray) -> tuple[float, float, float, float] | None:
