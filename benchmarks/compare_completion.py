@@ -72,9 +72,9 @@ def _case_means(columns: list[list]) -> list:
     import numpy as np
 
     v = np.asarray([[np.nan if x is None else x for x in c] for c in columns], np.float64)
-    with np.errstate(all="ignore"):
-        m = np.nanmean(v, 0) if v.size else np.zeros(0)
-    return [None if not np.isfinite(x) else float(x) for x in m]
+    seen = np.isfinite(v)
+    m = np.where(seen, v, 0.0).sum(0) / np.maximum(seen.sum(0), 1)
+    return [float(x) if k else None for x, k in zip(m, seen.any(0))]
 
 
 def _pooled(pooled: dict, identities: dict) -> list[dict]:
