@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 
 from diffparts.metrics.occlusion import (category_of_part, detection_scores, hidden_categories, interval_text,
-                                         masked_psnr, masked_ssim, mean_difference, restoration_scores, roc_auc, roc_auc_difference,
-                                         roc_auc_interval, ssim_window)
+                                         masked_psnr, masked_ssim, mean_difference, restoration_scores, roc_auc,
+                                         roc_auc_difference, roc_auc_interval, ssim_window)
 
 
 def test_detection_precision_recall_f1_by_hand():

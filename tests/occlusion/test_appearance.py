@@ -127,7 +127,10 @@ def test_a_tail_the_assignment_calls_background_is_looked_for_where_tails_lie(tr
     assigned = np.where(tail, 0, labels).astype(np.int16)          # the assignment called the noise background
     plain = rank_evidence(assigned, _evidence(occluded, assigned, ref), cals, DETECT)
     assert 3 not in plain.missing and plain.scores[3] == 0          # no region, no evidence
-    regions = detector_regions(occluded, assigned, {"appearance": ref}, DETECT)
+    regions, p = detector_regions(occluded, assigned, {"appearance": ref}, DETECT)
+    assert np.array_equal(p, ref.probabilities(occluded))          # read once, handed on to the evidence
+    assert np.array_equal(appearance_evidence(occluded, regions, K1, ref, probabilities=p)[0],
+                          appearance_evidence(occluded, regions, K1, ref)[0], equal_nan=True)
     from scipy.ndimage import binary_dilation
 
     changed = regions != assigned
@@ -136,9 +139,9 @@ def test_a_tail_the_assignment_calls_background_is_looked_for_where_tails_lie(tr
     assert np.array_equal(regions[assigned > 0], assigned[assigned > 0])   # no bird pixel changes
     det = rank_evidence(regions, _evidence(occluded, regions, ref), cals, DETECT, assignment=assigned)
     assert det.missing == (3,) and np.array_equal(det.assigned, assigned)      # the plain assignment is kept
-    assert np.array_equal(detector_regions(image, labels, {"appearance": ref}, DETECT), labels)   # nothing lost
-    assert np.array_equal(detector_regions(occluded, assigned, {"appearance": ref},
-                                           DetectConfig(method="colour")), assigned)   # other methods: as assigned
+    assert np.array_equal(detector_regions(image, labels, {"appearance": ref}, DETECT)[0], labels)   # nothing lost
+    other, none = detector_regions(occluded, assigned, {"appearance": ref}, DetectConfig(method="colour"))
+    assert np.array_equal(other, assigned) and none is None        # other methods: as assigned
 
 
 def test_an_occluder_on_the_background_raises_no_alarm(trained):

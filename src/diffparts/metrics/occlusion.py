@@ -101,12 +101,21 @@ def roc_auc_interval(scores, labels, level: float = 0.95, n_boot: int = 1000,
     interval is about 0.2 wide (docs/occlusion.md "Detection"): differences of a few hundredths
     between two such rows are not evidence. (NaN, NaN) when fewer than half the resamples have
     both classes."""
-    if not 0.0 < level < 1.0:
-        raise ValueError(f"level must be in (0, 1), got {level}")
+    _check_level(level)
     aucs = _bootstrap_aucs([scores], labels, n_boot, seed)[:, 0]
     if len(aucs) < n_boot / 2:
         return float("nan"), float("nan")
-    lo, hi = np.quantile(aucs, [(1 - level) / 2, (1 + level) / 2])
+    return _percentile_interval(aucs, level)
+
+
+def _check_level(level: float) -> None:
+    if not 0.0 < level < 1.0:
+        raise ValueError(f"level must be in (0, 1), got {level}")
+
+
+def _percentile_interval(resampled: np.ndarray, level: float) -> tuple[float, float]:
+    """The central ``level`` percentile interval of bootstrap ``resampled`` statistics."""
+    lo, hi = np.quantile(resampled, [(1 - level) / 2, (1 + level) / 2])
     return float(lo), float(hi)
 
 
@@ -137,14 +146,12 @@ def roc_auc_difference(scores_a, scores_b, labels, level: float = 0.95, n_boot: 
     scores both on the same cases, so what the cases share cancels and the interval is much
     narrower than either AUC's own). An interval that excludes 0 is a difference these cases
     support; (diff, NaN, NaN) when fewer than half the resamples have both classes."""
-    if not 0.0 < level < 1.0:
-        raise ValueError(f"level must be in (0, 1), got {level}")
+    _check_level(level)
     diff = roc_auc(scores_b, labels) - roc_auc(scores_a, labels)
     aucs = _bootstrap_aucs([scores_a, scores_b], labels, n_boot, seed)
     if len(aucs) < n_boot / 2:
         return float(diff), float("nan"), float("nan")
-    lo, hi = np.quantile(aucs[:, 1] - aucs[:, 0], [(1 - level) / 2, (1 + level) / 2])
-    return float(diff), float(lo), float(hi)
+    return (float(diff), *_percentile_interval(aucs[:, 1] - aucs[:, 0], level))
 
 
 def mean_difference(a, b, level: float = 0.95, n_boot: int = 1000, seed: int = 0) -> tuple[float, float, float, int]:
@@ -153,8 +160,7 @@ def mean_difference(a, b, level: float = 0.95, n_boot: int = 1000, seed: int = 0
     interval a percentile bootstrap of the cases (seeded), paired: each case's difference is
     resampled whole. Cases where either value is missing (None or NaN) are left out; (NaN, NaN,
     NaN, 0) when none is left, (diff, NaN, NaN, 1) with one."""
-    if not 0.0 < level < 1.0:
-        raise ValueError(f"level must be in (0, 1), got {level}")
+    _check_level(level)
     a = np.asarray([np.nan if v is None else v for v in a], np.float64)
     b = np.asarray([np.nan if v is None else v for v in b], np.float64)
     if a.shape != b.shape or a.ndim != 1:
@@ -162,10 +168,8 @@ def mean_difference(a, b, level: float = 0.95, n_boot: int = 1000, seed: int = 0
     d = (b - a)[np.isfinite(a) & np.isfinite(b)]
     if len(d) < 2:
         return (float(d[0]) if len(d) else float("nan")), float("nan"), float("nan"), int(len(d))
-    rng = np.random.default_rng(seed)
-    means = d[rng.integers(0, len(d), (n_boot, len(d)))].mean(1)
-    lo, hi = np.quantile(means, [(1 - level) / 2, (1 + level) / 2])
-    return float(d.mean()), float(lo), float(hi), int(len(d))
+    means = d[np.random.default_rng(seed).integers(0, len(d), (n_boot, len(d)))].mean(1)
+    return (float(d.mean()), *_percentile_interval(means, level), int(len(d)))
 
 
 def interval_text(interval) -> str | None:

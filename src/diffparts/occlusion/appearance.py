@@ -267,16 +267,18 @@ def _cache_key(root, chosen: np.ndarray, fold: np.ndarray, config: AppearanceCon
 
 
 def appearance_evidence(image: np.ndarray, labels: np.ndarray, n_categories: int, reference: AppearanceReference,
-                        exclude: int | None = None, min_pixels: int = 4) -> tuple[np.ndarray, np.ndarray]:
+                        exclude: int | None = None, min_pixels: int = 4,
+                        probabilities: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
     """((category,) evidence, (y, x) pixel surprise) of one (y, x, 3) uint8 image whose
     categories are the (ly, lx) map ``labels``: the module's kind 1, its ``statistic`` floored
     at ``-log(1e-6)``. NaN evidence for background and for a category with fewer than
     ``min_pixels`` pixels in ``labels``. ``exclude``: a store index being calibrated (read only
-    by the fold that never saw it)."""
+    by the fold that never saw it). ``probabilities``: the reference's reading of this image (as
+    :func:`appearance_regions` returns it), so the classifiers run once per image."""
     if reference.n_categories != n_categories:
         raise ValueError(f"the appearance reference has {reference.n_categories} categories, the store {n_categories}")
     labels = np.asarray(labels)
-    p = reference.probabilities(image, exclude)                                       # category y x
+    p = reference.probabilities(image, exclude) if probabilities is None else probabilities   # category y x
     pix = resize_labels(labels, image.shape[:2])
     if reference.config.statistic == "object":
         seen = 1.0 - p[0]
@@ -287,18 +289,22 @@ def appearance_evidence(image: np.ndarray, labels: np.ndarray, n_categories: int
 
 
 def appearance_regions(image: np.ndarray, labels: np.ndarray, reference: AppearanceReference,
-                       exclude: int | None = None, min_pixels: int = 4) -> np.ndarray:
-    """The (ly, lx) map whose regions both kinds judge: ``labels`` (the assignment, or a training
-    image's stored map) with each category it lost given its usual places
-    (:func:`diffparts.occlusion.layout.lost_places`, on the background pixels the classifier
-    does not find clearly background); ``labels`` itself when the reference has no layout
-    (``lost_background`` None). ``exclude``: as :func:`appearance_evidence`."""
+                       exclude: int | None = None, min_pixels: int = 4) -> tuple[np.ndarray, np.ndarray | None]:
+    """(the (ly, lx) map whose regions both kinds judge, the classifiers' (category, y, x)
+    probabilities or None): ``labels`` (the assignment, or a training image's stored map) with
+    each category it lost given its usual places (:func:`diffparts.occlusion.layout.lost_places`,
+    on the background pixels the classifier does not find clearly background), and the
+    probabilities that decided it, for :func:`appearance_evidence` to reuse; ``(labels, None)``
+    when the reference has no layout (``lost_background`` None). ``exclude``: as
+    :func:`appearance_evidence`."""
     labels = np.asarray(labels)
     config = reference.config
     if reference.layout is None or config.lost_background is None:
-        return labels
-    p_background = _resized(reference.probabilities(image, exclude)[0], labels.shape)
-    return lost_places(labels, p_background, reference.layout, config.lost_background, config.lost_share, min_pixels)
+        return labels, None
+    p = reference.probabilities(image, exclude)
+    regions = lost_places(labels, _resized(p[0], labels.shape), reference.layout, config.lost_background,
+                          config.lost_share, min_pixels)
+    return regions, p
 
 
 def _second_differences(image: np.ndarray) -> np.ndarray:

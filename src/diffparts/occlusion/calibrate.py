@@ -73,27 +73,30 @@ def detector_pipelines(detect, pipe, inpaint, root=None, load_image: Callable[[i
 
 
 def detector_regions(image: np.ndarray, labels: np.ndarray, pipelines: dict, config,
-                     index: int | None = None) -> np.ndarray:
-    """The (ly, lx) map whose regions the detector judges: for the appearance method, the
-    assignment (or a training image's stored map) with each category it lost given its usual
-    places (:func:`~diffparts.occlusion.appearance.appearance_regions`); else ``labels`` as
-    they are. index: as :func:`image_evidence`."""
+                     index: int | None = None) -> tuple[np.ndarray, np.ndarray | None]:
+    """(the (ly, lx) map whose regions the detector judges, the appearance classifiers'
+    probabilities or None): for the appearance method, the assignment (or a training image's
+    stored map) with each category it lost given its usual places
+    (:func:`~diffparts.occlusion.appearance.appearance_regions`), and the probabilities to pass
+    on to :func:`image_evidence`; else ``(labels, None)``. index: as :func:`image_evidence`."""
     from diffparts.occlusion.appearance import AppearanceReference, appearance_regions
 
     reference = pipelines.get("appearance")
     if "appearance" not in config.kinds or not isinstance(reference, AppearanceReference):
-        return np.asarray(labels)
+        return np.asarray(labels), None
     return appearance_regions(image, labels, reference, exclude=index, min_pixels=config.min_pixels)
 
 
 def image_evidence(kind: str, image: np.ndarray, labels: np.ndarray, n_categories: int, pipelines: dict,
-                   config, seed: int = 0, index: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+                   config, seed: int = 0, index: int | None = None,
+                   probabilities: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
     """((category,) evidence, (y, x) pixel disagreement) of one (y, x, 3) uint8 image whose
     categories are the (ly, lx) map ``labels``; kind "img2img", "repaint", "colour",
     "appearance" or "grain". pipelines: {kind: pipeline, or the colour / appearance reference}; config: the
     stage's :class:`~diffparts.occlusion.detect.DetectConfig`; index: the store index of a
     training image being calibrated (left out of the colour reference; read by the appearance
-    fold that never saw it)."""
+    fold that never saw it); probabilities: the appearance classifiers' reading of this image
+    from :func:`detector_regions` (None: read here)."""
     if kind == "colour":
         from diffparts.occlusion.colour import colour_evidence, reference_for
 
@@ -102,7 +105,7 @@ def image_evidence(kind: str, image: np.ndarray, labels: np.ndarray, n_categorie
         from diffparts.occlusion.appearance import appearance_evidence, reference_for
 
         return appearance_evidence(image, labels, n_categories, reference_for(pipelines), exclude=index,
-                                   min_pixels=config.min_pixels)
+                                   min_pixels=config.min_pixels, probabilities=probabilities)
     if kind == "grain":
         from diffparts.occlusion.appearance import grain_evidence
 
@@ -154,9 +157,9 @@ def calibrate_store(root, load_image: Callable[[int], np.ndarray], pipelines: di
     pixels = {k: [] for k in kinds}
     for n, i in enumerate(chosen):
         image = load_image(i)
-        labels = detector_regions(image, np.asarray(root["parts/labels"][i]), pipelines, config, i)   # ly lx
+        labels, p = detector_regions(image, np.asarray(root["parts/labels"][i]), pipelines, config, i)   # ly lx
         for kind in kinds:
-            values, dmap = image_evidence(kind, image, labels, k1, pipelines, config, seed=i, index=i)
+            values, dmap = image_evidence(kind, image, labels, k1, pipelines, config, seed=i, index=i, probabilities=p)
             rows[kind].append(values)
             pixels[kind].append(_resized(dmap, labels.shape)[labels > 0])
         if (n + 1) % 8 == 0 or n + 1 == len(chosen):

@@ -286,9 +286,10 @@ def detect_missing(fitted, pipe, image: np.ndarray, expectation: Expectation | N
             raise ValueError(f"the {config.method} method needs pipelines for {', '.join(config.kinds)} "
                              "and the store's calibration")
         assignment = assign_image(fitted, pipe, image, box=box)
-        labels = detector_regions(image, assignment, pipelines, config)
+        labels, p = detector_regions(image, assignment, pipelines, config)
         k1 = len(calibration[config.kinds[0]].values)
-        evidence = {k: image_evidence(k, image, labels, k1, pipelines, config, seed) for k in config.kinds}
+        evidence = {k: image_evidence(k, image, labels, k1, pipelines, config, seed, probabilities=p)
+                    for k in config.kinds}
         return rank_evidence(labels, evidence, calibration, config, assignment)
     if expectation is None:
         raise ValueError("the area method needs the dataset expectation (store_expectation)")
