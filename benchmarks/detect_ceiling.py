@@ -90,10 +90,15 @@ def run_ceiling(store: Path, judge) -> dict:
     def load(i: int) -> np.ndarray:
         return load_model_image(records[table[i]["name"]].path, size)
 
+    done = np.flatnonzero(np.asarray(g["done"][:], bool))
+    unmasked = sorted({table[int(g["cases"][int(c)])]["name"] for c in done
+                       if records[table[int(g["cases"][int(c)])]["name"]].part_mask_path is None})
+    if unmasked:
+        raise SystemExit(f"{store}: no part mask (ground truth) for {len(unmasked)} case image(s), e.g. "
+                         f"{unmasked[0]!r}: this needs a corpus with part masks (the synthetic birds)")
     reference = appearance_reference(root, load, detect.appearance, config.seed, log=say)
     say(f"{store.parent.name}: reading its cases")
     pipelines = {"appearance": reference, "grain": None}
-    done = np.flatnonzero(np.asarray(g["done"][:], bool))
     k1 = reference.n_categories
     images = np.asarray(g["images"][:, 1])[done]
     judged = judge_background(judge, images)

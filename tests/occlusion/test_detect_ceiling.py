@@ -53,3 +53,27 @@ def test_main_refuses_a_folder_without_runs(tmp_path, monkeypatch):
     monkeypatch.setattr("sys.argv", ["detect_ceiling.py", str(tmp_path)])
     with pytest.raises(SystemExit, match="no part-<fill>/store.zarr run"):
         dc.main()
+
+
+def test_a_corpus_without_part_masks_is_refused_by_name(tmp_path, monkeypatch):
+    from types import SimpleNamespace
+
+    import zarr
+
+    import diffparts.occlusion.stage as stage
+    import diffparts.store as store_module
+    from benchmarks.detect_ceiling import run_ceiling
+
+    store = tmp_path / "part-noise" / "store.zarr"
+    root = zarr.open_group(str(store), mode="w")
+    root.create_group("attention").attrs["image_size"] = 64
+    g = root.create_group("occlusion")
+    g.attrs["config"] = {"fill": "noise", "detect": {"method": "appearance"}}
+    g.create_array("done", data=np.array([True, True]))
+    g.create_array("cases", data=np.array([0, 1]))
+    records = {"birds/a.png": SimpleNamespace(path=tmp_path / "a.png", part_mask_path=tmp_path / "a-mask.png"),
+               "own/b.png": SimpleNamespace(path=tmp_path / "b.png", part_mask_path=None)}
+    monkeypatch.setattr(stage, "_records", lambda root, corpus: (records, {}))
+    monkeypatch.setattr(store_module, "image_table", lambda root: [{"name": "birds/a.png"}, {"name": "own/b.png"}])
+    with pytest.raises(SystemExit, match="no part mask.*'own/b.png'.*part masks"):
+        run_ceiling(store, None)
