@@ -45,19 +45,59 @@ def runs_of(folder: Path) -> dict[str, Path]:
     return found
 
 
-def case_measures(store: Path) -> tuple[list[str], dict[str, dict[str, list]]]:
+def case_measures(store: Path, judge=None) -> tuple[list[str], dict[str, dict[str, list]]]:
     """(the finished cases' identities, {variant: {measure: per-case values}}) of one run's
-    store; a case's identity is its held-out image and what it hid (the same under every fill)."""
+    store; a case's identity is its held-out image and what it hid (the same under every fill).
+    ``judge``: a ``diffparts.judge.PartJudge`` that reads the stored images again for the judge's
+    two measures (:func:`rejudge`), instead of the ones the run stored."""
     import numpy as np
     import zarr
 
-    g = zarr.open_group(str(store), mode="r")["occlusion"]
+    root = zarr.open_group(str(store), mode="r")
+    g = root["occlusion"]
     done = np.flatnonzero(np.asarray(g["done"][:], bool))
     results = [json.loads(str(g["results"][int(i)])) for i in done]
     records = [json.dumps([r["image"], r.get("target")]) for r in results]
     variants = list(g.attrs["variants"])
     table = {v: {m: [r["measures"].get(v, {}).get(m) for r in results] for m in MEASURES} for v in variants}
+    if judge is not None:
+        rejudge(root, done, results, table, judge)
     return records, table
+
+
+def rejudge(root, done, results: list[dict], table: dict, judge) -> None:
+    """Replace ``table``'s ``judge_iou`` and ``judge_hidden_accuracy`` by ``judge``'s reading of
+    each finished case's stored variant images (``occlusion/images``), scored as the stage scores
+    them (``diffparts.judge.score_completion`` of the hidden parts against the corpus's part
+    mask at the images' size, inside the stored hidden mask); None where the image has no part mask."""
+    import numpy as np
+
+    from diffparts.corpus import load_mask
+    from diffparts.judge import score_completion
+    from diffparts.occlusion.occluders import resize_labels
+    from diffparts.occlusion.stage import _records
+    from diffparts.store import image_table
+
+    g = root["occlusion"]
+    records, _ = _records(root, None)
+    names = [row["name"] for row in image_table(root)]
+    variants = list(g.attrs["variants"])
+    for n, (case, result) in enumerate(zip(done, results)):
+        rec = records[names[int(result["image"])]]
+        images = np.asarray(g["images"][int(case)])                          # variant y x 3
+        truth = None
+        if rec.part_mask_path is not None:
+            truth = resize_labels(load_mask(rec.part_mask_path), images.shape[1:3]).astype(np.int16)
+        mask = np.asarray(g["masks"][int(case)], bool)
+        for i, v in enumerate(variants):
+            scores = score_completion(judge, images[i], mask, truth, result["target"]) if truth is not None else {}
+            table[v]["judge_iou"][n] = scores.get("iou")
+            table[v]["judge_hidden_accuracy"][n] = scores.get("hidden_accuracy")
+
+
+def _reader(judge):
+    """How a run's measures are read: as stored, or with ``judge`` reading the images again."""
+    return case_measures if judge is None else (lambda store: case_measures(store, judge))
 
 
 def _mean(values) -> float | None:
@@ -91,11 +131,13 @@ def _row(a_values, b_values) -> dict:
     return {"a": _mean(a_values), "b": _mean(b_values), "difference": diff, "interval": [lo, hi], "cases": n}
 
 
-def against_variant(folder: Path, against: str, measure: str) -> list[dict]:
-    """One folder: every variant against ``against`` on ``measure``, per run and pooled."""
+def against_variant(folder: Path, against: str, measure: str, judge=None) -> list[dict]:
+    """One folder: every variant against ``against`` on ``measure``, per run and pooled (``judge``:
+    as :func:`case_measures`)."""
     rows, pooled, identities = [], {}, {}
+    read = _reader(judge)
     for name, store in runs_of(folder).items():
-        identities[name], table = case_measures(store)
+        identities[name], table = read(store)
         if against not in table:
             raise SystemExit(f"{store}: no variant {against!r} (its variants: {', '.join(table)})")
         for v in table:
@@ -108,16 +150,18 @@ def against_variant(folder: Path, against: str, measure: str) -> list[dict]:
     return rows + _pooled(pooled, identities)
 
 
-def between_runs(folder_a: Path, folder_b: Path, measure: str) -> list[dict]:
-    """Two folders of the same cases: each variant's B - A on ``measure``, per run and pooled."""
+def between_runs(folder_a: Path, folder_b: Path, measure: str, judge=None) -> list[dict]:
+    """Two folders of the same cases: each variant's B - A on ``measure``, per run and pooled
+    (``judge``: as :func:`case_measures`)."""
     runs_a, runs_b = runs_of(folder_a), runs_of(folder_b)
+    read = _reader(judge)
     names = [n for n in runs_a if n in runs_b]
     if not names:
         raise SystemExit(f"no run in both {folder_a} and {folder_b}")
     rows, pooled, identities = [], {}, {}
     for name in names:
-        rec_a, ta = case_measures(runs_a[name])
-        rec_b, tb = case_measures(runs_b[name])
+        rec_a, ta = read(runs_a[name])
+        rec_b, tb = read(runs_b[name])
         if rec_a != rec_b:
             raise SystemExit(f"{name}: {folder_a} and {folder_b} hold different cases (another --cases, seed or "
                              "source); a paired comparison needs the same ones")
@@ -150,18 +194,27 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("b", type=Path, nargs="?", help="a second folder of the same cases (another completion model)")
     ap.add_argument("--measure", default="judge_iou", choices=MEASURES, help="per-case measure (default judge_iou)")
     ap.add_argument("--against", default="occluded", help="with one folder: the variant every other is paired with")
+    ap.add_argument("--judge", default=None,
+                    help="a part judge (judge.safetensors) to read the stored images again, instead of the judge "
+                         "measures the runs stored (e.g. data/models/diffparts-part-judge-leaves/judge.safetensors)")
     ap.add_argument("--markdown", action="store_true", help="also the table as markdown (stderr)")
     args = ap.parse_args(argv)
     for p in [args.a] + ([args.b] if args.b else []):
         if not p.is_dir():
             raise SystemExit(f"{p}: no such folder (an eval_occlusion.py --work folder)")
+    judge = None
+    if args.judge is not None:
+        from diffparts.judge import PartJudge
+
+        judge = PartJudge.load(args.judge)
     if args.b is None:
-        rows = against_variant(args.a, args.against, args.measure)
+        rows = against_variant(args.a, args.against, args.measure, judge)
         a, b = f"`{args.against}`", "the variant"
     else:
-        rows = between_runs(args.a, args.b, args.measure)
+        rows = between_runs(args.a, args.b, args.measure, judge)
         a, b = f"`{args.a}`", f"`{args.b}`"
     print(json.dumps({"a": str(args.a), "b": None if args.b is None else str(args.b), "measure": args.measure,
+                      "judge": args.judge,
                       "against": args.against if args.b is None else None, "rows": rows}, indent=1, default=float))
     if args.markdown:
         print(markdown(rows, a, b, args.measure), file=sys.stderr)

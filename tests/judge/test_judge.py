@@ -152,3 +152,41 @@ def test_cli_train_judge_parts_world_reports_closeups(tmp_path):
     with pytest.raises(ValueError, match="world must be"):
         from diffparts.judge.train import quick_judge_config
         quick_judge_config(world="trees")
+
+
+def test_leaves_and_branches_as_occluders_of_a_judge(tmp_path):
+    from diffparts.cli import main
+    from diffparts.judge.train import JUDGE_FILLS, occlude_for_training, quick_judge_config
+
+    rng = np.random.default_rng(0)
+    labels = np.zeros((64, 64), np.int16)
+    labels[16:48, 16:48] = 4
+    image = np.full((64, 64, 3), 200, np.uint8)
+    out, lab, mask = occlude_for_training(rng, image, labels, image, labels, ("object",))
+    assert mask.any() and (lab[mask] == 0).all() and (lab[~mask] == labels[~mask]).all()
+    painted = out[mask].astype(int)
+    assert not (painted == 200).all(-1).any() and (out[~mask] == 200).all()   # a leaf or a branch, only there
+    with pytest.raises(ValueError, match="occluder_fills.*object"):
+        quick_judge_config(occluder_fills=("leaf",))
+    assert main(["train-judge", "--out", str(tmp_path / "j"), "--quick", "--occluder-fills", "grey,object"]) == 0
+    record = json.loads((tmp_path / "j" / "judge.json").read_text())
+    assert record["config"]["occluder_fills"] == ["grey", "object"]
+    assert set(record["held_out_all"]["occluder_read_as_no_part_by_fill"]) == set(JUDGE_FILLS)
+    card = (tmp_path / "j" / "README.md").read_text()
+    assert card.startswith("# j") and "--occluder-fills grey,object" in card and "LEAVES_JUDGE" in card
+    assert "a leaf or a branch) labelled" in card
+
+
+def test_judge_fills_compares_judges_per_fill(tmp_path, capsys):
+    import benchmarks.judge_fills as jf
+    from diffparts.judge import LEAVES_JUDGE
+    from diffparts.judge.train import JUDGE_FILLS
+
+    assert jf.main(["--n", "4", str(DEFAULT_JUDGE), str(LEAVES_JUDGE), "--markdown"]) == 0
+    out = capsys.readouterr()
+    rows = json.loads(out.out)["rows"]
+    assert [r["judge"] for r in rows] == [str(DEFAULT_JUDGE), str(LEAVES_JUDGE)]
+    assert all(r[f] is None or 0.0 <= r[f] <= 1.0 for r in rows for f in JUDGE_FILLS)
+    assert "| `diffparts-part-judge-leaves` |" in out.err
+    with pytest.raises(FileNotFoundError, match="nowhere"):
+        jf.main([str(tmp_path / "nowhere.safetensors")])

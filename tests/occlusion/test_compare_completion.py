@@ -70,3 +70,53 @@ def test_two_runs_of_the_same_cases_and_refusals(tmp_path, monkeypatch):
     (tmp_path / "c").mkdir()
     with pytest.raises(SystemExit, match="no store.zarr"):
         cc.runs_of(tmp_path / "c")
+
+
+def test_another_judge_reads_the_stored_images_again(tmp_path, monkeypatch):
+    """--judge: the judge's two measures come from the stored variant images read by that judge,
+    scored inside the stored hidden mask against the corpus's part mask; the rest as stored."""
+    import json
+    from types import SimpleNamespace
+
+    import zarr
+    from PIL import Image
+
+    import benchmarks.compare_completion as cc
+    import diffparts.occlusion.stage as stage
+    import diffparts.store as store_module
+
+    truth = np.zeros((8, 8), np.uint8)
+    truth[2:6, 2:6] = 3                                                   # part 3 (the eye's id), hidden below
+    Image.fromarray(truth).save(tmp_path / "a-mask.png")
+    store = tmp_path / "w" / "part-object" / "store.zarr"
+    g = zarr.open_group(str(store), mode="w").create_group("occlusion")
+    g.attrs["variants"] = ["occluded", "class"]
+    images = np.zeros((2, 2, 8, 8, 3), np.uint8)
+    images[:, 1] = 255                                                    # "class" paints something, "occluded" not
+    g.create_array("images", data=images)
+    mask = np.zeros((2, 8, 8), bool)
+    mask[:, 2:6, 2:4] = True
+    g.create_array("masks", data=mask)
+    g.create_array("done", data=np.array([True, True]))
+    stored = {"occluded": {"judge_iou": 0.5, "psnr": 9.0}, "class": {"judge_iou": 0.5, "psnr": 12.0}}
+    results = g.create_array("results", shape=(2,), dtype=str)
+    results[:] = np.array([json.dumps({"image": i, "target": [3], "measures": stored}) for i in (0, 1)], dtype=object)
+    records = {"a.png": SimpleNamespace(part_mask_path=tmp_path / "a-mask.png"),
+               "own.png": SimpleNamespace(part_mask_path=None)}
+    monkeypatch.setattr(stage, "_records", lambda root, corpus: (records, {}))
+    monkeypatch.setattr(store_module, "image_table", lambda root: [{"name": "a.png"}, {"name": "own.png"}])
+
+    class Judge:                                                         # reads the part wherever something is painted
+        def labels(self, image):
+            return np.where(np.asarray(image).mean(-1) > 128, 3, 0).astype(np.uint8)
+
+    _, as_stored = cc.case_measures(store)
+    assert as_stored["class"]["judge_iou"] == [0.5, 0.5]
+    _, table = cc.case_measures(store, Judge())
+    assert table["class"]["judge_iou"][0] == pytest.approx(16 / 64)      # the whole image read as the part
+    assert table["class"]["judge_hidden_accuracy"][0] == 1.0
+    assert table["occluded"]["judge_iou"][0] == 0.0 and table["occluded"]["judge_hidden_accuracy"][0] == 0.0
+    assert table["class"]["judge_iou"][1] is None                         # no part mask: no judge measure
+    assert table["class"]["psnr"] == [12.0, 12.0]                         # the other measures as stored
+    rows = {r["variant"]: r for r in cc.against_variant(tmp_path / "w", "occluded", "judge_iou", Judge())}
+    assert rows["class"]["difference"] == pytest.approx(0.25) and rows["class"]["cases"] == 1

@@ -59,6 +59,9 @@ def register(subparsers) -> None:
                        help="renders of the default birds, or of the part world (close-ups and scenes too)")
     judge.add_argument("--vae-model", default=None,
                        help="model whose VAE reconstructs the training images (default: the embedded checkpoint)")
+    judge.add_argument("--occluder-fills", default=None,
+                       help="comma-separated occluder fills (grey, noise, patch, flat, smooth, object: a leaf or a "
+                            "branch; default: all but object)")
     judge.add_argument("--quick", action="store_true", help="seconds-long smoke setting (tests)")
     judge.set_defaults(handler=run_train_judge)
 
@@ -119,9 +122,12 @@ def run_train_judge(args) -> int:
                                                   "seed": "seed", "init_from": "init_from",
                                                   "occluder_weight": "occluder_weight", "lr": "lr",
                                                   "world": "world", "vae_model": "vae_model"}))
+    if args.occluder_fills is not None:
+        config = replace(config, occluder_fills=tuple(f.strip() for f in args.occluder_fills.split(",") if f.strip()))
     record = train_judge(args.out, config, log=lambda msg: print(msg, flush=True))
     command = _command_line(args, "train-judge", ("out", "init_from", "n_images", "steps", "lr", "occluder_weight",
-                                                  "budget_minutes", "threads", "seed", "world", "vae_model", "quick"))
+                                                  "budget_minutes", "threads", "seed", "world", "vae_model", "occluder_fills",
+                                                  "quick"))
     (Path(args.out) / "README.md").write_text(judge_card(args.out, command))
     print(f"saved {args.out}: {record['steps']} steps, held-out pixel accuracy {record['held_out']['pixel_accuracy']:.3f}, "
           f"part mIoU {record['held_out']['part_miou']:.3f}, {record['seconds']:.0f} s")

@@ -12,9 +12,9 @@ assignment. For assessment only: nothing in the pipeline reads it.
     region_scores(labels[0], hidden, truth, part)   # iou, iou_hidden, hidden_accuracy, part_recall
 """
 
-from diffparts.judge.model import CLASSES, DEFAULT_JUDGE, PARTS_JUDGE, JudgeArch, JudgeNet, PartJudge
+from diffparts.judge.model import CLASSES, DEFAULT_JUDGE, LEAVES_JUDGE, PARTS_JUDGE, JudgeArch, JudgeNet, PartJudge
 from diffparts.judge.score import (judge_applies, part_presence_by_judge, part_shown_share, region_scores,
                                    score_completion, shown_parts)
 
-__all__ = ["CLASSES", "DEFAULT_JUDGE", "PARTS_JUDGE", "JudgeArch", "JudgeNet", "PartJudge", "judge_applies",
+__all__ = ["CLASSES", "DEFAULT_JUDGE", "LEAVES_JUDGE", "PARTS_JUDGE", "JudgeArch", "JudgeNet", "PartJudge", "judge_applies",
            "part_presence_by_judge", "part_shown_share", "region_scores", "score_completion", "shown_parts"]

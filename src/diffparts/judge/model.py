@@ -27,6 +27,9 @@ CLASSES: tuple[str, ...] = ("background", "head", "beak", "eye", "breast", "bell
 DEFAULT_JUDGE = REPO_ROOT / "data" / "models" / "diffparts-part-judge" / "judge.safetensors"
 #: The part world's judge (``diffparts train-judge --world parts``): also reads close-ups.
 PARTS_JUDGE = REPO_ROOT / "data" / "models" / "diffparts-part-judge-parts" / "judge.safetensors"
+#: A judge also trained with leaves and branches as occluders (``diffparts train-judge --occluder-fills ...,object``):
+#: reads the occlusion benchmark's ``object`` fill as "no part" (card in the same folder).
+LEAVES_JUDGE = REPO_ROOT / "data" / "models" / "diffparts-part-judge-leaves" / "judge.safetensors"
 
 
 @dataclass(frozen=True)

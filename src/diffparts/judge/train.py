@@ -9,7 +9,8 @@ inpainting checkpoint's held-out birds (4242). Augmentation, per image and step:
   model outputs, which are that VAE's decodings: softer than renders);
 - half get an occluder (a true part's shape, a box or strokes, ``train.renders.random_mask``)
   filled with grey, uniform noise, another image's background texture, a flat random colour or
-  a smooth random colour field, and its pixels are labelled background ("no part") with loss
+  a smooth random colour field (``occluder_fills``; ``object`` adds a leaf or a branch), and its
+  pixels are labelled background ("no part") with loss
   weight ``occluder_weight``: a grey region where the head was is not a head. So the judge must
   read parts from what is painted;
 - random horizontal flips.
@@ -33,7 +34,8 @@ import torch
 
 from diffparts.judge.model import CLASSES, JudgeArch, JudgeNet, PartJudge, save_judge
 
-OCCLUDER_FILLS = ("grey", "noise", "patch", "flat", "smooth")
+OCCLUDER_FILLS = ("grey", "noise", "patch", "flat", "smooth")   # the default judge's occluders
+JUDGE_FILLS = OCCLUDER_FILLS + ("object",)   # every fill a judge can be trained with: also a leaf or a branch
 
 
 @dataclass(frozen=True)
@@ -65,6 +67,9 @@ class JudgeTrainConfig:
     # without a bird, so the judge also reads a zoomed part (issue 23's close-up prompts).
     world: str = "birds"
     closeup_share: float = 0.4      # part world only: share of close-ups among the training images
+    # Occluder fills, drawn uniformly (JUDGE_FILLS): "object" adds the occlusion benchmark's leaves and
+    # branches (occlusion.occluders.object_texture), which a judge never shown one reads as the part.
+    occluder_fills: tuple[str, ...] = OCCLUDER_FILLS
 
     def __post_init__(self):
         for name in ("n_images", "n_val", "batch_size", "log_every", "threads"):
@@ -74,6 +79,10 @@ class JudgeTrainConfig:
             raise ValueError(f"world must be 'birds' or 'parts', got {self.world!r}")
         if not 0.0 <= self.closeup_share <= 0.9:
             raise ValueError(f"closeup_share={self.closeup_share} must be in [0, 0.9]")
+        unknown = [f for f in self.occluder_fills if f not in JUDGE_FILLS]
+        if unknown or not self.occluder_fills:
+            raise ValueError(f"occluder_fills {tuple(self.occluder_fills)!r}: one or more of {', '.join(JUDGE_FILLS)}")
+        object.__setattr__(self, "occluder_fills", tuple(self.occluder_fills))
         if self.corpus_seed == self.val_seed:
             raise ValueError("corpus_seed and val_seed must differ (the held-out birds are never trained on)")
 
@@ -99,18 +108,21 @@ def vae_roundtrip(images: np.ndarray, model: str | None = None, batch: int = 64)
 
 
 def occlude_for_training(rng: np.random.Generator, image: np.ndarray, labels: np.ndarray, other: np.ndarray,
-                         other_labels: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """A copy of (image, labels) with a random occluder whose pixels are labelled 0 (no part),
-    and the occluder's (y, x) bool mask."""
-    from diffparts.occlusion.occluders import background_patch
+                         other_labels: np.ndarray, fills: tuple[str, ...] = OCCLUDER_FILLS
+                         ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """A copy of (image, labels) with a random occluder (a fill drawn from ``fills``) whose pixels
+    are labelled 0 (no part), and the occluder's (y, x) bool mask."""
+    from diffparts.occlusion.occluders import background_patch, object_texture
     from diffparts.train.renders import random_mask
 
     mask, _ = random_mask(rng, labels, probabilities=(0.5, 0.3, 0.2, 0.0))
     if not mask.any():
         return image, labels, mask
-    fill = OCCLUDER_FILLS[int(rng.integers(len(OCCLUDER_FILLS)))]
+    fill = fills[int(rng.integers(len(fills)))]
     h, w = labels.shape
-    if fill == "grey":
+    if fill == "object":
+        paint = object_texture((h, w), rng)
+    elif fill == "grey":
         paint = np.full((h, w, 3), int(rng.integers(96, 160)), np.uint8)
     elif fill == "noise":
         paint = rng.integers(0, 256, (h, w, 3), dtype=np.uint8)
@@ -169,15 +181,31 @@ def evaluate_judge(judge: PartJudge, images: np.ndarray, labels: np.ndarray, see
         out["closeups"] = {"n": int(sel.sum()), "part_shown_right": round(float(right.mean()), 4)}
     if vae_images is not None:
         out["vae_reconstructions"] = scores_from_confusion(confusion(judge.labels(vae_images), labels))
+    pred, occ_labels, share = _read_occluded(judge, images, labels, seed, OCCLUDER_FILLS)
+    out["occluded"] = {**scores_from_confusion(confusion(pred, occ_labels)), "occluder_read_as_no_part": share}
+    out["occluder_read_as_no_part_by_fill"] = {fill: occluder_read_as_no_part(judge, images, labels, fill, seed)
+                                               for fill in JUDGE_FILLS}
+    return out
+
+
+def occluder_read_as_no_part(judge: PartJudge, images: np.ndarray, labels: np.ndarray, fill: str,
+                             seed: int = 1) -> float | None:
+    """The share of occluder pixels over the bird that ``judge`` reads as "no part", one seeded
+    occluder of ``fill`` per image (None when no occluder covers a bird pixel)."""
+    return _read_occluded(judge, images, labels, seed, (fill,))[2]
+
+
+def _read_occluded(judge: PartJudge, images: np.ndarray, labels: np.ndarray, seed: int, fills: tuple[str, ...]):
+    """(the judge's labels of the images each with one seeded occluder of ``fills``, their true
+    labels with the occluder as 0, the share of occluder pixels over the bird read as "no part"
+    or None); an image's occluder patch comes from the next image."""
     rng = np.random.default_rng(seed)
     occluded, occ_labels, _ = zip(*[occlude_for_training(rng, img, lab, images[(i + 1) % len(images)],
-                                                      labels[(i + 1) % len(images)])
+                                                      labels[(i + 1) % len(images)], fills)
                                  for i, (img, lab) in enumerate(zip(images, labels))])
-    pred = judge.labels(np.stack(occluded))
-    hidden = (np.stack(occ_labels) == 0) & (labels > 0)
-    out["occluded"] = {**scores_from_confusion(confusion(pred, np.stack(occ_labels))),
-                       "occluder_read_as_no_part": round(float((pred[hidden] == 0).mean()), 4) if hidden.any() else None}
-    return out
+    pred, occ_labels = judge.labels(np.stack(occluded)), np.stack(occ_labels)
+    hidden = (occ_labels == 0) & (labels > 0)
+    return pred, occ_labels, round(float((pred[hidden] == 0).mean()), 4) if hidden.any() else None
 
 
 def train_judge(out_dir: str | Path, config: JudgeTrainConfig = JudgeTrainConfig(),
@@ -223,7 +251,7 @@ def train_judge(out_dir: str | Path, config: JudgeTrainConfig = JudgeTrainConfig
             lab, hidden = labels[i], np.zeros(labels[i].shape, bool)
             if rng.random() < config.occluder_fraction:
                 j = int(rng.integers(len(images)))
-                img, lab, hidden = occlude_for_training(rng, img, lab, images[j], labels[j])
+                img, lab, hidden = occlude_for_training(rng, img, lab, images[j], labels[j], config.occluder_fills)
             if rng.random() < 0.5:
                 img, lab, hidden = img[:, ::-1], lab[:, ::-1], hidden[:, ::-1]
             xs.append(img)
@@ -275,8 +303,10 @@ def judge_card(out_dir: str | Path, command: str) -> str:
     cfg, ho = r["config"], r["held_out_all"]
     size = (out_dir / "judge.safetensors").stat().st_size / 2**20
     parts_world = cfg.get("world", "birds") == "parts"
+    fills = tuple(cfg.get("occluder_fills") or OCCLUDER_FILLS)
+    leaves = "object" in fills
     lines = [
-        "# diffparts-part-judge" + ("-parts" if parts_world else ""),
+        "# " + ("diffparts-part-judge" + ("-parts" if parts_world else "") if not leaves else out_dir.name),
         "",
         "An independent part reader for assessment only: a small supervised per-pixel segmenter of the nine",
         "synthetic part types (+ \"no part\": background or occluder), trained on renders of",
@@ -287,6 +317,10 @@ def judge_card(out_dir: str | Path, command: str) -> str:
            f"{cfg['closeup_share']:.0%} of its images are close-ups of one part, 5 % scenes without a bird, so it "
            "also reads a zoomed part (the close-up prompts of docs/embeddings.md's claim table). Load it with "
            "`PartJudge.load(PARTS_JUDGE)`."] if parts_world else []),
+        *(["", "This one is also trained with leaves and branches over the birds (the occlusion benchmark's "
+           "`object` fill, `occlusion.occluders.object_texture`) labelled \"no part\", so a leaf where a part was "
+           "is not read as the part (docs/occlusion.md, \"Completion read by the judge\"). Load it with "
+           "`PartJudge.load(LEAVES_JUDGE)`."] if leaves else []),
         "",
         "## How it was made",
         "",
@@ -303,7 +337,8 @@ def judge_card(out_dir: str | Path, command: str) -> str:
         f"- Augmentation: {cfg['vae_fraction']:.0%} of images replaced by the VAE's reconstruction "
         f"({cfg.get('vae_model') or 'the embedded checkpoint'}); "
         f"{cfg['occluder_fraction']:.0%} get an occluder (a part's shape, a box or strokes; grey, noise, another "
-        "bird's background, a flat or a smooth random colour) labelled \"no part\"; horizontal flips.",
+        "bird's background, a flat or a smooth random colour" + (", a leaf or a branch" if leaves else "")
+        + ") labelled \"no part\"; horizontal flips.",
         f"- {r['steps']} steps at batch {cfg['batch_size']}, AdamW lr {cfg['lr']:g} cosine, cross-entropy with "
         f"1/sqrt(frequency) class weights, seed {cfg['seed']}; {r['seconds'] / 60:.1f} min wall, "
         f"**{r['cpu_seconds'] / 60:.1f} CPU minutes** ({cfg['threads']} torch thread; 2 cores shared with other jobs).",
@@ -322,6 +357,11 @@ def judge_card(out_dir: str | Path, command: str) -> str:
     occ = ho.get("occluded", {}).get("occluder_read_as_no_part")
     if occ is not None:
         lines += ["", f"Occluder pixels over the bird read as \"no part\": {occ:.3f} (one seeded occluder per held-out bird)."]
+    by_fill = ho.get("occluder_read_as_no_part_by_fill")
+    if by_fill:
+        lines += ["", "The same per fill (one seeded occluder of that fill per held-out bird; `object`: a leaf or a branch):",
+                  "", "| " + " | ".join(by_fill) + " |", "| --- " * len(by_fill) + "|",
+                  "| " + " | ".join("-" if v is None else f"{v:.3f}" for v in by_fill.values()) + " |"]
     close = ho.get("closeups")
     if close:
         lines += ["", f"Held-out close-ups whose most-read part is the true part: **{close['part_shown_right']:.3f}** "
