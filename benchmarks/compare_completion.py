@@ -154,6 +154,8 @@ def between_runs(folder_a: Path, folder_b: Path, measure: str, judge=None) -> li
     """Two folders of the same cases: each variant's B - A on ``measure``, per run and pooled
     (``judge``: as :func:`case_measures`)."""
     runs_a, runs_b = runs_of(folder_a), runs_of(folder_b)
+    if (folder_a / "store.zarr").is_dir() and (folder_b / "store.zarr").is_dir():   # two single runs, as named
+        runs_a, runs_b = {"run": runs_a[folder_a.name]}, {"run": runs_b[folder_b.name]}   # after their folders
     read = _reader(judge)
     names = [n for n in runs_a if n in runs_b]
     if not names:

@@ -120,3 +120,18 @@ def test_another_judge_reads_the_stored_images_again(tmp_path, monkeypatch):
     assert table["class"]["psnr"] == [12.0, 12.0]                         # the other measures as stored
     rows = {r["variant"]: r for r in cc.against_variant(tmp_path / "w", "occluded", "judge_iou", Judge())}
     assert rows["class"]["difference"] == pytest.approx(0.25) and rows["class"]["cases"] == 1
+
+
+def test_two_single_run_folders_are_paired(tmp_path, monkeypatch):
+    """eval_occlusion.py with one (how, fill) writes <work>/store.zarr: two such folders pair up."""
+    import benchmarks.compare_completion as cc
+
+    rng = np.random.default_rng(2)
+    ta = _table(rng, 16, 0.0)
+    tb = {v: {"judge_iou": list(np.asarray(t["judge_iou"]) + (0.1 if v == "class" else 0.0))} for v, t in ta.items()}
+    for side in ("blend", "inpaint"):
+        (tmp_path / side / "store.zarr").mkdir(parents=True)
+    monkeypatch.setattr(cc, "case_measures", lambda store: (["r"] * 16, {
+        v: {m: t.get(m, [None] * 16) for m in cc.MEASURES} for v, t in (ta if store.parent.name == "blend" else tb).items()}))
+    rows = {r["variant"]: r for r in cc.between_runs(tmp_path / "blend", tmp_path / "inpaint", "judge_iou")}
+    assert rows["class"]["run"] == "run" and rows["class"]["difference"] == pytest.approx(0.1)
