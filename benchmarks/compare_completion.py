@@ -36,13 +36,27 @@ MEASURES = ("judge_iou", "judge_hidden_accuracy", "psnr", "ssim")
 
 def runs_of(folder: Path) -> dict[str, Path]:
     """{run name: store} of an eval_occlusion ``--work`` folder: its ``<how>-<fill>/store.zarr``
-    runs, or the folder's own ``store.zarr`` (a single run, named after the folder)."""
+    runs, or the folder's own ``store.zarr`` (a single run: named ``<how>-<fill>`` too, from its
+    occlusion settings, so it pairs with the same run of another folder; after the folder where
+    it has none)."""
     if (folder / "store.zarr").is_dir():
-        return {folder.name: folder / "store.zarr"}
+        return {_single_run_name(folder): folder / "store.zarr"}
     found = {p.name: p / "store.zarr" for p in sorted(folder.iterdir()) if (p / "store.zarr").is_dir()}
     if not found:
         raise SystemExit(f"{folder}: no store.zarr and no <how>-<fill>/store.zarr run in it")
     return found
+
+
+def _single_run_name(folder: Path) -> str:
+    """``<how>-<fill>`` of the run in ``folder/store.zarr`` (as eval_occlusion.py names the runs of
+    a folder with several), or the folder's name where its settings do not say."""
+    import zarr
+
+    try:
+        config = dict(zarr.open_group(str(folder / "store.zarr"), mode="r")["occlusion"].attrs["config"])
+        return f"{config['how']}-{config['fill']}"
+    except (KeyError, TypeError, FileNotFoundError, ValueError):
+        return folder.name
 
 
 def case_measures(store: Path, judge=None) -> tuple[list[str], dict[str, dict[str, list]]]:
@@ -68,12 +82,12 @@ def case_measures(store: Path, judge=None) -> tuple[list[str], dict[str, dict[st
 def rejudge(root, done, results: list[dict], table: dict, judge) -> None:
     """Replace ``table``'s ``judge_iou`` and ``judge_hidden_accuracy`` by ``judge``'s reading of
     each finished case's stored variant images (``occlusion/images``), scored as the stage scores
-    them (``diffparts.judge.score_completion`` of the hidden parts against the corpus's part
-    mask at the images' size, inside the stored hidden mask); None where the image has no part mask."""
+    them (``occlusion.cases.judge_measures`` of the hidden parts against the corpus's part mask at
+    the images' size, inside the stored hidden mask); None where the image has no part mask."""
     import numpy as np
 
     from diffparts.corpus import load_mask
-    from diffparts.judge import score_completion
+    from diffparts.occlusion.cases import judge_measures
     from diffparts.occlusion.occluders import resize_labels
     from diffparts.occlusion.stage import _records
     from diffparts.store import image_table
@@ -85,14 +99,14 @@ def rejudge(root, done, results: list[dict], table: dict, judge) -> None:
     for n, (case, result) in enumerate(zip(done, results)):
         rec = records[names[int(result["image"])]]
         images = np.asarray(g["images"][int(case)])                          # variant y x 3
-        truth = None
+        judged = {}
         if rec.part_mask_path is not None:
             truth = resize_labels(load_mask(rec.part_mask_path), images.shape[1:3]).astype(np.int16)
-        mask = np.asarray(g["masks"][int(case)], bool)
-        for i, v in enumerate(variants):
-            scores = score_completion(judge, images[i], mask, truth, result["target"]) if truth is not None else {}
-            table[v]["judge_iou"][n] = scores.get("iou")
-            table[v]["judge_hidden_accuracy"][n] = scores.get("hidden_accuracy")
+            judged = judge_measures(judge, dict(zip(variants, images)), np.asarray(g["masks"][int(case)], bool),
+                                    truth, result["target"])
+        for v in variants:
+            table[v]["judge_iou"][n] = judged.get(v, {}).get("iou")
+            table[v]["judge_hidden_accuracy"][n] = judged.get(v, {}).get("hidden_accuracy")
 
 
 def _reader(judge):
@@ -154,8 +168,6 @@ def between_runs(folder_a: Path, folder_b: Path, measure: str, judge=None) -> li
     """Two folders of the same cases: each variant's B - A on ``measure``, per run and pooled
     (``judge``: as :func:`case_measures`)."""
     runs_a, runs_b = runs_of(folder_a), runs_of(folder_b)
-    if (folder_a / "store.zarr").is_dir() and (folder_b / "store.zarr").is_dir():   # two single runs, as named
-        runs_a, runs_b = {"run": runs_a[folder_a.name]}, {"run": runs_b[folder_b.name]}   # after their folders
     read = _reader(judge)
     names = [n for n in runs_a if n in runs_b]
     if not names:

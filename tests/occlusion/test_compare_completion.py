@@ -123,15 +123,27 @@ def test_another_judge_reads_the_stored_images_again(tmp_path, monkeypatch):
 
 
 def test_two_single_run_folders_are_paired(tmp_path, monkeypatch):
-    """eval_occlusion.py with one (how, fill) writes <work>/store.zarr: two such folders pair up."""
+    """eval_occlusion.py with one (how, fill) writes <work>/store.zarr: such a run is named
+    <how>-<fill> from its settings, so two such folders pair up, and with a folder of several runs."""
+    import zarr
+
     import benchmarks.compare_completion as cc
 
     rng = np.random.default_rng(2)
     ta = _table(rng, 16, 0.0)
     tb = {v: {"judge_iou": list(np.asarray(t["judge_iou"]) + (0.1 if v == "class" else 0.0))} for v, t in ta.items()}
     for side in ("blend", "inpaint"):
-        (tmp_path / side / "store.zarr").mkdir(parents=True)
+        zarr.open_group(str(tmp_path / side / "store.zarr"), mode="w").create_group("occlusion").attrs["config"] = {
+            "how": "part", "fill": "grey"}
+    (tmp_path / "several" / "part-grey" / "store.zarr").mkdir(parents=True)
+    (tmp_path / "several" / "part-noise" / "store.zarr").mkdir(parents=True)
+    (tmp_path / "unnamed" / "store.zarr").mkdir(parents=True)                  # no settings: the folder's name
+    assert cc.runs_of(tmp_path / "blend") == {"part-grey": tmp_path / "blend" / "store.zarr"}
+    assert list(cc.runs_of(tmp_path / "unnamed")) == ["unnamed"]
     monkeypatch.setattr(cc, "case_measures", lambda store: (["r"] * 16, {
-        v: {m: t.get(m, [None] * 16) for m in cc.MEASURES} for v, t in (ta if store.parent.name == "blend" else tb).items()}))
+        v: {m: t.get(m, [None] * 16) for m in cc.MEASURES}
+        for v, t in (ta if "blend" in store.parts or "several" in store.parts else tb).items()}))
     rows = {r["variant"]: r for r in cc.between_runs(tmp_path / "blend", tmp_path / "inpaint", "judge_iou")}
-    assert rows["class"]["run"] == "run" and rows["class"]["difference"] == pytest.approx(0.1)
+    assert rows["class"]["run"] == "part-grey" and rows["class"]["difference"] == pytest.approx(0.1)
+    rows = cc.between_runs(tmp_path / "several", tmp_path / "inpaint", "judge_iou")
+    assert {r["run"] for r in rows} == {"part-grey"}                           # only the run both hold

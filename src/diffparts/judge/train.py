@@ -36,6 +36,8 @@ from diffparts.judge.model import CLASSES, JudgeArch, JudgeNet, PartJudge, save_
 
 OCCLUDER_FILLS = ("grey", "noise", "patch", "flat", "smooth")   # the default judge's occluders
 JUDGE_FILLS = OCCLUDER_FILLS + ("object",)   # every fill a judge can be trained with: also a leaf or a branch
+FILL_WORDS = {"grey": "grey", "noise": "noise", "patch": "another bird's background", "flat": "a flat random colour",
+              "smooth": "a smooth random colour field", "object": "a leaf or a branch"}   # the card's words for them
 
 
 @dataclass(frozen=True)
@@ -336,9 +338,8 @@ def judge_card(out_dir: str | Path, command: str) -> str:
         "embedded-model (0) and inpainting held-out (4242) corpora.",
         f"- Augmentation: {cfg['vae_fraction']:.0%} of images replaced by the VAE's reconstruction "
         f"({cfg.get('vae_model') or 'the embedded checkpoint'}); "
-        f"{cfg['occluder_fraction']:.0%} get an occluder (a part's shape, a box or strokes; grey, noise, another "
-        "bird's background, a flat or a smooth random colour" + (", a leaf or a branch" if leaves else "")
-        + ") labelled \"no part\"; horizontal flips.",
+        f"{cfg['occluder_fraction']:.0%} get an occluder (a part's shape, a box or strokes; "
+        + ", ".join(FILL_WORDS[f] for f in fills) + ") labelled \"no part\"; horizontal flips.",
         f"- {r['steps']} steps at batch {cfg['batch_size']}, AdamW lr {cfg['lr']:g} cosine, cross-entropy with "
         f"1/sqrt(frequency) class weights, seed {cfg['seed']}; {r['seconds'] / 60:.1f} min wall, "
         f"**{r['cpu_seconds'] / 60:.1f} CPU minutes** ({cfg['threads']} torch thread; 2 cores shared with other jobs).",
