@@ -65,7 +65,8 @@ def main(argv: list[str] | None = None) -> int:
     if not (corpus_dir / "images.txt").exists():
         generate_birds(corpus_dir, n=args.n, seed=args.seed)
     print(f"corpus: {corpus_dir} ({args.n} synthetic birds, seed {args.seed})")
-    print(f"model:  {args.model or DEFAULT_MODEL}")
+    # The embedded default is shown relative to the working directory, as the README shows it.
+    print(f"model:  {args.model or os.path.relpath(DEFAULT_MODEL)}")
     with prefect_console(args.verbose):
         try:
             check_api()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -66,3 +67,10 @@ def test_terminal_progress_bar_only_on_a_terminal():
     assert tty.getvalue().endswith("embeddings [##......] 1/4")
     terminal_progress("embeddings", 4, 4, stream=tty)
     assert tty.getvalue().endswith("\r\x1b[K")                 # cleared for the stage's line
+
+
+def test_summary_shows_a_report_below_the_working_directory_as_typed(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    inside = tmp_path / "runs" / "demo" / "r.html"
+    lines = summary_lines({"stages": [], "seconds": 0.0, "report": str(inside)})
+    assert lines[-1] == f"report  {Path('runs') / 'demo' / 'r.html'}"

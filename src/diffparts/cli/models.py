@@ -105,8 +105,10 @@ def run_train_inpaint(args) -> int:
                                                     "masks_per_image", "outside_weight", "budget_minutes",
                                                     "checkpoint_minutes", "threads", "seed", "quick"))
     (Path(args.out) / "README.md").write_text(inpaint_card(args.out, command))
-    print(f"saved {args.out}: {record['steps']} steps, held-out loss {record['held_out_loss']} "
-          f"(4-channel start {record['held_out_loss_4ch_start']}), {record['seconds']:.0f} s")
+    end, start = record["held_out_loss"], record["held_out_loss_4ch_start"]
+    print(f"saved {args.out} (card: README.md): {record['steps']} steps in {record['seconds'] / 60:.1f} min; "
+          f"held-out noise-prediction loss inside the mask {end['masked']:.4f} "
+          f"(the 4-channel start: {start['masked']:.4f}), whole latent {end['all']:.4f} ({start['all']:.4f})")
     return 0
 
 

@@ -157,7 +157,9 @@ class _Data:
 
         images, maps, captions = render_birds(config.n_images, config.corpus_seed, side, log)
         idx, masks, kinds = pairs(images, maps, config.masks_per_image)
-        log(f"encoding {len(idx)} (image, mask) pairs: {dict(zip(*np.unique(kinds, return_counts=True)))}")
+        names, counts = np.unique(kinds, return_counts=True)
+        shares = ", ".join(f"{int(c)} {n}" for n, c in zip(names.tolist(), counts.tolist()))
+        log(f"encoding {len(idx)} (image, mask) pairs: masks {shares}")
         self.train = encode_pairs(pipe.vae, to_tensor(images)[idx], torch.from_numpy(masks))
         self.train_mask = latent_masks(torch.from_numpy(masks), side // factor)
         self.train_ids = pipe.tokenizer(
@@ -240,8 +242,9 @@ def train_inpaint(base: str | Path | None, out_dir: str | Path, config: InpaintT
     start_loss = held_out_loss(pipe.unet, pipe.text_encoder, scheduler, data)
     unet = inflate_unet(pipe.unet)
     inflated_loss = held_out_loss(unet, pipe.text_encoder, scheduler, data)
-    log(f"held-out loss of the 4-channel start {start_loss}; inflated (zero channels) {inflated_loss}; "
-        f"data ready in {time.monotonic() - t0:.0f} s")
+    log(f"held-out loss inside the mask / whole latent: 4-channel start {start_loss['masked']:.4f} / "
+        f"{start_loss['all']:.4f}, inflated with zero channels {inflated_loss['masked']:.4f} / "
+        f"{inflated_loss['all']:.4f}; data ready in {time.monotonic() - t0:.0f} s")
     unet.requires_grad_(True)
     unet.train()
     opt = torch.optim.AdamW(unet.parameters(), lr=config.lr, weight_decay=config.weight_decay)
@@ -266,7 +269,9 @@ def train_inpaint(base: str | Path | None, out_dir: str | Path, config: InpaintT
                   "held_out_loss_4ch_start": start_loss, "held_out_loss_inflated_start": inflated_loss,
                   "held_out_loss": loss, "history": history, "val_history": val_history, "n_pairs": n_pairs}
         (Path(out_dir) / "training.json").write_text(json.dumps(record, indent=1) + "\n")
-        log(f"saved {out_dir} at step {steps}: held-out loss {loss} (start {start_loss}), final={final}")
+        log(f"{'saved' if final else 'checkpoint:'} {out_dir} at step {steps}: held-out loss inside the mask "
+            f"{loss['masked']:.4f} (start {start_loss['masked']:.4f}), whole latent {loss['all']:.4f} "
+            f"(start {start_loss['all']:.4f})")
         return record
 
     step = 0
@@ -348,7 +353,7 @@ def inpaint_card(out_dir: str | Path, command: str, cpu_minutes: float | None = 
         f"loss outside the mask weighted {cfg.get('outside_weight', 1.0):g}, "
         f"{cfg['caption_dropout']:.0%} empty captions, EMA {cfg['ema_decay']} (saved), seed {cfg['seed']}.",
         f"- Time: {r['seconds'] / 60:.1f} min wall ({r['train_seconds'] / 60:.1f} min of optimisation, "
-        f"{cfg['threads']} torch thread on 2 CPU cores shared with other jobs); CPU minutes: {cpu_text}.",
+        f"{cfg['threads']} torch thread{'s' if cfg['threads'] > 1 else ''} on 2 CPU cores); CPU minutes: {cpu_text}.",
         f"- Folder size: {size:.1f} MB.",
         "",
         "## Held-out loss",
