@@ -55,6 +55,7 @@ def main(argv: list[str] | None = None) -> int:
     from flows.runtime import ServerUnreachable, check_api, prefect_console
     from diffparts.corpus import generate_birds
     from diffparts.model.load import DEFAULT_MODEL
+    from diffparts.pipeline import shown_path
     from flows.pipeline import bird_parts
 
     out = Path(args.out)
@@ -65,8 +66,7 @@ def main(argv: list[str] | None = None) -> int:
     if not (corpus_dir / "images.txt").exists():
         generate_birds(corpus_dir, n=args.n, seed=args.seed)
     print(f"corpus: {corpus_dir} ({args.n} synthetic birds, seed {args.seed})")
-    # The embedded default is shown relative to the working directory, as the README shows it.
-    print(f"model:  {args.model or os.path.relpath(DEFAULT_MODEL)}")
+    print(f"model:  {args.model or shown_path(DEFAULT_MODEL)}")
     with prefect_console(args.verbose):
         try:
             check_api()

@@ -244,11 +244,11 @@ def summary_lines(result: dict, title: str = "diffparts run") -> list[str]:
     wall = result.get("wall_seconds")
     lines.append(f"{'total':<20}{result['seconds']:>8.1f}  s in stages"
                  + (f" ({wall:.1f} s in the flow)" if wall is not None else ""))
-    lines.append(f"report  {_shown_path(result.get('report')) or '(none: --no-report)'}")
+    lines.append(f"report  {shown_path(result.get('report')) or '(none: --no-report)'}")
     return lines
 
 
-def _shown_path(path) -> str | None:
+def shown_path(path) -> str | None:
     """A path as a person typed it: relative to the working directory when it lies below it."""
     if not path:
         return None

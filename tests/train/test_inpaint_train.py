@@ -1,6 +1,7 @@
 """The toy inpainting checkpoint's trainer: a quick run saves a loadable 9-channel pipeline."""
 
 import json
+import re
 
 import numpy as np
 import pytest
@@ -53,5 +54,16 @@ def test_cli_train_inpaint_quick_writes_the_card(tiny_pipeline, tmp_path, capsys
     assert main(["train-inpaint", "--model", str(path), "--out", str(tmp_path / "i"), "--quick"]) == 0
     card = (tmp_path / "i" / "README.md").read_text()
     assert "diffparts train-inpaint --model" in card and "4-channel start" in card
+    out = capsys.readouterr().out
+    assert re.search(r"noise-prediction loss inside the mask \d+\.\d{4} \(start \d+\.\d{4}\)", out)
+    assert "{" not in out and "np." not in out                       # figures, not dict or numpy reprs
     assert main(["train-inpaint", "--model", str(tmp_path / "i"), "--out", str(tmp_path / "x"), "--quick"]) == 2
     assert "4-channel" in capsys.readouterr().err                 # one line naming the problem
+
+
+def test_loss_text_gives_four_decimals_and_the_start():
+    from diffparts.train.inpaint import loss_text
+
+    assert loss_text({"masked": 0.15382, "all": 0.04316}) == "inside the mask 0.1538, whole latent 0.0432"
+    assert loss_text({"masked": 0.15, "all": 0.04}, {"masked": 0.16053, "all": 0.111}) == (
+        "inside the mask 0.1500 (start 0.1605), whole latent 0.0400 (start 0.1110)")

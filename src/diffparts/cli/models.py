@@ -93,7 +93,7 @@ def run_train_inpaint(args) -> int:
     from dataclasses import replace
     from pathlib import Path
 
-    from diffparts.train.inpaint import QUICK_INPAINT, InpaintTrainConfig, inpaint_card, train_inpaint
+    from diffparts.train.inpaint import QUICK_INPAINT, InpaintTrainConfig, inpaint_card, loss_text, train_inpaint
 
     config = QUICK_INPAINT if args.quick else InpaintTrainConfig()
     config = replace(config, **_overrides(args, {"n_images": "n_images", "steps": "steps", "batch_size": "batch_size",
@@ -105,10 +105,8 @@ def run_train_inpaint(args) -> int:
                                                     "masks_per_image", "outside_weight", "budget_minutes",
                                                     "checkpoint_minutes", "threads", "seed", "quick"))
     (Path(args.out) / "README.md").write_text(inpaint_card(args.out, command))
-    end, start = record["held_out_loss"], record["held_out_loss_4ch_start"]
     print(f"saved {args.out} (card: README.md): {record['steps']} steps in {record['seconds'] / 60:.1f} min; "
-          f"held-out noise-prediction loss inside the mask {end['masked']:.4f} "
-          f"(the 4-channel start: {start['masked']:.4f}), whole latent {end['all']:.4f} ({start['all']:.4f})")
+          f"held-out noise-prediction loss {loss_text(record['held_out_loss'], record['held_out_loss_4ch_start'])}")
     return 0
 
 

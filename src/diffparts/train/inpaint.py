@@ -182,6 +182,13 @@ class _Data:
 
 
 @torch.no_grad()
+def loss_text(loss: dict, start: dict | None = None) -> str:
+    """A :func:`held_out_loss` result as a person reads it, with the start's beside it if given."""
+    def part(key: str, name: str) -> str:
+        return f"{name} {loss[key]:.4f}" + (f" (start {start[key]:.4f})" if start is not None else "")
+    return f"{part('masked', 'inside the mask')}, {part('all', 'whole latent')}"
+
+
 def held_out_loss(unet, text_encoder, scheduler, data: _Data) -> dict:
     """Noise-prediction MSE on the held-out pairs: whole latent and inside the mask."""
     x = unet_input(scheduler, data.val_latents, data.val_noise, data.val_t, data.val_mask, data.val_masked)
@@ -242,9 +249,8 @@ def train_inpaint(base: str | Path | None, out_dir: str | Path, config: InpaintT
     start_loss = held_out_loss(pipe.unet, pipe.text_encoder, scheduler, data)
     unet = inflate_unet(pipe.unet)
     inflated_loss = held_out_loss(unet, pipe.text_encoder, scheduler, data)
-    log(f"held-out loss inside the mask / whole latent: 4-channel start {start_loss['masked']:.4f} / "
-        f"{start_loss['all']:.4f}, inflated with zero channels {inflated_loss['masked']:.4f} / "
-        f"{inflated_loss['all']:.4f}; data ready in {time.monotonic() - t0:.0f} s")
+    log(f"held-out loss of the 4-channel start: {loss_text(start_loss)}; inflated with zero channels: "
+        f"{loss_text(inflated_loss)}; data ready in {time.monotonic() - t0:.0f} s")
     unet.requires_grad_(True)
     unet.train()
     opt = torch.optim.AdamW(unet.parameters(), lr=config.lr, weight_decay=config.weight_decay)
@@ -269,9 +275,8 @@ def train_inpaint(base: str | Path | None, out_dir: str | Path, config: InpaintT
                   "held_out_loss_4ch_start": start_loss, "held_out_loss_inflated_start": inflated_loss,
                   "held_out_loss": loss, "history": history, "val_history": val_history, "n_pairs": n_pairs}
         (Path(out_dir) / "training.json").write_text(json.dumps(record, indent=1) + "\n")
-        log(f"{'saved' if final else 'checkpoint:'} {out_dir} at step {steps}: held-out loss inside the mask "
-            f"{loss['masked']:.4f} (start {start_loss['masked']:.4f}), whole latent {loss['all']:.4f} "
-            f"(start {start_loss['all']:.4f})")
+        log(f"{'saved' if final else 'checkpoint:'} {out_dir} at step {steps}: held-out loss "
+            f"{loss_text(loss, start_loss)}")
         return record
 
     step = 0
