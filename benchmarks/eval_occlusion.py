@@ -186,7 +186,8 @@ def main() -> None:
     ap.add_argument("--source", default="runs/emb-eval", help="folder with store.zarr (+ .embeddings) and corpus")
     ap.add_argument("--work", default="runs/occ-eval", help="where the store is copied and written")
     ap.add_argument("--cases", type=int, default=64)
-    ap.add_argument("--how", default="part", help="comma-separated: part, category, box, background (control)")
+    ap.add_argument("--how", default="part",
+                    help="comma-separated: part, cover (a leaf's outline over a part), category, box, background (control)")
     ap.add_argument("--hide", default=None, help="comma-separated parts hidden in every case")
     ap.add_argument("--fill", default="grey", help="comma-separated: grey, noise, patch, object, mix")
     ap.add_argument("--method", default=None, help="detection method (diffparts occlude --detect): appearance (the stage's default), repaint, evidence, "

@@ -109,3 +109,33 @@ def test_background_control_moves_the_shape_off_the_object():
     assert moved.sum() == shape.sum() and not (moved & (gt > 0)).any()
     with pytest.raises(ValueError, match="no background room"):
         move_to_background(shape, np.ones((16, 16), bool), np.random.default_rng(0))
+
+
+def test_cover_shape_hides_the_part_without_tracing_it():
+    """A leaf's outline over a part: it hides at least the asked share of the part, reaches
+    beyond it (so its silhouette is not the part's), is pointed at both ends and is seeded."""
+    from diffparts.occlusion.occluders import cover_shape
+
+    part = np.zeros((48, 48), bool)
+    part[20:28, 10:38] = True                                   # a long bar, 224 px
+    shape = cover_shape(part, np.random.default_rng(5))
+    assert (shape & part).sum() >= 0.9 * part.sum()
+    assert (shape & ~part).sum() > 0.2 * part.sum()              # not the part's outline
+    iou = (shape & part).sum() / (shape | part).sum()
+    assert iou < 0.8
+    assert np.array_equal(shape, cover_shape(part, np.random.default_rng(5)))
+    assert not np.array_equal(shape, cover_shape(part, np.random.default_rng(6)))
+    ys, xs = np.nonzero(shape)                                  # lies along the bar, pointed at its ends
+    assert np.ptp(xs) > 1.5 * np.ptp(ys)
+    columns = shape.sum(axis=0)
+    ends = columns[[xs.min(), xs.max()]]
+    assert ends.max() <= 0.34 * columns.max()
+    full = cover_shape(part, np.random.default_rng(5), coverage=1.0)
+    assert not (part & ~full).any() and full.sum() > shape.sum()
+    dot = np.zeros((16, 16), bool)
+    dot[7, 7] = True                                            # one pixel: still a leaf around it
+    assert cover_shape(dot, np.random.default_rng(0))[7, 7]
+    with pytest.raises(ValueError, match="non-empty"):
+        cover_shape(np.zeros((8, 8), bool), np.random.default_rng(0))
+    with pytest.raises(ValueError, match="coverage"):
+        cover_shape(part, np.random.default_rng(0), coverage=0.0)

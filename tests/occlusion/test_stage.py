@@ -85,6 +85,10 @@ def test_setup_refusals(occlusion_store, tmp_path):
     root = open_store(store, "r+")
     with pytest.raises(ValueError, match="needs ground-truth part masks"):
         setup_occlusion(root, store, corpus, model, OcclusionConfig(how="part"))
+    with pytest.raises(ValueError, match="how='cover' needs ground-truth part masks"):
+        setup_occlusion(root, store, corpus, model, OcclusionConfig(how="cover"))
+    with pytest.raises(ValueError, match="how must be one of"):
+        OcclusionConfig(how="leaf")
     with pytest.raises(ValueError, match=r"no part tokens for losses \['attention'\]"):
         setup_occlusion(root, store, corpus, model, occlusion_config({**FAST, "losses": ["attention"]}))
     with pytest.raises(ValueError, match="not part categories"):

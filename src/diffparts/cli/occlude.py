@@ -20,8 +20,9 @@ def register(subparsers) -> None:
         description=(
             "Run the assess-occlusion flow on a store after the parts and embeddings stages. Each case hides "
             "something in a held-out image (embeddings/held_out): a ground-truth part (--how part, needs the "
-            "corpus's part masks), a discovered category (--how category) or a random box over the object "
-            "(--how box), filled with flat grey, seeded noise or a background patch of another image. The "
+            "corpus's part masks; --how cover: under a leaf-shaped occluder), a discovered category (--how "
+            "category) or a random box over the object (--how box), filled with flat grey, seeded noise, a "
+            "background patch of another image or a leaf or branch (--fill). The "
             "occluded image is segmented and assigned to the store's fitted categories (no refit) and the "
             "categories missing against the dataset's prevalence and typical sizes are ranked. The hidden "
             "region (dilated to whole latent cells) is inpainted with StableDiffusionInpaintPipeline from "
@@ -41,9 +42,10 @@ def register(subparsers) -> None:
     parser.add_argument("--corpus", default=None, help="corpus folder; default: the store manifest's")
     parser.add_argument("--cases", type=int, default=50, help="number of occluded cases (held-out images, cycled)")
     parser.add_argument("--how", default="part",
-                        help="what to hide: part (a ground-truth part), category (a discovered one), box (a "
-                             "random box), or background (a part's shape moved onto the background: a control "
-                             "where nothing is hidden, so every alarm is false)")
+                        help="what to hide: part (a ground-truth part, its own outline), cover (a ground-truth "
+                             "part under an occluder with a leaf's outline, reaching beyond the part), category (a "
+                             "discovered one), box (a random box), or background (a part's shape moved onto the "
+                             "background: a control where nothing is hidden, so every alarm is false)")
     parser.add_argument("--hide", type=_names, default=None,
                         help="comma-separated parts (names such as head,wing or ids; categories for --how "
                              "category) hidden in every case; default: one part per case, seeded")

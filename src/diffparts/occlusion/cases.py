@@ -16,7 +16,8 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-from diffparts.occlusion.stage import REFERENCES, STAGE, OcclusionConfig, _records, load_model_image, occlusion_config
+from diffparts.occlusion.stage import (PARTS_HIDDEN, REFERENCES, STAGE, OcclusionConfig, _records, load_model_image,
+                                      occlusion_config)
 
 
 @dataclass
@@ -74,7 +75,7 @@ def _context(root, store, corpus, model, device, dtype) -> _Context:
                     *_evidence_parts(attrs, config, pipe, inpaint, root,
                                      lambda i: load_model_image(records[names[i]].path, int(attrs["image_size"]))))
     ctx.inpaint_name = inpaint_name
-    if config.how == "part":               # ground-truth part masks: the judge reads the completions
+    if config.how in PARTS_HIDDEN:         # ground-truth part masks: the judge reads the completions
         from diffparts.judge import PartJudge
 
         ctx.judge = PartJudge.load()
@@ -126,7 +127,8 @@ def _prepare(ctx: _Context, case: dict) -> dict:
     from diffparts.metrics.occlusion import hidden_categories
     from diffparts.occlusion.complete import token_prompt
     from diffparts.occlusion.detect import detect_missing
-    from diffparts.occlusion.occluders import label_mask, move_to_background, occlude, random_box, resize_labels
+    from diffparts.occlusion.occluders import (cover_shape, label_mask, move_to_background, occlude, random_box,
+                                               resize_labels)
 
     cfg = ctx.config
     image, gt, rec = _image(ctx, case["image"])
@@ -134,6 +136,8 @@ def _prepare(ctx: _Context, case: dict) -> dict:
     cats_img = resize_labels(cats, (ctx.size, ctx.size))
     if cfg.how == "part":
         mask = label_mask(gt, case["target"], (ctx.size, ctx.size))
+    elif cfg.how == "cover":                                        # a leaf's outline over the part
+        mask = cover_shape(label_mask(gt, case["target"], (ctx.size, ctx.size)), np.random.default_rng(case["seed"]))
     elif cfg.how == "category":
         mask = label_mask(cats_img, case["target"], (ctx.size, ctx.size))
     elif cfg.how == "background":                                   # a part's shape, moved off the object
@@ -223,7 +227,7 @@ def _finish(ctx: _Context, prep: dict, embeds: dict) -> dict:
     hidden = resize_labels(prep["mask"].astype(np.int16), ctx.label_shape) > 0
     if cfg.how == "background":
         targets = []                                                           # nothing hidden: nothing to restore
-    elif cfg.how == "part":
+    elif cfg.how in PARTS_HIDDEN:
         targets = []
         for p in case["target"]:
             part = resize_labels(prep["gt"], ctx.label_shape) == p
@@ -233,7 +237,7 @@ def _finish(ctx: _Context, prep: dict, embeds: dict) -> dict:
         chosen = prep["truth"] or sorted(covered, key=lambda c: -covered[c])[:1]
         targets = [(c, prep["cats"] == c) for c in chosen]
     judged = {}
-    if ctx.judge is not None and cfg.how == "part" and prep["gt"] is not None:   # by appearance, at model size
+    if ctx.judge is not None and cfg.how in PARTS_HIDDEN and prep["gt"] is not None:   # by appearance, at model size
         judged = judge_measures(ctx.judge, images, prep["mask"], prep["gt"], case["target"])
     measures = {}
     for v in ctx.variants:

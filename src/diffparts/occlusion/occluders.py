@@ -26,7 +26,7 @@ class OcclusionRecord:
     """Exactly what one occluder hid in one image."""
 
     mask: np.ndarray = field(repr=False)   # (y, x) bool, True = hidden
-    how: str                               # "part", "category", "box" or "background"
+    how: str                               # "part", "cover", "category", "box" or "background"
     target: tuple[int, ...]                # the parts or categories asked for (empty for a box)
     gt_parts: dict[int, float]             # ground-truth part -> fraction of its pixels hidden (covered ones)
     categories: dict[int, float]           # discovered category -> fraction of its pixels hidden
@@ -168,6 +168,43 @@ def move_to_background(shape: np.ndarray, object_mask: np.ndarray, rng: np.rando
         if not crop.any():
             break
     raise ValueError("no background room for the occluder in this image (even at 1/8 of its size)")
+
+
+def cover_shape(part: np.ndarray, rng: np.random.Generator, coverage: float = 0.9,
+                jitter_degrees: float = 25.0) -> np.ndarray:
+    """(y, x) bool: an occluder with an outline of its own (a leaf's: pointed at both ends) laid
+    over ``part`` (a (y, x) bool mask), seeded.
+
+    The leaf lies along the part's longer axis, turned by up to ``jitter_degrees`` and moved by
+    up to a tenth of its length, and grows until it hides at least ``coverage`` of the part's
+    pixels. So the part is hidden as by ``label_mask`` but the occluder does not trace it: the
+    neighbours and the background around the part are hidden too, and a reader cannot recognise
+    the part by the occluder's silhouette (issue 18's completion cases with a leaf-and-branch fill).
+    """
+    part = np.asarray(part, bool)
+    if part.ndim != 2 or not part.any():
+        raise ValueError("the part to cover must be a non-empty (y, x) bool mask")
+    if not 0 < coverage <= 1:
+        raise ValueError(f"coverage must be in (0, 1], got {coverage}")
+    ys, xs = np.nonzero(part)
+    points = np.stack([xs, ys]).astype(np.float64)
+    spread = (np.cov(points) if len(xs) > 1 else np.zeros((2, 2))) + 0.25 * np.eye(2)   # a pixel's own spread
+    values, vectors = np.linalg.eigh(spread)                                            # ascending
+    angle = float(np.arctan2(vectors[1, 1], vectors[0, 1]) + np.deg2rad(rng.uniform(-jitter_degrees, jitter_degrees)))
+    length = 2.0 * np.sqrt(values[1])                                                   # half-length
+    width = float(np.clip(2.0 * np.sqrt(values[0]), 0.5 * length, length))              # never a thread
+    cx, cy = points.mean(axis=1) + rng.uniform(-0.1, 0.1, 2) * length
+    yy, xx = np.mgrid[0:part.shape[0], 0:part.shape[1]].astype(np.float64)
+    along = (xx - cx) * np.cos(angle) + (yy - cy) * np.sin(angle)
+    across = -(xx - cx) * np.sin(angle) + (yy - cy) * np.cos(angle)
+    wanted = coverage * part.sum()
+    grow = 1.0
+    while True:
+        u, v = along / (length * grow), across / (width * grow)
+        shape = (np.abs(u) <= 1) & (np.abs(v) <= 1 - u ** 2)                            # pointed at u = +-1
+        if (shape & part).sum() >= wanted or shape.all():
+            return shape
+        grow *= 1.1
 
 
 LEAF_GREENS = ((58, 112, 44), (84, 140, 52), (40, 90, 36), (110, 150, 60))   # leaf base colours

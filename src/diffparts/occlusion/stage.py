@@ -53,7 +53,8 @@ from diffparts.occlusion.occluders import FILLS
 from diffparts.occlusion.split import NothingToOcclude, held_out_images, training_images, write_held_out_flags
 
 STAGE = "occlusion"
-HOW = ("part", "category", "box", "background")
+HOW = ("part", "cover", "category", "box", "background")
+PARTS_HIDDEN = ("part", "cover")      # the cases that hide a ground-truth part (the judge reads them)
 MIX = "mix"                            # a fill per case, cycling through FILLS in a seeded order
 REFERENCES = ("original", "occluded")
 
@@ -61,7 +62,8 @@ REFERENCES = ("original", "occluded")
 @dataclass(frozen=True)
 class OcclusionConfig:
     n_cases: int = 50                  # cases (a held-out image may serve several, hiding other parts)
-    how: str = "part"                  # part (ground-truth masks) | category (discovered) | box | background
+    how: str = "part"                  # part (ground-truth masks) | cover (a leaf's outline over a part) |
+                                       # category (discovered) | box | background
                                        # (background: a part's shape moved onto the background, nothing hidden)
     hide: tuple = ()                   # part names/ids (or categories) hidden in every case; () = one per case, seeded
     fill: str = "grey"                 # grey | noise | patch | object | mix (one of the four per case)
@@ -232,15 +234,15 @@ def setup_occlusion(root, store: str, corpus, model: str, config: OcclusionConfi
     if lost:
         raise ValueError(f"store images {lost[:3]} are not in the corpus")
     has_gt = all(r.part_mask_path is not None and Path(r.part_mask_path).is_file() for r in recs.values())
-    if config.how == "part" and not has_gt:
-        raise ValueError("how='part' needs ground-truth part masks (part_segmentations/) for every held-out "
+    if config.how in PARTS_HIDDEN and not has_gt:
+        raise ValueError(f"how={config.how!r} needs ground-truth part masks (part_segmentations/) for every held-out "
                          "image; use how='category' (discovered categories) or 'box'")
     losses = available_losses(store, config.losses)
     captions = all(r.caption for r in recs.values())
 
     # 2. The plan (the background control borrows the shapes of ground-truth parts where the
     #    corpus has them, else of discovered categories).
-    if config.how == "part" or (config.how == "background" and has_gt):
+    if config.how in PARTS_HIDDEN or (config.how == "background" and has_gt):
         targets = _part_ids(config.hide, legend)
         def labels_of(i): return resize_labels(load_mask(recs[i].part_mask_path), (size, size))
     else:
