@@ -139,3 +139,25 @@ def test_cover_shape_hides_the_part_without_tracing_it():
         cover_shape(np.zeros((8, 8), bool), np.random.default_rng(0))
     with pytest.raises(ValueError, match="coverage"):
         cover_shape(part, np.random.default_rng(0), coverage=0.0)
+
+
+def test_occluder_mask_per_kind_of_case():
+    """What each kind of case hides, as the stage asks for it (the maps at one size)."""
+    from diffparts.occlusion.occluders import occluder_mask
+
+    _, gt, cats = _scene()
+    cats = resize_labels(cats, (16, 16))
+    part = gt == 1
+    assert np.array_equal(occluder_mask("part", [1], 0, gt, cats), part)
+    cover = occluder_mask("cover", [1], 0, gt, cats)
+    assert (cover & part).sum() >= 0.9 * part.sum() and (cover & ~part).any()
+    assert np.array_equal(cover, occluder_mask("cover", [1], 0, gt, cats))          # seeded
+    assert np.array_equal(occluder_mask("category", [2], 0, gt, cats), cats == 2)
+    moved = occluder_mask("background", [1], 0, gt, cats)
+    assert moved.sum() == part.sum() and not (moved & ((gt > 0) | (cats > 0))).any()
+    box = occluder_mask("box", [], 0, gt, cats)
+    assert box.any() and (box & (gt > 0)).any()
+    with pytest.raises(ValueError, match="how='cover' needs the image's ground-truth part map"):
+        occluder_mask("cover", [1], 0, None, cats)
+    with pytest.raises(ValueError, match="unknown occluder kind 'leaf'"):
+        occluder_mask("leaf", [1], 0, gt, cats)

@@ -127,26 +127,13 @@ def _prepare(ctx: _Context, case: dict) -> dict:
     from diffparts.metrics.occlusion import hidden_categories
     from diffparts.occlusion.complete import token_prompt
     from diffparts.occlusion.detect import detect_missing
-    from diffparts.occlusion.occluders import (cover_shape, label_mask, move_to_background, occlude, random_box,
-                                               resize_labels)
+    from diffparts.occlusion.occluders import occlude, occluder_mask, resize_labels
 
     cfg = ctx.config
     image, gt, rec = _image(ctx, case["image"])
     cats = np.asarray(ctx.root["parts/labels"][case["image"]]).astype(np.int16)      # ly lx, the corpus map
     cats_img = resize_labels(cats, (ctx.size, ctx.size))
-    if cfg.how == "part":
-        mask = label_mask(gt, case["target"], (ctx.size, ctx.size))
-    elif cfg.how == "cover":                                        # a leaf's outline over the part
-        mask = cover_shape(label_mask(gt, case["target"], (ctx.size, ctx.size)), np.random.default_rng(case["seed"]))
-    elif cfg.how == "category":
-        mask = label_mask(cats_img, case["target"], (ctx.size, ctx.size))
-    elif cfg.how == "background":                                   # a part's shape, moved off the object
-        shape = label_mask(gt if gt is not None else cats_img, case["target"], (ctx.size, ctx.size))
-        obj = (cats_img > 0) | (gt > 0 if gt is not None else False)
-        mask = move_to_background(shape, obj, np.random.default_rng(case["seed"]))
-    else:
-        obj = gt > 0 if gt is not None else cats_img > 0
-        mask = random_box(obj, np.random.default_rng(case["seed"]))
+    mask = occluder_mask(cfg.how, case["target"], case["seed"], gt, cats_img)
     patch = None
     if case["fill"] == "patch":
         other, other_gt, _ = _image(ctx, case["patch_image"])

@@ -207,6 +207,34 @@ def cover_shape(part: np.ndarray, rng: np.random.Generator, coverage: float = 0.
         grow *= 1.1
 
 
+def occluder_mask(how: str, target, seed: int, gt_labels: np.ndarray | None,
+                  categories: np.ndarray) -> np.ndarray:
+    """(y, x) bool: what a case of kind ``how`` hides (seeded), at the size of ``categories``.
+
+    gt_labels: the image's ground-truth part map (or None), categories: its discovered category
+    map, both at the same size. part: the ``target`` parts themselves; cover: a leaf's outline
+    over them (``cover_shape``); category: the ``target`` categories; background: the target
+    part's (else category's) shape moved off the object; box: a random box over the object.
+    """
+    size = categories.shape
+    rng = np.random.default_rng(seed)
+    if how in ("part", "cover") and gt_labels is None:
+        raise ValueError(f"how={how!r} needs the image's ground-truth part map")
+    if how == "part":
+        return label_mask(gt_labels, target, size)
+    if how == "cover":
+        return cover_shape(label_mask(gt_labels, target, size), rng)
+    if how == "category":
+        return label_mask(categories, target, size)
+    obj = (categories > 0) | (gt_labels > 0 if gt_labels is not None else False)
+    if how == "background":
+        shape = label_mask(gt_labels if gt_labels is not None else categories, target, size)
+        return move_to_background(shape, obj, rng)
+    if how == "box":
+        return random_box(gt_labels > 0 if gt_labels is not None else categories > 0, rng)
+    raise ValueError(f"unknown occluder kind {how!r}: part, cover, category, background or box")
+
+
 LEAF_GREENS = ((58, 112, 44), (84, 140, 52), (40, 90, 36), (110, 150, 60))   # leaf base colours
 BARK_BROWNS = ((96, 70, 44), (120, 88, 56), (78, 60, 40), (140, 110, 76))     # branch base colours
 
