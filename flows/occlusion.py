@@ -102,8 +102,9 @@ def assess_occlusion(
 ) -> dict:
     """Occlude ``n_cases`` held-out images of ``store``, detect and complete what was hidden.
 
-    how: part (ground-truth part masks) | category (discovered) | box | background (a part's shape on
-    the background only: a control, nothing hidden). hide: part names or ids hidden in every case
+    how: part (ground-truth part masks) | cover (a ground-truth part under a leaf's own outline) |
+    category (discovered) | box | background (a part's shape on the background only: a control,
+    nothing hidden). hide: part names or ids hidden in every case
     (default: one part per case, seeded). fill: grey | noise | patch | object | mix (one per case).
     losses: token losses to complete with (default: every loss with files beside the store).
     config: other ``OcclusionConfig`` fields (min_fraction, detect, completion, ...).
