@@ -2,7 +2,8 @@
 supervised reader's does; prints JSON (and ``--markdown`` a table on stderr).
 
 Given an ``eval_occlusion.py --detect-only --method appearance`` work folder, for every
-``part-<fill>/store.zarr`` run, on the same cases:
+``part-<fill>/store.zarr`` and ``cover-<fill>/store.zarr`` run (a part hidden under its own
+outline, or under a leaf's: ``--how cover``; shown as ``cover / <fill>``), on the same cases:
 
 - ``detector``: ROC AUC of the stored scores (``occlusion/scores``), as the stage's table;
 - ``true_place``: the same two kinds of evidence (the classifiers' surprise, grain), with the
@@ -121,7 +122,7 @@ def run_ceiling(store: Path, judge) -> dict:
             pix[name][0].append(bg[mask & bird])
             pix[name][1].append(bg[~mask & bird])
     scores, place, hidden = np.stack(scores)[:, 1:], np.stack(place)[:, 1:], np.stack(hidden)[:, 1:]
-    return {"run": store.parent.name, "fill": config.fill, "cases": int(len(done)),
+    return {"run": store.parent.name, "how": config.how, "fill": config.fill, "cases": int(len(done)),
             "detector": float(roc_auc(scores, hidden)), "true_place": float(roc_auc(place, hidden)),
             "true_place_hidden_only": float(roc_auc(np.where(hidden, place, scores), hidden)),
             "true_place_others_only": float(roc_auc(np.where(hidden, scores, place), hidden)),
@@ -133,7 +134,8 @@ def markdown(rows: list[dict]) -> str:
            "| pixels: detector's classifier | pixels: judge |",
            "| --- | --- | --- | --- | --- | --- | --- | --- |"]
     for r in rows:
-        out.append(f"| {r['fill']} | {r['cases']} | {r['detector']:.3f} | {r['true_place']:.3f} | "
+        shown = r["fill"] if r.get("how", "part") == "part" else f"{r['how']} / {r['fill']}"
+        out.append(f"| {shown} | {r['cases']} | {r['detector']:.3f} | {r['true_place']:.3f} | "
                    f"{r['true_place_hidden_only']:.3f} | {r['true_place_others_only']:.3f} | "
                    f"{r['pixel_classifier']:.3f} | {r['pixel_judge']:.3f} |")
     return "\n".join(out)
@@ -141,7 +143,7 @@ def markdown(rows: list[dict]) -> str:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("work", help="an eval_occlusion.py --work folder (part-<fill>/store.zarr runs)")
+    ap.add_argument("work", help="an eval_occlusion.py --work folder (part-<fill> and cover-<fill> runs)")
     ap.add_argument("--judge", default=None, help="part judge safetensors (default: the committed one)")
     ap.add_argument("--markdown", action="store_true", help="also print the table as markdown (stderr)")
     args = ap.parse_args()
@@ -152,9 +154,10 @@ def main() -> None:
 
     torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "1")))
     work = Path(args.work)
-    stores = sorted(p / "store.zarr" for p in work.glob("part-*") if (p / "store.zarr").is_dir())
+    stores = sorted(p / "store.zarr" for how in ("part", "cover") for p in work.glob(f"{how}-*")
+                    if (p / "store.zarr").is_dir())
     if not stores:
-        raise SystemExit(f"no part-<fill>/store.zarr run in {work}")
+        raise SystemExit(f"no part-<fill> or cover-<fill> store.zarr run in {work}")
     judge = PartJudge.load(args.judge)
     rows = [run_ceiling(s, judge) for s in stores]
     print(json.dumps({"work": str(work), "rows": rows}, indent=1))

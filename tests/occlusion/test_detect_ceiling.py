@@ -40,6 +40,7 @@ def test_markdown_and_refusals(tmp_path):
     row = {"fill": "patch", "cases": 3, "detector": 0.7, "true_place": 0.8, "true_place_hidden_only": 0.75,
            "true_place_others_only": 0.72, "pixel_classifier": 0.78, "pixel_judge": 0.6}
     assert "| patch | 3 | 0.700 | 0.800 | 0.750 | 0.720 | 0.780 | 0.600 |" in markdown([row])
+    assert "| cover / patch | 3 | 0.700 |" in markdown([{**row, "how": "cover"}])
     store = tmp_path / "part-grey" / "store.zarr"
     g = zarr.open_group(str(store), mode="w").create_group("occlusion")
     g.attrs["config"] = json.loads(json.dumps({"fill": "grey", "detect": {"method": "area"}}))
@@ -51,7 +52,7 @@ def test_main_refuses_a_folder_without_runs(tmp_path, monkeypatch):
     import benchmarks.detect_ceiling as dc
 
     monkeypatch.setattr("sys.argv", ["detect_ceiling.py", str(tmp_path)])
-    with pytest.raises(SystemExit, match="no part-<fill>/store.zarr run"):
+    with pytest.raises(SystemExit, match="no part-<fill> or cover-<fill> store.zarr run"):
         dc.main()
 
 
