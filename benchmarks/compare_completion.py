@@ -15,13 +15,20 @@ and most variants paint the same image whatever the fill):
   (``metrics.occlusion.mean_difference``);
 - given two folders of the same cases (the same source, ``--cases`` and seed; checked, refused
   by name otherwise), e.g. one completed with the inpainting checkpoint and one by latent
-  blending, each variant's ``B - A`` with its paired interval.
+  blending, each variant's ``B - A`` with its paired interval;
+- with ``--gain-over VARIANT`` as well, each variant's gain over VARIANT in B against its gain in
+  A, per case ``(B[v] - B[VARIANT]) - (A[v] - A[VARIANT])``: e.g. whether a part token's lead
+  over the class prompt is larger when the hidden region has the part's own outline;
+- ``--by-fill`` pairs the runs of the two folders by fill instead of by name, so the same birds
+  and parts hidden two ways (``part-grey`` against ``cover-grey``: the same plan) pair up; the
+  cases are still checked.
 
 An interval that excludes 0 is a difference those cases support. Nothing runs again; the
 folders are only read.
 
     .venv/bin/python benchmarks/compare_completion.py runs/occ-comp-inpaint --markdown
     .venv/bin/python benchmarks/compare_completion.py runs/occ-comp-blend runs/occ-comp-inpaint --markdown
+    .venv/bin/python benchmarks/compare_completion.py runs/occ-cover96-noise runs/occ-comp96-noise --by-fill --gain-over class --markdown
 """
 
 from __future__ import annotations
@@ -164,27 +171,49 @@ def against_variant(folder: Path, against: str, measure: str, judge=None) -> lis
     return rows + _pooled(pooled, identities)
 
 
-def between_runs(folder_a: Path, folder_b: Path, measure: str, judge=None) -> list[dict]:
+def _gain(table: dict, variant: str, over: str | None, measure: str) -> list:
+    """Per case, ``variant``'s ``measure``, less ``over``'s where given (None where either is None)."""
+    if over is None:
+        return table[variant][measure]
+    return [None if x is None or y is None else x - y for x, y in zip(table[variant][measure], table[over][measure])]
+
+
+def _paired_runs(runs_a: dict, runs_b: dict, by_fill: bool) -> list[tuple[str, str, str]]:
+    """(row name, run of A, run of B): the runs both folders hold, or with ``by_fill`` the runs
+    of the same fill (``<how>-<fill>``), whatever they hid it with."""
+    if not by_fill:
+        return [(n, n, n) for n in runs_a if n in runs_b]
+    fill = lambda name: name.split("-", 1)[-1]  # noqa: E731
+    return [(na if na == nb else f"{na} / {nb}", na, nb) for na in runs_a for nb in runs_b if fill(na) == fill(nb)]
+
+
+def between_runs(folder_a: Path, folder_b: Path, measure: str, judge=None, over: str | None = None,
+                 by_fill: bool = False) -> list[dict]:
     """Two folders of the same cases: each variant's B - A on ``measure``, per run and pooled
-    (``judge``: as :func:`case_measures`)."""
+    (``judge``: as :func:`case_measures`); with ``over``, each variant's gain over ``over`` in B
+    against its gain in A; ``by_fill``: as :func:`_paired_runs`."""
     runs_a, runs_b = runs_of(folder_a), runs_of(folder_b)
     read = _reader(judge)
-    names = [n for n in runs_a if n in runs_b]
-    if not names:
-        raise SystemExit(f"no run in both {folder_a} and {folder_b}")
+    pairs = _paired_runs(runs_a, runs_b, by_fill)
+    if not pairs:
+        raise SystemExit(f"no run in both {folder_a} and {folder_b}" + (" with the same fill" if by_fill else ""))
     rows, pooled, identities = [], {}, {}
-    for name in names:
-        rec_a, ta = read(runs_a[name])
-        rec_b, tb = read(runs_b[name])
+    for name, run_a, run_b in pairs:
+        rec_a, ta = read(runs_a[run_a])
+        rec_b, tb = read(runs_b[run_b])
         if rec_a != rec_b:
             raise SystemExit(f"{name}: {folder_a} and {folder_b} hold different cases (another --cases, seed or "
                              "source); a paired comparison needs the same ones")
+        for table, store in ((ta, runs_a[run_a]), (tb, runs_b[run_b])):
+            if over is not None and over not in table:
+                raise SystemExit(f"{store}: no variant {over!r} (its variants: {', '.join(table)})")
         identities[name] = rec_a
-        for v in [v for v in ta if v in tb]:
-            rows.append({"run": name, "variant": v, **_row(ta[v][measure], tb[v][measure])})
+        for v in [v for v in ta if v in tb and v != over]:
+            a_values, b_values = _gain(ta, v, over, measure), _gain(tb, v, over, measure)
+            rows.append({"run": name, "variant": v, **_row(a_values, b_values)})
             a, b = pooled.setdefault(v, ([], []))
-            a.append(ta[v][measure])
-            b.append(tb[v][measure])
+            a.append(a_values)
+            b.append(b_values)
     return rows + _pooled(pooled, identities)
 
 
@@ -208,6 +237,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("b", type=Path, nargs="?", help="a second folder of the same cases (another completion model)")
     ap.add_argument("--measure", default="judge_iou", choices=MEASURES, help="per-case measure (default judge_iou)")
     ap.add_argument("--against", default="occluded", help="with one folder: the variant every other is paired with")
+    ap.add_argument("--gain-over", default=None, metavar="VARIANT",
+                    help="with two folders: each variant's gain over VARIANT in B against its gain in A")
+    ap.add_argument("--by-fill", action="store_true",
+                    help="with two folders: pair their runs by fill (part-grey with cover-grey), not by name")
     ap.add_argument("--judge", default=None,
                     help="a part judge (judge.safetensors) to read the stored images again, instead of the judge "
                          "measures the runs stored (e.g. data/models/diffparts-part-judge-leaves/judge.safetensors)")
@@ -222,13 +255,16 @@ def main(argv: list[str] | None = None) -> int:
 
         judge = PartJudge.load(args.judge)
     if args.b is None:
+        if args.gain_over or args.by_fill:
+            raise SystemExit("--gain-over and --by-fill compare two folders: give a second one")
         rows = against_variant(args.a, args.against, args.measure, judge)
         a, b = f"`{args.against}`", "the variant"
     else:
-        rows = between_runs(args.a, args.b, args.measure, judge)
-        a, b = f"`{args.a}`", f"`{args.b}`"
+        rows = between_runs(args.a, args.b, args.measure, judge, args.gain_over, args.by_fill)
+        gain = f" (the variant - `{args.gain_over}`)" if args.gain_over else ""
+        a, b = f"`{args.a}`{gain}", f"`{args.b}`{gain}"
     print(json.dumps({"a": str(args.a), "b": None if args.b is None else str(args.b), "measure": args.measure,
-                      "judge": args.judge,
+                      "judge": args.judge, "gain_over": args.gain_over, "by_fill": args.by_fill,
                       "against": args.against if args.b is None else None, "rows": rows}, indent=1, default=float))
     if args.markdown:
         print(markdown(rows, a, b, args.measure), file=sys.stderr)

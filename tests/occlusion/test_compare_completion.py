@@ -147,3 +147,36 @@ def test_two_single_run_folders_are_paired(tmp_path, monkeypatch):
     assert rows["class"]["run"] == "part-grey" and rows["class"]["difference"] == pytest.approx(0.1)
     rows = cc.between_runs(tmp_path / "several", tmp_path / "inpaint", "judge_iou")
     assert {r["run"] for r in rows} == {"part-grey"}                           # only the run both hold
+
+
+def test_gains_over_a_variant_compared_between_runs_paired_by_fill(tmp_path, monkeypatch):
+    """--gain-over: each variant's lead over a prompt in B against its lead in A, per case;
+    --by-fill pairs part-grey with cover-grey (the same cases, checked)."""
+    import benchmarks.compare_completion as cc
+
+    rng = np.random.default_rng(3)
+    ta = _table(rng, 24, 0.0)                                     # class ~ occluded in A
+    tb = {v: {"judge_iou": list(np.asarray(t["judge_iou"]) + {"class": 0.2, "empty": 0.05}.get(v, 0.0))}
+          for v, t in ta.items()}                                 # B: class +0.2, empty +0.05 over A
+    records = {"a": ["r"] * 24, "b": ["r"] * 24}
+    tables = {"a": ta, "b": tb}
+    monkeypatch.setattr(cc, "case_measures", lambda store: (records[store.parent.parent.name], {
+        v: {m: t.get(m, [None] * 24) for m in cc.MEASURES} for v, t in tables[store.parent.parent.name].items()}))
+    for side, name in (("a", "cover-grey"), ("b", "part-grey")):
+        (tmp_path / side / name / "store.zarr").mkdir(parents=True)
+    a, b = tmp_path / "a", tmp_path / "b"
+    with pytest.raises(SystemExit, match="no run in both"):
+        cc.between_runs(a, b, "judge_iou")                        # by name: nothing pairs
+    rows = {r["variant"]: r for r in cc.between_runs(a, b, "judge_iou", over="class", by_fill=True)}
+    assert "class" not in rows and rows["empty"]["run"] == "cover-grey / part-grey"
+    assert rows["empty"]["difference"] == pytest.approx(0.05 - 0.2)        # empty's lead over class shrank
+    assert rows["occluded"]["difference"] == pytest.approx(-0.2)
+    assert rows["empty"]["a"] == pytest.approx(np.mean(np.subtract(ta["empty"]["judge_iou"], ta["class"]["judge_iou"])))
+    records["b"] = ["other"] * 24
+    with pytest.raises(SystemExit, match="different cases"):
+        cc.between_runs(a, b, "judge_iou", over="class", by_fill=True)
+    records["b"] = ["r"] * 24
+    with pytest.raises(SystemExit, match="no variant 'caption'"):
+        cc.between_runs(a, b, "judge_iou", over="caption", by_fill=True)
+    with pytest.raises(SystemExit, match="give a second one"):
+        cc.main([str(a), "--gain-over", "class"])
