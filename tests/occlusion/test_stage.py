@@ -244,3 +244,47 @@ def test_judge_measures_see_the_part_in_the_original_not_under_noise(tmp_path):
     scores = judge_measures(PartJudge.load(), {"original": image, "occluded": noisy}, mask, truth, [head])
     assert scores["original"]["iou"] > 0.5
     assert scores["occluded"]["iou"] < scores["original"]["iou"] - 0.3
+
+
+def test_cover_cases_hide_a_true_part_under_a_leaf_and_are_judged(occlusion_store, monkeypatch, tmp_path):
+    """how='cover' end to end, the corpus given part masks: every case hides at least 90 % of its
+    target part under a mask that is not the part's own, and the judge reads the references."""
+    import dataclasses
+
+    from PIL import Image
+
+    import diffparts.occlusion.cases as cases_module
+    import diffparts.occlusion.stage as stage_module
+    from diffparts.occlusion.occluders import resize_labels
+
+    store, corpus, model = occlusion_store
+    original = stage_module._records
+    folder = tmp_path / "part_segmentations"
+    folder.mkdir()
+    truth = np.zeros((32, 32), np.uint8)
+    truth[6:18, 5:19], truth[15:27, 14:28] = 1, 4                     # every bird: a head and a breast
+
+    def with_masks(root, corpus_):
+        records, legend = original(root, corpus_)
+        for name, rec in list(records.items()):
+            path = folder / f"{Path(name).stem}.png"
+            if not path.exists():
+                Image.fromarray(truth).save(path)
+            records[name] = dataclasses.replace(rec, part_mask_path=path)
+        return records, legend
+
+    monkeypatch.setattr(stage_module, "_records", with_masks)
+    monkeypatch.setattr(cases_module, "_records", with_masks)
+    root = open_store(store, "r+")
+    cfg = occlusion_config({**FAST, "how": "cover", "n_cases": 2, "losses": [], "complete": False})
+    setup = setup_occlusion(root, store, corpus, model, cfg)
+    out = run_cases(root, store, corpus, model, setup["todo"])
+    assert out["done"] == [0, 1] and not out["failed"]
+    g = root["occlusion"]
+    for k in range(2):
+        mask, res = np.asarray(g["masks"][k]), json.loads(str(g["results"][k]))
+        (target,) = res["target"]
+        part = resize_labels(truth, mask.shape) == target
+        assert (mask & part).sum() >= 0.9 * part.sum() and (mask & ~part).any()   # hidden, not traced
+        assert res["measures"]["original"]["judge_iou"] is not None
+        assert res["measures"]["occluded"]["judge_iou"] is not None
