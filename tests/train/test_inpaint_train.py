@@ -67,3 +67,30 @@ def test_loss_text_gives_four_decimals_and_the_start():
     assert loss_text({"masked": 0.15382, "all": 0.04316}) == "inside the mask 0.1538, whole latent 0.0432"
     assert loss_text({"masked": 0.15, "all": 0.04}, {"masked": 0.16053, "all": 0.111}) == (
         "inside the mask 0.1500 (start 0.1605), whole latent 0.0400 (start 0.1110)")
+
+
+def test_held_out_loss_builds_no_graph():
+    """The held-out loss is read mid-training from a UNet that requires grad: no autograd graph."""
+    from types import SimpleNamespace
+
+    import torch
+    from diffusers import DDPMScheduler
+
+    from diffparts.train.inpaint import held_out_loss
+
+    seen = []
+    weight = torch.nn.Parameter(torch.ones(()))
+
+    class Unet:
+        config = SimpleNamespace(in_channels=9)
+
+        def __call__(self, x, t, encoder_hidden_states):
+            seen.append(torch.is_grad_enabled())
+            return SimpleNamespace(sample=x[:, :4] * weight)
+
+    data = SimpleNamespace(val_latents=torch.zeros(2, 4, 4, 4), val_noise=torch.ones(2, 4, 4, 4),
+                           val_t=torch.tensor([10, 20]), val_mask=torch.ones(2, 1, 4, 4),
+                           val_masked=torch.zeros(2, 4, 4, 4), val_ids=torch.zeros(2, 3, dtype=torch.long))
+    loss = held_out_loss(Unet(), lambda ids: (torch.zeros(2, 3, 8),), DDPMScheduler(num_train_timesteps=100), data)
+    assert seen == [False]
+    assert set(loss) == {"all", "masked"} and all(isinstance(v, float) for v in loss.values())

@@ -16,8 +16,8 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-from diffparts.occlusion.stage import (PARTS_HIDDEN, REFERENCES, STAGE, OcclusionConfig, _records, load_model_image,
-                                      occlusion_config)
+from diffparts.occlusion.occluders import PARTS_HIDDEN
+from diffparts.occlusion.stage import REFERENCES, STAGE, OcclusionConfig, _records, load_model_image, occlusion_config
 
 
 @dataclass

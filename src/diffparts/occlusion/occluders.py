@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 FILLS = ("grey", "noise", "patch", "object")
+PARTS_HIDDEN = ("part", "cover")       # the kinds of case that hide a ground-truth part (the judge reads them)
 GREY = 128  # the flat fill's value in every channel: mid-grey, no colour cue
 
 
@@ -218,7 +219,7 @@ def occluder_mask(how: str, target, seed: int, gt_labels: np.ndarray | None,
     """
     size = categories.shape
     rng = np.random.default_rng(seed)
-    if how in ("part", "cover") and gt_labels is None:
+    if how in PARTS_HIDDEN and gt_labels is None:
         raise ValueError(f"how={how!r} needs the image's ground-truth part map")
     if how == "part":
         return label_mask(gt_labels, target, size)
@@ -226,9 +227,9 @@ def occluder_mask(how: str, target, seed: int, gt_labels: np.ndarray | None,
         return cover_shape(label_mask(gt_labels, target, size), rng)
     if how == "category":
         return label_mask(categories, target, size)
-    obj = (categories > 0) | (gt_labels > 0 if gt_labels is not None else False)
     if how == "background":
         shape = label_mask(gt_labels if gt_labels is not None else categories, target, size)
+        obj = (categories > 0) | (gt_labels > 0 if gt_labels is not None else False)
         return move_to_background(shape, obj, rng)
     if how == "box":
         return random_box(gt_labels > 0 if gt_labels is not None else categories > 0, rng)

@@ -49,12 +49,11 @@ import numpy as np
 
 from diffparts.occlusion.complete import CompletionConfig
 from diffparts.occlusion.detect import DetectConfig
-from diffparts.occlusion.occluders import FILLS
+from diffparts.occlusion.occluders import FILLS, PARTS_HIDDEN
 from diffparts.occlusion.split import NothingToOcclude, held_out_images, training_images, write_held_out_flags
 
 STAGE = "occlusion"
 HOW = ("part", "cover", "category", "box", "background")
-PARTS_HIDDEN = ("part", "cover")      # the cases that hide a ground-truth part (the judge reads them)
 MIX = "mix"                            # a fill per case, cycling through FILLS in a seeded order
 REFERENCES = ("original", "occluded")
 

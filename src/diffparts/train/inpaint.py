@@ -181,7 +181,6 @@ class _Data:
         self.val_t = torch.randint(0, pipe.scheduler.config.num_train_timesteps, (len(v_idx),), generator=gen)
 
 
-@torch.no_grad()
 def loss_text(loss: dict, start: dict | None = None) -> str:
     """A :func:`held_out_loss` result as a person reads it, with the start's beside it if given."""
     def part(key: str, name: str) -> str:
@@ -189,6 +188,7 @@ def loss_text(loss: dict, start: dict | None = None) -> str:
     return f"{part('masked', 'inside the mask')}, {part('all', 'whole latent')}"
 
 
+@torch.no_grad()
 def held_out_loss(unet, text_encoder, scheduler, data: _Data) -> dict:
     """Noise-prediction MSE on the held-out pairs: whole latent and inside the mask."""
     x = unet_input(scheduler, data.val_latents, data.val_noise, data.val_t, data.val_mask, data.val_masked)
