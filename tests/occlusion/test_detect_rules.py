@@ -10,18 +10,7 @@ import numpy as np
 import pytest
 
 from diffparts.occlusion.layout import layout_prior
-
-K1 = 4
-
-
-def _map(dy: int = 0, dx: int = 0, tail: bool = True) -> np.ndarray:
-    """40 x 40: body (1), head (2) at its top left, tail (3) off its right side; shifted by (dy, dx)."""
-    m = np.zeros((40, 40), np.int16)
-    m[15 + dy:30 + dy, 8 + dx:32 + dx] = 1
-    m[8 + dy:15 + dy, 8 + dx:16 + dx] = 2
-    if tail:
-        m[20 + dy:26 + dy, 32 + dx:38 + dx] = 3
-    return m
+from tests.occlusion.test_layout import K1, _map   # body, head and tail on a 40 x 40 map
 
 
 def test_rules_are_parsed_with_their_defaults_and_refused_by_name():
