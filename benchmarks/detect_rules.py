@@ -232,19 +232,23 @@ def placement(assigned: np.ndarray, unoccluded: np.ndarray, masks: np.ndarray, h
 
 def read_runs(work: Path) -> dict:
     """{run name: (occluded images, plain assignments, unoccluded maps, stored scores, hidden,
-    occluder masks)} of the done cases of every ``<how>-<fill>/store.zarr`` in ``work`` (all
-    from one source)."""
+    occluder masks)} of the done cases of every ``<how>-<fill>/store.zarr`` in ``work``; runs
+    calibrated differently (from another source, seed or settings) are refused by name."""
     import zarr
 
     stores = sorted(p / "store.zarr" for p in work.iterdir() if (p / "store.zarr").is_dir())
     if not stores:
         raise SystemExit(f"no <how>-<fill>/store.zarr run in {work}")
-    runs = {}
-    for store in stores:
-        g = zarr.open_group(str(store), mode="r")["occlusion"]
+    groups = {store: zarr.open_group(str(store), mode="r")["occlusion"] for store in stores}
+    for store, g in groups.items():
         method = dict(g.attrs["config"]).get("detect", {}).get("method")
         if method != "appearance":
             raise SystemExit(f"{store}: detector {method!r}; these rules are the appearance detector's")
+        if g.attrs.get("calibration") != groups[stores[0]].attrs.get("calibration"):   # one reference serves all
+            raise SystemExit(f"{store} and {stores[0]} were calibrated differently (another source, seed or "
+                             "detector settings): score them in separate folders")
+    runs = {}
+    for store, g in groups.items():
         done = np.flatnonzero(np.asarray(g["done"][:], bool))
         scores = np.asarray(g["scores"][:])[done]
         hidden = np.zeros(scores.shape, bool)

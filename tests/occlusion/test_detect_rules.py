@@ -127,6 +127,12 @@ def test_folders_it_cannot_read_are_refused(tmp_path):
     g.attrs["config"] = json.loads(json.dumps({"fill": "grey", "detect": {"method": "area"}}))
     with pytest.raises(SystemExit, match="detector 'area'.*appearance"):
         read_runs(tmp_path)
+    g.attrs["config"] = {"fill": "grey", "detect": {"method": "appearance"}}
+    g.attrs["calibration"] = "one"
+    other = zarr.open_group(str(tmp_path / "part-noise" / "store.zarr"), mode="w").create_group("occlusion")
+    other.attrs.update({"config": {"fill": "noise", "detect": {"method": "appearance"}}, "calibration": "two"})
+    with pytest.raises(SystemExit, match="part-noise.*calibrated differently"):
+        read_runs(tmp_path)
 
 
 def test_placement_counts_where_the_occluded_pixels_of_a_hidden_category_went():
