@@ -35,6 +35,7 @@ import json
 import os
 import sys
 from pathlib import Path
+from typing import Callable
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -64,6 +65,18 @@ def judge_background(judge, images) -> "np.ndarray":
     return p[:, 0].numpy()
 
 
+def run_images(root, corpus=None) -> tuple[dict, list, Callable]:
+    """(the corpus records, the store's image table, load(i): store image i as extraction fed it)
+    of an eval_occlusion run's store; corpus: its folder where the store's manifest names none."""
+    from diffparts.occlusion.stage import _records, load_model_image
+    from diffparts.store import image_table
+
+    records, _ = _records(root, corpus)
+    table = image_table(root)
+    size = int(root["attention"].attrs["image_size"])
+    return records, table, lambda i: load_model_image(records[table[i]["name"]].path, size)
+
+
 def run_ceiling(store: Path, judge) -> dict:
     import numpy as np
     import zarr
@@ -74,8 +87,7 @@ def run_ceiling(store: Path, judge) -> dict:
     from diffparts.occlusion.calibrate import image_evidence
     from diffparts.occlusion.detect import rank_evidence
     from diffparts.occlusion.occluders import resize_labels
-    from diffparts.occlusion.stage import _records, _stored_calibration, load_model_image, occlusion_config
-    from diffparts.store import image_table
+    from diffparts.occlusion.stage import _stored_calibration, occlusion_config
 
     root = zarr.open_group(str(store), mode="r")
     g = root["occlusion"]
@@ -84,13 +96,7 @@ def run_ceiling(store: Path, judge) -> dict:
     if detect.method != "appearance":
         raise SystemExit(f"{store}: detector {detect.method!r}; this reads the appearance detector's evidence")
     calibration = _stored_calibration(g.attrs)
-    records, _ = _records(root, None)
-    table = image_table(root)
-    size = int(root["attention"].attrs["image_size"])
-
-    def load(i: int) -> np.ndarray:
-        return load_model_image(records[table[i]["name"]].path, size)
-
+    records, table, load = run_images(root)
     done = np.flatnonzero(np.asarray(g["done"][:], bool))
     unmasked = sorted({table[int(g["cases"][int(c)])]["name"] for c in done
                        if records[table[int(g["cases"][int(c)])]["name"]].part_mask_path is None})

@@ -269,8 +269,8 @@ def score_rules(work: Path, specs: list[str], corpus: str | None = None) -> list
     from diffparts.occlusion.appearance import appearance_reference
     from diffparts.occlusion.calibrate import calibrate_store, detector_regions, image_evidence
     from diffparts.occlusion.detect import rank_evidence
-    from diffparts.occlusion.stage import _records, load_model_image, occlusion_config
-    from diffparts.store import image_table
+    from benchmarks.detect_ceiling import run_images
+    from diffparts.occlusion.stage import occlusion_config
 
     parsed = [(spec, *parse_rule(spec)) for spec in specs]
     runs = read_runs(work)
@@ -278,13 +278,7 @@ def score_rules(work: Path, specs: list[str], corpus: str | None = None) -> list
     root = zarr.open_group(str(first), mode="r")
     config = occlusion_config(dict(root["occlusion"].attrs["config"]))
     detect = config.detect
-    records, _ = _records(root, corpus)
-    table = image_table(root)
-    size = int(root["attention"].attrs["image_size"])
-
-    def load(i: int) -> np.ndarray:
-        return load_model_image(records[table[i]["name"]].path, size)
-
+    _, _, load = run_images(root, corpus)
     reference = appearance_reference(root, load, detect.appearance, config.seed, log=say)
     pipelines = {"appearance": reference, "grain": None}
     k1 = reference.n_categories
